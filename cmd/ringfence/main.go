@@ -1,0 +1,115 @@
+// Command ringfence is the operator's tool for channel content: it
+// validates and preflights channel files, builds them from their JSON
+// description, and runs the reference sensor's preflight harness.
+//
+// Exit codes: 0 success, 1 the content was rejected, 2 usage or I/O error.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK       = 0
+	exitRejected = 1
+	exitUsage    = 2
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"validate", "check channel files against an interpreter's capabilities, optionally preflight them", runValidate},
+		{"channel", "build a channel file from its JSON description, or dump one as JSON", runChannel},
+		{"sensor", "the reference sensor: 'sensor preflight' is the default preflight command", runSensor},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "ringfence: unknown command %q; run 'ringfence help' for the list\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "ringfence: safe content updates for kernel-level agents")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: ringfence COMMAND [flags] [args]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'ringfence COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "Exit codes: 0 success, 1 content rejected, 2 usage or I/O error.")
+}
+
+// newFlags returns a flag set whose --help prints synopsis, description and
+// flags to stdout.
+func newFlags(name, synopsis, description string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: ringfence %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseArgs parses flags wherever they appear among the positional
+// arguments (package flag stops at the first positional one); everything
+// after "--" is positional. It returns the positional arguments, or false
+// and the exit code to return.
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, int, bool) {
+	var rest []string
+	for i, a := range args {
+		if a == "--" {
+			args, rest = args[:i], args[i+1:]
+			break
+		}
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stdout)
+				fs.Usage()
+				return nil, exitOK, false
+			}
+			return nil, exitUsage, false
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return append(pos, rest...), 0, true
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

@@ -1,0 +1,144 @@
+package sensor
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ringfence/ringfence/validator"
+	"github.com/stretchr/testify/require"
+)
+
+func load(t testing.TB, name, capsVersion string) *Program {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "channels", name+".rfch"))
+	require.NoError(t, err)
+	caps, err := validator.LoadCapabilities(filepath.Join("..", "testdata", "capabilities", "sensor-"+capsVersion+".json"))
+	require.NoError(t, err)
+	p, err := New(caps).Load(data)
+	require.NoError(t, err)
+	return p
+}
+
+func TestDefaultCapabilitiesMatchTestdata(t *testing.T) {
+	c, err := validator.LoadCapabilities(filepath.Join("..", "testdata", "capabilities", "sensor-"+Version+".json"))
+	require.NoError(t, err)
+	require.Equal(t, c, DefaultCapabilities())
+	require.Len(t, c.Template(7).Inputs, 20, "sensor 7.11 supplies 20 IPC inputs")
+}
+
+func TestEval(t *testing.T) {
+	f := &validator.ChannelFile{TemplateType: 7, TemplateVersion: 1, Fields: make([]validator.FieldType, 20)}
+	ins := []validator.Instance{
+		{ID: 1, Action: validator.ActionLog, Matchers: []validator.Matcher{{Field: 0, Kind: validator.MatchEqualString, Str: "a"}}},
+		{ID: 2, Action: validator.ActionBlock, Matchers: []validator.Matcher{{Field: 0, Kind: validator.MatchPrefix, Str: "ab"}, {Field: 3, Kind: validator.MatchRange, Lo: 10, Hi: 20}}},
+		{ID: 3, Action: validator.ActionAlert, Matchers: []validator.Matcher{{Field: 3, Kind: validator.MatchEqualUint, Lo: 7}}},
+		{ID: 4, Action: validator.ActionAlert, Matchers: []validator.Matcher{{Field: 1, Kind: validator.MatchPattern, Str: "*\\cmd.exe"}}},
+		{ID: 5, Action: validator.ActionLog, Matchers: []validator.Matcher{{Field: 1, Kind: validator.MatchPrefix, Str: strings.Repeat("x", MaxInputLen+1)}}},
+	}
+	f.Instances = ins
+	p, err := New(DefaultCapabilities()).Prepare(f)
+	require.NoError(t, err)
+	ev := func(tt uint16, vals ...Value) Event { return Event{TemplateType: tt, Fields: vals} }
+	tests := []struct {
+		name string
+		ev   Event
+		want Verdict
+	}{
+		{"no fields", ev(7), Verdict{}},
+		{"other template type", ev(1, Value{Str: "a"}), Verdict{}},
+		{"equals", ev(7, Value{Str: "a"}), Verdict{Matches: 1, Action: validator.ActionLog, First: 1}},
+		{"prefix and range", ev(7, Value{Str: "abc"}, Value{}, Value{}, Value{Num: 15}), Verdict{Matches: 1, Action: validator.ActionBlock, First: 2}},
+		{"range edge", ev(7, Value{Str: "ab"}, Value{}, Value{}, Value{Num: 21}), Verdict{}},
+		{"equals uint", ev(7, Value{}, Value{}, Value{}, Value{Num: 7}), Verdict{Matches: 1, Action: validator.ActionAlert, First: 3}},
+		{"pattern", ev(7, Value{}, Value{Str: `C:\Windows\System32\cmd.exe`}), Verdict{Matches: 1, Action: validator.ActionAlert, First: 4}},
+		{"pattern miss", ev(7, Value{}, Value{Str: `C:\cmd.exe.bak`}), Verdict{}},
+		{"input truncated to the sensor's buffer", ev(7, Value{}, Value{Str: strings.Repeat("x", MaxInputLen+1)}), Verdict{}},
+		{"several match, strongest action", ev(7, Value{Str: "ab"}, Value{Str: `\cmd.exe`}, Value{}, Value{Num: 10}), Verdict{Matches: 2, Action: validator.ActionBlock, First: 2}},
+		{"extra fields ignored", ev(7, append([]Value{{Str: "a"}}, make([]Value, 40)...)...), Verdict{Matches: 1, Action: validator.ActionLog, First: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, p.Eval(tt.ev))
+		})
+	}
+}
+
+func TestGlob(t *testing.T) {
+	tests := []struct {
+		p, s string
+		want bool
+	}{
+		{"", "", true}, {"", "a", false}, {"*", "", true}, {"*", "abc", true},
+		{"a?c", "abc", true}, {"a?c", "ac", false}, {"*.exe", "x.exe", true}, {"*.exe", "x.exe1", false},
+		{"a*b*c", "aXbYc", true}, {"a*b*c", "aXbY", false}, {"**", "x", true},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, glob(tt.p, tt.s), "glob(%q, %q)", tt.p, tt.s)
+	}
+}
+
+// TestCF291Panics is the 2024 failure in miniature: the interpreter loads
+// the file (it parses) and panics on the first event that reaches field 21.
+func TestCF291Panics(t *testing.T) {
+	p := load(t, "cf291-shape", "7.11")
+	synth := Synthesize(p.File())
+	require.PanicsWithError(t, "runtime error: index out of range [20] with length 20", func() { p.Eval(synth[0]) })
+	// The sensor that supplies 21 inputs runs the same file.
+	p = load(t, "cf291-shape", "7.12")
+	for _, ev := range Synthesize(p.File()) {
+		require.NotPanics(t, func() { p.Eval(ev) })
+	}
+}
+
+// TestSynthesizeReachesEveryInstance checks that each instance's synthesized
+// events match that instance: so evaluation reads every field it names.
+func TestSynthesizeReachesEveryInstance(t *testing.T) {
+	for _, name := range []string{"good-ipc-1001", "good-ipc-1002", "good-ipc-1003", "cf291-wildcard"} {
+		t.Run(name, func(t *testing.T) {
+			p := load(t, name, "7.11")
+			f := p.File()
+			synth := Synthesize(f)
+			require.Len(t, synth, 2*len(f.Instances))
+			for i := range f.Instances {
+				one := &validator.ChannelFile{TemplateType: f.TemplateType, Fields: f.Fields, Instances: f.Instances[i : i+1]}
+				q, err := New(DefaultCapabilities()).Prepare(one)
+				require.NoError(t, err)
+				for _, ev := range synth[2*i : 2*i+2] {
+					require.Equal(t, 1, q.Eval(ev).Matches, "instance %d (id %d) not reached by %+v", i+1, f.Instances[i].ID, ev)
+				}
+			}
+		})
+	}
+}
+
+func TestRandomEventsDeterministic(t *testing.T) {
+	f := load(t, "good-ipc-1003", "7.11").File()
+	a, b, c := RandomEvents(f, 7), RandomEvents(f, 7), RandomEvents(f, 8)
+	differ := false
+	for range 100 {
+		x, y, z := a(), b(), c()
+		require.Equal(t, x, y)
+		differ = differ || len(x.Fields) != len(z.Fields) || (len(x.Fields) > 0 && x.Fields[0] != z.Fields[0])
+	}
+	require.True(t, differ, "different seeds gave the same events")
+}
+
+func TestRunPreflight(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "channels", "good-ipc-1003.rfch"))
+	require.NoError(t, err)
+	rep, err := RunPreflight(data, DefaultCapabilities(), 1, 100)
+	require.NoError(t, err)
+	require.Equal(t, Report{Sensor: "7.11", Instances: 6, Synthesized: 12, Random: 100, Matches: rep.Matches}, rep)
+	require.GreaterOrEqual(t, rep.Matches, 12)
+
+	data, err = os.ReadFile(filepath.Join("..", "testdata", "channels", "cf291-shape.rfch"))
+	require.NoError(t, err)
+	_, err = RunPreflight(data, DefaultCapabilities(), 1, 100)
+	var ce *CrashError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "synthesized", ce.Phase)
+	require.Equal(t, uint32(291), ce.ID)
+	require.Contains(t, string(ce.Stack), "matchAll")
+}
