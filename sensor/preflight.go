@@ -37,9 +37,9 @@ type CrashError struct {
 	Event    int    // 1-based index within the phase
 	Instance int    // 1-based index of the instance being evaluated
 	ID       uint32 // its id
-	Value any    // what the interpreter panicked with
-	Stack []byte
-	Input Event
+	Value    any    // what the interpreter panicked with
+	Stack    []byte
+	Input    Event
 }
 
 func (e *CrashError) Error() string {

@@ -34,13 +34,13 @@ Example:
       testdata/channels/cf291-shape.rfch`
 
 type fileResult struct {
-	File           string              `json:"file"`
-	Valid          bool                `json:"valid"`
-	Channel        uint32              `json:"channel,omitempty"`
-	ContentVersion uint32              `json:"content_version,omitempty"`
-	Instances      int                 `json:"instances,omitempty"`
-	Preflight      string              `json:"preflight"` // "passed", "failed", "not run"
-	Problems       validator.Problems  `json:"problems"`
+	File           string             `json:"file"`
+	Valid          bool               `json:"valid"`
+	Channel        uint32             `json:"channel,omitempty"`
+	ContentVersion uint32             `json:"content_version,omitempty"`
+	Instances      int                `json:"instances,omitempty"`
+	Preflight      string             `json:"preflight"` // "passed", "failed", "not run"
+	Problems       validator.Problems `json:"problems"`
 }
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
