@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the optional system packages the extra test suites use. Each
+# package is tried on its own, so one that cannot be had does not stop the
+# others; the suites that need a missing one skip with a message.
+set -uo pipefail
+pkgs=(gcc)   # C compiler: the boot-record vectors run against the C loader
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: not root; install these yourself if missing: ${pkgs[*]}"
+  exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "deps: no apt-get; install these yourself if missing: ${pkgs[*]}"
+  exit 0
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "deps: all present (${pkgs[*]})"; exit 0; }
+DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+for p in "${missing[@]}"; do
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 \
+    && echo "deps: installed $p" || echo "deps: could not install $p (its suite will be skipped)"
+done

@@ -1,0 +1,70 @@
+# Ringfence. `make help` lists the targets.
+
+GO        ?= go
+FUZZTIME  ?= 5m
+SMOKETIME ?= 3s
+BENCHTIME ?= 1s
+BIN       := bin
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build the binaries into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: test
+test: check unit fuzz-smoke ## everything CI runs: check, unit tests with -race, fuzz smoke
+	@echo "make test: all suites passed"
+
+.PHONY: unit
+unit: ## go test -race ./... (includes the C boot-record vectors where a C compiler exists)
+	$(GO) test -race -count=1 ./...
+
+.PHONY: check
+check: fmt vet staticcheck cross ## gofmt, go vet, staticcheck, cross-builds
+
+.PHONY: fmt
+fmt: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## go vet for linux and windows
+	$(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+
+.PHONY: staticcheck
+staticcheck: ## staticcheck (pinned in go.mod as a tool)
+	$(GO) tool staticcheck ./...
+	GOOS=windows $(GO) tool staticcheck ./...
+
+.PHONY: cross
+cross: ## cross-build every package and binary for linux and windows (amd64, arm64)
+	GOOS=linux   GOARCH=amd64 $(GO) build ./...
+	GOOS=linux   GOARCH=arm64 $(GO) build ./...
+	GOOS=windows GOARCH=amd64 $(GO) build ./...
+	GOOS=windows GOARCH=arm64 $(GO) build ./...
+
+.PHONY: fuzz-smoke
+fuzz-smoke: ## run every fuzz target for SMOKETIME (default 3s)
+	FUZZTIME=$(SMOKETIME) ./fuzz/run.sh
+
+.PHONY: fuzz
+fuzz: ## long fuzz runs: every target for FUZZTIME (default 5m); TARGETS='FuzzParse ...' to pick
+	FUZZTIME=$(FUZZTIME) ./fuzz/run.sh $(TARGETS)
+
+.PHONY: bench
+bench: ## benchmarks (BENCHTIME=1s); the numbers quoted in issues come from here
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+.PHONY: deps
+deps: ## install optional system packages the extra suites use (apt-get; tolerant of missing packages)
+	./.ci/deps.sh
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN) fuzz/out
