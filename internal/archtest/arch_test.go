@@ -1,0 +1,146 @@
+package archtest
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// rooms maps an import path prefix to the only directory trees (relative to
+// the module root; "" is anywhere) whose non-test code may import it.
+var rooms = map[string][]string{
+	"go.etcd.io/bbolt":                     {"state"},
+	"github.com/kardianos/service":         {"cmd/"},
+	"github.com/theupdateframework/go-tuf": {"tuf"},
+	"github.com/minio/selfupdate":          {"cmd/ringfenced"},
+	"golang.org/x/sys/windows":             {""}, // anywhere, but only in _windows.go files (checked below)
+	"github.com/ringfence/ringfence/cmd":   {},   // nothing imports a main package
+	"github.com/stretchr/testify":          {},   // tests only
+}
+
+type file struct {
+	rel  string // path relative to the module root
+	dir  string
+	test bool
+	ast  *ast.File
+}
+
+func moduleFiles(t *testing.T) []file {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []file
+	fset := token.NewFileSet()
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			name := d.Name()
+			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ParseComments|parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
+		out = append(out, file{rel: rel, dir: filepath.ToSlash(filepath.Dir(rel)), test: strings.HasSuffix(path, "_test.go"), ast: f})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 10 {
+		t.Fatalf("found only %d Go files; is the walk rooted at the module?", len(out))
+	}
+	return out
+}
+
+func TestDependencyRooms(t *testing.T) {
+	for _, f := range moduleFiles(t) {
+		for _, imp := range f.ast.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			for prefix, allowed := range rooms {
+				if !strings.HasPrefix(path, prefix) || f.test {
+					continue
+				}
+				ok := false
+				for _, a := range allowed {
+					ok = ok || a == "" || strings.HasPrefix(f.dir+"/", a+"/")
+				}
+				if !ok {
+					t.Errorf("%s imports %s; only %v may", f.rel, path, allowed)
+				}
+			}
+			if path == "golang.org/x/sys/windows" && !strings.HasSuffix(f.rel, "_windows.go") && !strings.HasSuffix(f.rel, "_windows_test.go") {
+				t.Errorf("%s imports golang.org/x/sys/windows outside a _windows.go file", f.rel)
+			}
+		}
+	}
+}
+
+func TestOnePackageDocPerDirectory(t *testing.T) {
+	docs := map[string][]string{}
+	dirs := map[string]bool{}
+	for _, f := range moduleFiles(t) {
+		if f.test {
+			continue
+		}
+		dirs[f.dir] = true
+		if f.ast.Doc != nil && strings.TrimSpace(f.ast.Doc.Text()) != "" {
+			docs[f.dir] = append(docs[f.dir], f.rel)
+		}
+	}
+	for d := range dirs {
+		switch n := len(docs[d]); {
+		case n == 0:
+			t.Errorf("%s has no package doc comment", d)
+		case n > 1:
+			t.Errorf("%s has %d package doc comments (%v); keep one", d, n, docs[d])
+		}
+	}
+}
+
+// TestForbiddenCalls: os.Rename only in internal/atomicfile (the one durable
+// rename), and no runtime.GOOS in non-test code (platform code goes in
+// _windows.go / _linux.go files).
+func TestForbiddenCalls(t *testing.T) {
+	for _, f := range moduleFiles(t) {
+		if f.test {
+			continue
+		}
+		ast.Inspect(f.ast, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			x, ok := sel.X.(*ast.Ident)
+			if !ok {
+				return true
+			}
+			switch x.Name + "." + sel.Sel.Name {
+			case "os.Rename":
+				if f.dir != "internal/atomicfile" {
+					t.Errorf("%s calls os.Rename; use internal/atomicfile (rename is not durable without a directory fsync)", f.rel)
+				}
+			case "runtime.GOOS":
+				t.Errorf("%s reads runtime.GOOS; put platform code in _windows.go/_linux.go files", f.rel)
+			}
+			return true
+		})
+	}
+}
