@@ -1,0 +1,6 @@
+package state
+
+import bolt "go.etcd.io/bbolt"
+
+// bboltTx lets tests look at the raw database.
+type bboltTx = bolt.Tx
