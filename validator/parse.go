@@ -99,11 +99,17 @@ type parser struct {
 
 func (p *parser) pos() int { return p.base + p.off }
 
+// need fails unless n more bytes remain. It stays small enough to inline;
+// the error is built out of line.
 func (p *parser) need(n, inst, field int) error {
 	if len(p.s)-p.off < n {
-		return ferr(CodeTruncated, p.pos(), inst, field, "body ends inside instance %d", inst)
+		return p.truncated(inst, field)
 	}
 	return nil
+}
+
+func (p *parser) truncated(inst, field int) error {
+	return ferr(CodeTruncated, p.pos(), inst, field, "body ends inside instance %d", inst)
 }
 
 func (p *parser) u16() uint16 {

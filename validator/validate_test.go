@@ -82,6 +82,12 @@ func TestValidateInCode(t *testing.T) {
 		{"declared type differs", mk(append([]FieldType{FieldUint}, str8[1:]...), Instance{ID: 1, Action: ActionLog, Matchers: []Matcher{eq(1, "a")}}), caps, []Code{CodeFieldTypeMismatch}},
 		{"matches everything", mk(str8, Instance{ID: 1, Action: ActionLog, Matchers: []Matcher{{Field: 0, Kind: MatchPrefix}, {Field: 1, Kind: MatchPattern, Str: "**"}}}), caps, []Code{CodeMatchesEverything}},
 		{"duplicate", mk(str8, Instance{ID: 1, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 2, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}), caps, []Code{CodeDuplicateInstance}},
+		{"three alike, one unlike", mk(str8,
+			Instance{ID: 1, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 2, Action: ActionLog, Matchers: []Matcher{eq(1, "a")}},
+			Instance{ID: 3, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 4, Action: ActionAlert, Matchers: []Matcher{eq(0, "a")}}),
+			caps, []Code{CodeDuplicateInstance, CodeContradictory}},
+		{"ids out of order but unique", mk(str8, Instance{ID: 9, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 2, Action: ActionLog, Matchers: []Matcher{eq(0, "b")}}), caps, nil},
+		{"duplicate id out of order", mk(str8, Instance{ID: 9, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 2, Action: ActionLog, Matchers: []Matcher{eq(0, "b")}}, Instance{ID: 9, Action: ActionLog, Matchers: []Matcher{eq(0, "c")}}), caps, []Code{CodeDuplicateID}},
 		{"not a duplicate", mk(str8, Instance{ID: 1, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 2, Action: ActionLog, Matchers: []Matcher{eq(0, "b")}}), caps, nil},
 		{"contradictory", mk(str8, Instance{ID: 1, Action: ActionLog, Matchers: []Matcher{eq(0, "a")}}, Instance{ID: 2, Action: ActionBlock, Matchers: []Matcher{eq(0, "a")}}), caps, []Code{CodeContradictory}},
 	}
