@@ -116,6 +116,11 @@ func ParseCapabilities(data []byte) (*Capabilities, error) {
 		if len(tt.Inputs) == 0 || len(tt.Inputs) > MaxFields {
 			return nil, fmt.Errorf("%w: template type %s supplies %d inputs; must be 1..%d", ErrCapabilities, tt.Name, len(tt.Inputs), MaxFields)
 		}
+		for i, in := range tt.Inputs {
+			if in.Type != FieldString && in.Type != FieldUint {
+				return nil, fmt.Errorf("%w: template type %s, input %d (%q): \"type\" must be \"string\" or \"uint\"", ErrCapabilities, tt.Name, i+1, in.Name)
+			}
+		}
 	}
 	return &c, nil
 }

@@ -90,6 +90,9 @@ func TestPreflight(t *testing.T) {
 // TestPreflightMemoryLimit runs a child that allocates without end: the
 // memory limit, not the timeout, must stop it, and the file is rejected.
 func TestPreflightMemoryLimit(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's runtime cannot start under a 256 MiB RLIMIT_DATA; `make unit` runs this test again without -race")
+	}
 	o := childOpts("hog")
 	o.MaxMemory = 256 << 20
 	o.Timeout = time.Minute
