@@ -129,6 +129,11 @@ func (p *parser) u64() uint64 {
 	return lo | uint64(p.u32())<<32
 }
 
+// matcherChunk is the number of matchers the parser allocates at a time. Fixed
+// chunks (rather than doubling) keep the memory allocated close to what the
+// file needs, and a chunk of 160 KiB amortizes the allocation well.
+const matcherChunk = 4096
+
 func (p *parser) instances(f *ChannelFile, n int) error {
 	f.Instances = make([]Instance, n)
 	nFields := len(f.Fields)
@@ -194,7 +199,7 @@ func (p *parser) instances(f *ChannelFile, n int) error {
 			if len(pool) == cap(pool) {
 				// Full chunk: start a new one, keeping this instance's
 				// matchers contiguous.
-				grown := make([]Matcher, len(pool)-first, max(1024, 2*(len(pool)-first)+nFields))
+				grown := make([]Matcher, len(pool)-first, max(matcherChunk, len(pool)-first+nFields))
 				copy(grown, pool[first:])
 				pool, first = grown, 0
 			}
