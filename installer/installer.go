@@ -1,0 +1,254 @@
+package installer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/state"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// Names under the root directory (DESIGN.md, host disk layout).
+const (
+	RecordName = "bootrecord"
+	SlotsDir   = "slots"
+	StateName  = "state.db"
+)
+
+// Clock tells the time; history and quarantine entries are stamped with it.
+type Clock = state.Clock
+
+// Options configure Open.
+type Options struct {
+	// Capabilities of the installed interpreter, which staged content is
+	// validated against. Required.
+	Capabilities *validator.Capabilities
+	// Policy is the trial's tries; zero means bootguard.DefaultPolicy.
+	Policy bootguard.Policy
+	// ReadOnly opens the root without changing anything: no directories
+	// are created, nothing is cleaned up, and every change returns
+	// ErrReadOnly. Open falls back to it by itself on a read-only disk.
+	ReadOnly bool
+	// Clock stamps history; nil means the system clock.
+	Clock Clock
+}
+
+// Installer manages the slots and the boot record under one root directory.
+// One process at a time should hold an Installer for a root (state.db is
+// locked while open; the boot record is locked per update).
+type Installer struct {
+	root     string
+	caps     *validator.Capabilities
+	pol      bootguard.Policy
+	clock    Clock
+	readOnly bool
+	db       *state.DB // nil when state.db cannot be used: see Warnings
+	warnings []string
+}
+
+// Open prepares root: it creates the directories and an empty boot record if
+// they are missing, removes temporary files a crashed run left behind, opens
+// state.db (moving a corrupt one aside; working without it if it cannot be
+// opened at all), and records in state.db the slots the boot guard reverted
+// while no installer ran (quarantine and history).
+func Open(root string, opts Options) (*Installer, error) {
+	in := &Installer{root: root, caps: opts.Capabilities, pol: opts.Policy, clock: opts.Clock, readOnly: opts.ReadOnly}
+	if in.caps == nil {
+		return nil, errors.New("installer: Options.Capabilities is required (the installed interpreter's capability manifest)")
+	}
+	if in.pol == (bootguard.Policy{}) {
+		in.pol = bootguard.DefaultPolicy()
+	}
+	if err := in.pol.Check(); err != nil {
+		return nil, err
+	}
+	if in.clock == nil {
+		in.clock = systemClock{}
+	}
+	if !in.readOnly {
+		if err := in.prepare(); err != nil {
+			if !isReadOnlyFS(err) {
+				return nil, err
+			}
+			in.readOnly = true
+			in.warn("the disk under %s is read-only: showing what would happen, changing nothing", root)
+		}
+	}
+	in.openState()
+	if !in.readOnly {
+		in.reconcile()
+	}
+	return in, nil
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// prepare creates the layout and cleans up after a crashed run.
+func (in *Installer) prepare() error {
+	if _, err := os.Stat(in.root); err != nil {
+		return fmt.Errorf("installer: root directory: %w", err)
+	}
+	if err := probeWritable(in.root); err != nil {
+		return err
+	}
+	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
+		if err := os.MkdirAll(in.SlotDir(s), 0o700); err != nil {
+			return fmt.Errorf("installer: %w", err)
+		}
+		if err := atomicfile.Cleanup(in.SlotDir(s)); err != nil {
+			return fmt.Errorf("installer: clean up %s: %w", in.SlotDir(s), err)
+		}
+	}
+	if err := atomicfile.Cleanup(in.root); err != nil {
+		return fmt.Errorf("installer: clean up %s: %w", in.root, err)
+	}
+	if _, err := bootguard.Init(in.RecordPath()); err != nil && !errors.Is(err, bootguard.ErrNoValidCopy) {
+		return err
+	} else if err != nil {
+		in.warn("%v", err)
+	}
+	return nil
+}
+
+// probeWritable fails with the file system's error when dir cannot be
+// written (a read-only mount, say).
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".probe"+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("installer: %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// openState opens state.db; any failure leaves db nil with a warning,
+// because the boot record alone decides what loads.
+func (in *Installer) openState() {
+	path := filepath.Join(in.root, StateName)
+	opts := state.Options{ReadOnly: in.readOnly, Clock: in.clock}
+	if in.readOnly {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			in.warn("state.db is missing: no history or quarantine list (the boot record alone decides what loads)")
+			return
+		}
+		db, err := state.Open(path, opts)
+		if err != nil {
+			in.warn("state.db cannot be read (%v): no history or quarantine list (the boot record alone decides what loads)", err)
+			return
+		}
+		in.db = db
+		return
+	}
+	db, reset, err := state.OpenOrReset(path, opts)
+	if err != nil {
+		in.warn("state.db cannot be opened (%v): history and quarantine are not recorded (the boot record alone decides what loads)", err)
+		return
+	}
+	if reset {
+		in.warn("state.db was corrupt and was moved aside; history, quarantine list and pins start empty")
+	}
+	in.db = db
+}
+
+// Close closes state.db.
+func (in *Installer) Close() error {
+	if in.db == nil {
+		return nil
+	}
+	return in.db.Close()
+}
+
+// Root returns the root directory.
+func (in *Installer) Root() string { return in.root }
+
+// RecordPath returns the boot record's path.
+func (in *Installer) RecordPath() string { return filepath.Join(in.root, RecordName) }
+
+// SlotDir returns the directory of slot s.
+func (in *Installer) SlotDir(s bootguard.Slot) string {
+	return filepath.Join(in.root, SlotsDir, s.String())
+}
+
+// ReadOnly reports whether the installer changes nothing (a read-only disk,
+// or Options.ReadOnly).
+func (in *Installer) ReadOnly() bool { return in.readOnly }
+
+// Warnings returns what went wrong that did not stop the installer (state.db
+// lost, a read-only disk, ...), for the caller to show.
+func (in *Installer) Warnings() []string { return in.warnings }
+
+func (in *Installer) warn(format string, args ...any) {
+	in.warnings = append(in.warnings, fmt.Sprintf(format, args...))
+}
+
+// reconcile brings state.db up to date with reverts the boot guard made on
+// its own (at boot, with no installer running): every BAD slot is
+// quarantined. It is idempotent.
+func (in *Installer) reconcile() {
+	if in.db == nil {
+		return
+	}
+	rec, err := bootguard.Read(in.RecordPath())
+	if err != nil {
+		return
+	}
+	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
+		e := rec.Entry(s)
+		if e.State != bootguard.StateBad {
+			continue
+		}
+		if q, err := in.db.IsQuarantined(e.Channel, e.Version); err == nil && !q {
+			in.quarantine(s, *e, bootguard.StateTrial, e.Reason.String())
+		}
+	}
+}
+
+// quarantine records that slot s's content was reverted, in the quarantine
+// list and the history. Failures are warnings: the boot record already
+// holds the revert.
+func (in *Installer) quarantine(s bootguard.Slot, e bootguard.Entry, from bootguard.State, reason string) {
+	if in.db == nil {
+		return
+	}
+	if err := in.db.Quarantine(state.Quarantine{Channel: e.Channel, Version: e.Version, Reason: reason}); err != nil {
+		in.warn("quarantine %d:%d in state.db: %v", e.Channel, e.Version, err)
+	}
+	in.history(s, e, from, bootguard.StateBad, reason)
+}
+
+// history appends a transition to state.db (a warning if it cannot).
+func (in *Installer) history(s bootguard.Slot, e bootguard.Entry, from, to bootguard.State, reason string) {
+	if in.db == nil {
+		return
+	}
+	t := state.Transition{Channel: e.Channel, Version: e.Version, Slot: s.String(), From: from.String(), To: to.String(), Reason: reason}
+	if err := in.db.Record(t); err != nil {
+		in.warn("record history in state.db: %v", err)
+	}
+}
+
+// History returns the newest transitions, newest first (nil without
+// state.db).
+func (in *Installer) History(limit int) ([]state.Transition, error) {
+	if in.db == nil {
+		return nil, nil
+	}
+	return in.db.History(limit)
+}
+
+// Quarantined returns the quarantine list (nil without state.db).
+func (in *Installer) Quarantined() ([]state.Quarantine, error) {
+	if in.db == nil {
+		return nil, nil
+	}
+	return in.db.Quarantined()
+}

@@ -1,0 +1,139 @@
+package installer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// ManifestName is the slot manifest's file name inside a slot directory.
+const ManifestName = "MANIFEST.json"
+
+// ManifestFormat is the "format" member of a slot manifest.
+const ManifestFormat = "ringfence-slot/v1"
+
+// MaxManifestSize bounds a slot manifest read from disk.
+const MaxManifestSize = 64 << 10
+
+// ContentName is the name of the channel file inside a slot.
+const ContentName = "content.rfch"
+
+// Manifest lists every file of a slot with its size and SHA-256. The boot
+// record holds the SHA-256 of the manifest's bytes, so one digest in the
+// record pins every byte of the slot.
+type Manifest struct {
+	Format         string         `json:"format"`
+	Channel        uint32         `json:"channel"`
+	ContentVersion uint32         `json:"content_version"`
+	Files          []ManifestFile `json:"files"`
+}
+
+// ManifestFile is one file of a slot.
+type ManifestFile struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// encode returns the manifest's canonical bytes (files sorted by name) and
+// their digest.
+func (m Manifest) encode() ([]byte, [32]byte, error) {
+	m.Format = ManifestFormat
+	m.Files = slices.Clone(m.Files)
+	slices.SortFunc(m.Files, func(a, b ManifestFile) int { return strings.Compare(a.Name, b.Name) })
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, [32]byte{}, err
+	}
+	b = append(b, '\n')
+	return b, sha256.Sum256(b), nil
+}
+
+// VerifySlot checks that dir holds exactly what the manifest whose digest is
+// want describes: the manifest's own digest, then every listed file's size
+// and SHA-256. It reads at most MaxManifestSize bytes of manifest and each
+// file's declared size (plus one byte, to catch a longer file).
+func VerifySlot(dir string, want [32]byte) (Manifest, error) {
+	raw, err := readBounded(filepath.Join(dir, ManifestName), MaxManifestSize)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: %s: %v", ErrSlotCorrupt, dir, err)
+	}
+	if got := sha256.Sum256(raw); got != want {
+		return Manifest{}, fmt.Errorf("%w: %s: manifest digest %x, boot record expects %x", ErrSlotCorrupt, dir, got[:8], want[:8])
+	}
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil || m.Format != ManifestFormat || len(m.Files) == 0 {
+		return Manifest{}, fmt.Errorf("%w: %s: manifest unreadable (format %q): %v", ErrSlotCorrupt, dir, m.Format, err)
+	}
+	for _, f := range m.Files {
+		if err := verifyFile(dir, f); err != nil {
+			return Manifest{}, err
+		}
+	}
+	return m, nil
+}
+
+func verifyFile(dir string, f ManifestFile) error {
+	if !validName(f.Name) || f.Size < 0 {
+		return fmt.Errorf("%w: %s: manifest lists bad file name %q", ErrSlotCorrupt, dir, f.Name)
+	}
+	want, err := hex.DecodeString(f.SHA256)
+	if err != nil || len(want) != sha256.Size {
+		return fmt.Errorf("%w: %s: %s: bad sha256 in manifest", ErrSlotCorrupt, dir, f.Name)
+	}
+	fh, err := os.Open(filepath.Join(dir, f.Name))
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrSlotCorrupt, dir, err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(fh, f.Size+1))
+	if err != nil {
+		return fmt.Errorf("%w: %s: read %s: %v", ErrSlotCorrupt, dir, f.Name, err)
+	}
+	if n != f.Size {
+		return fmt.Errorf("%w: %s: %s is %d bytes or more, manifest says %d", ErrSlotCorrupt, dir, f.Name, n, f.Size)
+	}
+	if !bytes.Equal(h.Sum(nil), want) {
+		return fmt.Errorf("%w: %s: %s does not match its SHA-256 in the manifest", ErrSlotCorrupt, dir, f.Name)
+	}
+	return nil
+}
+
+// validName reports whether name is a plain file name: no separators, no
+// "..", nothing a manifest could use to point outside its slot.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && name != ManifestName &&
+		!strings.ContainsAny(name, `/\:`) && filepath.Base(name) == name
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// fileEntry describes data as file name in a manifest.
+func fileEntry(name string, data []byte) ManifestFile {
+	sum := sha256.Sum256(data)
+	return ManifestFile{Name: name, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+}
