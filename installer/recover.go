@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strconv"
 
 	"github.com/ringfence/ringfence/bootguard"
@@ -66,7 +65,7 @@ const StatusHistory = 10
 // Status reads the boot record, verifies both slots, and collects history and
 // quarantine from state.db (when it can). It changes nothing.
 func (in *Installer) Status() Status {
-	st := Status{Root: in.root, Warnings: slices.Clone(in.warnings)}
+	st := Status{Root: in.root, Warnings: append([]string{}, in.warnings...), History: []state.Transition{}, Quarantined: []state.Quarantine{}}
 	rec, err := bootguard.Read(in.RecordPath())
 	st.RecordValid = err == nil
 	if err != nil {
@@ -78,15 +77,15 @@ func (in *Installer) Status() Status {
 	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
 		st.Slots = append(st.Slots, in.slotStatus(rec, s))
 	}
-	if h, err := in.History(StatusHistory); err == nil {
-		st.History = h
-	} else {
+	if h, err := in.History(StatusHistory); err != nil {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("history unreadable: %v", err))
+	} else if h != nil {
+		st.History = h
 	}
-	if q, err := in.Quarantined(); err == nil {
-		st.Quarantined = q
-	} else {
+	if q, err := in.Quarantined(); err != nil {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("quarantine list unreadable: %v", err))
+	} else if q != nil {
+		st.Quarantined = q
 	}
 	return st
 }
@@ -164,8 +163,8 @@ type RecoverReport struct {
 // manifests verify). With dryRun, or on a read-only root, it reports what it
 // would do and changes nothing.
 func (in *Installer) Recover(target string, dryRun bool) (RecoverReport, error) {
-	rep := RecoverReport{Target: target, DryRun: dryRun, ReadOnly: in.readOnly}
-	defer func() { rep.Warnings = slices.Clone(in.warnings) }()
+	rep := RecoverReport{Target: target, DryRun: dryRun, ReadOnly: in.readOnly && !dryRun}
+	defer func() { rep.Warnings = append([]string{}, in.warnings...) }()
 	var version uint32
 	if target != TargetLastGood && target != TargetNone {
 		v, err := strconv.ParseUint(target, 10, 32)

@@ -1,6 +1,8 @@
-// Command ringfence is the operator's tool for channel content: it
-// validates and preflights channel files, builds them from their JSON
-// description, and runs the reference sensor's preflight harness.
+// Command ringfence is the operator's tool for channel content and for a
+// host's content slots: it validates and preflights channel files, builds
+// them from their JSON description, runs the reference sensor's preflight
+// harness, installs content offline, runs the loader contract, shows a
+// host's status and recovers a host offline.
 //
 // Exit codes: 0 success, 1 the content was rejected, 2 usage or I/O error.
 package main
@@ -32,6 +34,11 @@ func commands() []command {
 		{"validate", "check channel files against an interpreter's capabilities, optionally preflight them", runValidate},
 		{"channel", "build a channel file from its JSON description, or dump one as JSON", runChannel},
 		{"sensor", "the reference sensor: 'sensor preflight' is the default preflight command", runSensor},
+		{"install", "validate, preflight, stage and activate a channel file as TRIAL (offline)", runInstall},
+		{"boot", "run the loader contract once, as a loader does at boot, and print the decision", runBoot},
+		{"mark-good", "end the health window by hand: the trial becomes last-known-good", runMarkGood},
+		{"status", "show slots, versions, states, tries, breadcrumb, last-known-good and history", runStatus},
+		{"recover", "offline recovery: make the last-known-good (or a version, or nothing) active", runRecover},
 	}
 }
 

@@ -88,15 +88,12 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		if *command != "" {
 			popts.Command = strings.Fields(*command)
 		} else {
-			self, err := os.Executable()
+			cmd, err := referencePreflight(*capsPath)
 			if err != nil {
-				fmt.Fprintf(stderr, "ringfence validate: find own binary for the reference preflight: %v; pass --preflight-command\n", err)
+				fmt.Fprintf(stderr, "ringfence validate: %v; pass --preflight-command\n", err)
 				return exitUsage
 			}
-			popts.Command = []string{self, "sensor", "preflight"}
-			if *capsPath != "" {
-				popts.Command = append(popts.Command, "--capabilities", *capsPath)
-			}
+			popts.Command = cmd
 		}
 	}
 

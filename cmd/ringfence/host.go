@@ -1,0 +1,501 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/sensor"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// hostFlags are the flags every host command shares.
+type hostFlags struct {
+	root   *string
+	asJSON *bool
+}
+
+func addHostFlags(fs interface {
+	String(name, value, usage string) *string
+	Bool(name string, value bool, usage string) *bool
+}) hostFlags {
+	return hostFlags{
+		root:   fs.String("root", installer.DefaultRoot, "Ringfence root directory (boot record, slots, state.db)"),
+		asJSON: fs.Bool("json", false, "print the result as JSON (field names in the README)"),
+	}
+}
+
+// openRoot opens the installer on --root; warnings go to stderr unless the
+// output is JSON (which carries them).
+func openRoot(name string, hf hostFlags, caps *validator.Capabilities, readOnly bool, stderr io.Writer) (*installer.Installer, bool) {
+	if caps == nil {
+		caps = sensor.DefaultCapabilities()
+	}
+	in, err := installer.Open(*hf.root, installer.Options{Capabilities: caps, ReadOnly: readOnly})
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence %s: %v\n", name, err)
+		return nil, false
+	}
+	if !*hf.asJSON {
+		for _, w := range in.Warnings() {
+			fmt.Fprintf(stderr, "ringfence %s: warning: %s\n", name, w)
+		}
+	}
+	return in, true
+}
+
+func printJSON(w io.Writer, v any) int {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return exitUsage
+	}
+	return exitOK
+}
+
+func describeEntry(e bootguard.Entry) string {
+	return fmt.Sprintf("channel %d version %d", e.Channel, e.Version)
+}
+
+// whyText says in words why the loader decided what it did.
+var whyText = map[string]string{
+	string(bootguard.WhyGood):           "last-known-good",
+	string(bootguard.WhyTrial):          "trial",
+	string(bootguard.WhyLoadCrash):      "fallback: the trial's last load never finished (load-crash)",
+	string(bootguard.WhyTriesExhausted): "fallback: the trial used up its boots (tries-exhausted)",
+	string(bootguard.WhyNotLoadable):    "fallback: the active slot holds nothing loadable (not-loadable)",
+	string(bootguard.WhyNoContent):      "no content installed",
+}
+
+func describeNext(n installer.NextLoad) string {
+	why := whyText[n.Why]
+	if why == "" {
+		why = n.Why
+	}
+	switch n.Action {
+	case "load":
+		return fmt.Sprintf("load slot %s: channel %d version %d (%s)", n.Slot, n.Channel, n.Version, why)
+	case "safe":
+		return "load no content: SAFE MODE, the boot record has no valid copy (run 'ringfence recover')"
+	}
+	return fmt.Sprintf("load no content (%s)", why)
+}
+
+const installHelp = `
+Install validates a channel file against the installed interpreter's
+capabilities (and the installed version: it must be newer), preflights it in
+the reference interpreter in a child process, stages it into the inactive slot
+and activates it as a TRIAL: the next boot loads it, with the current
+last-known-good as its fallback. This is the offline path for air-gapped hosts
+and labs; the daemon uses the same code.
+
+A version that was reverted on this host is quarantined and refused; only a
+newer version, or --unquarantine (an explicit admin decision), lets it in.
+
+Exit 0 installed, 1 rejected (invalid, preflight failed, quarantined, a trial
+in progress), 2 usage or I/O error.
+
+Example:
+  ringfence install --root /var/lib/ringfence good-ipc-1002.rfch`
+
+func runInstall(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("install", "install [--root DIR] [--capabilities FILE] [--json] FILE", installHelp, stdout, stderr)
+	hf := addHostFlags(fs)
+	capsPath := fs.String("capabilities", "", "capability manifest of the installed interpreter (default: built-in sensor "+sensor.Version+")")
+	noPreflight := fs.Bool("no-preflight", false, "skip the preflight run (static validation still runs)")
+	unquarantine := fs.Bool("unquarantine", false, "install even if this version was reverted here before (admin override)")
+	files, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
+	}
+	if len(files) != 1 {
+		fmt.Fprintln(stderr, "ringfence install: give exactly one channel file; see 'ringfence install --help'")
+		return exitUsage
+	}
+	path := files[0]
+	caps := sensor.DefaultCapabilities()
+	if *capsPath != "" {
+		c, err := validator.LoadCapabilities(*capsPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringfence install: %v\n", err)
+			return exitUsage
+		}
+		caps = c
+	}
+	data, err := validator.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence install: %v\n", err)
+		return exitUsage
+	}
+	// Static checks first: they are cheap and say exactly what is wrong.
+	// Stage runs them again, with the installed version.
+	if _, ps := validator.Validate(data, caps, validator.Options{}); ps.HasErrors() {
+		for _, p := range ps {
+			fmt.Fprintf(stderr, "%s: %s: %s\n", path, p.Code, p.Message)
+		}
+		fmt.Fprintf(stderr, "ringfence install: %s is invalid; nothing was changed\n", path)
+		return exitRejected
+	}
+	if !*noPreflight {
+		cmd, err := referencePreflight(*capsPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringfence install: %v\n", err)
+			return exitUsage
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		ps, err := validator.Preflight(ctx, path, validator.PreflightOptions{Command: cmd})
+		stop()
+		if err != nil {
+			fmt.Fprintf(stderr, "ringfence install: %v\n", err)
+			return exitUsage
+		}
+		if ps.HasErrors() {
+			for _, p := range ps {
+				fmt.Fprintf(stderr, "%s: %s: %s\n", path, p.Code, p.Message)
+			}
+			fmt.Fprintf(stderr, "ringfence install: %s failed preflight; nothing was changed\n", path)
+			return exitRejected
+		}
+	}
+	in, ok := openRoot("install", hf, caps, false, stderr)
+	if !ok {
+		return exitUsage
+	}
+	defer in.Close()
+	st, rec, err := in.Install(data, installer.StageOptions{Unquarantine: *unquarantine})
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence install: %s: %v\n", path, err)
+		if errors.Is(err, installer.ErrInvalid) || errors.Is(err, installer.ErrQuarantined) ||
+			errors.Is(err, installer.ErrAlreadyInstalled) || errors.Is(err, bootguard.ErrTrialInProgress) {
+			return exitRejected
+		}
+		return exitUsage
+	}
+	if *hf.asJSON {
+		return printJSON(stdout, struct {
+			Slot     string             `json:"slot"`
+			Channel  uint32             `json:"channel"`
+			Version  uint32             `json:"version"`
+			Fallback string             `json:"fallback"`
+			Tries    uint8              `json:"tries_left"`
+			Problems validator.Problems `json:"problems"`
+			Warnings []string           `json:"warnings"`
+		}{st.Slot.String(), st.Channel, st.Version, rec.Fallback.String(), rec.Entry(st.Slot).Tries, st.Problems, in.Warnings()})
+	}
+	for _, p := range st.Problems {
+		fmt.Fprintf(stdout, "%s: %s: warning: %s\n", path, p.Code, p.Message)
+	}
+	e := rec.Entry(st.Slot)
+	fb := "none (no last-known-good)"
+	if rec.Fallback != bootguard.SlotNone {
+		fb = fmt.Sprintf("slot %v (%s)", rec.Fallback, describeEntry(*rec.Entry(rec.Fallback)))
+	}
+	fmt.Fprintf(stdout, "installed %s into slot %v as TRIAL (tries %d, load tries %d); fallback %s\n", describeEntry(*e), st.Slot, e.Tries, e.LoadTries, fb)
+	fmt.Fprintln(stdout, "the next boot loads it; 'ringfence mark-good' ends the health window")
+	return exitOK
+}
+
+const bootHelp = `
+Boot runs the loader contract once, exactly as a loader does at boot: it reads
+the boot record, decides which slot to load, writes the breadcrumb before a
+trial loads, verifies the slot against its manifest, and prints the decision.
+
+Without --loaded the breadcrumb stays LOADING, as after a crash during the
+load: two 'ringfence boot' in a row on trial content show the fallback. With
+--loaded it records that the load finished (breadcrumb LOADED).
+
+Exit 0 (whatever was decided, safe mode included), 2 usage or I/O error.`
+
+func runBoot(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("boot", "boot [--root DIR] [--loaded] [--json]", bootHelp, stdout, stderr)
+	hf := addHostFlags(fs)
+	loaded := fs.Bool("loaded", false, "record that the load finished and the agent survived (breadcrumb LOADED)")
+	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
+		return code
+	} else if len(rest) > 0 {
+		fmt.Fprintf(stderr, "ringfence boot: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	in, ok := openRoot("boot", hf, nil, false, stderr)
+	if !ok {
+		return exitUsage
+	}
+	defer in.Close()
+	res, err := in.Boot(*loaded)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence boot: %v\n", err)
+		return exitUsage
+	}
+	d := res.Decision
+	next := installer.NextLoad{Action: d.Action.String(), Slot: d.Slot.String(), Channel: d.Entry.Channel, Version: d.Entry.Version, Why: string(d.Why)}
+	if *hf.asJSON {
+		out := struct {
+			installer.NextLoad
+			Reverted   string   `json:"reverted"`
+			Breadcrumb string   `json:"breadcrumb"`
+			Loaded     bool     `json:"loaded"`
+			Notes      []string `json:"notes"`
+			Warnings   []string `json:"warnings"`
+		}{next, d.Reverted.String(), "", res.Loaded, res.Notes, in.Warnings()}
+		if d.Action == bootguard.ActionLoad {
+			out.Breadcrumb = d.Entry.Crumb.String()
+			if res.Loaded && d.Entry.State == bootguard.StateTrial {
+				out.Breadcrumb = bootguard.CrumbLoaded.String()
+			}
+		}
+		return printJSON(stdout, out)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(stdout, "note: %s\n", n)
+	}
+	fmt.Fprintln(stdout, describeNext(next))
+	if d.Action == bootguard.ActionLoad && d.Entry.State == bootguard.StateTrial {
+		switch {
+		case res.Loaded:
+			fmt.Fprintf(stdout, "trial load finished: breadcrumb LOADED (boots left %d)\n", d.Entry.Tries)
+		default:
+			fmt.Fprintf(stdout, "breadcrumb LOADING (boots left %d); without --loaded the next boot counts this one as a crash while loading\n", d.Entry.Tries)
+		}
+	}
+	return exitOK
+}
+
+const markGoodHelp = `
+Mark-good ends the health window by hand: the active TRIAL becomes the new
+last-known-good. The trial must have finished loading in this boot
+('ringfence boot --loaded'). Exit 0 done, 1 no trial or not loaded, 2 usage or
+I/O error.`
+
+func runMarkGood(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("mark-good", "mark-good [--root DIR] [--json]", markGoodHelp, stdout, stderr)
+	hf := addHostFlags(fs)
+	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
+		return code
+	} else if len(rest) > 0 {
+		fmt.Fprintf(stderr, "ringfence mark-good: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	in, ok := openRoot("mark-good", hf, nil, false, stderr)
+	if !ok {
+		return exitUsage
+	}
+	defer in.Close()
+	rec, err := in.MarkGood()
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence mark-good: %v\n", err)
+		if errors.Is(err, bootguard.ErrNoTrial) || errors.Is(err, bootguard.ErrNotLoaded) {
+			return exitRejected
+		}
+		return exitUsage
+	}
+	e := rec.Entry(rec.Active)
+	if *hf.asJSON {
+		return printJSON(stdout, struct {
+			Slot    string `json:"slot"`
+			Channel uint32 `json:"channel"`
+			Version uint32 `json:"version"`
+			State   string `json:"state"`
+		}{rec.Active.String(), e.Channel, e.Version, e.State.String()})
+	}
+	fmt.Fprintf(stdout, "slot %v (%s) is now last-known-good\n", rec.Active, describeEntry(*e))
+	return exitOK
+}
+
+const statusHelp = `
+Status prints the boot record (active slot, fallback, each slot's state,
+version, tries, breadcrumb, and whether its files verify), what the next boot
+would load and why, the last-known-good, the quarantine list and recent
+history. It changes nothing, works on a read-only disk and without state.db.`
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", "status [--root DIR] [--json]", statusHelp, stdout, stderr)
+	hf := addHostFlags(fs)
+	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
+		return code
+	} else if len(rest) > 0 {
+		fmt.Fprintf(stderr, "ringfence status: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	if _, err := os.Stat(*hf.root); err != nil {
+		fmt.Fprintf(stderr, "ringfence status: %v\n", err)
+		return exitUsage
+	}
+	in, ok := openRoot("status", hf, nil, true, stderr)
+	if !ok {
+		return exitUsage
+	}
+	defer in.Close()
+	st := in.Status()
+	if *hf.asJSON {
+		return printJSON(stdout, st)
+	}
+	printStatus(stdout, st)
+	return exitOK
+}
+
+func printStatus(w io.Writer, st installer.Status) {
+	valid := fmt.Sprintf("seq %d", st.Seq)
+	if !st.RecordValid {
+		valid = "NO VALID COPY: " + st.RecordError
+	}
+	fmt.Fprintf(w, "root:            %s (boot record %s)\n", st.Root, valid)
+	fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
+	fmt.Fprintf(w, "active:          %s   fallback: %s   last-known-good: %s\n\n", st.Active, st.Fallback, st.LastGood)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tSTATE\tCHANNEL\tVERSION\tBOOTS LEFT\tLOAD TRIES\tBREADCRUMB\tREASON\tFILES")
+	for _, s := range st.Slots {
+		mark := " "
+		if s.Slot == st.Active {
+			mark = "*"
+		}
+		files := "-"
+		switch {
+		case s.Verified:
+			files = "verified"
+		case s.VerifyError != "":
+			files = "CORRUPT"
+		}
+		ver, ch := "-", "-"
+		if s.State != bootguard.StateEmpty.String() {
+			ver, ch = fmt.Sprint(s.Version), fmt.Sprint(s.Channel)
+		}
+		tries, loadTries := "-", "-"
+		if s.State == bootguard.StateTrial.String() {
+			tries, loadTries = fmt.Sprint(s.Tries), fmt.Sprint(s.LoadTries)
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, s.Slot, s.State, ch, ver, tries, loadTries, s.Crumb, orDash(s.Reason), files)
+	}
+	tw.Flush()
+	for _, s := range st.Slots {
+		if s.VerifyError != "" {
+			fmt.Fprintf(w, "slot %s: %s\n", s.Slot, s.VerifyError)
+		}
+	}
+	if len(st.Quarantined) > 0 {
+		fmt.Fprintln(w, "\nquarantined (never installed again automatically):")
+		for _, q := range st.Quarantined {
+			fmt.Fprintf(w, "  channel %d version %d  %s  %s\n", q.Channel, q.Version, q.Time.UTC().Format(time.RFC3339), q.Reason)
+		}
+	}
+	if len(st.History) > 0 {
+		fmt.Fprintln(w, "\nhistory (newest first):")
+		for _, h := range st.History {
+			fmt.Fprintf(w, "  %s  slot %s  %d:%d  %s -> %s  %s\n", h.Time.UTC().Format(time.RFC3339), h.Slot, h.Channel, h.Version, h.From, h.To, h.Reason)
+		}
+	}
+	if len(st.Warnings) > 0 {
+		fmt.Fprintln(w, "\nwarnings:")
+		for _, x := range st.Warnings {
+			fmt.Fprintf(w, "  %s\n", x)
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+const recoverHelp = `
+Recover is offline recovery, for a rescue shell, Windows Safe Mode or WinRE
+against a mounted disk: no service, no network. It reads the boot record,
+shows what would load and why, and makes the last-known-good (--to lkg, the
+default), a named content version (--to VERSION) or nothing (--to none)
+active. The content it moves away from becomes BAD and is quarantined.
+
+It works when state.db is missing or corrupt, and when both copies of the boot
+record are corrupt: then it rebuilds the record from the slots whose manifests
+verify (lkg: the newest version the history saw marked good, or without
+history the older one). On a read-only disk, or with --dry-run, it says what
+it would do and changes nothing.
+
+Exit 0 recovered (or nothing to do, or a dry run), 1 no such target, 2 usage
+or I/O error.
+
+Example:
+  ringfence recover --root /mnt/host/var/lib/ringfence --dry-run`
+
+func runRecover(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("recover", "recover [--root DIR] [--to lkg|none|VERSION] [--dry-run] [--json]", recoverHelp, stdout, stderr)
+	hf := addHostFlags(fs)
+	to := fs.String("to", installer.TargetLastGood, "what to make active: lkg (last-known-good), none, or a content version number")
+	dry := fs.Bool("dry-run", false, "show what would change, change nothing")
+	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
+		return code
+	} else if len(rest) > 0 {
+		fmt.Fprintf(stderr, "ringfence recover: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	if _, err := os.Stat(*hf.root); err != nil {
+		fmt.Fprintf(stderr, "ringfence recover: %v; mount the host's disk and pass its Ringfence directory as --root\n", err)
+		return exitUsage
+	}
+	in, ok := openRoot("recover", hf, nil, *dry, stderr)
+	if !ok {
+		return exitUsage
+	}
+	defer in.Close()
+	rep, err := in.Recover(*to, *dry)
+	if *hf.asJSON {
+		out := struct {
+			installer.RecoverReport
+			Error string `json:"error,omitempty"`
+		}{RecoverReport: rep}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		printJSON(stdout, out)
+	} else {
+		fmt.Fprintf(stdout, "before: the next boot would %s\n", describeNext(rep.Before))
+		for _, p := range rep.Plan {
+			fmt.Fprintf(stdout, "  %s\n", p)
+		}
+		if err == nil {
+			verb, note := "will", ""
+			switch {
+			case rep.ReadOnly:
+				verb, note = "would", "read-only disk: nothing was changed"
+			case rep.DryRun:
+				verb, note = "would", "dry run: nothing was changed"
+			case !rep.Changed:
+				verb = "will still"
+			}
+			fmt.Fprintf(stdout, "after:  the next boot %s %s\n", verb, describeNext(rep.After))
+			if note != "" {
+				fmt.Fprintln(stdout, note)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence recover: %v\n", err)
+		if errors.Is(err, installer.ErrNoTarget) {
+			return exitRejected
+		}
+		return exitUsage
+	}
+	return exitOK
+}
+
+// referencePreflight is the preflight command of the built-in reference
+// sensor: this binary's 'sensor preflight'.
+func referencePreflight(capsPath string) ([]string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own binary for the reference preflight: %w", err)
+	}
+	cmd := []string{self, "sensor", "preflight"}
+	if capsPath != "" {
+		cmd = append(cmd, "--capabilities", capsPath)
+	}
+	return cmd, nil
+}
