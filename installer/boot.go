@@ -86,7 +86,7 @@ func (in *Installer) MarkGood() (bootguard.Record, error) {
 	}
 	failpoint.Hit(FailpointMarkGoodRecord)
 	e := *rec.Entry(rec.Active)
-	in.history(rec.Active, e, bootguard.StateTrial, bootguard.StateGood, "health window passed")
+	in.history(transition(rec.Active, e, bootguard.StateTrial, bootguard.StateGood, "health window passed"))
 	if in.db != nil {
 		qs, err := in.db.Quarantined()
 		if err == nil {

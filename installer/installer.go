@@ -222,18 +222,23 @@ func (in *Installer) quarantine(s bootguard.Slot, e bootguard.Entry, from bootgu
 	if err := in.db.Quarantine(state.Quarantine{Channel: e.Channel, Version: e.Version, Reason: reason}); err != nil {
 		in.warn("quarantine %d:%d in state.db: %v", e.Channel, e.Version, err)
 	}
-	in.history(s, e, from, bootguard.StateBad, reason)
+	in.history(transition(s, e, from, bootguard.StateBad, reason))
 }
 
-// history appends a transition to state.db (a warning if it cannot).
-func (in *Installer) history(s bootguard.Slot, e bootguard.Entry, from, to bootguard.State, reason string) {
-	if in.db == nil {
+// history appends transitions to state.db in one commit (a warning if it
+// cannot).
+func (in *Installer) history(ts ...state.Transition) {
+	if in.db == nil || len(ts) == 0 {
 		return
 	}
-	t := state.Transition{Channel: e.Channel, Version: e.Version, Slot: s.String(), From: from.String(), To: to.String(), Reason: reason}
-	if err := in.db.Record(t); err != nil {
+	if err := in.db.Record(ts...); err != nil {
 		in.warn("record history in state.db: %v", err)
 	}
+}
+
+// transition describes slot s's content moving from one state to another.
+func transition(s bootguard.Slot, e bootguard.Entry, from, to bootguard.State, reason string) state.Transition {
+	return state.Transition{Channel: e.Channel, Version: e.Version, Slot: s.String(), From: from.String(), To: to.String(), Reason: reason}
 }
 
 // History returns the newest transitions, newest first (nil without

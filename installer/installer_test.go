@@ -46,6 +46,16 @@ func record(t testing.TB, in *installer.Installer) bootguard.Record {
 	return r
 }
 
+// stage checks and stages the named testdata file.
+func stage(t testing.TB, in *installer.Installer, name string, opts installer.StageOptions) (installer.Staged, error) {
+	t.Helper()
+	c, err := in.Check(content(t, name))
+	if err != nil {
+		return installer.Staged{}, err
+	}
+	return in.Stage(c, opts)
+}
+
 // goodOn installs version name and takes it through a healthy trial.
 func goodOn(t testing.TB, in *installer.Installer, name string) {
 	t.Helper()
@@ -80,7 +90,7 @@ func TestLifecycle(t *testing.T) {
 	require.Equal(t, bootguard.StateTrial, rec.Entry(bootguard.SlotB).State)
 
 	// While the trial runs, nothing may be staged: the other slot is its fallback.
-	_, err = in.Stage(content(t, "good-ipc-1003"), installer.StageOptions{})
+	_, err = stage(t, in, "good-ipc-1003", installer.StageOptions{})
 	require.ErrorIs(t, err, bootguard.ErrTrialInProgress)
 
 	// Boot 1 crashes while loading (no --loaded); boot 2 falls back by itself.
@@ -104,9 +114,9 @@ func TestLifecycle(t *testing.T) {
 	require.Equal(t, uint32(1002), q[0].Version)
 
 	// Never retried automatically; an admin can override.
-	_, err = in.Stage(content(t, "good-ipc-1002"), installer.StageOptions{})
+	_, err = stage(t, in, "good-ipc-1002", installer.StageOptions{})
 	require.ErrorIs(t, err, installer.ErrQuarantined)
-	_, err = in.Stage(content(t, "good-ipc-1002"), installer.StageOptions{Unquarantine: true})
+	_, err = stage(t, in, "good-ipc-1002", installer.StageOptions{Unquarantine: true})
 	require.NoError(t, err)
 
 	// A newer version is fine, and once it is good the old quarantine goes.
@@ -123,14 +133,14 @@ func TestLifecycle(t *testing.T) {
 
 func TestStageRejects(t *testing.T) {
 	in := open(t, t.TempDir())
-	_, err := in.Stage(content(t, "cf291-shape"), installer.StageOptions{})
+	_, err := stage(t, in, "cf291-shape", installer.StageOptions{})
 	require.ErrorIs(t, err, installer.ErrInvalid)
 	require.Contains(t, err.Error(), "FIELD_NOT_SUPPLIED")
 
 	goodOn(t, in, "good-ipc-1002")
-	_, err = in.Stage(content(t, "good-ipc-1002"), installer.StageOptions{})
+	_, err = stage(t, in, "good-ipc-1002", installer.StageOptions{})
 	require.ErrorIs(t, err, installer.ErrInvalid, "same version again is not newer")
-	_, err = in.Stage(content(t, "good-ipc-1001"), installer.StageOptions{})
+	_, err = stage(t, in, "good-ipc-1001", installer.StageOptions{})
 	require.ErrorIs(t, err, installer.ErrInvalid, "older than installed")
 	require.Contains(t, err.Error(), "VERSION_NOT_MONOTONIC")
 	// Nothing changed.

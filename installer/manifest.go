@@ -131,9 +131,3 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// fileEntry describes data as file name in a manifest.
-func fileEntry(name string, data []byte) ManifestFile {
-	sum := sha256.Sum256(data)
-	return ManifestFile{Name: name, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
-}

@@ -1,13 +1,19 @@
 package installer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/failpoint"
+	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -15,7 +21,7 @@ import (
 // through as well).
 const (
 	FailpointStageClaimed   = "installer/stage/after-claim"
-	FailpointStageCleared   = "installer/stage/after-clear"
+	FailpointStageCleared   = "installer/stage/after-clean"
 	FailpointStageContent   = "installer/stage/after-content"
 	FailpointStageManifest  = "installer/stage/after-manifest"
 	FailpointStageFinished  = "installer/stage/after-finish"
@@ -40,37 +46,79 @@ type Staged struct {
 	Problems validator.Problems
 }
 
-// Stage validates content against the installed interpreter's capabilities
-// and the active version, and writes it into the inactive slot: the slot is
-// claimed in the boot record first (EMPTY, so a crash leaves nothing
-// loadable), then the channel file and the manifest are written durably, the
-// slot is verified against the manifest, and the record marks it STAGED.
-// It never touches the active slot or a trial's fallback, and refuses
-// quarantined versions.
-func (in *Installer) Stage(content []byte, opts StageOptions) (Staged, error) {
-	if in.readOnly {
-		return Staged{}, ErrReadOnly
-	}
-	rec, err := bootguard.Read(in.RecordPath())
-	if err != nil {
-		return Staged{}, fmt.Errorf("%w; run 'ringfence recover' first", err)
-	}
+// Content is a channel file that passed Validate against this installer's
+// capabilities and the version active when it was checked. Only Check makes
+// one, so Stage cannot be handed content nobody validated, and content is
+// validated once on its way in (Check, then the caller's preflight, then
+// Stage), not once per step.
+type Content struct {
+	data     []byte
+	channel  uint32
+	version  uint32
+	problems validator.Problems
+}
+
+// Channel and Version identify the content; Problems are the validator's
+// warnings.
+func (c Content) Channel() uint32              { return c.channel }
+func (c Content) Version() uint32              { return c.version }
+func (c Content) Problems() validator.Problems { return c.problems }
+
+// Check validates data against the installed interpreter's capabilities and
+// the active content's version (a file of the same channel must be newer).
+// Rejected content is ErrInvalid, wrapping the validator's problems.
+func (in *Installer) Check(data []byte) (Content, error) {
 	vopts := validator.Options{}
-	if rec.Active != bootguard.SlotNone {
+	if rec, err := bootguard.Read(in.RecordPath()); err == nil && rec.Active != bootguard.SlotNone {
 		e := rec.Entry(rec.Active)
 		vopts.Installed = &validator.Installed{Channel: e.Channel, ContentVersion: e.Version}
 	}
-	f, problems := validator.Validate(content, in.caps, vopts)
+	f, problems := validator.Validate(data, in.caps, vopts)
 	if problems.HasErrors() {
-		return Staged{}, fmt.Errorf("%w: %w", ErrInvalid, problems.Err())
+		return Content{}, fmt.Errorf("%w: %w", ErrInvalid, problems.Err())
 	}
-	ch, ver := f.Channel, f.ContentVersion
+	return Content{data: data, channel: f.Channel, version: f.ContentVersion, problems: problems}, nil
+}
+
+// Stage writes checked content into the inactive slot: the slot is claimed
+// in the boot record first (EMPTY, so a crash leaves nothing loadable), the
+// channel file and the manifest are written durably (the file's SHA-256 is
+// computed as it is written), the slot is verified against the manifest, and
+// the record marks it STAGED. It never touches the active slot or a trial's
+// fallback, and refuses quarantined versions.
+func (in *Installer) Stage(c Content, opts StageOptions) (Staged, error) {
+	st, t, err := in.stage(c, opts)
+	if err == nil {
+		in.history(t)
+	}
+	return st, err
+}
+
+// stage is Stage without the history write, which it returns for the caller
+// to record (Install records staging and activation in one commit).
+func (in *Installer) stage(c Content, opts StageOptions) (Staged, state.Transition, error) {
+	if in.readOnly {
+		return Staged{}, state.Transition{}, ErrReadOnly
+	}
+	if c.data == nil {
+		return Staged{}, state.Transition{}, errors.New("installer: Stage needs content from Check")
+	}
+	rec, err := bootguard.Read(in.RecordPath())
+	if err != nil {
+		return Staged{}, state.Transition{}, fmt.Errorf("%w; run 'ringfence recover' first", err)
+	}
+	ch, ver := c.channel, c.version
 	if err := in.checkQuarantine(rec, ch, ver, opts.Unquarantine); err != nil {
-		return Staged{}, err
+		return Staged{}, state.Transition{}, err
 	}
 	if rec.Active != bootguard.SlotNone {
-		if e := rec.Entry(rec.Active); e.Channel == ch && e.Version == ver && (e.State == bootguard.StateGood || e.State == bootguard.StateTrial) {
-			return Staged{}, fmt.Errorf("%w: channel %d version %d in slot %v", ErrAlreadyInstalled, ch, ver, rec.Active)
+		e := rec.Entry(rec.Active)
+		if e.Channel == ch && e.Version == ver && (e.State == bootguard.StateGood || e.State == bootguard.StateTrial) {
+			return Staged{}, state.Transition{}, fmt.Errorf("%w: channel %d version %d in slot %v", ErrAlreadyInstalled, ch, ver, rec.Active)
+		}
+		if e.Channel == ch && ver < e.Version {
+			// The active content changed since Check.
+			return Staged{}, state.Transition{}, fmt.Errorf("%w: version %d is older than the active version %d", ErrInvalid, ver, e.Version)
 		}
 	}
 	slot := rec.Active.Other()
@@ -79,32 +127,37 @@ func (in *Installer) Stage(content []byte, opts StageOptions) (Staged, error) {
 	}
 	before := *rec.Entry(slot)
 	if _, err := bootguard.BeginStage(in.RecordPath(), slot); err != nil {
-		return Staged{}, err
+		return Staged{}, state.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageClaimed)
 	dir := in.SlotDir(slot)
-	if err := clearDir(dir); err != nil {
-		return Staged{}, err
-	}
-	failpoint.Hit(FailpointStageCleared)
-	if err := atomicfile.WriteFile(filepath.Join(dir, ContentName), content, 0o600); err != nil {
-		return Staged{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
+	h := sha256.New()
+	err = atomicfile.Write(filepath.Join(dir, ContentName), 0o600, func(w io.Writer) error {
+		_, err := io.MultiWriter(w, h).Write(c.data)
+		return err
+	})
+	if err != nil {
+		return Staged{}, state.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
 	}
 	failpoint.Hit(FailpointStageContent)
-	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{fileEntry(ContentName, content)}}
+	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{{Name: ContentName, Size: int64(len(c.data)), SHA256: hex.EncodeToString(h.Sum(nil))}}}
 	raw, digest, err := m.encode()
 	if err != nil {
-		return Staged{}, err
+		return Staged{}, state.Transition{}, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, ManifestName), raw, 0o600); err != nil {
-		return Staged{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
+		return Staged{}, state.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
 	}
 	failpoint.Hit(FailpointStageManifest)
+	if err := removeUnlisted(dir, m); err != nil {
+		return Staged{}, state.Transition{}, err
+	}
+	failpoint.Hit(FailpointStageCleared)
 	if _, err := VerifySlot(dir, digest); err != nil {
-		return Staged{}, err
+		return Staged{}, state.Transition{}, err
 	}
 	if _, err := bootguard.FinishStage(in.RecordPath(), slot, ch, ver, digest); err != nil {
-		return Staged{}, err
+		return Staged{}, state.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageFinished)
 	if opts.Unquarantine && in.db != nil {
@@ -112,8 +165,8 @@ func (in *Installer) Stage(content []byte, opts StageOptions) (Staged, error) {
 			in.warn("remove %d:%d from the quarantine list: %v", ch, ver, err)
 		}
 	}
-	in.history(slot, bootguard.Entry{Channel: ch, Version: ver}, before.State, bootguard.StateStaged, "staged")
-	return Staged{Slot: slot, Channel: ch, Version: ver, Digest: digest, Problems: problems}, nil
+	t := transition(slot, bootguard.Entry{Channel: ch, Version: ver}, before.State, bootguard.StateStaged, "staged")
+	return Staged{Slot: slot, Channel: ch, Version: ver, Digest: digest, Problems: c.problems}, t, nil
 }
 
 // checkQuarantine refuses a version that was reverted here: listed in
@@ -142,19 +195,25 @@ func (in *Installer) checkQuarantine(rec bootguard.Record, ch, ver uint32, unqua
 	return nil
 }
 
-// clearDir removes every file in a slot directory (slots hold no
-// subdirectories), and syncs the directory so no old file reappears.
-func clearDir(dir string) error {
+// removeUnlisted removes the files of a slot directory that its new
+// manifest does not list (what an older layout left), syncing the directory
+// only when it removed something.
+func removeUnlisted(dir string, m Manifest) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("installer: clear %s: %w", dir, err)
+		return fmt.Errorf("installer: clean %s: %w", dir, err)
 	}
+	removed := false
 	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("installer: clear %s: %w", dir, err)
+		if e.Name() == ManifestName || slices.ContainsFunc(m.Files, func(f ManifestFile) bool { return f.Name == e.Name() }) {
+			continue
 		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("installer: clean %s: %w", dir, err)
+		}
+		removed = true
 	}
-	if len(ents) == 0 {
+	if !removed {
 		return nil
 	}
 	return atomicfile.SyncDir(dir)
@@ -164,6 +223,13 @@ func clearDir(dir string) error {
 // (TRIAL, with the policy's tries) and the current last-known-good its
 // fallback. The next boot's loader loads it.
 func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
+	return in.activate(slot, true)
+}
+
+// activate flips the record; verify re-checks the slot's files first (Install
+// skips it: Stage verified them a moment ago). earlier are transitions to
+// record in the same state.db commit as the activation.
+func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...state.Transition) (bootguard.Record, error) {
 	if in.readOnly {
 		return bootguard.Record{}, ErrReadOnly
 	}
@@ -171,7 +237,7 @@ func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
 	if err != nil {
 		return bootguard.Record{}, err
 	}
-	if slot == bootguard.SlotA || slot == bootguard.SlotB {
+	if verify && (slot == bootguard.SlotA || slot == bootguard.SlotB) {
 		e := rec.Entry(slot)
 		if e.State == bootguard.StateStaged {
 			if _, err := VerifySlot(in.SlotDir(slot), e.Digest); err != nil {
@@ -184,18 +250,26 @@ func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
 		return bootguard.Record{}, err
 	}
 	failpoint.Hit(FailpointActivateRecord)
-	in.history(slot, *next.Entry(slot), bootguard.StateStaged, bootguard.StateTrial, fmt.Sprintf("activated as trial (tries %d, load tries %d), fallback %v", in.pol.Tries, in.pol.LoadTries, next.Fallback))
+	in.history(append(earlier, transition(slot, *next.Entry(slot), bootguard.StateStaged, bootguard.StateTrial,
+		fmt.Sprintf("activated as trial (tries %d, load tries %d), fallback %v", in.pol.Tries, in.pol.LoadTries, next.Fallback)))...)
 	return next, nil
 }
 
-// Install stages content and activates it: the offline path of `ringfence
+// Install checks, stages and activates content: the offline path of `ringfence
 // install`, and the daemon's.
-func (in *Installer) Install(content []byte, opts StageOptions) (Staged, bootguard.Record, error) {
-	st, err := in.Stage(content, opts)
+func (in *Installer) Install(data []byte, opts StageOptions) (Staged, bootguard.Record, error) {
+	c, err := in.Check(data)
 	if err != nil {
 		return Staged{}, bootguard.Record{}, err
 	}
-	rec, err := in.Activate(st.Slot)
+	st, t, err := in.stage(c, opts)
+	if err != nil {
+		return Staged{}, bootguard.Record{}, err
+	}
+	rec, err := in.activate(st.Slot, false, t)
+	if err != nil {
+		in.history(t)
+	}
 	if err != nil {
 		return st, bootguard.Record{}, err
 	}

@@ -25,33 +25,41 @@ type Transition struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Record appends t to the install history and drops the oldest entries
-// beyond MaxHistory, in one transaction.
-func (db *DB) Record(t Transition) error {
-	if t.Time.IsZero() {
-		t.Time = db.clock.Now()
-	}
-	t.Time = t.Time.UTC()
-	t.Reason = cut(t.Reason)
-	value, err := json.Marshal(t)
-	if err != nil {
-		return wrap("record a transition", err)
+// Record appends the transitions to the install history, in order, and
+// drops the oldest entries beyond MaxHistory, in one transaction (one
+// commit, however many transitions).
+func (db *DB) Record(ts ...Transition) error {
+	values := make([][]byte, len(ts))
+	for i, t := range ts {
+		if t.Time.IsZero() {
+			t.Time = db.clock.Now()
+		}
+		t.Time = t.Time.UTC()
+		t.Reason = cut(t.Reason)
+		value, err := json.Marshal(t)
+		if err != nil {
+			return wrap("record a transition", err)
+		}
+		values[i] = value
 	}
 	return db.update("record a transition", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHistory)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := b.Put(seqKey(seq), value); err != nil {
-			return err
+		var seq uint64
+		for _, value := range values {
+			var err error
+			if seq, err = b.NextSequence(); err != nil {
+				return err
+			}
+			if err := b.Put(seqKey(seq), value); err != nil {
+				return err
+			}
 		}
 		if seq <= db.maxHistory {
 			return nil
 		}
 		// Keys are consecutive sequence numbers, so normally exactly one
-		// key falls out. Collect before deleting: deleting under a
-		// cursor makes it skip keys.
+		// key falls out per transition. Collect before deleting: deleting
+		// under a cursor makes it skip keys.
 		oldest := seq - db.maxHistory // keep keys above this
 		var drop [][]byte
 		c := b.Cursor()
