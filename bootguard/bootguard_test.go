@@ -1,0 +1,184 @@
+package bootguard_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/bootguard"
+)
+
+func newRecord(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bootrecord")
+	created, err := bootguard.Init(path)
+	require.NoError(t, err)
+	require.True(t, created)
+	return path
+}
+
+func stage(t *testing.T, path string, s bootguard.Slot, version uint32) {
+	t.Helper()
+	_, err := bootguard.BeginStage(path, s)
+	require.NoError(t, err)
+	_, err = bootguard.FinishStage(path, s, 291, version, [32]byte{byte(version)})
+	require.NoError(t, err)
+}
+
+// good puts version into slot s and takes it through a healthy trial.
+func good(t *testing.T, path string, s bootguard.Slot, version uint32) {
+	t.Helper()
+	stage(t, path, s, version)
+	_, err := bootguard.Activate(path, s, bootguard.DefaultPolicy())
+	require.NoError(t, err)
+	d, err := bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.WhyTrial, d.Why)
+	require.NoError(t, bootguard.MarkLoaded(path))
+	_, err = bootguard.MarkGood(path)
+	require.NoError(t, err)
+}
+
+func TestInit(t *testing.T) {
+	path := newRecord(t)
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, int64(bootguard.FileSize), info.Size())
+	created, err := bootguard.Init(path)
+	require.NoError(t, err)
+	require.False(t, created, "an existing valid record is left alone")
+
+	d, err := bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.ActionNoContent, d.Action)
+	require.False(t, d.Write, "nothing to load, nothing written")
+
+	require.NoError(t, os.WriteFile(path, make([]byte, bootguard.FileSize), 0o600))
+	_, err = bootguard.Init(path)
+	require.ErrorIs(t, err, bootguard.ErrNoValidCopy, "Init never erases a damaged record")
+	d, err = bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.ActionSafeMode, d.Action)
+
+	d, err = bootguard.Select(filepath.Join(t.TempDir(), "missing"))
+	require.NoError(t, err)
+	require.Equal(t, bootguard.ActionSafeMode, d.Action)
+}
+
+func TestTrialLifecycle(t *testing.T) {
+	path := newRecord(t)
+	good(t, path, bootguard.SlotA, 1001)
+	r, err := bootguard.Read(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.SlotA, r.Active)
+	require.Equal(t, bootguard.SlotNone, r.Fallback)
+
+	// GOOD content loads without a write.
+	seq := r.Seq
+	d, err := bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.WhyGood, d.Why)
+	require.False(t, d.Write)
+	require.NoError(t, bootguard.MarkLoaded(path), "no-op on GOOD")
+	r, err = bootguard.Read(path)
+	require.NoError(t, err)
+	require.Equal(t, seq, r.Seq)
+
+	stage(t, path, bootguard.SlotB, 1002)
+	r, err = bootguard.Activate(path, bootguard.SlotB, bootguard.Policy{Tries: 3, LoadTries: 2})
+	require.NoError(t, err)
+	require.Equal(t, bootguard.SlotA, r.Fallback)
+	e := r.Entry(bootguard.SlotB)
+	require.Equal(t, bootguard.StateTrial, e.State)
+	require.Equal(t, uint8(3), e.Tries)
+	require.Equal(t, uint8(2), e.LoadTries)
+
+	_, err = bootguard.MarkGood(path)
+	require.ErrorIs(t, err, bootguard.ErrNotLoaded, "never promoted before it loaded")
+	_, err = bootguard.BeginStage(path, bootguard.SlotA)
+	require.ErrorIs(t, err, bootguard.ErrTrialInProgress, "the fallback is untouchable during a trial")
+	_, err = bootguard.BeginStage(path, bootguard.SlotB)
+	require.ErrorIs(t, err, bootguard.ErrActiveSlot)
+
+	// LoadTries 2: the first crash while loading spends one, the trial goes on.
+	d, err = bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.WhyTrial, d.Why)
+	d, err = bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.WhyTrial, d.Why)
+	require.Equal(t, uint8(1), d.Entry.LoadTries)
+	require.Equal(t, uint8(1), d.Entry.Tries)
+	require.NoError(t, bootguard.MarkLoaded(path))
+	r, err = bootguard.MarkGood(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.StateGood, r.Entry(bootguard.SlotB).State)
+	require.Equal(t, bootguard.StateGood, r.Entry(bootguard.SlotA).State, "N-1 keeps its content")
+	require.Equal(t, bootguard.SlotNone, r.Fallback, "and is free for the next stage")
+	_, err = bootguard.BeginStage(path, bootguard.SlotA)
+	require.NoError(t, err)
+}
+
+func TestMarkBadAndRecover(t *testing.T) {
+	path := newRecord(t)
+	good(t, path, bootguard.SlotA, 1001)
+	good(t, path, bootguard.SlotB, 1002)
+
+	_, err := bootguard.MarkBad(path, bootguard.ReasonNone)
+	require.Error(t, err)
+	r, err := bootguard.MarkBad(path, bootguard.ReasonHealthFailed)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.SlotA, r.Active, "the other GOOD slot takes over")
+	require.Equal(t, bootguard.StateBad, r.Entry(bootguard.SlotB).State)
+	require.Equal(t, bootguard.ReasonHealthFailed, r.Entry(bootguard.SlotB).Reason)
+
+	_, err = bootguard.Recover(path, bootguard.SlotB)
+	require.ErrorIs(t, err, bootguard.ErrSlotState, "never back to BAD content")
+	r, err = bootguard.Recover(path, bootguard.SlotNone)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.SlotNone, r.Active)
+	require.Equal(t, bootguard.ReasonRecovered, r.Entry(bootguard.SlotA).Reason)
+	d, err := bootguard.Select(path)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.ActionNoContent, d.Action)
+}
+
+func TestActivateRefuses(t *testing.T) {
+	path := newRecord(t)
+	_, err := bootguard.Activate(path, bootguard.SlotA, bootguard.DefaultPolicy())
+	require.ErrorIs(t, err, bootguard.ErrSlotState, "EMPTY is not STAGED")
+	stage(t, path, bootguard.SlotA, 1001)
+	_, err = bootguard.Activate(path, bootguard.SlotA, bootguard.Policy{Tries: 1, LoadTries: 2})
+	require.Error(t, err, "load tries beyond tries")
+	_, err = bootguard.Activate(path, bootguard.SlotNone, bootguard.DefaultPolicy())
+	require.Error(t, err)
+	_, err = bootguard.FinishStage(path, bootguard.SlotA, 291, 1001, [32]byte{})
+	require.ErrorIs(t, err, bootguard.ErrSlotState, "FinishStage needs a claimed slot")
+}
+
+// TestWriterAlternatesCopies: each update lands in the copy that does not
+// hold the current record, with the next sequence number.
+func TestWriterAlternatesCopies(t *testing.T) {
+	path := newRecord(t)
+	for i := range 6 {
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		cur, from, ok := bootguard.Pick(data)
+		require.True(t, ok)
+		_, err = bootguard.FinishStage(path, bootguard.Slot(1+i%2), 1, uint32(i), [32]byte{})
+		require.NoError(t, err)
+		data, err = os.ReadFile(path)
+		require.NoError(t, err)
+		next, to, ok := bootguard.Pick(data)
+		require.True(t, ok)
+		require.Equal(t, 1-from, to, "round %d", i)
+		require.Greater(t, next.Seq, cur.Seq)
+		old, ok := bootguard.DecodeCopy(data[from*bootguard.CopySize:])
+		require.True(t, ok, "the other copy still holds an older record")
+		require.Less(t, old.Seq, next.Seq)
+		_, err = bootguard.BeginStage(path, bootguard.Slot(1+i%2)) // back to EMPTY
+		require.NoError(t, err)
+	}
+}
