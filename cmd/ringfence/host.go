@@ -33,13 +33,14 @@ func addHostFlags(fs interface {
 	}
 }
 
-// openRoot opens the installer on --root; warnings go to stderr unless the
+// openRoot opens the installer on --root (with the built-in sensor's
+// capabilities unless opts names others); warnings go to stderr unless the
 // output is JSON (which carries them).
-func openRoot(name string, hf hostFlags, caps *validator.Capabilities, readOnly bool, stderr io.Writer) (*installer.Installer, bool) {
-	if caps == nil {
-		caps = sensor.DefaultCapabilities()
+func openRoot(name string, hf hostFlags, opts installer.Options, stderr io.Writer) (*installer.Installer, bool) {
+	if opts.Capabilities == nil {
+		opts.Capabilities = sensor.DefaultCapabilities()
 	}
-	in, err := installer.Open(*hf.root, installer.Options{Capabilities: caps, ReadOnly: readOnly})
+	in, err := installer.Open(*hf.root, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence %s: %v\n", name, err)
 		return nil, false
@@ -112,6 +113,9 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 	capsPath := fs.String("capabilities", "", "capability manifest of the installed interpreter (default: built-in sensor "+sensor.Version+")")
 	noPreflight := fs.Bool("no-preflight", false, "skip the preflight run (static validation still runs)")
 	unquarantine := fs.Bool("unquarantine", false, "install even if this version was reverted here before (admin override)")
+	def := bootguard.DefaultPolicy()
+	tries := fs.Uint("tries", uint(def.Tries), "boots the trial gets before it must be marked good (crashes after the load, or reboots, in the health window)")
+	loadTries := fs.Uint("load-tries", uint(def.LoadTries), "crashes while loading the trial tolerates (breadcrumb evidence); at most --tries")
 	files, code, ok := parseArgs(fs, args, stdout)
 	if !ok {
 		return code
@@ -165,7 +169,12 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 			return exitRejected
 		}
 	}
-	in, ok := openRoot("install", hf, caps, false, stderr)
+	pol := bootguard.Policy{Tries: uint8(min(*tries, 255)), LoadTries: uint8(min(*loadTries, 255))}
+	if err := pol.Check(); err != nil || *tries > 255 || *loadTries > 255 {
+		fmt.Fprintf(stderr, "ringfence install: --tries %d --load-tries %d: need 1 <= load tries <= tries <= 255\n", *tries, *loadTries)
+		return exitUsage
+	}
+	in, ok := openRoot("install", hf, installer.Options{Capabilities: caps, Policy: pol}, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -224,7 +233,7 @@ func runBoot(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence boot: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	in, ok := openRoot("boot", hf, nil, false, stderr)
+	in, ok := openRoot("boot", hf, installer.Options{}, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -283,7 +292,7 @@ func runMarkGood(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence mark-good: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	in, ok := openRoot("mark-good", hf, nil, false, stderr)
+	in, ok := openRoot("mark-good", hf, installer.Options{}, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -328,7 +337,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence status: %v\n", err)
 		return exitUsage
 	}
-	in, ok := openRoot("status", hf, nil, true, stderr)
+	quiet := true
+	in, ok := openRoot("status", hostFlags{root: hf.root, asJSON: &quiet}, installer.Options{ReadOnly: true}, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -342,13 +352,20 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func printStatus(w io.Writer, st installer.Status) {
-	valid := fmt.Sprintf("seq %d", st.Seq)
 	if !st.RecordValid {
-		valid = "NO VALID COPY: " + st.RecordError
+		fmt.Fprintf(w, "root:            %s (boot record: NO VALID COPY)\n", st.Root)
+		fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
+		fmt.Fprintln(w, "slots:           unknown without the record; 'ringfence recover --dry-run' shows what their manifests hold")
+	} else {
+		fmt.Fprintf(w, "root:            %s (boot record seq %d)\n", st.Root, st.Seq)
+		fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
+		fmt.Fprintf(w, "active:          %s   fallback: %s   last-known-good: %s\n\n", st.Active, st.Fallback, st.LastGood)
+		printSlots(w, st)
 	}
-	fmt.Fprintf(w, "root:            %s (boot record %s)\n", st.Root, valid)
-	fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
-	fmt.Fprintf(w, "active:          %s   fallback: %s   last-known-good: %s\n\n", st.Active, st.Fallback, st.LastGood)
+	printHistory(w, st)
+}
+
+func printSlots(w io.Writer, st installer.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tSTATE\tCHANNEL\tVERSION\tBOOTS LEFT\tLOAD TRIES\tBREADCRUMB\tREASON\tFILES")
 	for _, s := range st.Slots {
@@ -379,6 +396,9 @@ func printStatus(w io.Writer, st installer.Status) {
 			fmt.Fprintf(w, "slot %s: %s\n", s.Slot, s.VerifyError)
 		}
 	}
+}
+
+func printHistory(w io.Writer, st installer.Status) {
 	if len(st.Quarantined) > 0 {
 		fmt.Fprintln(w, "\nquarantined (never installed again automatically):")
 		for _, q := range st.Quarantined {
@@ -440,7 +460,7 @@ func runRecover(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence recover: %v; mount the host's disk and pass its Ringfence directory as --root\n", err)
 		return exitUsage
 	}
-	in, ok := openRoot("recover", hf, nil, *dry, stderr)
+	in, ok := openRoot("recover", hf, installer.Options{ReadOnly: *dry}, stderr)
 	if !ok {
 		return exitUsage
 	}
