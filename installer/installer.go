@@ -100,8 +100,8 @@ func (in *Installer) prepare() error {
 		return err
 	}
 	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
-		if err := os.MkdirAll(in.SlotDir(s), 0o700); err != nil {
-			return fmt.Errorf("installer: %w", err)
+		if err := mkdirDurable(in.SlotDir(s)); err != nil {
+			return err
 		}
 		if err := atomicfile.Cleanup(in.SlotDir(s)); err != nil {
 			return fmt.Errorf("installer: clean up %s: %w", in.SlotDir(s), err)
@@ -114,6 +114,25 @@ func (in *Installer) prepare() error {
 		return err
 	} else if err != nil {
 		in.warn("%v", err)
+	}
+	return nil
+}
+
+// mkdirDurable creates dir and its missing parents, syncing each parent
+// whose entries changed, so the new directories survive a power cut.
+func mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := mkdirDurable(parent); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("installer: %w", err)
+	}
+	if err := atomicfile.SyncDir(parent); err != nil {
+		return fmt.Errorf("installer: sync %s: %w", parent, err)
 	}
 	return nil
 }

@@ -335,3 +335,28 @@ func TestStatus(t *testing.T) {
 	require.True(t, st.Slots[1].Verified)
 	require.NotEmpty(t, st.History)
 }
+
+// TestReconcile: a revert the loader made on its own at boot (a driver, with
+// no installer running) reaches the quarantine list at the next Open.
+func TestReconcile(t *testing.T) {
+	root := t.TempDir()
+	in := open(t, root)
+	goodOn(t, in, "good-ipc-1001")
+	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
+	require.NoError(t, err)
+	require.NoError(t, in.Close())
+
+	// The loader, alone: a crash while loading, then the fallback.
+	for range 2 {
+		_, err := bootguard.Select(filepath.Join(root, installer.RecordName))
+		require.NoError(t, err)
+	}
+	in = open(t, root)
+	q, err := in.Quarantined()
+	require.NoError(t, err)
+	require.Len(t, q, 1)
+	require.Equal(t, uint32(1002), q[0].Version)
+	require.Equal(t, "load-crash", q[0].Reason)
+	_, err = stage(t, in, "good-ipc-1002", installer.StageOptions{})
+	require.ErrorIs(t, err, installer.ErrQuarantined)
+}
