@@ -14,6 +14,11 @@ const (
 	FileSize = 2 * CopySize
 	// FormatVersion is the layout version this package reads and writes.
 	FormatVersion = 1
+	// MaxSeq is the highest valid sequence number. A copy above it is
+	// invalid, so a forged or corrupted copy with a sequence near 2^64
+	// cannot shadow every later write by wrapping; honest writers, one
+	// increment per write, never get there.
+	MaxSeq = 1<<63 - 1
 )
 
 // Byte offsets within a copy.
@@ -216,7 +221,8 @@ func (r *Record) Encode() [CopySize]byte {
 
 // DecodeCopy parses one copy. It reports false for anything that is not a
 // complete, intact copy of this format version: short, wrong magic, version
-// or size, CRC mismatch, or an enumeration out of range.
+// or size, CRC mismatch, a sequence above MaxSeq, or an enumeration out of
+// range.
 func DecodeCopy(b []byte) (Record, bool) {
 	if len(b) < CopySize {
 		return Record{}, false
@@ -233,7 +239,7 @@ func DecodeCopy(b []byte) (Record, bool) {
 		Active:   Slot(b[offActive]),
 		Fallback: Slot(b[offFallback]),
 	}
-	if r.Active > SlotB || r.Fallback > SlotB {
+	if r.Seq > MaxSeq || r.Active > SlotB || r.Fallback > SlotB {
 		return Record{}, false
 	}
 	for i := range r.Slots {
