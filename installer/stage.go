@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,7 +82,7 @@ func (in *Installer) Check(data []byte) (Content, error) {
 // Stage writes checked content into the inactive slot: the slot is claimed
 // in the boot record first (EMPTY, so a crash leaves nothing loadable), the
 // channel file and the manifest are written durably (the file's SHA-256 is
-// computed as it is written), the slot is verified against the manifest, and
+// computed while it is written), the slot is verified against the manifest, and
 // the record marks it STAGED. It never touches the active slot or a trial's
 // fallback, and refuses quarantined versions.
 func (in *Installer) Stage(c Content, opts StageOptions) (Staged, error) {
@@ -131,16 +130,17 @@ func (in *Installer) stage(c Content, opts StageOptions) (Staged, state.Transiti
 	}
 	failpoint.Hit(FailpointStageClaimed)
 	dir := in.SlotDir(slot)
-	h := sha256.New()
-	err = atomicfile.Write(filepath.Join(dir, ContentName), 0o600, func(w io.Writer) error {
-		_, err := io.MultiWriter(w, h).Write(c.data)
-		return err
-	})
+	// The manifest's hash of the content is computed on the other core
+	// while the content is written and synced.
+	sum := make(chan [32]byte, 1)
+	go func() { sum <- sha256.Sum256(c.data) }()
+	err = atomicfile.WriteFile(filepath.Join(dir, ContentName), c.data, 0o600)
+	contentSum := <-sum
 	if err != nil {
 		return Staged{}, state.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
 	}
 	failpoint.Hit(FailpointStageContent)
-	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{{Name: ContentName, Size: int64(len(c.data)), SHA256: hex.EncodeToString(h.Sum(nil))}}}
+	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{{Name: ContentName, Size: int64(len(c.data)), SHA256: hex.EncodeToString(contentSum[:])}}}
 	raw, digest, err := m.encode()
 	if err != nil {
 		return Staged{}, state.Transition{}, err
