@@ -1,0 +1,86 @@
+package tuf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// fetcher is go-tuf's Fetcher with a context, bounded reads and retries with
+// exponential backoff and full jitter.
+type fetcher struct {
+	ctx context.Context
+	c   *Client
+}
+
+func (f *fetcher) DownloadFile(urlPath string, maxLength int64, _ time.Duration) ([]byte, error) {
+	var data []byte
+	err := f.c.retry(f.ctx, func() error {
+		var err error
+		data, err = f.c.get(f.ctx, urlPath, maxLength)
+		return err
+	})
+	return data, err
+}
+
+// retry runs op up to 1+Retries times while it fails with a retryable error
+// (network, 5xx, 429).
+func (c *Client) retry(ctx context.Context, op func() error) error {
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = op()
+		if err == nil || !retryable(err) || attempt >= c.opts.Retries {
+			return err
+		}
+		backoff := c.opts.RetryBase << attempt
+		wait := time.Duration(rand.Int64N(int64(backoff) + 1))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %v (after %v)", ErrNetwork, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func retryable(err error) bool {
+	var h *metadata.ErrDownloadHTTP
+	if errors.As(err, &h) {
+		return h.StatusCode >= 500 || h.StatusCode == http.StatusTooManyRequests
+	}
+	return errors.Is(err, ErrNetwork)
+}
+
+// get fetches url, reading at most limit bytes.
+func (c *Client) get(ctx context.Context, url string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNetwork, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, &metadata.ErrDownloadHTTP{StatusCode: resp.StatusCode, URL: url}
+	}
+	if resp.ContentLength > limit {
+		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s: %d bytes announced, at most %d allowed", url, resp.ContentLength, limit)}
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNetwork, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s: more than %d bytes", url, limit)}
+	}
+	return data, nil
+}

@@ -1,0 +1,516 @@
+package tufrepo
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/ringfence/ringfence/internal/atomicfile"
+)
+
+// Role names: the four top-level roles and the two delegations.
+const (
+	RoleRoot      = metadata.ROOT
+	RoleTargets   = metadata.TARGETS
+	RoleSnapshot  = metadata.SNAPSHOT
+	RoleTimestamp = metadata.TIMESTAMP
+	RoleContent   = "content"
+	RoleRollout   = "rollout"
+)
+
+// Delegated path patterns. TUF patterns match one path component per
+// pattern component, so content's is "channels/*/*" (channels/N/V.rfch).
+const (
+	ContentPaths = "channels/*/*"
+	RolloutPaths = "rollout/*"
+)
+
+// Expiry of each role's metadata from the moment it is signed. The timestamp
+// is short so a frozen mirror is noticed within a day; `repo refresh`
+// re-signs it (run it from cron, or let `serve` do it).
+var Expiry = map[string]time.Duration{
+	RoleRoot:      365 * 24 * time.Hour,
+	RoleTargets:   365 * 24 * time.Hour,
+	RoleContent:   90 * 24 * time.Hour,
+	RoleRollout:   30 * 24 * time.Hour,
+	RoleSnapshot:  7 * 24 * time.Hour,
+	RoleTimestamp: 24 * time.Hour,
+}
+
+// MaxMetadataSize bounds a metadata file the repository reads back.
+const MaxMetadataSize = 8 << 20
+
+// Clock tells the time; expiry is computed from it.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Repo is an open repository: its metadata (read from REPO/metadata) and the
+// key directory. Methods that change it write targets first, then delegated
+// metadata, snapshot, and the timestamp last, each through the durable-write
+// helper, so a client never sees a timestamp naming files not yet there.
+type Repo struct {
+	dir, keys string
+	clock     Clock
+
+	root      *metadata.Metadata[metadata.RootType]
+	targets   *metadata.Metadata[metadata.TargetsType]
+	content   *metadata.Metadata[metadata.TargetsType]
+	rollout   *metadata.Metadata[metadata.TargetsType]
+	snapshot  *metadata.Metadata[metadata.SnapshotType]
+	timestamp *metadata.Metadata[metadata.TimestampType]
+}
+
+// InitOptions configure Init.
+type InitOptions struct {
+	// Threshold is the number of root keys that must sign root (default 1);
+	// Init makes that many root keys.
+	Threshold int
+	KeyType   KeyType
+	Clock     Clock
+}
+
+func (r *Repo) metaDir() string    { return filepath.Join(r.dir, "metadata") }
+func (r *Repo) targetsDir() string { return filepath.Join(r.dir, "targets") }
+
+func (r *Repo) expires(role string) time.Time {
+	return r.clock.Now().UTC().Add(Expiry[role]).Truncate(time.Second)
+}
+
+// Init creates a repository in dir (metadata/ and targets/) and its keys in
+// keys (one PKCS#8 file per role key, mode 0600): root (threshold keys),
+// targets, snapshot, timestamp, and the delegated content and rollout roles.
+// It refuses a directory that already holds a repository.
+func Init(dir, keys string, opts InitOptions) (*Repo, error) {
+	if opts.Threshold < 1 {
+		opts.Threshold = 1
+	}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
+	}
+	r := &Repo{dir: dir, keys: keys, clock: opts.Clock}
+	if _, err := os.Stat(filepath.Join(r.metaDir(), "root.json")); err == nil {
+		return nil, fmt.Errorf("tufrepo: %s already holds a repository; use 'keys rotate' or start from an empty directory", dir)
+	}
+	for _, d := range []string{r.metaDir(), r.targetsDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("tufrepo: %w", err)
+		}
+	}
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return nil, fmt.Errorf("tufrepo: %w", err)
+	}
+	gen := func(role string, _ int) (*privateKey, error) {
+		k, err := freshKey(keys, role, opts.KeyType)
+		if err != nil {
+			return nil, err
+		}
+		return k, writeKey(keys, filepath.Base(k.file), k.signer)
+	}
+	r.root = metadata.Root(r.expires(RoleRoot))
+	r.root.Signed.ConsistentSnapshot = true
+	var rootKeys []*privateKey
+	for n := 1; n <= opts.Threshold; n++ {
+		k, err := gen(RoleRoot, n)
+		if err != nil {
+			return nil, err
+		}
+		rootKeys = append(rootKeys, k)
+		if err := r.root.Signed.AddKey(k.pub, RoleRoot); err != nil {
+			return nil, err
+		}
+	}
+	r.root.Signed.Roles[RoleRoot].Threshold = opts.Threshold
+	for _, role := range []string{RoleTargets, RoleSnapshot, RoleTimestamp} {
+		k, err := gen(role, 1)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.root.Signed.AddKey(k.pub, role); err != nil {
+			return nil, err
+		}
+	}
+	r.targets = metadata.Targets(r.expires(RoleTargets))
+	r.targets.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	for _, d := range []struct{ role, paths string }{{RoleContent, ContentPaths}, {RoleRollout, RolloutPaths}} {
+		k, err := gen(d.role, 1)
+		if err != nil {
+			return nil, err
+		}
+		r.targets.Signed.Delegations.Keys[k.id] = k.pub
+		r.targets.Signed.Delegations.Roles = append(r.targets.Signed.Delegations.Roles, metadata.DelegatedRole{
+			Name: d.role, KeyIDs: []string{k.id}, Threshold: 1, Terminating: true, Paths: []string{d.paths},
+		})
+	}
+	r.content = metadata.Targets(r.expires(RoleContent))
+	r.rollout = metadata.Targets(r.expires(RoleRollout))
+	r.snapshot = metadata.Snapshot(r.expires(RoleSnapshot))
+	r.timestamp = metadata.Timestamp(r.expires(RoleTimestamp))
+	if err := sign(r.root, rootKeys); err != nil {
+		return nil, err
+	}
+	if err := r.writeRoot(); err != nil {
+		return nil, err
+	}
+	if err := r.commit(RoleTargets, RoleContent, RoleRollout); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Open reads the repository in dir; keys is the key directory (it may lack
+// the root keys, which only root changes need).
+func Open(dir, keys string, clock Clock) (*Repo, error) {
+	if clock == nil {
+		clock = systemClock{}
+	}
+	r := &Repo{dir: dir, keys: keys, clock: clock}
+	var err error
+	if r.root, err = load[metadata.RootType](r, "root.json"); err != nil {
+		return nil, err
+	}
+	if r.timestamp, err = load[metadata.TimestampType](r, "timestamp.json"); err != nil {
+		return nil, err
+	}
+	sm := r.timestamp.Signed.Meta["snapshot.json"]
+	if sm == nil {
+		return nil, fmt.Errorf("tufrepo: %s: timestamp names no snapshot", dir)
+	}
+	if r.snapshot, err = load[metadata.SnapshotType](r, fmt.Sprintf("%d.snapshot.json", sm.Version)); err != nil {
+		return nil, err
+	}
+	for role, dst := range map[string]**metadata.Metadata[metadata.TargetsType]{RoleTargets: &r.targets, RoleContent: &r.content, RoleRollout: &r.rollout} {
+		m := r.snapshot.Signed.Meta[role+".json"]
+		if m == nil {
+			return nil, fmt.Errorf("tufrepo: %s: snapshot names no %s metadata", dir, role)
+		}
+		if *dst, err = load[metadata.TargetsType](r, fmt.Sprintf("%d.%s.json", m.Version, role)); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func load[T metadata.Roles](r *Repo, name string) (*metadata.Metadata[T], error) {
+	data, err := readBounded(filepath.Join(r.metaDir(), name), MaxMetadataSize)
+	if err != nil {
+		return nil, fmt.Errorf("tufrepo: open repository %s: %w", r.dir, err)
+	}
+	m, err := (&metadata.Metadata[T]{}).FromBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("tufrepo: %s: %w", name, err)
+	}
+	return m, nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// RootJSON returns the current root metadata's bytes: what a host installs as
+// its trusted root.
+func (r *Repo) RootJSON() ([]byte, error) {
+	return readBounded(filepath.Join(r.metaDir(), "root.json"), MaxMetadataSize)
+}
+
+// writeRoot writes N.root.json and root.json.
+func (r *Repo) writeRoot() error {
+	b, err := r.root.ToBytes(true)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(r.metaDir(), fmt.Sprintf("%d.root.json", r.root.Signed.Version)), b, 0o644); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(r.metaDir(), "root.json"), b, 0o644)
+}
+
+// commit re-signs the changed targets-family roles (bumping their versions
+// unless fresh), then snapshot and timestamp, and writes them in that order.
+func (r *Repo) commit(changed ...string) error {
+	for _, role := range changed {
+		m := r.targetsRole(role)
+		if len(m.Signatures) > 0 { // an existing role: a new version
+			m.Signed.Version++
+		}
+		m.Signed.Expires = r.expires(role)
+		keys, err := r.signers(role)
+		if err != nil {
+			return err
+		}
+		if err := sign(m, keys); err != nil {
+			return err
+		}
+		b, err := m.ToBytes(true)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(r.metaDir(), fmt.Sprintf("%d.%s.json", m.Signed.Version, role)), b, 0o644); err != nil {
+			return err
+		}
+		r.snapshot.Signed.Meta[role+".json"] = metadata.MetaFile(m.Signed.Version)
+	}
+	return r.commitSnapshot()
+}
+
+// commitSnapshot re-signs snapshot and timestamp with fresh expiry.
+func (r *Repo) commitSnapshot() error {
+	if len(r.snapshot.Signatures) > 0 {
+		r.snapshot.Signed.Version++
+	}
+	r.snapshot.Signed.Expires = r.expires(RoleSnapshot)
+	keys, err := r.signers(RoleSnapshot)
+	if err != nil {
+		return err
+	}
+	if err := sign(r.snapshot, keys); err != nil {
+		return err
+	}
+	b, err := r.snapshot.ToBytes(true)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(r.metaDir(), fmt.Sprintf("%d.snapshot.json", r.snapshot.Signed.Version)), b, 0o644); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(b)
+	r.timestamp.Signed.Meta["snapshot.json"] = &metadata.MetaFiles{Version: r.snapshot.Signed.Version, Length: int64(len(b)), Hashes: metadata.Hashes{"sha256": sum[:]}}
+	return r.commitTimestamp()
+}
+
+func (r *Repo) commitTimestamp() error {
+	if len(r.timestamp.Signatures) > 0 {
+		r.timestamp.Signed.Version++
+	}
+	r.timestamp.Signed.Expires = r.expires(RoleTimestamp)
+	keys, err := r.signers(RoleTimestamp)
+	if err != nil {
+		return err
+	}
+	if err := sign(r.timestamp, keys); err != nil {
+		return err
+	}
+	b, err := r.timestamp.ToBytes(true)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(r.metaDir(), "timestamp.json"), b, 0o644)
+}
+
+func (r *Repo) targetsRole(role string) *metadata.Metadata[metadata.TargetsType] {
+	switch role {
+	case RoleTargets:
+		return r.targets
+	case RoleContent:
+		return r.content
+	case RoleRollout:
+		return r.rollout
+	}
+	panic("tufrepo: not a targets role: " + role)
+}
+
+// signers loads the private keys the current metadata trusts for role.
+func (r *Repo) signers(role string) ([]*privateKey, error) {
+	switch role {
+	case RoleContent, RoleRollout:
+		for _, d := range r.targets.Signed.Delegations.Roles {
+			if d.Name == role {
+				return signersFor(r.keys, role, d.KeyIDs)
+			}
+		}
+		return nil, fmt.Errorf("tufrepo: targets delegates no %s role", role)
+	}
+	rr := r.root.Signed.Roles[role]
+	if rr == nil {
+		return nil, fmt.Errorf("tufrepo: root has no %s role", role)
+	}
+	return signersFor(r.keys, role, rr.KeyIDs)
+}
+
+// ContentTarget is the target name of a channel file.
+func ContentTarget(channel, version uint32) string {
+	return fmt.Sprintf("channels/%d/%d.rfch", channel, version)
+}
+
+// RolloutTarget is the target name of a channel's rollout plan.
+func RolloutTarget(channel uint32) string { return fmt.Sprintf("rollout/%d.json", channel) }
+
+var contentTargetRE = regexp.MustCompile(`^channels/([0-9]+)/([0-9]+)\.rfch$`)
+
+// ParseContentTarget returns the channel and version a content target names.
+func ParseContentTarget(name string) (channel, version uint32, ok bool) {
+	m := contentTargetRE.FindStringSubmatch(name)
+	if m == nil {
+		return 0, 0, false
+	}
+	c, err1 := strconv.ParseUint(m[1], 10, 32)
+	v, err2 := strconv.ParseUint(m[2], 10, 32)
+	return uint32(c), uint32(v), err1 == nil && err2 == nil
+}
+
+// addTarget writes data as target name (hash-prefixed, for consistent
+// snapshots) and records it in role's metadata.
+func (r *Repo) addTarget(role, name string, data []byte) error {
+	tf, err := metadata.TargetFile().FromBytes(name, data, "sha256")
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	dir, base := path.Split(name)
+	dst := filepath.Join(r.targetsDir(), filepath.FromSlash(dir), hex.EncodeToString(sum[:])+"."+base)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(dst, data, 0o644); err != nil {
+		return err
+	}
+	r.targetsRole(role).Signed.Targets[name] = tf
+	return nil
+}
+
+// ErrExists is returned when publishing a content version that is already
+// in the repository with different bytes.
+var ErrExists = errors.New("tufrepo: content version already published with different bytes; publish a new version")
+
+// Publish adds a channel file as target channels/<channel>/<version>.rfch in
+// the content role and re-signs content, snapshot and timestamp. The caller
+// has validated and preflighted it.
+func (r *Repo) Publish(channel, version uint32, data []byte) (string, error) {
+	name := ContentTarget(channel, version)
+	if old := r.content.Signed.Targets[name]; old != nil {
+		sum := sha256.Sum256(data)
+		if old.Length == int64(len(data)) && hex.EncodeToString(old.Hashes["sha256"]) == hex.EncodeToString(sum[:]) {
+			return name, nil // the same bytes again: nothing to do
+		}
+		return "", fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	if err := r.addTarget(RoleContent, name, data); err != nil {
+		return "", err
+	}
+	return name, r.commit(RoleContent)
+}
+
+// Plan is a rollout plan: which content version hosts of each ring install.
+// It names versions, never bytes; the content role signs the bytes.
+type Plan struct {
+	Format  string `json:"format"`
+	Channel uint32 `json:"channel"`
+	// Stages are nested rings, in order; a host is in a stage when its
+	// bucket (0..9999, a stable hash of its id) is below Percent*100, or
+	// its id or tag is in the canary group.
+	Stages []Stage `json:"stages"`
+	// Deny lists versions hosts must never install (rolled back).
+	Deny []uint32 `json:"deny,omitempty"`
+}
+
+// Stage is one ring of a plan.
+type Stage struct {
+	Name    string   `json:"name"`
+	Percent float64  `json:"percent"`
+	Hosts   []string `json:"hosts,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+	Version uint32   `json:"version"`
+}
+
+// PlanFormat is the "format" member of a rollout plan.
+const PlanFormat = "ringfence-rollout/v1"
+
+// MaxPlanSize bounds a rollout plan.
+const MaxPlanSize = 1 << 20
+
+// ParsePlan decodes and checks a plan.
+func ParsePlan(data []byte) (*Plan, error) {
+	if len(data) > MaxPlanSize {
+		return nil, fmt.Errorf("tufrepo: rollout plan is %d bytes; the limit is %d", len(data), MaxPlanSize)
+	}
+	var p Plan
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("tufrepo: rollout plan: %w", err)
+	}
+	if p.Format != PlanFormat {
+		return nil, fmt.Errorf("tufrepo: rollout plan format %q; want %q", p.Format, PlanFormat)
+	}
+	if len(p.Stages) == 0 {
+		return nil, errors.New("tufrepo: rollout plan has no stages")
+	}
+	for i, s := range p.Stages {
+		if s.Percent < 0 || s.Percent > 100 || s.Version == 0 {
+			return nil, fmt.Errorf("tufrepo: rollout plan stage %d (%s): percent must be 0..100 and version set", i+1, s.Name)
+		}
+	}
+	return &p, nil
+}
+
+// SetRollout signs plan (JSON) as target rollout/<channel>.json with the
+// rollout role. Every version the plan names must be published content.
+func (r *Repo) SetRollout(channel uint32, plan []byte) error {
+	p, err := ParsePlan(plan)
+	if err != nil {
+		return err
+	}
+	if p.Channel != channel {
+		return fmt.Errorf("tufrepo: the plan is for channel %d, not %d", p.Channel, channel)
+	}
+	for _, s := range p.Stages {
+		if r.content.Signed.Targets[ContentTarget(channel, s.Version)] == nil {
+			return fmt.Errorf("tufrepo: stage %s names version %d, which is not published on channel %d", s.Name, s.Version, channel)
+		}
+	}
+	if err := r.addTarget(RoleRollout, RolloutTarget(channel), plan); err != nil {
+		return err
+	}
+	return r.commit(RoleRollout)
+}
+
+// Refresh re-signs timestamp and snapshot with fresh expiry (and any
+// targets-family role that expires within a quarter of its lifetime).
+func (r *Repo) Refresh() error {
+	var soon []string
+	for _, role := range []string{RoleTargets, RoleContent, RoleRollout} {
+		m := r.targetsRole(role)
+		if m.Signed.Expires.Sub(r.clock.Now()) < Expiry[role]/4 {
+			soon = append(soon, role)
+		}
+	}
+	return r.commit(soon...)
+}
+
+// Targets returns the content and rollout targets, by name.
+func (r *Repo) Targets() map[string]*metadata.TargetFiles {
+	out := map[string]*metadata.TargetFiles{}
+	for k, v := range r.content.Signed.Targets {
+		out[k] = v
+	}
+	for k, v := range r.rollout.Signed.Targets {
+		out[k] = v
+	}
+	return out
+}
