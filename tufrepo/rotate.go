@@ -115,3 +115,61 @@ func (r *Repo) saveKeys(keys []*privateKey) error {
 	}
 	return nil
 }
+
+// SetThreshold makes role need n signatures, generating keys of type kt until
+// it has n. For root the new root version is signed by the old threshold of
+// root keys and the new one, so clients can follow the chain.
+func (r *Repo) SetThreshold(role string, n int, kt KeyType) error {
+	if n < 1 {
+		return fmt.Errorf("tufrepo: threshold %d; must be at least 1", n)
+	}
+	switch role {
+	case RoleRoot, RoleTargets, RoleSnapshot, RoleTimestamp:
+	default:
+		return fmt.Errorf("tufrepo: thresholds of %q are not supported; use a top-level role", role)
+	}
+	oldRoot, err := r.signers(RoleRoot)
+	if err != nil {
+		return err
+	}
+	have, err := r.signers(role)
+	if err != nil {
+		return err
+	}
+	var added []*privateKey
+	for len(have)+len(added) < n {
+		k, err := freshKey(r.keys, role, kt)
+		if err != nil {
+			return err
+		}
+		added = append(added, k)
+	}
+	if err := r.saveKeys(added); err != nil {
+		return err
+	}
+	for _, k := range added {
+		if err := r.root.Signed.AddKey(k.pub, role); err != nil {
+			return err
+		}
+	}
+	r.root.Signed.Roles[role].Threshold = n
+	r.root.Signed.Version++
+	r.root.Signed.Expires = r.expires(RoleRoot)
+	signers := oldRoot
+	if role == RoleRoot {
+		signers = append(append([]*privateKey{}, oldRoot...), added...)
+	}
+	if err := sign(r.root, signers); err != nil {
+		return err
+	}
+	if err := r.writeRoot(); err != nil {
+		return err
+	}
+	switch role {
+	case RoleTargets:
+		return r.commit(RoleTargets)
+	case RoleTimestamp:
+		return r.commitTimestamp()
+	}
+	return r.commitSnapshot()
+}

@@ -1,0 +1,192 @@
+package tuf_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/ringfence/ringfence/tuf"
+	"github.com/ringfence/ringfence/tufrepo"
+)
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+type clock struct{ t time.Time }
+
+func (c *clock) Now() time.Time { return c.t }
+
+// fixture is a repository on disk served over real HTTP on loopback, and a
+// host root directory.
+type fixture struct {
+	t        *testing.T
+	repoDir  string
+	keys     string
+	repo     *tufrepo.Repo
+	clock    *clock
+	srv      *httptest.Server
+	host     string
+	root     []byte // the root.json installed with the agent
+	requests atomic.Int64
+	bytes    atomic.Int64
+	handler  http.Handler // replaceable, for attacks
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: &clock{t0}, host: t.TempDir()}
+	var err error
+	f.repo, err = tufrepo.Init(f.repoDir, f.keys, tufrepo.InitOptions{Clock: f.clock})
+	require.NoError(t, err)
+	f.root, err = f.repo.RootJSON()
+	require.NoError(t, err)
+	serve(f)
+	return f
+}
+
+// httptestServer serves f.handler (replaceable by an attack) on loopback,
+// counting requests and bytes.
+func httptestServer(f *fixture) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.requests.Add(1)
+		f.handler.ServeHTTP(countingWriter{w, &f.bytes}, r)
+	}))
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (f *fixture) publish(channel, version uint32, data []byte) {
+	f.t.Helper()
+	_, err := f.repo.Publish(channel, version, data)
+	require.NoError(f.t, err)
+}
+
+func (f *fixture) client() *tuf.Client {
+	f.t.Helper()
+	c, err := tuf.New(tuf.Options{
+		Dir: filepath.Join(f.host, "tuf"), DownloadDir: filepath.Join(f.host, "downloads"),
+		TrustedRoot: f.root, MetadataURL: f.srv.URL + "/metadata", TargetsURL: f.srv.URL + "/targets",
+		Clock: f.clock.Now, RetryBase: time.Millisecond,
+	})
+	require.NoError(f.t, err)
+	return c
+}
+
+func channelFile(t *testing.T, name string) []byte {
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "channels", name+".rfch"))
+	require.NoError(t, err)
+	return b
+}
+
+func TestRefreshAndDownload(t *testing.T) {
+	f := newFixture(t)
+	data := channelFile(t, "good-ipc-1001")
+	f.publish(291, 1001, data)
+	plan := []byte(`{"format":"ringfence-rollout/v1","channel":291,"stages":[{"name":"all","percent":100,"version":1001}]}`)
+	require.NoError(t, f.repo.SetRollout(291, plan))
+
+	c := f.client()
+	ctx := context.Background()
+	require.NoError(t, c.Refresh(ctx))
+	path, err := c.Download(ctx, "channels/291/1001.rfch")
+	require.NoError(t, err)
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, data, got)
+	p, err := c.Download(ctx, "rollout/291.json")
+	require.NoError(t, err)
+	got, err = os.ReadFile(p)
+	require.NoError(t, err)
+	require.Equal(t, plan, got)
+	require.Contains(t, c.Targets("content"), "channels/291/1001.rfch")
+
+	// Persisted: a new client on the same root dir trusts what was fetched.
+	for _, n := range []string{"root", "timestamp", "snapshot", "targets", "content", "rollout"} {
+		_, err := os.Stat(filepath.Join(f.host, "tuf", n+".json"))
+		require.NoError(t, err, n)
+	}
+	_, err = os.Stat(filepath.Join(f.host, "tuf", ".work"))
+	require.True(t, os.IsNotExist(err), "scratch directory removed")
+
+	_, err = c.Download(ctx, "channels/291/9999.rfch")
+	require.ErrorIs(t, err, tuf.ErrNotFound)
+}
+
+// TestGoTUFReadsRepository: the repository is standard TUF; go-tuf's own
+// updater (not our wrapper) refreshes it and downloads a target.
+func TestGoTUFReadsRepository(t *testing.T) {
+	f := newFixture(t)
+	data := channelFile(t, "good-ipc-1002")
+	f.publish(291, 1002, data)
+	cfg, err := config.New(f.srv.URL+"/metadata", f.root)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
+	cfg.RemoteTargetsURL = f.srv.URL + "/targets"
+	cfg.PrefixTargetsWithHash = true
+	up, err := updater.New(cfg)
+	require.NoError(t, err)
+	up.UnsafeSetRefTime(t0)
+	require.NoError(t, up.Refresh())
+	tf, err := up.GetTargetInfo("channels/291/1002.rfch")
+	require.NoError(t, err)
+	_, got, err := up.DownloadTarget(tf, filepath.Join(dir, "out"), "")
+	require.NoError(t, err)
+	require.Equal(t, sha256.Sum256(data), sha256.Sum256(got))
+}
+
+// TestIdleRefreshIsSmall: a refresh with nothing new fetches root N+1 (404)
+// and timestamp.json only.
+func TestIdleRefreshIsSmall(t *testing.T) {
+	f := newFixture(t)
+	f.publish(291, 1001, channelFile(t, "good-ipc-1001"))
+	c := f.client()
+	require.NoError(t, c.Refresh(context.Background()))
+	f.requests.Store(0)
+	f.bytes.Store(0)
+	require.NoError(t, c.Refresh(context.Background()))
+	require.Equal(t, int64(2), f.requests.Load(), "2.root.json (404) and timestamp.json")
+	require.Less(t, f.bytes.Load(), int64(2048))
+}
+
+func TestKeyRotationAndRootChain(t *testing.T) {
+	f := newFixture(t)
+	f.publish(291, 1001, channelFile(t, "good-ipc-1001"))
+	c := f.client()
+	require.NoError(t, c.Refresh(context.Background()))
+	// Rotate every role; the host walks root 1 -> 2 -> ... by itself.
+	for _, role := range []string{"root", "targets", "snapshot", "timestamp", "content", "rollout", "root"} {
+		require.NoError(t, f.repo.RotateKeys(role, tufrepo.KeyECDSAP256), role)
+	}
+	f.publish(291, 1002, channelFile(t, "good-ipc-1002"))
+	require.NoError(t, c.Refresh(context.Background()))
+	_, err := c.Download(context.Background(), "channels/291/1002.rfch")
+	require.NoError(t, err)
+	// A fresh host that installed the original root.json gets there too.
+	f.host = t.TempDir()
+	c2 := f.client()
+	require.NoError(t, c2.Refresh(context.Background()))
+	_, err = c2.Download(context.Background(), "channels/291/1002.rfch")
+	require.NoError(t, err)
+	keys, err := os.ReadDir(f.keys)
+	require.NoError(t, err)
+	require.Len(t, keys, 6, "one key per role: the retired ones are removed")
+}
