@@ -48,7 +48,7 @@ func mapError(err error) error {
 		}
 	}
 	var (
-		httpErr *metadata.ErrDownloadHTTP
+		httpErr  *metadata.ErrDownloadHTTP
 		sentinel error
 	)
 	switch {

@@ -39,6 +39,16 @@ func (p Problem) String() string {
 	return fmt.Sprintf("%s: %s", p.Code, p.Message)
 }
 
+// Line is the problem as the CLIs print it: "FILE: CODE: message", with
+// "warning: " before the message of a warning.
+func (p Problem) Line(file string) string {
+	sev := ""
+	if p.Severity == SeverityWarning {
+		sev = "warning: "
+	}
+	return fmt.Sprintf("%s: %s: %s%s", file, p.Code, sev, p.Message)
+}
+
 // Problems is the result of a check: every problem found, in file order.
 type Problems []Problem
 

@@ -143,7 +143,7 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 	// Stage runs them again, with the installed version.
 	if _, ps := validator.Validate(data, caps, validator.Options{}); ps.HasErrors() {
 		for _, p := range ps {
-			fmt.Fprintf(stderr, "%s: %s: %s\n", path, p.Code, p.Message)
+			fmt.Fprintln(stderr, p.Line(path))
 		}
 		fmt.Fprintf(stderr, "ringfence install: %s is invalid; nothing was changed\n", path)
 		return exitRejected
@@ -163,7 +163,7 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		}
 		if ps.HasErrors() {
 			for _, p := range ps {
-				fmt.Fprintf(stderr, "%s: %s: %s\n", path, p.Code, p.Message)
+				fmt.Fprintln(stderr, p.Line(path))
 			}
 			fmt.Fprintf(stderr, "ringfence install: %s failed preflight; nothing was changed\n", path)
 			return exitRejected
@@ -200,7 +200,7 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		}{st.Slot.String(), st.Channel, st.Version, rec.Fallback.String(), rec.Entry(st.Slot).Tries, st.Problems, in.Warnings()})
 	}
 	for _, p := range st.Problems {
-		fmt.Fprintf(stdout, "%s: %s: warning: %s\n", path, p.Code, p.Message)
+		fmt.Fprintln(stdout, p.Line(path))
 	}
 	e := rec.Entry(st.Slot)
 	fb := "none (no last-known-good)"

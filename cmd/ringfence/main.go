@@ -8,20 +8,26 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/ringfence/ringfence/internal/cli"
 )
 
 // Exit codes shared by every subcommand.
 const (
-	exitOK       = 0
-	exitRejected = 1
-	exitUsage    = 2
+	exitOK       = cli.ExitOK
+	exitRejected = cli.ExitRejected
+	exitUsage    = cli.ExitUsage
 )
+
+func newFlags(name, synopsis, description string, stdout, stderr io.Writer) *flag.FlagSet {
+	return cli.NewFlags("ringfence", name, synopsis, description, stdout, stderr)
+}
+
+var parseArgs = cli.ParseArgs
 
 type command struct {
 	name    string
@@ -34,6 +40,7 @@ func commands() []command {
 		{"validate", "check channel files against an interpreter's capabilities, optionally preflight them", runValidate},
 		{"channel", "build a channel file from its JSON description, or dump one as JSON", runChannel},
 		{"sensor", "the reference sensor: 'sensor preflight' is the default preflight command", runSensor},
+		{"fetch", "refresh signed metadata from a TUF repository and download verified targets", runFetch},
 		{"install", "validate, preflight, stage and activate a channel file as TRIAL (offline)", runInstall},
 		{"boot", "run the loader contract once, as a loader does at boot, and print the decision", runBoot},
 		{"mark-good", "end the health window by hand: the trial becomes last-known-good", runMarkGood},
@@ -75,48 +82,4 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'ringfence COMMAND --help' for a command's flags.")
 	fmt.Fprintln(w, "Exit codes: 0 success, 1 content rejected, 2 usage or I/O error.")
-}
-
-// newFlags returns a flag set whose --help prints synopsis, description and
-// flags to stdout.
-func newFlags(name, synopsis, description string, stdout, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprintf(out, "Usage: ringfence %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseArgs parses flags wherever they appear among the positional
-// arguments (package flag stops at the first positional one); everything
-// after "--" is positional. It returns the positional arguments, or false
-// and the exit code to return.
-func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, int, bool) {
-	var rest []string
-	for i, a := range args {
-		if a == "--" {
-			args, rest = args[:i], args[i+1:]
-			break
-		}
-	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return nil, exitOK, false
-			}
-			return nil, exitUsage, false
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return append(pos, rest...), 0, true
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }

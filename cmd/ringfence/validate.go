@@ -157,11 +157,7 @@ func validateOne(ctx context.Context, path string, caps *validator.Capabilities,
 
 func printResult(w io.Writer, r fileResult) {
 	for _, p := range r.Problems {
-		sev := ""
-		if p.Severity == validator.SeverityWarning {
-			sev = "warning: "
-		}
-		fmt.Fprintf(w, "%s: %s: %s%s\n", r.File, p.Code, sev, p.Message)
+		fmt.Fprintln(w, p.Line(r.File))
 		if p.Detail != "" && p.Code == validator.CodePreflightCrash {
 			if frame := interpreterFrame(p.Detail); frame != "" {
 				fmt.Fprintf(w, "%s: %s: at %s\n", r.File, p.Code, frame)

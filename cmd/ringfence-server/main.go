@@ -1,0 +1,386 @@
+// Command ringfence-server is the vendor's side of Ringfence: it creates and
+// signs the TUF repository that hosts fetch content from, publishes channel
+// files into it (after the same validation and preflight the hosts run),
+// signs rollout plans, rotates keys, refreshes expiring metadata and
+// verifies the repository the way a client would.
+//
+// Exit codes: 0 success, 1 content or repository rejected, 2 usage or I/O
+// error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ringfence/ringfence/internal/cli"
+	"github.com/ringfence/ringfence/sensor"
+	"github.com/ringfence/ringfence/tufrepo"
+	"github.com/ringfence/ringfence/validator"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"repo", "repository: 'repo init', 'repo refresh', 'repo verify'", runRepo},
+		{"publish", "validate, preflight and publish a channel file as a signed content target", runPublish},
+		{"rollout", "rollout plans: 'rollout set' signs a plan with the rollout role", runRollout},
+		{"keys", "keys: 'keys rotate --role R' replaces a role's keys", runKeys},
+		{"sensor", "the reference sensor: 'sensor preflight' is publish's default preflight command", runSensor},
+	}
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stdout, "ringfence-server: the signed content repository and its rollouts")
+		fmt.Fprintln(stdout, "\nUsage: ringfence-server COMMAND [SUBCOMMAND] [flags] [args]\n\nCommands:")
+		for _, c := range commands() {
+			fmt.Fprintf(stdout, "  %-9s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintln(stdout, "\nRun 'ringfence-server COMMAND --help' for a command's flags.")
+		fmt.Fprintln(stdout, "Exit codes: 0 success, 1 rejected, 2 usage or I/O error.")
+		if len(args) == 0 {
+			return cli.ExitUsage
+		}
+		return cli.ExitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "ringfence-server: unknown command %q; run 'ringfence-server help'\n", args[0])
+	return cli.ExitUsage
+}
+
+func newFlags(name, synopsis, help string, stdout, stderr io.Writer) *flag.FlagSet {
+	return cli.NewFlags("ringfence-server", name, synopsis, help, stdout, stderr)
+}
+
+// sub dispatches "COMMAND SUB ...".
+func sub(cmd string, args []string, subs map[string]func([]string, io.Writer, io.Writer) int, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if f := subs[args[0]]; f != nil {
+			return f(args[1:], stdout, stderr)
+		}
+	}
+	var names []string
+	for n := range subs {
+		names = append(names, n)
+	}
+	fmt.Fprintf(stderr, "ringfence-server %s: want one of: %s\n", cmd, strings.Join(names, ", "))
+	return cli.ExitUsage
+}
+
+func fail(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+	return cli.ExitUsage
+}
+
+// repoFlags adds --repo and --keys.
+func repoFlags(fs *flag.FlagSet) (repo, keys *string) {
+	return fs.String("repo", "", "repository directory (metadata/ and targets/ inside; serve it as static files)"),
+		fs.String("keys", "", "key directory (one PKCS#8 file per role key, mode 0600)")
+}
+
+func need(stderr io.Writer, cmd string, vals map[string]string) bool {
+	for flagName, v := range vals {
+		if v == "" {
+			fmt.Fprintf(stderr, "ringfence-server %s: --%s is required\n", cmd, flagName)
+			return false
+		}
+	}
+	return true
+}
+
+func runRepo(args []string, stdout, stderr io.Writer) int {
+	return sub("repo", args, map[string]func([]string, io.Writer, io.Writer) int{
+		"init": repoInit, "refresh": repoRefresh, "verify": repoVerify,
+	}, stdout, stderr)
+}
+
+const repoInitHelp = `
+Init creates a TUF repository: root, targets, snapshot and timestamp roles with
+fresh keys, and two delegated targets roles: content (paths channels/*/*, the
+channel files) and rollout (paths rollout/*, the rollout plans). Consistent
+snapshots are on. Key files are written 0600 into --keys; move the root keys
+somewhere offline afterwards: only 'keys rotate' needs them.
+
+The repository's metadata/root.json is the trusted root to install with the
+agent.`
+
+func repoInit(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("repo init", "repo init --repo DIR --keys KEYDIR [--threshold N] [--key-type T]", repoInitHelp, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	threshold := fs.Int("threshold", 1, "root keys, all needed to sign root")
+	kt := fs.String("key-type", string(tufrepo.KeyEd25519), "ed25519 or ecdsa-p256")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if !need(stderr, "repo init", map[string]string{"repo": *repo, "keys": *keys}) {
+		return cli.ExitUsage
+	}
+	if _, err := tufrepo.Init(*repo, *keys, tufrepo.InitOptions{Threshold: *threshold, KeyType: tufrepo.KeyType(*kt)}); err != nil {
+		return fail(stderr, "repo init", err)
+	}
+	fmt.Fprintf(stdout, "created repository %s (root threshold %d, %s keys in %s)\n", *repo, *threshold, *kt, *keys)
+	fmt.Fprintf(stdout, "install %s with the agent as its trusted root\n", filepath.Join(*repo, "metadata", "root.json"))
+	return cli.ExitOK
+}
+
+func repoRefresh(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("repo refresh", "repo refresh --repo DIR --keys KEYDIR", `
+Refresh re-signs timestamp and snapshot with fresh expiry (timestamp 1 day,
+snapshot 7 days), and any targets role within a quarter of its expiry. Run it
+at least daily (cron, or 'serve' does it).`, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if !need(stderr, "repo refresh", map[string]string{"repo": *repo, "keys": *keys}) {
+		return cli.ExitUsage
+	}
+	r, err := tufrepo.Open(*repo, *keys, nil)
+	if err != nil {
+		return fail(stderr, "repo refresh", err)
+	}
+	if err := r.Refresh(); err != nil {
+		return fail(stderr, "repo refresh", err)
+	}
+	fmt.Fprintln(stdout, "timestamp and snapshot re-signed")
+	return cli.ExitOK
+}
+
+func repoVerify(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("repo verify", "repo verify --repo DIR [--root FILE] [--json]", `
+Verify checks the repository end to end like a client: it serves it on
+loopback and runs go-tuf's updater from the first root (or --root) through
+every root rotation, timestamp, snapshot, targets and both delegations, then
+downloads every target and checks length and hashes. Exit 1 if anything
+fails to verify.`, stdout, stderr)
+	repo := fs.String("repo", "", "repository directory")
+	rootFile := fs.String("root", "", "trusted root to start from (default: metadata/1.root.json)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if !need(stderr, "repo verify", map[string]string{"repo": *repo}) {
+		return cli.ExitUsage
+	}
+	var root []byte
+	if *rootFile != "" {
+		b, err := validator.ReadFile(*rootFile)
+		if err != nil {
+			return fail(stderr, "repo verify", err)
+		}
+		root = b
+	}
+	rep, err := tufrepo.Verify(context.Background(), *repo, root, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence-server repo verify: %v\n", err)
+		return cli.ExitRejected
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+		return cli.ExitOK
+	}
+	fmt.Fprintf(stdout, "ok: root v%d, timestamp v%d, snapshot v%d, %d targets verified; earliest expiry %s\n",
+		rep.RootVersion, rep.TimestampVersion, rep.SnapshotVersion, len(rep.Targets), rep.Expires.UTC().Format(time.RFC3339))
+	for _, t := range rep.Targets {
+		fmt.Fprintf(stdout, "  %s\n", t)
+	}
+	return cli.ExitOK
+}
+
+const publishHelp = `
+Publish runs the same validation and preflight as the hosts (refusing invalid
+content with the validator's message, exit 1), then adds the file as target
+channels/<N>/<version>.rfch with its length and SHA-256, and re-signs content,
+snapshot and timestamp.
+
+--skip-static and --skip-preflight exist for the lab's replay of the 2024
+failure (content that bypassed the validator); never use them for real.`
+
+func runPublish(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("publish", "publish --repo DIR --keys KEYDIR --channel N [--capabilities FILE] FILE", publishHelp, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	channel := fs.Uint("channel", 0, "channel number the file must carry")
+	capsPath := fs.String("capabilities", "", "capability manifest of the interpreter the fleet runs (default: built-in sensor "+sensor.Version+")")
+	skipStatic := fs.Bool("skip-static", false, "LAB ONLY: skip the static checks (models the 2024 validator bug)")
+	skipPreflight := fs.Bool("skip-preflight", false, "LAB ONLY: skip the preflight run")
+	files, code, ok := cli.ParseArgs(fs, args, stdout)
+	if !ok {
+		return code
+	}
+	if !need(stderr, "publish", map[string]string{"repo": *repo, "keys": *keys}) {
+		return cli.ExitUsage
+	}
+	if len(files) != 1 || *channel == 0 {
+		fmt.Fprintln(stderr, "ringfence-server publish: give --channel N and exactly one channel file")
+		return cli.ExitUsage
+	}
+	path := files[0]
+	caps := sensor.DefaultCapabilities()
+	if *capsPath != "" {
+		c, err := validator.LoadCapabilities(*capsPath)
+		if err != nil {
+			return fail(stderr, "publish", err)
+		}
+		caps = c
+	}
+	data, err := validator.ReadFile(path)
+	if err != nil {
+		return fail(stderr, "publish", err)
+	}
+	f, err := validator.Parse(data)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		return cli.ExitRejected
+	}
+	if f.Channel != uint32(*channel) {
+		fmt.Fprintf(stderr, "ringfence-server publish: %s is channel %d, not %d\n", path, f.Channel, *channel)
+		return cli.ExitRejected
+	}
+	if !*skipStatic {
+		if _, ps := validator.Validate(data, caps, validator.Options{}); ps.HasErrors() {
+			for _, p := range ps {
+				fmt.Fprintln(stderr, p.Line(path))
+			}
+			fmt.Fprintf(stderr, "ringfence-server publish: %s rejected by the validator; nothing was published\n", path)
+			return cli.ExitRejected
+		}
+	}
+	if !*skipPreflight {
+		self, err := os.Executable()
+		if err != nil {
+			return fail(stderr, "publish", err)
+		}
+		cmd := []string{self, "sensor", "preflight"}
+		if *capsPath != "" {
+			cmd = append(cmd, "--capabilities", *capsPath)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		ps, err := validator.Preflight(ctx, path, validator.PreflightOptions{Command: cmd})
+		stop()
+		if err != nil {
+			return fail(stderr, "publish", err)
+		}
+		if ps.HasErrors() {
+			for _, p := range ps {
+				fmt.Fprintln(stderr, p.Line(path))
+			}
+			fmt.Fprintf(stderr, "ringfence-server publish: %s failed preflight; nothing was published\n", path)
+			return cli.ExitRejected
+		}
+	}
+	r, err := tufrepo.Open(*repo, *keys, nil)
+	if err != nil {
+		return fail(stderr, "publish", err)
+	}
+	name, err := r.Publish(f.Channel, f.ContentVersion, data)
+	if errors.Is(err, tufrepo.ErrExists) {
+		fmt.Fprintf(stderr, "ringfence-server publish: %v\n", err)
+		return cli.ExitRejected
+	}
+	if err != nil {
+		return fail(stderr, "publish", err)
+	}
+	fmt.Fprintf(stdout, "published %s (%d bytes); content, snapshot and timestamp re-signed\n", name, len(data))
+	return cli.ExitOK
+}
+
+func runRollout(args []string, stdout, stderr io.Writer) int {
+	return sub("rollout", args, map[string]func([]string, io.Writer, io.Writer) int{"set": rolloutSet}, stdout, stderr)
+}
+
+func rolloutSet(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("rollout set", "rollout set --repo DIR --keys KEYDIR --channel N --plan FILE", `
+Set signs a rollout plan as target rollout/<N>.json with the rollout role (and
+re-signs snapshot and timestamp). A plan names content versions, never bytes:
+every version it names must be published. Format:
+
+  {"format": "ringfence-rollout/v1", "channel": 291,
+   "stages": [{"name": "canary", "percent": 0, "hosts": ["host-1"], "version": 1002},
+              {"name": "1%", "percent": 1, "version": 1002}, ...],
+   "deny": [1003]}`, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	channel := fs.Uint("channel", 0, "channel number")
+	planPath := fs.String("plan", "", "the plan (JSON)")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if !need(stderr, "rollout set", map[string]string{"repo": *repo, "keys": *keys, "plan": *planPath}) || *channel == 0 {
+		fmt.Fprintln(stderr, "ringfence-server rollout set: --channel is required")
+		return cli.ExitUsage
+	}
+	plan, err := validator.ReadFile(*planPath)
+	if err != nil {
+		return fail(stderr, "rollout set", err)
+	}
+	r, err := tufrepo.Open(*repo, *keys, nil)
+	if err != nil {
+		return fail(stderr, "rollout set", err)
+	}
+	if err := r.SetRollout(uint32(*channel), plan); err != nil {
+		fmt.Fprintf(stderr, "ringfence-server rollout set: %v\n", err)
+		return cli.ExitRejected
+	}
+	fmt.Fprintf(stdout, "signed %s with the rollout role\n", tufrepo.RolloutTarget(uint32(*channel)))
+	return cli.ExitOK
+}
+
+func runKeys(args []string, stdout, stderr io.Writer) int {
+	return sub("keys", args, map[string]func([]string, io.Writer, io.Writer) int{"rotate": keysRotate}, stdout, stderr)
+}
+
+func keysRotate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("keys rotate", "keys rotate --repo DIR --keys KEYDIR --role R [--key-type T]", `
+Rotate replaces every key of a role (root, targets, snapshot, timestamp,
+content, rollout) with fresh ones and re-signs what trusts them: a new root
+version for the top-level roles (signed by the old and new root keys, so
+hosts follow the chain), the targets delegation for content and rollout. The
+retired key files are removed once nothing trusts them.`, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	role := fs.String("role", "", "role whose keys to rotate")
+	kt := fs.String("key-type", string(tufrepo.KeyEd25519), "ed25519 or ecdsa-p256")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if !need(stderr, "keys rotate", map[string]string{"repo": *repo, "keys": *keys, "role": *role}) {
+		return cli.ExitUsage
+	}
+	r, err := tufrepo.Open(*repo, *keys, nil)
+	if err != nil {
+		return fail(stderr, "keys rotate", err)
+	}
+	if err := r.RotateKeys(*role, tufrepo.KeyType(*kt)); err != nil {
+		return fail(stderr, "keys rotate", err)
+	}
+	fmt.Fprintf(stdout, "rotated the %s keys\n", *role)
+	return cli.ExitOK
+}
+
+func runSensor(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "preflight" {
+		return sensor.PreflightMain(args[1:], stdout, stderr)
+	}
+	fmt.Fprintln(stderr, "ringfence-server sensor: want 'preflight'")
+	return cli.ExitUsage
+}
