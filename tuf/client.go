@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -33,10 +34,6 @@ const (
 	DefaultMaxTarget = 64 << 20
 )
 
-// metadataFiles are the files Refresh persists, in the order it writes them:
-// root first, the timestamp last.
-var metadataFiles = []string{"root", "targets", "content", "rollout", "snapshot", "timestamp"}
-
 // Options configure a Client.
 type Options struct {
 	// Dir is where trusted metadata is persisted (<root>/tuf).
@@ -54,7 +51,7 @@ type Options struct {
 	HTTPClient *http.Client
 	// Retries is the number of extra attempts after a network failure or a
 	// 5xx (default 3), with exponential backoff from RetryBase (default
-	// 500 ms) and full jitter.
+	// 500 ms) and full jitter; negative means no retries.
 	Retries   int
 	RetryBase time.Duration
 	// Clock gives the time metadata expiry is checked against; nil means
@@ -62,7 +59,14 @@ type Options struct {
 	Clock func() time.Time
 	// MaxTargetSize bounds a target download (DefaultMaxTarget if zero).
 	MaxTargetSize int64
+	// MaxRootRotations bounds the root versions one refresh walks (go-tuf's
+	// default, 256, if zero).
+	MaxRootRotations int64
 }
+
+// maxMetadataFiles bounds the metadata files a refresh persists (top-level
+// roles plus delegations).
+const maxMetadataFiles = 64
 
 // Client is the host's TUF client. It is safe for concurrent use; Refresh
 // calls are serialized.
@@ -147,15 +151,24 @@ func (c *Client) Refresh(ctx context.Context) error {
 		return fmt.Errorf("tuf: %w", err)
 	}
 	defer os.RemoveAll(work)
-	for _, name := range metadataFiles[1:] {
-		b, err := readBounded(filepath.Join(c.opts.Dir, name+".json"), MaxTargetsSize)
-		if errors.Is(err, fs.ErrNotExist) {
+	ents, err := os.ReadDir(c.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("tuf: %w", err)
+	}
+	copied := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".json") || name == "root.json" {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("tuf: trusted %s metadata: %w", name, err)
+		if copied++; copied > maxMetadataFiles {
+			return fmt.Errorf("%w: more than %d trusted metadata files in %s", ErrTooLarge, maxMetadataFiles, c.opts.Dir)
 		}
-		if err := os.WriteFile(filepath.Join(work, name+".json"), b, 0o600); err != nil {
+		b, err := readBounded(filepath.Join(c.opts.Dir, name), MaxTargetsSize)
+		if err != nil {
+			return fmt.Errorf("tuf: trusted metadata %s: %w", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(work, name), b, 0o600); err != nil {
 			return fmt.Errorf("tuf: %w", err)
 		}
 	}
@@ -170,6 +183,9 @@ func (c *Client) Refresh(ctx context.Context) error {
 	cfg.RootMaxLength, cfg.TimestampMaxLength = MaxRootSize, MaxTimestampSize
 	cfg.SnapshotMaxLength, cfg.TargetsMaxLength = MaxSnapshotSize, MaxTargetsSize
 	cfg.Fetcher = &fetcher{ctx: ctx, c: c}
+	if c.opts.MaxRootRotations > 0 {
+		cfg.MaxRootRotations = c.opts.MaxRootRotations
+	}
 	up, err := updater.New(cfg)
 	if err != nil {
 		return mapError(err)
@@ -193,22 +209,46 @@ func (c *Client) Refresh(ctx context.Context) error {
 }
 
 // persist copies the refreshed metadata from the scratch directory into Dir
-// through the durable-write helper, skipping files that did not change.
+// through the durable-write helper, skipping files that did not change: root
+// first, then delegated and top-level targets, snapshot, and the timestamp
+// last, so a crash in between leaves a set a later refresh accepts.
 func (c *Client) persist(work string) error {
-	for _, name := range metadataFiles {
-		b, err := readBounded(filepath.Join(work, name+".json"), MaxTargetsSize)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	ents, err := os.ReadDir(work)
+	if err != nil {
+		return fmt.Errorf("tuf: %w", err)
+	}
+	if len(ents) > maxMetadataFiles {
+		return fmt.Errorf("%w: %d metadata files; at most %d", ErrTooLarge, len(ents), maxMetadataFiles)
+	}
+	rank := func(name string) int {
+		switch name {
+		case "root.json":
+			return 0
+		case "snapshot.json":
+			return 2
+		case "timestamp.json":
+			return 3
 		}
+		return 1
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".json") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.SliceStable(names, func(i, j int) bool { return rank(names[i]) < rank(names[j]) })
+	for _, name := range names {
+		b, err := readBounded(filepath.Join(work, name), MaxTargetsSize)
 		if err != nil {
 			return fmt.Errorf("tuf: %w", err)
 		}
-		dst := filepath.Join(c.opts.Dir, name+".json")
+		dst := filepath.Join(c.opts.Dir, name)
 		if old, err := readBounded(dst, MaxTargetsSize); err == nil && bytes.Equal(old, b) {
 			continue
 		}
 		if err := atomicfile.WriteFile(dst, b, 0o600); err != nil {
-			return fmt.Errorf("tuf: persist %s metadata: %w", name, err)
+			return fmt.Errorf("tuf: persist %s: %w", name, err)
 		}
 	}
 	return nil
@@ -237,6 +277,16 @@ func (c *Client) Target(name string) (*metadata.TargetFiles, error) {
 		return nil, mapError(err)
 	}
 	return tf, nil
+}
+
+// ConsistentSnapshot reports whether the trusted root asks for hash-prefixed
+// target names (false before the first Refresh).
+func (c *Client) consistentSnapshot() bool {
+	if c.up == nil {
+		return false
+	}
+	r := c.up.GetTrustedMetadataSet().Root
+	return r != nil && r.Signed.ConsistentSnapshot
 }
 
 // Targets returns every target the role (content or rollout) lists, from the

@@ -48,7 +48,12 @@ func (c *Client) Download(ctx context.Context, name string) (string, error) {
 		return final, nil
 	}
 	dir, file := path.Split(name)
-	src, err := url.JoinPath(c.opts.TargetsURL, dir, hex.EncodeToString(want)+"."+file)
+	c.mu.Lock()
+	if c.consistentSnapshot() {
+		file = hex.EncodeToString(want) + "." + file
+	}
+	c.mu.Unlock()
+	src, err := url.JoinPath(c.opts.TargetsURL, dir, file)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

@@ -16,7 +16,8 @@ import (
 var rooms = map[string][]string{
 	"go.etcd.io/bbolt":                     {"state"},
 	"github.com/kardianos/service":         {"cmd/"},
-	"github.com/theupdateframework/go-tuf": {"tuf"},
+	"github.com/theupdateframework/go-tuf": {"tuf", "tufrepo"},
+	"github.com/sigstore/sigstore":         {"tufrepo"},
 	"github.com/minio/selfupdate":          {"cmd/ringfenced"},
 	"golang.org/x/sys/windows":             {""}, // anywhere, but only in _windows.go files (checked below)
 	"github.com/ringfence/ringfence/cmd":   {},   // nothing imports a main package
