@@ -40,7 +40,7 @@ func (f *fixture) roleKey(role string) crypto.Signer {
 	return readSigner(f.t, paths[0])
 }
 
-func readSigner(t *testing.T, path string) crypto.Signer {
+func readSigner(t testing.TB, path string) crypto.Signer {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	block, _ := pem.Decode(b)
@@ -49,7 +49,7 @@ func readSigner(t *testing.T, path string) crypto.Signer {
 	return k.(crypto.Signer)
 }
 
-func signWith[T metadata.Roles](t *testing.T, m *metadata.Metadata[T], keys ...crypto.Signer) {
+func signWith[T metadata.Roles](t testing.TB, m *metadata.Metadata[T], keys ...crypto.Signer) {
 	m.ClearSignatures()
 	for _, k := range keys {
 		h := crypto.Hash(0)

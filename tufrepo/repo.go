@@ -514,3 +514,25 @@ func (r *Repo) Targets() map[string]*metadata.TargetFiles {
 	}
 	return out
 }
+
+// PublishMany adds several content versions of one channel in one commit
+// (bulk import): files maps a version number (decimal) to its bytes, and
+// versions start at first when a key does not parse.
+func (r *Repo) PublishMany(channel uint32, files map[string][]byte, first uint32) error {
+	next := first
+	for k, data := range files {
+		v, err := strconv.ParseUint(k, 10, 32)
+		if err != nil {
+			v = uint64(next)
+			next++
+		}
+		name := ContentTarget(channel, uint32(v))
+		if r.content.Signed.Targets[name] != nil {
+			return fmt.Errorf("%w: %s", ErrExists, name)
+		}
+		if err := r.addTarget(RoleContent, name, data); err != nil {
+			return err
+		}
+	}
+	return r.commit(RoleContent)
+}
