@@ -10,6 +10,7 @@ import (
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -17,19 +18,9 @@ type fixedClock struct{ t time.Time }
 
 func (c fixedClock) Now() time.Time { return c.t }
 
-func content(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "testdata", "channels", name+".rfch"))
-	require.NoError(t, err)
-	return b
-}
+func content(t testing.TB, name string) []byte { return testfiles.Channel(t, name) }
 
-func capabilities(t testing.TB) *validator.Capabilities {
-	t.Helper()
-	c, err := validator.LoadCapabilities(filepath.Join("..", "testdata", "capabilities", "sensor-7.11.json"))
-	require.NoError(t, err)
-	return c
-}
+func capabilities(t testing.TB) *validator.Capabilities { return testfiles.Capabilities(t, "7.11") }
 
 func open(t testing.TB, root string) *installer.Installer {
 	t.Helper()

@@ -61,6 +61,50 @@ func (m Manifest) encode() ([]byte, [32]byte, error) {
 // and SHA-256. It reads at most MaxManifestSize bytes of manifest and each
 // file's declared size (plus one byte, to catch a longer file).
 func VerifySlot(dir string, want [32]byte) (Manifest, error) {
+	m, err := readManifest(dir, want)
+	if err != nil {
+		return Manifest{}, err
+	}
+	for _, f := range m.Files {
+		if err := verifyFile(dir, f); err != nil {
+			return Manifest{}, err
+		}
+	}
+	return m, nil
+}
+
+// ReadContent returns the channel file of the slot in dir, the bytes a
+// loader hands to the interpreter: the manifest must have the digest want,
+// and the content is read once, bounded by the manifest's size, and checked
+// against the manifest's SHA-256 in memory, so what is loaded is exactly what
+// was verified (no window between a check and a second read).
+func ReadContent(dir string, want [32]byte) ([]byte, error) {
+	m, err := readManifest(dir, want)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(m.Files, func(f ManifestFile) bool { return f.Name == ContentName })
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %s: manifest lists no %s", ErrSlotCorrupt, dir, ContentName)
+	}
+	f := m.Files[i]
+	sum, err := hex.DecodeString(f.SHA256)
+	if err != nil || len(sum) != sha256.Size || f.Size < 0 {
+		return nil, fmt.Errorf("%w: %s: %s: bad size or sha256 in manifest", ErrSlotCorrupt, dir, f.Name)
+	}
+	data, err := readBounded(filepath.Join(dir, f.Name), f.Size)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrSlotCorrupt, dir, err)
+	}
+	if got := sha256.Sum256(data); int64(len(data)) != f.Size || !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("%w: %s: %s does not match its size and SHA-256 in the manifest", ErrSlotCorrupt, dir, f.Name)
+	}
+	return data, nil
+}
+
+// readManifest reads and decodes the manifest of the slot in dir, which must
+// have the digest want.
+func readManifest(dir string, want [32]byte) (Manifest, error) {
 	raw, err := readBounded(filepath.Join(dir, ManifestName), MaxManifestSize)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("%w: %s: %v", ErrSlotCorrupt, dir, err)
@@ -73,11 +117,6 @@ func VerifySlot(dir string, want [32]byte) (Manifest, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil || m.Format != ManifestFormat || len(m.Files) == 0 {
 		return Manifest{}, fmt.Errorf("%w: %s: manifest unreadable (format %q): %v", ErrSlotCorrupt, dir, m.Format, err)
-	}
-	for _, f := range m.Files {
-		if err := verifyFile(dir, f); err != nil {
-			return Manifest{}, err
-		}
 	}
 	return m, nil
 }

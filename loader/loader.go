@@ -1,0 +1,112 @@
+// Package loader is the loader of DESIGN.md for the reference sensor: it runs
+// the loader contract (installer.Boot, which is bootguard.Select plus slot
+// verification), reads the chosen slot's content exactly as verified, loads it
+// into the interpreter, lets the interpreter survive its first events, and
+// only then records the load as finished (breadcrumb LOADED).
+//
+// It does not recover from an interpreter crash: a crash while loading must
+// end the process (a kernel agent's crash ends the host), leaving the
+// breadcrumb LOADING on disk, so that the next start falls back to
+// last-known-good by itself. The VM test's guest init and the daemon's
+// supervised sensor both load content through this package.
+package loader
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/sensor"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// DefaultFirstEvents is how many events, after the synthesized ones, the
+// interpreter evaluates before a load counts as finished.
+const DefaultFirstEvents = 200
+
+// Options configure Load.
+type Options struct {
+	// Capabilities of the interpreter content is loaded into. Required.
+	Capabilities *validator.Capabilities
+	// FirstEvents returns the events the loaded content must survive before
+	// the load counts as finished. Nil means the host's first traffic as
+	// the reference sensor models it: sensor.Synthesize (an event reaching
+	// every field the content references) then DefaultFirstEvents events of
+	// sensor.RandomEvents seeded with Seed.
+	FirstEvents func(*validator.ChannelFile) []sensor.Event
+	// Seed seeds the default first events.
+	Seed uint64
+}
+
+// Loaded is the outcome of one load.
+type Loaded struct {
+	// Boot is what the loader contract decided and did.
+	Boot installer.BootResult
+	// Program is the loaded content, nil when the contract chose to load no
+	// content (safe mode, or nothing installed).
+	Program *sensor.Program
+	// Events is how many first events the program survived.
+	Events int
+}
+
+// ErrLoadFailed wraps an interpreter's refusal of content that passed slot
+// verification (a template type it does not know, say). The load did not
+// finish: the breadcrumb stays LOADING, and the caller should exit the way a
+// crashed agent would, so the next start falls back.
+var ErrLoadFailed = errors.New("loader: the interpreter refused the content")
+
+// Load runs the loader contract against in and loads the chosen content.
+// An interpreter panic on the first events is not recovered: it ends the
+// process with the breadcrumb LOADING on disk.
+func Load(in *installer.Installer, opts Options) (Loaded, error) {
+	if opts.Capabilities == nil {
+		return Loaded{}, errors.New("loader: no capabilities")
+	}
+	res, err := in.Boot(false)
+	out := Loaded{Boot: res}
+	if err != nil {
+		return out, err
+	}
+	d := res.Decision
+	if d.Action != bootguard.ActionLoad {
+		return out, nil
+	}
+	data, err := installer.ReadContent(in.SlotDir(d.Slot), d.Entry.Digest)
+	if err != nil {
+		return out, fmt.Errorf("loader: slot %v: %w", d.Slot, err)
+	}
+	prog, err := sensor.New(opts.Capabilities).Load(data)
+	if err != nil {
+		return out, fmt.Errorf("%w: slot %v (channel %d version %d): %v", ErrLoadFailed, d.Slot, d.Entry.Channel, d.Entry.Version, err)
+	}
+	first := opts.FirstEvents
+	if first == nil {
+		first = func(f *validator.ChannelFile) []sensor.Event { return DefaultEvents(f, opts.Seed) }
+	}
+	for _, ev := range first(prog.File()) {
+		prog.Eval(ev)
+		out.Events++
+	}
+	if in.ReadOnly() {
+		out.Program = prog
+		return out, nil
+	}
+	if err := bootguard.MarkLoaded(in.RecordPath()); err != nil {
+		return out, fmt.Errorf("loader: record the finished load: %w", err)
+	}
+	out.Boot.Loaded = true
+	out.Program = prog
+	return out, nil
+}
+
+// DefaultEvents is the reference sensor's model of a host's first traffic
+// for f: the synthesized events, then DefaultFirstEvents random ones.
+func DefaultEvents(f *validator.ChannelFile, seed uint64) []sensor.Event {
+	evs := sensor.Synthesize(f)
+	next := sensor.RandomEvents(f, seed)
+	for range DefaultFirstEvents {
+		evs = append(evs, next())
+	}
+	return evs
+}
