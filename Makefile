@@ -16,10 +16,36 @@ help: ## list the targets
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+VMKERNEL  ?= $(BIN)/vmkernel
+SKIPPED   := $(BIN)/skipped
+
 .PHONY: test
-test: check unit fuzz-smoke ## everything CI runs: check, unit tests with -race, fuzz smoke
-	@command -v $${CC:-cc} >/dev/null || echo "make test: SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc"
+test: skipped-reset check unit fuzz-smoke test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the VM test where qemu is
+	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
+	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
+	@rm -f $(SKIPPED)
 	@echo "make test: all suites passed"
+
+.PHONY: test-vm
+test-vm: ## boot the crash-loop scenarios in a QEMU guest (needs qemu-system-x86, e2fsprogs; fetches a Debian kernel into VMKERNEL)
+	./vmtest/kernel.sh $(VMKERNEL)
+	RINGFENCE_VM_KERNEL=$(abspath $(VMKERNEL)) $(GO) test -count=1 -v -timeout 10m -run 'TestVM|TestModules' ./vmtest
+
+.PHONY: skipped-reset
+skipped-reset:
+	@rm -f $(SKIPPED)
+
+# test-vm where it can run; elsewhere a SKIPPED line that says why.
+.PHONY: test-vm-if-possible
+test-vm-if-possible:
+	@mkdir -p $(BIN); missing=""; \
+	for p in qemu-system-x86_64 mkfs.ext4 debugfs; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "SKIPPED the VM crash-loop test (missing:$$missing); 'make deps' installs qemu-system-x86 and e2fsprogs" >> $(SKIPPED); exit 0; fi; \
+	rc=0; ./vmtest/kernel.sh $(VMKERNEL) || rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "SKIPPED the VM crash-loop test (no Debian kernel package could be fetched; see above)" >> $(SKIPPED); exit 0; fi; \
+	[ $$rc -eq 0 ] || exit $$rc; \
+	$(MAKE) --no-print-directory test-vm
 
 .PHONY: unit
 unit: ## go test -race ./..., then the tests the race runtime cannot run (memory limits) without it

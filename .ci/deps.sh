@@ -3,7 +3,11 @@
 # package is tried on its own, so one that cannot be had does not stop the
 # others; the suites that need a missing one skip with a message.
 set -uo pipefail
-pkgs=(gcc)   # C compiler: the boot-record vectors run against the C loader
+pkgs=(
+  gcc              # C compiler: the boot-record vectors run against the C loader
+  qemu-system-x86  # the VM crash-loop test (make test-vm)
+  e2fsprogs        # mkfs.ext4 and debugfs for the VM test's state disk
+)
 if [ "$(id -u)" -ne 0 ]; then
   echo "deps: not root; install these yourself if missing: ${pkgs[*]}"
   exit 0
