@@ -3,7 +3,6 @@ package tufrepo
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/rollout"
 )
 
 // Role names: the four top-level roles and the two delegations.
@@ -416,63 +415,10 @@ func (r *Repo) Publish(channel, version uint32, data []byte) (string, error) {
 	return name, r.commit(RoleContent)
 }
 
-// Plan is a rollout plan: which content version hosts of each ring install.
-// It names versions, never bytes; the content role signs the bytes.
-type Plan struct {
-	Format  string `json:"format"`
-	Channel uint32 `json:"channel"`
-	// Stages are nested rings, in order; a host is in a stage when its
-	// bucket (0..9999, a stable hash of its id) is below Percent*100, or
-	// its id or tag is in the canary group.
-	Stages []Stage `json:"stages"`
-	// Deny lists versions hosts must never install (rolled back).
-	Deny []uint32 `json:"deny,omitempty"`
-}
-
-// Stage is one ring of a plan.
-type Stage struct {
-	Name    string   `json:"name"`
-	Percent float64  `json:"percent"`
-	Hosts   []string `json:"hosts,omitempty"`
-	Tags    []string `json:"tags,omitempty"`
-	Version uint32   `json:"version"`
-}
-
-// PlanFormat is the "format" member of a rollout plan.
-const PlanFormat = "ringfence-rollout/v1"
-
-// MaxPlanSize bounds a rollout plan.
-const MaxPlanSize = 1 << 20
-
-// ParsePlan decodes and checks a plan.
-func ParsePlan(data []byte) (*Plan, error) {
-	if len(data) > MaxPlanSize {
-		return nil, fmt.Errorf("tufrepo: rollout plan is %d bytes; the limit is %d", len(data), MaxPlanSize)
-	}
-	var p Plan
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("tufrepo: rollout plan: %w", err)
-	}
-	if p.Format != PlanFormat {
-		return nil, fmt.Errorf("tufrepo: rollout plan format %q; want %q", p.Format, PlanFormat)
-	}
-	if len(p.Stages) == 0 {
-		return nil, errors.New("tufrepo: rollout plan has no stages")
-	}
-	for i, s := range p.Stages {
-		if s.Percent < 0 || s.Percent > 100 || s.Version == 0 {
-			return nil, fmt.Errorf("tufrepo: rollout plan stage %d (%s): percent must be 0..100 and version set", i+1, s.Name)
-		}
-	}
-	return &p, nil
-}
-
 // SetRollout signs plan (JSON) as target rollout/<channel>.json with the
 // rollout role. Every version the plan names must be published content.
 func (r *Repo) SetRollout(channel uint32, plan []byte) error {
-	p, err := ParsePlan(plan)
+	p, err := rollout.Parse(plan)
 	if err != nil {
 		return err
 	}

@@ -1,24 +1,24 @@
-package tufrepo_test
+package rollout_test
 
 import (
 	"encoding/json"
 	"testing"
 
-	"github.com/ringfence/ringfence/tufrepo"
+	"github.com/ringfence/ringfence/rollout"
 )
 
-// FuzzParsePlan: no input panics the plan parser, and an accepted plan has
+// FuzzParse: no input panics the plan parser, and an accepted plan has
 // what hosts rely on (stages with a version and a percentage in range) and
 // survives a JSON round trip.
-func FuzzParsePlan(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"format":"ringfence-rollout/v1","channel":291,"stages":[{"name":"canary","percent":0,"hosts":["h1"],"version":1002},{"name":"all","percent":100,"version":1002}],"deny":[1003]}`))
 	f.Add([]byte(`{"format":"ringfence-rollout/v1","channel":1,"stages":[]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := tufrepo.ParsePlan(data)
+		p, err := rollout.Parse(data)
 		if err != nil {
 			return
 		}
-		if len(p.Stages) == 0 || p.Format != tufrepo.PlanFormat {
+		if len(p.Stages) == 0 || p.Format != rollout.Format {
 			t.Fatalf("accepted %+v", p)
 		}
 		for _, s := range p.Stages {
@@ -30,7 +30,7 @@ func FuzzParsePlan(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tufrepo.ParsePlan(b); err != nil {
+		if _, err := rollout.Parse(b); err != nil {
 			t.Fatalf("re-encoded plan rejected: %v", err)
 		}
 	})
