@@ -9,7 +9,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -352,27 +351,6 @@ func (r *Repo) signers(role string) ([]*privateKey, error) {
 	return signersFor(r.keys, role, rr.KeyIDs)
 }
 
-// ContentTarget is the target name of a channel file.
-func ContentTarget(channel, version uint32) string {
-	return fmt.Sprintf("channels/%d/%d.rfch", channel, version)
-}
-
-// RolloutTarget is the target name of a channel's rollout plan.
-func RolloutTarget(channel uint32) string { return fmt.Sprintf("rollout/%d.json", channel) }
-
-var contentTargetRE = regexp.MustCompile(`^channels/([0-9]+)/([0-9]+)\.rfch$`)
-
-// ParseContentTarget returns the channel and version a content target names.
-func ParseContentTarget(name string) (channel, version uint32, ok bool) {
-	m := contentTargetRE.FindStringSubmatch(name)
-	if m == nil {
-		return 0, 0, false
-	}
-	c, err1 := strconv.ParseUint(m[1], 10, 32)
-	v, err2 := strconv.ParseUint(m[2], 10, 32)
-	return uint32(c), uint32(v), err1 == nil && err2 == nil
-}
-
 // addTarget writes data as target name (hash-prefixed, for consistent
 // snapshots) and records it in role's metadata.
 func (r *Repo) addTarget(role, name string, data []byte) error {
@@ -401,7 +379,7 @@ var ErrExists = errors.New("tufrepo: content version already published with diff
 // the content role and re-signs content, snapshot and timestamp. The caller
 // has validated and preflighted it.
 func (r *Repo) Publish(channel, version uint32, data []byte) (string, error) {
-	name := ContentTarget(channel, version)
+	name := rollout.ContentTarget(channel, version)
 	if old := r.content.Signed.Targets[name]; old != nil {
 		sum := sha256.Sum256(data)
 		if old.Length == int64(len(data)) && hex.EncodeToString(old.Hashes["sha256"]) == hex.EncodeToString(sum[:]) {
@@ -426,11 +404,11 @@ func (r *Repo) SetRollout(channel uint32, plan []byte) error {
 		return fmt.Errorf("tufrepo: the plan is for channel %d, not %d", p.Channel, channel)
 	}
 	for _, s := range p.Stages {
-		if r.content.Signed.Targets[ContentTarget(channel, s.Version)] == nil {
+		if r.content.Signed.Targets[rollout.ContentTarget(channel, s.Version)] == nil {
 			return fmt.Errorf("tufrepo: stage %s names version %d, which is not published on channel %d", s.Name, s.Version, channel)
 		}
 	}
-	if err := r.addTarget(RoleRollout, RolloutTarget(channel), plan); err != nil {
+	if err := r.addTarget(RoleRollout, rollout.RolloutTarget(channel), plan); err != nil {
 		return err
 	}
 	return r.commit(RoleRollout)
@@ -472,7 +450,7 @@ func (r *Repo) PublishMany(channel uint32, files map[string][]byte, first uint32
 			v = uint64(next)
 			next++
 		}
-		name := ContentTarget(channel, uint32(v))
+		name := rollout.ContentTarget(channel, uint32(v))
 		if r.content.Signed.Targets[name] != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
 		}

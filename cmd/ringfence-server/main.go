@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/internal/cli"
+	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/tufrepo"
 	"github.com/ringfence/ringfence/validator"
@@ -342,7 +343,7 @@ every version it names must be published. Format:
 		fmt.Fprintf(stderr, "ringfence-server rollout set: %v\n", err)
 		return cli.ExitRejected
 	}
-	fmt.Fprintf(stdout, "signed %s with the rollout role\n", tufrepo.RolloutTarget(uint32(*channel)))
+	fmt.Fprintf(stdout, "signed %s with the rollout role\n", rollout.RolloutTarget(uint32(*channel)))
 	return cli.ExitOK
 }
 
