@@ -427,13 +427,13 @@ func TestNewerSchema(t *testing.T) {
 
 func TestUnknownBucketIsKept(t *testing.T) {
 	// A newer ringfence with the same schema version may add a bucket
-	// (say, a telemetry outbox); this one reads around it.
+	// (say, a fleet-wide pin list); this one reads around it.
 	path := filepath.Join(t.TempDir(), "state.db")
 	populate(t, path)
 	bdb, err := bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
 	require.NoError(t, bdb.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucket([]byte("outbox"))
+		b, err := tx.CreateBucket([]byte("future"))
 		if err != nil {
 			return err
 		}
@@ -446,7 +446,7 @@ func TestUnknownBucketIsKept(t *testing.T) {
 	defer db.Close()
 	assert.False(t, reset)
 	require.NoError(t, db.bolt.View(func(tx *bolt.Tx) error {
-		assert.Equal(t, []byte("v"), tx.Bucket([]byte("outbox")).Get([]byte("k")))
+		assert.Equal(t, []byte("v"), tx.Bucket([]byte("future")).Get([]byte("k")))
 		return nil
 	}))
 }

@@ -1,6 +1,6 @@
 // Package state keeps the host's local database, state.db: the install
-// history, the quarantine list and the per-channel pins. It is the only
-// package that imports bbolt.
+// history, the quarantine list, the per-channel pins and the telemetry
+// outbox. It is the only package that imports bbolt.
 //
 // state.db is a convenience, never a dependency of booting: the boot record
 // alone decides what loads. Losing or corrupting state.db must therefore
@@ -29,7 +29,10 @@
 //
 // Every store is bounded: history keeps the newest MaxHistory transitions,
 // the quarantine list the newest MaxQuarantined entries, pins at most
-// MaxPins channels, and free-text reasons at most MaxReasonLen bytes.
+// MaxPins channels, the outbox MaxOutbox events (beyond that heartbeats,
+// then other non-critical events, are evicted oldest first; critical ones
+// up to MaxOutboxCritical never are), and free-text reasons at most
+// MaxReasonLen bytes.
 package state
 
 import (
@@ -112,6 +115,7 @@ type DB struct {
 	// Bounds; the Max constants, lowered by tests.
 	maxHistory     uint64
 	maxQuarantined int
+	maxOutbox      int // MaxOutbox; tests lower it
 	maxPins        int
 }
 
@@ -136,6 +140,7 @@ func Open(path string, opts Options) (*DB, error) {
 		readOnly:       opts.ReadOnly,
 		maxHistory:     MaxHistory,
 		maxQuarantined: MaxQuarantined,
+		maxOutbox:      MaxOutbox,
 		maxPins:        MaxPins,
 	}
 

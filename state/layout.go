@@ -14,6 +14,7 @@ var (
 	bucketHistory    = []byte("history")
 	bucketQuarantine = []byte("quarantine")
 	bucketPins       = []byte("pins")
+	bucketOutbox     = []byte("outbox")
 
 	keySchema = []byte("schema")
 )
@@ -35,6 +36,7 @@ var buckets = []bucketSpec{
 	{name: bucketHistory, keyLen: 8, newValue: func() any { return new(Transition) }},
 	{name: bucketQuarantine, keyLen: 8, newValue: func() any { return new(Quarantine) }},
 	{name: bucketPins, keyLen: 4, newValue: func() any { return new(pin) }},
+	{name: bucketOutbox, keyLen: 8, newValue: func() any { return new(OutboxEvent) }},
 }
 
 // init creates the buckets that are missing and records the schema version.
