@@ -3,6 +3,7 @@ module github.com/ringfence/ringfence
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/sigstore/sigstore v1.10.6
 	github.com/stretchr/testify v1.12.1
 	github.com/theupdateframework/go-tuf/v2 v2.4.2
@@ -11,12 +12,8 @@ require (
 )
 
 require (
-	aead.dev/minisign v0.2.0 // indirect
-	github.com/BurntSushi/toml v1.4.1-0.20240526193622-a339e1f7089c // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/google/go-containerregistry v0.20.7 // indirect
-	github.com/kardianos/service v1.3.0 // indirect
-	github.com/minio/selfupdate v0.6.0 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/secure-systems-lab/go-securesystemslib v0.11.0 // indirect
 	github.com/sigstore/protobuf-specs v0.5.0 // indirect

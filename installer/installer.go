@@ -186,6 +186,11 @@ func (in *Installer) Close() error {
 	return in.db.Close()
 }
 
+// State returns state.db, or nil when it could not be opened (see
+// Warnings). It is valid until Close; the daemon keeps its telemetry outbox
+// there.
+func (in *Installer) State() *state.DB { return in.db }
+
 // Root returns the root directory.
 func (in *Installer) Root() string { return in.root }
 

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/cli"
+	"github.com/ringfence/ringfence/loader"
+	"github.com/ringfence/ringfence/sensor"
+	"github.com/ringfence/ringfence/validator"
+)
+
+const agentHelp = `The reference sensor as the daemon supervises it: the agent a vendor replaces
+with their own (agent.command in the configuration). It loads content strictly
+through the loader contract (bootguard.Select via the installer, the content
+read exactly as verified, its first events, then LOADED), prints "ready" on
+stdout, then evaluates a stream of events and prints "alive" now and then,
+until SIGINT or SIGTERM. A crash on content kills it, as a kernel agent's crash
+kills its host: the breadcrumb it leaves makes the next start fall back.`
+
+func agentMain(args []string, stdout, stderr io.Writer) int {
+	fs := cli.NewFlags("ringfenced", "agent", "[--root DIR] [--capabilities FILE]", agentHelp, stdout, stderr)
+	root := fs.String("root", os.Getenv(daemon.EnvRoot), "Ringfence root directory (default: $"+daemon.EnvRoot+")")
+	capsPath := fs.String("capabilities", "", "capability manifest of this interpreter (default: the built-in sensor "+sensor.Version+")")
+	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the event stream")
+	rate := fs.Int("events-per-second", 200, "events evaluated per second after the load")
+	alive := fs.Duration("alive-interval", 5*time.Second, "how often to print \"alive\"")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if *root == "" {
+		fmt.Fprintln(stderr, "ringfenced agent: no root: pass --root or set", daemon.EnvRoot)
+		return cli.ExitUsage
+	}
+	caps := sensor.DefaultCapabilities()
+	if *capsPath != "" {
+		c, err := validator.LoadCapabilities(*capsPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "ringfenced agent:", err)
+			return cli.ExitUsage
+		}
+		caps = c
+	}
+	in, err := installer.Open(*root, installer.Options{Capabilities: caps})
+	if err != nil {
+		fmt.Fprintln(stderr, "ringfenced agent:", err)
+		return cli.ExitRejected
+	}
+	l, err := loader.Load(in, loader.Options{Capabilities: caps, Seed: *seed})
+	in.Close() // the daemon takes the root back after "ready"
+	if err != nil {
+		fmt.Fprintln(stderr, "ringfenced agent:", err)
+		return cli.ExitRejected
+	}
+	d := l.Boot.Decision
+	if l.Program != nil {
+		fmt.Fprintf(stdout, "%s channel=%d version=%d slot=%v why=%s\n", daemon.LineReady, d.Entry.Channel, d.Entry.Version, d.Slot, d.Why)
+	} else {
+		fmt.Fprintf(stdout, "%s no-content why=%s\n", daemon.LineReady, d.Why)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var next func() sensor.Event
+	if l.Program != nil {
+		next = sensor.RandomEvents(l.Program.File(), *seed+1)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	lastAlive := time.Now()
+	var events uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return cli.ExitOK
+		case now := <-tick.C:
+			if next != nil {
+				for range max(*rate/10, 1) {
+					l.Program.Eval(next())
+					events++
+				}
+			}
+			if now.Sub(lastAlive) >= *alive {
+				lastAlive = now
+				fmt.Fprintf(stdout, "%s events=%d\n", daemon.LineAlive, events)
+			}
+		}
+	}
+}

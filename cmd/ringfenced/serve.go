@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/sensor"
+	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// maxTrustedRoot bounds the root.json read at start-up.
+const maxTrustedRoot = 1 << 20
+
+// serve runs the daemon for cfg until ctx ends.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	opts, err := daemonOptions(cfg, log)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(opts)
+	if err != nil {
+		return err
+	}
+	log.Info("ringfenced started", "version", version, "host_id", opts.HostID, "root", cfg.Root, "channel", cfg.Channel, "repository", cfg.Repository)
+	return d.Run(ctx)
+}
+
+// daemonOptions turns the configuration into the daemon's options: the
+// host identity (created on first start), the capabilities, the agent and
+// preflight commands (the reference sensor in this binary unless
+// configured), the trusted root and the telemetry sender.
+func daemonOptions(cfg config.Config, log *slog.Logger) (daemon.Options, error) {
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return daemon.Options{}, fmt.Errorf("root %s: %w", cfg.Root, err)
+	}
+	id, err := telemetry.LoadOrCreateIdentity(filepath.Join(cfg.Root, "identity"))
+	if err != nil {
+		return daemon.Options{}, err
+	}
+	caps := sensor.DefaultCapabilities()
+	if cfg.Agent.Capabilities != "" {
+		if caps, err = validator.LoadCapabilities(cfg.Agent.Capabilities); err != nil {
+			return daemon.Options{}, fmt.Errorf("agent.capabilities: %w", err)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return daemon.Options{}, err
+	}
+	agentCmd, preflightCmd := cfg.Agent.Command, cfg.Agent.PreflightCommand
+	if len(agentCmd) == 0 {
+		agentCmd = []string{exe, "agent"}
+		if cfg.Agent.Capabilities != "" {
+			agentCmd = append(agentCmd, "--capabilities", cfg.Agent.Capabilities)
+		}
+	}
+	if len(preflightCmd) == 0 {
+		preflightCmd = []string{exe, "sensor", "preflight"}
+		if cfg.Agent.Capabilities != "" {
+			preflightCmd = append(preflightCmd, "--capabilities", cfg.Agent.Capabilities)
+		}
+	}
+	trusted, err := readBounded(cfg.TrustedRoot, maxTrustedRoot)
+	if err != nil {
+		return daemon.Options{}, fmt.Errorf("trusted_root: %w", err)
+	}
+	opts := daemon.Options{
+		Config:           cfg,
+		HostID:           id.HostID(),
+		Capabilities:     caps,
+		AgentCommand:     agentCmd,
+		PreflightCommand: preflightCmd,
+		TrustedRoot:      trusted,
+		Log:              log,
+	}
+	if cfg.Telemetry.Endpoint != "" {
+		opts.Sender = newSender(cfg, id)
+	}
+	return opts, nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// newSender is the telemetry sender: batches signed with the host key,
+// carrying the host's tags and the version it runs (from the boot record).
+func newSender(cfg config.Config, id *telemetry.Identity) *telemetry.Sender {
+	record := filepath.Join(cfg.Root, installer.RecordName)
+	return &telemetry.Sender{
+		Endpoint: cfg.Telemetry.Endpoint,
+		Identity: id,
+		Info: func() ([]string, map[string]uint32) {
+			rec, err := bootguard.Read(record)
+			if err != nil || rec.Active == bootguard.SlotNone {
+				return cfg.HostTags(), nil
+			}
+			e := rec.Entry(rec.Active)
+			return cfg.HostTags(), map[string]uint32{strconv.FormatUint(uint64(e.Channel), 10): e.Version}
+		},
+	}
+}

@@ -1,0 +1,277 @@
+// Package config is ringfenced's local policy: a TOML file (docs/ringfenced.md
+// lists every key) read once at start-up. Every mistake in it is reported
+// then, with the key and what is allowed, never as a failure later: unknown
+// keys (a typo is not silently ignored), bad durations, out-of-range numbers,
+// missing files it names.
+//
+// TOML is read with github.com/BurntSushi/toml: a maintained, widely used
+// parser that reports line numbers and which keys it did not decode, which is
+// what lets a typo become an error.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/ringfence/ringfence/bootguard"
+)
+
+// MaxSize bounds the configuration file.
+const MaxSize = 1 << 20
+
+// Ring policies: which rollout stages the host takes part in.
+const (
+	// RingsDefault: the host takes the version of the first stage it is in.
+	RingsDefault = "default"
+	// RingsEarly: the host also reports the tag "early", so a plan's canary
+	// group can name early hosts by tag.
+	RingsEarly = "early"
+	// RingsLate: the host refuses early rings and takes only the version of
+	// the plan's last (broadest) stage, once that stage includes it.
+	RingsLate = "late"
+)
+
+// EarlyTag is the tag a host with rings = "early" reports.
+const EarlyTag = "early"
+
+// Config is the daemon's configuration.
+type Config struct {
+	// Root is the Ringfence root directory (boot record, slots, state.db).
+	Root string `toml:"root"`
+	// Repository is the TUF repository's base URL: metadata under
+	// metadata/, targets under targets/.
+	Repository string `toml:"repository"`
+	// TrustedRoot is the root.json installed with the agent. It is used
+	// until a newer root is persisted under Root/tuf.
+	TrustedRoot string `toml:"trusted_root"`
+	// Channel is the content channel this root follows. A root holds one
+	// channel's A/B slots and boot record; a host that follows several
+	// channels runs one root (and one daemon) per channel.
+	Channel uint32 `toml:"channel"`
+	// PollInterval and PollJitter: a poll every PollInterval plus a random
+	// 0..PollJitter, so that a fleet does not poll in step.
+	PollInterval Duration `toml:"poll_interval"`
+	PollJitter   Duration `toml:"poll_jitter"`
+	// Pin holds the channel at one version, whatever the plan says; the
+	// version must be published. Zero means no pin.
+	Pin uint32 `toml:"pin"`
+	// NMinus1 keeps the host one version behind the fleet: it installs the
+	// newest published version below the one the plan's last stage names.
+	NMinus1 bool `toml:"n_minus_1"`
+	// Rings is RingsDefault, RingsEarly or RingsLate.
+	Rings string `toml:"rings"`
+	// Tags are reported to the rollout server and matched against a plan's
+	// canary tags.
+	Tags []string `toml:"tags"`
+	// HealthWindow is how long a trial must run without a sensor crash
+	// before it becomes the new last-known-good.
+	HealthWindow Duration `toml:"health_window"`
+	// Tries is the number of sensor starts a trial gets in its health
+	// window; LoadTries the crashes while loading it may suffer.
+	Tries     uint8 `toml:"tries"`
+	LoadTries uint8 `toml:"load_tries"`
+	// Agent is the sensor the daemon supervises.
+	Agent Agent `toml:"agent"`
+	// Telemetry is where events go.
+	Telemetry Telemetry `toml:"telemetry"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+}
+
+// Agent configures the supervised sensor and its preflight. Vendors replace
+// the reference sensor here, not in code.
+type Agent struct {
+	// Command starts the agent; empty means the reference sensor (this
+	// binary's "agent" command). The agent loads content through the
+	// loader contract and speaks the line protocol in docs/ringfenced.md.
+	Command []string `toml:"command"`
+	// Capabilities is the installed interpreter's capability manifest;
+	// empty means the reference sensor's built-in one.
+	Capabilities string `toml:"capabilities"`
+	// PreflightCommand runs one channel file in the interpreter (the path
+	// is appended); empty means the reference sensor's preflight.
+	PreflightCommand []string `toml:"preflight_command"`
+	// PreflightTimeout bounds one preflight run.
+	PreflightTimeout Duration `toml:"preflight_timeout"`
+	// StartTimeout is how long the agent may take to report its load.
+	StartTimeout Duration `toml:"start_timeout"`
+	// RestartDelay is the first wait before restarting an agent that
+	// exited; it doubles up to a minute while the agent keeps dying.
+	RestartDelay Duration `toml:"restart_delay"`
+}
+
+// Telemetry configures the upstream reporting.
+type Telemetry struct {
+	// Endpoint is the rollout server's base URL; empty disables sending
+	// (events still queue in state.db).
+	Endpoint string `toml:"endpoint"`
+	// Interval is how often queued events are sent and a heartbeat queued.
+	Interval Duration `toml:"interval"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText reads "90s", "5m", "1h30m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write it like \"90s\", \"5m\" or \"1h\")", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the configuration used for every key the file leaves out.
+func Default() Config {
+	pol := bootguard.DefaultPolicy()
+	return Config{
+		Root:         DefaultRoot,
+		PollInterval: Duration{5 * time.Minute},
+		PollJitter:   Duration{time.Minute},
+		Rings:        RingsDefault,
+		HealthWindow: Duration{10 * time.Minute},
+		Tries:        pol.Tries,
+		LoadTries:    pol.LoadTries,
+		Agent: Agent{
+			PreflightTimeout: Duration{30 * time.Second},
+			StartTimeout:     Duration{time.Minute},
+			RestartDelay:     Duration{time.Second},
+		},
+		Telemetry: Telemetry{Interval: Duration{time.Minute}},
+		LogLevel:  "info",
+	}
+}
+
+// Load reads and checks the file at path. Relative paths in it are taken
+// relative to the file's directory.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w (write one, or pass --config; docs/ringfenced.md lists the keys)", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %s: %w", path, err)
+	}
+	if len(b) > MaxSize {
+		return Config{}, fmt.Errorf("config: %s is larger than %d bytes", path, MaxSize)
+	}
+	c, err := Parse(b, filepath.Dir(path))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads a configuration from TOML bytes over Default and checks it;
+// relative paths are resolved against dir.
+func Parse(b []byte, dir string) (Config, error) {
+	c := Default()
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return Config{}, fmt.Errorf("line %d, %s: %s", pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return Config{}, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
+		}
+		return Config{}, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return Config{}, fmt.Errorf("unknown key %s (docs/ringfenced.md lists the keys)", strings.Join(keys, ", "))
+	}
+	for _, p := range []*string{&c.Root, &c.TrustedRoot, &c.Agent.Capabilities} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return c, c.Check()
+}
+
+// Check reports the first thing wrong with c, naming the key.
+func (c Config) Check() error {
+	switch {
+	case c.Root == "":
+		return errors.New("root: must be set")
+	case c.Repository == "":
+		return errors.New("repository: must be set to the TUF repository's base URL")
+	case c.TrustedRoot == "":
+		return errors.New("trusted_root: must name the root.json installed with the agent")
+	case c.Channel == 0:
+		return errors.New("channel: name the content channel this root follows")
+	case c.PollInterval.Duration < time.Second:
+		return fmt.Errorf("poll_interval: %v is below the minimum of 1s", c.PollInterval)
+	case c.PollJitter.Duration < 0:
+		return errors.New("poll_jitter: must not be negative")
+	case c.HealthWindow.Duration < 0:
+		return errors.New("health_window: must not be negative")
+	case c.Tries < 1:
+		return errors.New("tries: must be at least 1")
+	case c.LoadTries < 1:
+		return errors.New("load_tries: must be at least 1")
+	case c.Agent.PreflightTimeout.Duration <= 0 || c.Agent.StartTimeout.Duration <= 0 || c.Agent.RestartDelay.Duration <= 0:
+		return errors.New("agent: preflight_timeout, start_timeout and restart_delay must be positive")
+	case c.Telemetry.Interval.Duration < time.Second:
+		return fmt.Errorf("telemetry.interval: %v is below the minimum of 1s", c.Telemetry.Interval)
+	}
+	if err := checkURL("repository", c.Repository); err != nil {
+		return err
+	}
+	if c.Telemetry.Endpoint != "" {
+		if err := checkURL("telemetry.endpoint", c.Telemetry.Endpoint); err != nil {
+			return err
+		}
+	}
+	if !slices.Contains([]string{RingsDefault, RingsEarly, RingsLate}, c.Rings) {
+		return fmt.Errorf("rings: %q; want %q, %q or %q", c.Rings, RingsDefault, RingsEarly, RingsLate)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		return fmt.Errorf("log_level: %q; want debug, info, warn or error", c.LogLevel)
+	}
+	if _, err := os.Stat(c.TrustedRoot); err != nil {
+		return fmt.Errorf("trusted_root: %w", err)
+	}
+	if c.Agent.Capabilities != "" {
+		if _, err := os.Stat(c.Agent.Capabilities); err != nil {
+			return fmt.Errorf("agent.capabilities: %w", err)
+		}
+	}
+	return nil
+}
+
+func checkURL(key, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%s: %q is not an http(s) URL", key, s)
+	}
+	return nil
+}
+
+// HostTags are the tags the host reports: Tags, and EarlyTag with
+// rings = "early".
+func (c Config) HostTags() []string {
+	tags := slices.Clone(c.Tags)
+	if c.Rings == RingsEarly && !slices.Contains(tags, EarlyTag) {
+		tags = append(tags, EarlyTag)
+	}
+	return tags
+}

@@ -1,0 +1,129 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/config"
+)
+
+// base is a valid configuration; cases append to it or replace a line.
+const base = `root = "root"
+repository = "https://updates.example.com/repo"
+trusted_root = "root.json"
+channel = 291
+`
+
+func dir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(d, "root.json"), []byte("{}"), 0o600))
+	return d
+}
+
+func TestParseDefaults(t *testing.T) {
+	d := dir(t)
+	c, err := config.Parse([]byte(base), d)
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(d, "root"), c.Root, "relative paths are taken from the file's directory")
+	require.Equal(t, filepath.Join(d, "root.json"), c.TrustedRoot)
+	require.Equal(t, 5*time.Minute, c.PollInterval.Duration)
+	require.Equal(t, 10*time.Minute, c.HealthWindow.Duration)
+	require.Equal(t, uint8(2), c.Tries)
+	require.Equal(t, config.RingsDefault, c.Rings)
+	require.Empty(t, c.HostTags())
+}
+
+func TestParseFull(t *testing.T) {
+	d := dir(t)
+	c, err := config.Parse([]byte(base+`poll_interval = "30s"
+poll_jitter = "5s"
+pin = 1001
+n_minus_1 = true
+rings = "early"
+tags = ["lab"]
+health_window = "2m"
+tries = 3
+load_tries = 2
+log_level = "debug"
+
+[agent]
+command = ["/opt/vendor/agent", "--fast"]
+preflight_command = ["/opt/vendor/agent", "preflight"]
+preflight_timeout = "1m"
+start_timeout = "20s"
+restart_delay = "500ms"
+
+[telemetry]
+endpoint = "https://rollout.example.com"
+interval = "2m"
+`), d)
+	require.NoError(t, err)
+	require.Equal(t, uint32(1001), c.Pin)
+	require.True(t, c.NMinus1)
+	require.Equal(t, []string{"lab", config.EarlyTag}, c.HostTags())
+	require.Equal(t, []string{"/opt/vendor/agent", "--fast"}, c.Agent.Command)
+	require.Equal(t, 500*time.Millisecond, c.Agent.RestartDelay.Duration)
+	require.Equal(t, "https://rollout.example.com", c.Telemetry.Endpoint)
+	require.Equal(t, uint8(3), c.Tries)
+}
+
+// TestParseErrors: every mistake is an error at start-up that names the key.
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, extra, want string }{
+		{"typo", `pol_interval = "1m"`, "unknown key pol_interval"},
+		{"nested typo", "[agent]\ncomand = [\"x\"]", "unknown key agent.comand"},
+		{"duration", `poll_interval = "5 minutes"`, `not a duration`},
+		{"short poll", `poll_interval = "10ms"`, "poll_interval"},
+		{"rings", `rings = "first"`, "rings"},
+		{"tries", `tries = 0`, "tries"},
+		{"tries range", `tries = 300`, "tries"},
+		{"log level", `log_level = "loud"`, "log_level"},
+		{"endpoint", "[telemetry]\nendpoint = \"ftp://x\"", "telemetry.endpoint"},
+		{"syntax", `poll_interval = `, "line 5"},
+		{"type", `channel = "291"`, "channel"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := base + tc.extra + "\n"
+			if tc.name == "type" {
+				src = `root = "r"
+repository = "https://x/"
+trusted_root = "root.json"
+` + tc.extra + "\n"
+			}
+			_, err := config.Parse([]byte(src), dir(t))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+	for _, tc := range []struct{ name, src, want string }{
+		{"no repository", "root = \"r\"\ntrusted_root = \"root.json\"\nchannel = 1\n", "repository"},
+		{"no channel", "root = \"r\"\nrepository = \"https://x/\"\ntrusted_root = \"root.json\"\n", "channel"},
+		{"missing trusted root", "root = \"r\"\nrepository = \"https://x/\"\ntrusted_root = \"nope.json\"\nchannel = 1\n", "trusted_root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.src), dir(t))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	d := dir(t)
+	p := filepath.Join(d, "ringfenced.toml")
+	require.NoError(t, os.WriteFile(p, []byte(base), 0o600))
+	c, err := config.Load(p)
+	require.NoError(t, err)
+	require.Equal(t, uint32(291), c.Channel)
+
+	_, err = config.Load(filepath.Join(d, "missing.toml"))
+	require.ErrorContains(t, err, "--config")
+
+	require.NoError(t, os.WriteFile(p, make([]byte, config.MaxSize+1), 0o600))
+	_, err = config.Load(p)
+	require.ErrorContains(t, err, "larger than")
+}

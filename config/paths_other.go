@@ -1,0 +1,9 @@
+//go:build !windows
+
+package config
+
+// DefaultPath is where ringfenced looks for its configuration.
+const DefaultPath = "/etc/ringfence/ringfenced.toml"
+
+// DefaultRoot is the default Ringfence root directory.
+const DefaultRoot = "/var/lib/ringfence"

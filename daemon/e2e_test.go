@@ -1,0 +1,338 @@
+package daemon_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/testfiles"
+	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/tufrepo"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// fakeClock is the daemons' time: timers fire when the test advances it.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+}
+
+type waiter struct {
+	at time.Time
+	c  chan time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), c: ch})
+	return ch
+}
+
+// Advance moves time on and fires every timer that is due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	keep := c.waiters[:0]
+	for _, w := range c.waiters {
+		if w.at.After(c.now) {
+			keep = append(keep, w)
+			continue
+		}
+		w.c <- c.now
+	}
+	c.waiters = keep
+}
+
+// buildRingfenced builds the real daemon binary: the agent and the
+// preflight harness the daemons run are its subcommands.
+func buildRingfenced(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ringfenced")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/ringfenced").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+// lab is a TUF repository and a telemetry collector served on loopback.
+type lab struct {
+	repo *tufrepo.Repo
+	srv  *httptest.Server
+	root []byte
+
+	telemetry *httptest.Server
+	mu        sync.Mutex
+	events    map[string][]telemetry.Event // by host id, deduplicated by event id
+	seen      map[string]bool
+	got       chan struct{} // a batch arrived
+}
+
+// collect is the telemetry endpoint: it verifies each batch as the server
+// will (signature, host id from the key) and stores events once per id.
+func (l *lab) collect(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, telemetry.MaxBody+1))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b, err := telemetry.VerifyBatch(body, r.Header.Get(telemetry.SignatureHeader))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	l.mu.Lock()
+	var ids []string
+	for _, e := range b.Events {
+		if !l.seen[b.HostID+e.ID] {
+			l.seen[b.HostID+e.ID] = true
+			l.events[b.HostID] = append(l.events[b.HostID], e)
+		}
+		ids = append(ids, e.ID)
+	}
+	l.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(telemetry.Response{Accepted: ids})
+	select {
+	case l.got <- struct{}{}:
+	default:
+	}
+}
+
+// reported reports whether host sent an event of type typ for version v.
+func (l *lab) reported(host, typ string, v uint32) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events[host] {
+		if e.Type == typ && e.Version == v {
+			return true
+		}
+	}
+	return false
+}
+
+func newLab(t *testing.T, clock *fakeClock) *lab {
+	t.Helper()
+	dir := t.TempDir()
+	repo, err := tufrepo.Init(dir, t.TempDir(), tufrepo.InitOptions{Clock: clock})
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	root, err := repo.RootJSON()
+	require.NoError(t, err)
+	l := &lab{repo: repo, srv: srv, root: root, events: map[string][]telemetry.Event{}, seen: map[string]bool{}, got: make(chan struct{}, 1)}
+	l.telemetry = httptest.NewServer(http.HandlerFunc(l.collect))
+	t.Cleanup(l.telemetry.Close)
+	return l
+}
+
+// roll publishes name (a testdata channel file) and sends every host to it.
+func (l *lab) roll(t *testing.T, name string) uint32 {
+	t.Helper()
+	data := testfiles.Channel(t, name)
+	f, err := validator.Parse(data)
+	require.NoError(t, err)
+	v := f.ContentVersion
+	_, err = l.repo.Publish(291, v, data)
+	require.NoError(t, err)
+	plan := fmt.Sprintf(`{"format":%q,"channel":291,"stages":[{"name":"all","percent":100,"version":%d}]}`, rollout.Format, v)
+	require.NoError(t, l.repo.SetRollout(291, []byte(plan)))
+	return v
+}
+
+// host is one daemon with its own root, agent and status stream.
+type host struct {
+	id     string
+	root   string
+	d      *daemon.Daemon
+	status chan daemon.Status
+	last   daemon.Status
+	done   chan error
+}
+
+// waitFor reads the host's statuses until ok says yes; the deadline is a
+// bound on a broken test, not a wait.
+func (h *host) waitFor(t *testing.T, what string, ok func(daemon.Status) bool) {
+	t.Helper()
+	if ok(h.last) {
+		return
+	}
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case s := <-h.status:
+			h.last = s
+			if ok(s) {
+				return
+			}
+		case err := <-h.done:
+			t.Fatalf("%s: daemon stopped (%v) waiting for %s", h.id, err, what)
+		case <-deadline:
+			t.Fatalf("%s: no status with %s; last: %+v", h.id, what, h.last)
+		}
+	}
+}
+
+func running(s string) func(daemon.Status) bool {
+	return func(st daemon.Status) bool { return st.Agent == "running" && st.Running == s }
+}
+
+func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin string, i int) *host {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "root")
+	require.NoError(t, os.MkdirAll(root, 0o700))
+	trusted := filepath.Join(t.TempDir(), "root.json")
+	require.NoError(t, os.WriteFile(trusted, l.root, 0o600))
+	caps := filepath.Join(testfiles.Dir(), "capabilities")
+	cfg := config.Default()
+	cfg.Root, cfg.Repository, cfg.TrustedRoot, cfg.Channel = root, l.srv.URL, trusted, 291
+	cfg.PollInterval = config.Duration{Duration: 1000 * time.Hour} // the test polls
+	cfg.PollJitter = config.Duration{}
+	cfg.Telemetry.Interval = config.Duration{Duration: 1000 * time.Hour}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	id := telemetry.NewIdentity(key)
+	cfg.Telemetry.Endpoint = l.telemetry.URL
+	h := &host{id: id.HostID(), root: root, status: make(chan daemon.Status, 1000), done: make(chan error, 1)}
+	d, err := daemon.New(daemon.Options{
+		Config: cfg,
+		HostID: h.id,
+		// The installed interpreter is believed to be 7.12 (21 IPC fields)
+		// by validation and preflight, but the agent runs 7.11 (20): what
+		// passes both checks can still crash the agent on load.
+		Capabilities:     testfiles.Capabilities(t, "7.12"),
+		AgentCommand:     []string{bin, "agent", "--capabilities", filepath.Join(caps, "sensor-7.11.json"), "--alive-interval", "1h"},
+		PreflightCommand: []string{bin, "sensor", "preflight", "--capabilities", filepath.Join(caps, "sensor-7.12.json")},
+		TrustedRoot:      l.root,
+		Clock:            clock,
+		Log:              slog.New(slog.NewTextHandler(tlog{t, h.id}, nil)),
+		Sender:           &telemetry.Sender{Endpoint: l.telemetry.URL, Identity: id, Clock: clock.Now},
+		Observe: func(s daemon.Status) {
+			select {
+			case h.status <- s:
+			default:
+			}
+		},
+	})
+	require.NoError(t, err)
+	h.d = d
+	go func() { h.done <- d.Run(ctx) }()
+	return h
+}
+
+// tlog sends a daemon's log to the test's, so it shows when a test fails.
+type tlog struct {
+	t  *testing.T
+	id string
+}
+
+func (w tlog) Write(p []byte) (int, error) {
+	w.t.Logf("%s: %s", w.id, strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// TestEndToEnd: three hosts, three daemons, one repository. A good version
+// is installed and marked good everywhere; then a version that crashes the
+// sensor on load: every host reverts to the good version by itself,
+// quarantines the bad one, reports it, and never retries it.
+func TestEndToEnd(t *testing.T) {
+	bin := buildRingfenced(t)
+	clock := newFakeClock(time.Now())
+	l := newLab(t, clock)
+	good := l.roll(t, "good-ipc-1001")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var hosts []*host
+	for i := range 3 {
+		hosts = append(hosts, startHost(t, ctx, l, clock, bin, i))
+	}
+	defer func() {
+		cancel()
+		for _, h := range hosts {
+			require.NoError(t, <-h.done)
+		}
+	}()
+
+	trialOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (TRIAL)", v) }
+	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
+
+	for _, h := range hosts {
+		h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+		_, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		h.waitFor(t, "the trial of "+fmt.Sprint(good), running(trialOf(good)))
+	}
+	clock.Advance(config.Default().HealthWindow.Duration)
+	for _, h := range hosts {
+		h.waitFor(t, "good marked good", running(goodOf(good)))
+	}
+
+	bad := l.roll(t, "cf291-shape")
+	for _, h := range hosts {
+		r, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "installed", r.Action, "%s: %+v", h.id, r)
+		require.Equal(t, bad, r.Version)
+		h.waitFor(t, "the agent's crash", func(s daemon.Status) bool { return s.Agent == "restarting" })
+		require.Contains(t, h.last.LastCrash, "index out of range")
+	}
+	clock.Advance(config.Default().Agent.RestartDelay.Duration)
+	for _, h := range hosts {
+		h.waitFor(t, "last-known-good running again", running(goodOf(good)))
+		r, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "skipped", r.Action, "%s must never retry %d: %+v", h.id, bad, r)
+		require.Contains(t, r.Why, "quarantined")
+	}
+
+	// Every host reports the revert and the quarantine upstream, signed.
+	clock.Advance(1000 * time.Hour) // the telemetry interval
+	deadline := time.After(60 * time.Second)
+	for _, h := range hosts {
+		for !(l.reported(h.id, daemon.EventReverted, bad) && l.reported(h.id, daemon.EventQuarantined, bad) &&
+			l.reported(h.id, daemon.EventHealthy, good) && l.reported(h.id, daemon.EventInstalled, bad)) {
+			select {
+			case <-l.got:
+			case <-deadline:
+				t.Fatalf("%s did not report the revert of %d; got %+v", h.id, bad, l.events[h.id])
+			}
+		}
+	}
+
+	cancel()
+	for _, h := range hosts {
+		require.NoError(t, <-h.done)
+	}
+	hosts = nil
+}

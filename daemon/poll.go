@@ -1,0 +1,340 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/state"
+	"github.com/ringfence/ringfence/tuf"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// PollResult says what one poll did.
+type PollResult struct {
+	// Action is one of: nothing, installed, reverted, rejected, skipped,
+	// waiting, deferred, failed.
+	Action  string `json:"action"`
+	Version uint32 `json:"version,omitempty"`
+	Why     string `json:"why"`
+}
+
+// Status is what the daemon last did, written to <root>/daemon/status.json
+// for `ringfence status` and people. It lives in its own directory: the
+// agent's loader cleans the root's temporary files while the daemon may be
+// writing this one.
+type Status struct {
+	HostID    string     `json:"host_id"`
+	Channel   uint32     `json:"channel"`
+	Agent     string     `json:"agent"`
+	Running   string     `json:"running"`
+	LastPoll  time.Time  `json:"last_poll"`
+	Poll      PollResult `json:"poll"`
+	LastCrash string     `json:"last_crash,omitempty"`
+}
+
+// StatusDir and StatusName place the daemon's status file in the root.
+const (
+	StatusDir  = "daemon"
+	StatusName = "status.json"
+)
+
+func (d *Daemon) setStatus(f func(*Status)) {
+	d.status.HostID, d.status.Channel = d.opts.HostID, d.cfg.Channel
+	f(&d.status)
+	if d.opts.Observe != nil {
+		d.opts.Observe(d.status)
+	}
+	b, err := json.MarshalIndent(d.status, "", "  ")
+	if err != nil {
+		return
+	}
+	dir := filepath.Join(d.cfg.Root, StatusDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		d.log.Warn("status directory", "err", err)
+		return
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, StatusName), append(b, '\n'), 0o644); err != nil {
+		d.log.Warn("write the status file", "err", err)
+	}
+}
+
+// poll runs one update cycle and records its outcome.
+func (d *Daemon) poll(ctx context.Context) PollResult {
+	r := d.update(ctx)
+	lvl := d.log.Info
+	if r.Action == "failed" || r.Action == "rejected" {
+		lvl = d.log.Warn
+	}
+	if r.Action != "nothing" {
+		lvl("poll", "action", r.Action, "version", r.Version, "why", r.Why)
+	} else {
+		d.log.Debug("poll", "action", r.Action, "why", r.Why)
+	}
+	d.setStatus(func(s *Status) { s.LastPoll, s.Poll = d.clock.Now().UTC(), r })
+	d.persist()
+	return r
+}
+
+func (d *Daemon) update(ctx context.Context) PollResult {
+	if err := d.open(); err != nil {
+		return PollResult{Action: "failed", Why: err.Error()}
+	}
+	ch := d.cfg.Channel
+	if err := d.client.Refresh(ctx); err != nil {
+		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		return PollResult{Action: "failed", Why: "TUF refresh: " + err.Error()}
+	}
+	want, plan, why, err := d.desired(ctx)
+	if err != nil {
+		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		return PollResult{Action: "failed", Why: err.Error()}
+	}
+	rec, err := bootguard.Read(d.in.RecordPath())
+	if err != nil {
+		return PollResult{Action: "failed", Why: fmt.Sprintf("boot record: %v (run 'ringfence recover')", err)}
+	}
+	var active bootguard.Entry
+	if rec.Active != bootguard.SlotNone {
+		active = *rec.Entry(rec.Active)
+	}
+	// A version the plan denies (rolled back upstream) is left at once,
+	// trial or not: back to last-known-good.
+	if plan != nil && active.Version != 0 && plan.Denied(active.Version) && rec.Fallback != bootguard.SlotNone {
+		if _, err := d.in.Revert(bootguard.ReasonManual); err != nil {
+			return PollResult{Action: "failed", Version: active.Version, Why: "revert a denied version: " + err.Error()}
+		}
+		d.trial = nil
+		d.observe("")
+		d.restartAgent()
+		return PollResult{Action: "reverted", Version: active.Version, Why: "the rollout plan denies it (rolled back upstream)"}
+	}
+	if active.State == bootguard.StateTrial {
+		return PollResult{Action: "waiting", Version: active.Version, Why: "a trial is in its health window"}
+	}
+	if want == 0 {
+		return PollResult{Action: "nothing", Why: why}
+	}
+	if want == active.Version {
+		return PollResult{Action: "nothing", Version: want, Why: "running the version the plan gives this host"}
+	}
+	if q, _ := d.in.Quarantined(); slices.ContainsFunc(q, func(x state.Quarantine) bool { return x.Channel == ch && x.Version == want }) {
+		return PollResult{Action: "skipped", Version: want, Why: "quarantined on this host (it was reverted here)"}
+	}
+	if prev, ok := d.rejected[want]; ok {
+		return PollResult{Action: "skipped", Version: want, Why: "rejected earlier: " + prev}
+	}
+	return d.install(ctx, want)
+}
+
+// desired is the version this host should run: the pin, or the plan's
+// version for the host's stage, adjusted by the ring policy and N-1.
+func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, error) {
+	ch := d.cfg.Channel
+	published := d.published()
+	var plan *rollout.Plan
+	if name := rollout.RolloutTarget(ch); d.client.Targets("rollout")[name] != nil {
+		p, err := d.fetchPlan(ctx, name)
+		if err != nil {
+			return 0, nil, "", err
+		}
+		plan = p
+	}
+	if d.cfg.Pin != 0 {
+		if !slices.Contains(published, d.cfg.Pin) {
+			return 0, plan, fmt.Sprintf("pinned to version %d, which is not published", d.cfg.Pin), nil
+		}
+		return d.cfg.Pin, plan, "pinned", nil
+	}
+	if plan == nil {
+		return 0, nil, "no rollout plan for channel " + fmt.Sprint(ch), nil
+	}
+	host := rollout.Host{ID: d.opts.HostID, Tags: d.cfg.HostTags()}
+	last := plan.Stages[len(plan.Stages)-1]
+	var v uint32
+	switch {
+	case d.cfg.Rings == config.RingsLate:
+		if !last.Contains(host) {
+			return 0, plan, "refusing early rings; not in the last stage yet", nil
+		}
+		v = last.Version
+	default:
+		i := plan.StageFor(host)
+		if i < 0 {
+			return 0, plan, "in no stage of the plan yet", nil
+		}
+		v = plan.Stages[i].Version
+	}
+	if d.cfg.NMinus1 {
+		v = 0
+		for _, p := range published {
+			if p < last.Version && p > v && !plan.Denied(p) {
+				v = p
+			}
+		}
+		if v == 0 {
+			return 0, plan, "N-1: no published version below the fleet's", nil
+		}
+	}
+	if plan.Denied(v) {
+		return 0, plan, fmt.Sprintf("version %d is denied by the plan", v), nil
+	}
+	return v, plan, "the plan's version for this host", nil
+}
+
+// published lists the channel's content versions the repository signs.
+func (d *Daemon) published() []uint32 {
+	var out []uint32
+	for name := range d.client.Targets("content") {
+		if c, v, ok := rollout.ParseContentTarget(name); ok && c == d.cfg.Channel {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (d *Daemon) fetchPlan(ctx context.Context, name string) (*rollout.Plan, error) {
+	data, err := d.download(ctx, name, rollout.MaxSize)
+	if err != nil {
+		return nil, fmt.Errorf("rollout plan: %w", err)
+	}
+	p, err := rollout.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if p.Channel != d.cfg.Channel {
+		return nil, fmt.Errorf("rollout plan %s is for channel %d", name, p.Channel)
+	}
+	return p, nil
+}
+
+// download fetches and verifies a target through TUF and reads it, bounded.
+func (d *Daemon) download(ctx context.Context, name string, limit int64) ([]byte, error) {
+	path, err := d.client.Download(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
+	}
+	return b, nil
+}
+
+// install takes version v through download, validation, preflight, stage and
+// activation, then restarts the agent so the loader loads the trial.
+func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
+	ch := d.cfg.Channel
+	name := rollout.ContentTarget(ch, v)
+	data, err := d.download(ctx, name, validator.MaxFileSize)
+	if err != nil {
+		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Version: v, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		return PollResult{Action: "failed", Version: v, Why: "download: " + err.Error()}
+	}
+	c, err := d.in.Check(data)
+	if err != nil {
+		if errors.Is(err, installer.ErrInvalid) {
+			return d.reject(EventRejectedValidation, v, err, problemCodes(err))
+		}
+		return PollResult{Action: "failed", Version: v, Why: err.Error()}
+	}
+	if probs, err := d.preflight(ctx, data); err != nil {
+		return PollResult{Action: "failed", Version: v, Why: "preflight could not run: " + err.Error()}
+	} else if probs.HasErrors() {
+		return d.reject(EventRejectedPreflight, v, fmt.Errorf("preflight: %w", probs.Err()), codes(probs))
+	}
+	staged, err := d.in.Stage(c, installer.StageOptions{})
+	if err != nil {
+		return PollResult{Action: "failed", Version: v, Why: "stage: " + err.Error()}
+	}
+	if _, err := d.in.Activate(staged.Slot); err != nil {
+		return PollResult{Action: "failed", Version: v, Why: "activate: " + err.Error()}
+	}
+	d.event(state.OutboxEvent{Type: EventInstalled, Channel: ch, Version: v, Codes: codes(staged.Problems),
+		Evidence: map[string]string{"slot": staged.Slot.String()}})
+	d.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", staged.Slot)
+	d.restartAgent()
+	return PollResult{Action: "installed", Version: v, Why: "staged and activated as a trial"}
+}
+
+func (d *Daemon) reject(typ string, v uint32, err error, cs []string) PollResult {
+	d.rejected[v] = err.Error()
+	d.event(state.OutboxEvent{Type: typ, Channel: d.cfg.Channel, Version: v, Reason: err.Error(), Codes: cs})
+	return PollResult{Action: "rejected", Version: v, Why: err.Error()}
+}
+
+// preflight runs the interpreter on data in a sandboxed child process.
+func (d *Daemon) preflight(ctx context.Context, data []byte) (validator.Problems, error) {
+	dir := filepath.Join(d.cfg.Root, "downloads")
+	f, err := os.CreateTemp(dir, "preflight-*.rfch")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return validator.Preflight(ctx, f.Name(), validator.PreflightOptions{
+		Command: d.opts.PreflightCommand,
+		Timeout: d.cfg.Agent.PreflightTimeout.Duration,
+	})
+}
+
+func problemCodes(err error) []string {
+	var rej *validator.RejectedError
+	if errors.As(err, &rej) {
+		return codes(rej.Problems)
+	}
+	return nil
+}
+
+func codes(probs validator.Problems) []string {
+	var out []string
+	for _, p := range probs {
+		out = append(out, string(p.Code))
+	}
+	return out
+}
+
+// tufReason names a TUF failure by its sentinel, for telemetry.
+func tufReason(err error) string {
+	for _, s := range []struct {
+		err  error
+		name string
+	}{
+		{tuf.ErrExpired, "expired"}, {tuf.ErrRollback, "rollback"}, {tuf.ErrBadSignature, "bad-signature"},
+		{tuf.ErrMismatch, "mismatch"}, {tuf.ErrNotFound, "not-found"}, {tuf.ErrTooLarge, "too-large"},
+		{tuf.ErrNetwork, "network"}, {tuf.ErrBadTarget, "bad-target"}, {tuf.ErrInvalid, "invalid"},
+	} {
+		if errors.Is(err, s.err) {
+			return s.name
+		}
+	}
+	return strings.SplitN(err.Error(), ":", 2)[0]
+}
