@@ -72,6 +72,11 @@ type Options struct {
 	Clock      Clock
 	// Rand draws the poll jitter; nil means a random seed.
 	Rand *rand.Rand
+	// Binary, when set, updates ringfenced itself.
+	Binary *BinaryUpdate
+	// OnReady, when set, is called once, the first time the agent reports
+	// its load: the daemon is up (agentupdate.Confirm goes here).
+	OnReady func()
 	// Observe, when set, is called with every new status (tests watch the
 	// loop through it). It runs on the loop's goroutine: it must not block.
 	Observe func(Status)
@@ -98,10 +103,13 @@ type Daemon struct {
 	healthC      <-chan time.Time
 	trial        *trialInfo // the trial in its health window
 	pollDeferred bool
+	restart      bool // a new binary is in place
+	readyOnce    bool
 
 	reported map[string]bool        // revert events already queued, by id
 	rejected map[uint32]string      // versions refused this run, and why
 	pollNow  chan chan<- PollResult // on-demand polls
+	stopped  chan struct{}          // closed when Run returns
 	status   Status
 }
 
@@ -149,7 +157,7 @@ func New(opts Options) (*Daemon, error) {
 		cfg: opts.Config, opts: opts, log: opts.Log, clock: opts.Clock, rand: opts.Rand, client: client,
 		restartDelay: opts.Config.Agent.RestartDelay.Duration,
 		reported:     map[string]bool{}, rejected: map[uint32]string{},
-		pollNow: make(chan chan<- PollResult),
+		pollNow: make(chan chan<- PollResult), stopped: make(chan struct{}),
 	}, nil
 }
 
@@ -160,11 +168,16 @@ func joinURL(base, p string) string {
 	return base + p
 }
 
+// ErrStopped is what Poll returns when Run has returned.
+var ErrStopped = errors.New("daemon: not running")
+
 // Poll asks the running daemon to poll now and returns what that poll did.
 func (d *Daemon) Poll(ctx context.Context) (PollResult, error) {
 	ch := make(chan PollResult, 1)
 	select {
 	case d.pollNow <- ch:
+	case <-d.stopped:
+		return PollResult{}, ErrStopped
 	case <-ctx.Done():
 		return PollResult{}, ctx.Err()
 	}
@@ -180,6 +193,7 @@ func (d *Daemon) Poll(ctx context.Context) (PollResult, error) {
 // installer cleans up what it left, reverts the guard made while nothing
 // ran are reported, and a trial still in its window gets a fresh window.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer close(d.stopped)
 	if err := d.open(); err != nil {
 		return err
 	}
@@ -193,6 +207,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	flushC := d.clock.After(d.cfg.Telemetry.Interval.Duration)
 	defer d.close()
 	for {
+		if d.restart {
+			d.stopAgent()
+			d.persist()
+			return ErrRestart
+		}
 		var ready, exited <-chan struct{}
 		if d.agent != nil {
 			exited = d.agent.exited
@@ -224,6 +243,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.tryPoll(ctx, nil)
 		case reply := <-d.pollNow:
 			d.tryPoll(ctx, reply)
+
 		case <-flushC:
 			flushC = d.clock.After(d.cfg.Telemetry.Interval.Duration)
 			d.heartbeat()
@@ -332,6 +352,12 @@ func (d *Daemon) nextRestartDelay() time.Duration {
 func (d *Daemon) onReady(ctx context.Context) {
 	d.agentReady, d.startTimeout = true, nil
 	d.restartDelay = d.cfg.Agent.RestartDelay.Duration
+	if !d.readyOnce {
+		d.readyOnce = true
+		if d.opts.OnReady != nil {
+			d.opts.OnReady()
+		}
+	}
 	if err := d.open(); err != nil {
 		d.log.Error("after the agent's load", "err", err)
 		return

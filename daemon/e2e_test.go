@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -208,7 +209,7 @@ func running(s string) func(daemon.Status) bool {
 	return func(st daemon.Status) bool { return st.Agent == "running" && st.Running == s }
 }
 
-func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin string, i int) *host {
+func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin string, i int, adjust ...func(*daemon.Options)) *host {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "root")
 	require.NoError(t, os.MkdirAll(root, 0o700))
@@ -225,7 +226,7 @@ func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin 
 	id := telemetry.NewIdentity(key)
 	cfg.Telemetry.Endpoint = l.telemetry.URL
 	h := &host{id: id.HostID(), root: root, status: make(chan daemon.Status, 1000), done: make(chan error, 1)}
-	d, err := daemon.New(daemon.Options{
+	opts := daemon.Options{
 		Config: cfg,
 		HostID: h.id,
 		// The installed interpreter is believed to be 7.12 (21 IPC fields)
@@ -244,7 +245,11 @@ func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin 
 			default:
 			}
 		},
-	})
+	}
+	for _, f := range adjust {
+		f(&opts)
+	}
+	d, err := daemon.New(opts)
 	require.NoError(t, err)
 	h.d = d
 	go func() { h.done <- d.Run(ctx) }()
@@ -335,4 +340,46 @@ func TestEndToEnd(t *testing.T) {
 		require.NoError(t, <-h.done)
 	}
 	hosts = nil
+}
+
+// TestSelfUpdate: the daemon takes the newest agent binary for its
+// platform that is newer than it and never failed here, hands the
+// TUF-verified file and checksum to Apply, and stops with ErrRestart.
+func TestSelfUpdate(t *testing.T) {
+	bin := buildRingfenced(t)
+	clock := newFakeClock(time.Now())
+	l := newLab(t, clock)
+	l.roll(t, "good-ipc-1001")
+	for _, a := range []struct{ os, arch, v string }{
+		{"linux", "amd64", "1.2"}, {"linux", "amd64", "1.10"}, {"linux", "amd64", "2.0"}, {"windows", "amd64", "9.0"}, {"linux", "arm64", "9.0"},
+	} {
+		_, err := l.repo.PublishAgent(a.os, a.arch, a.v, []byte("binary "+a.os+a.arch+a.v))
+		require.NoError(t, err)
+	}
+	type applied struct {
+		data    []byte
+		sum     [32]byte
+		version string
+	}
+	got := make(chan applied, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := startHost(t, ctx, l, clock, bin, 0, func(o *daemon.Options) {
+		o.Binary = &daemon.BinaryUpdate{
+			Version: "1.9", Platform: "linux-amd64",
+			Failed: func() []string { return []string{"2.0"} },
+			Apply: func(path string, sum [32]byte, v string) error {
+				b, err := os.ReadFile(path)
+				got <- applied{b, sum, v}
+				return err
+			},
+		}
+	})
+	// The first poll runs by itself once the agent is up.
+	h.waitFor(t, "the self-update", func(s daemon.Status) bool { return s.Poll.Action == "self-updated" })
+	a := <-got
+	require.Equal(t, "1.10", a.version, "newer than 1.9, not failed here, this platform")
+	require.Equal(t, []byte("binary linuxamd641.10"), a.data)
+	require.Equal(t, sha256.Sum256(a.data), a.sum)
+	require.ErrorIs(t, <-h.done, daemon.ErrRestart)
 }

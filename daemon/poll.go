@@ -97,6 +97,9 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
 		return PollResult{Action: "failed", Why: "TUF refresh: " + err.Error()}
 	}
+	if r, ok := d.updateBinary(ctx); ok {
+		return r
+	}
 	want, plan, why, err := d.desired(ctx)
 	if err != nil {
 		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})

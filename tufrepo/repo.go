@@ -393,6 +393,23 @@ func (r *Repo) Publish(channel, version uint32, data []byte) (string, error) {
 	return name, r.commit(RoleContent)
 }
 
+// PublishAgent adds a ringfenced binary as target
+// agent/<goos>-<goarch>/<version>, signed by the top-level targets role (no
+// delegation covers agent/), and re-signs targets, snapshot and timestamp.
+func (r *Repo) PublishAgent(goos, goarch, version string, data []byte) (string, error) {
+	name := rollout.AgentTarget(goos, goarch, version)
+	if _, _, _, ok := rollout.ParseAgentTarget(name); !ok {
+		return "", fmt.Errorf("tufrepo: %q is not a valid agent target (platform like linux-amd64, version starting with a digit)", name)
+	}
+	if r.targets.Signed.Targets[name] != nil {
+		return "", fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	if err := r.addTarget(RoleTargets, name, data); err != nil {
+		return "", err
+	}
+	return name, r.commit(RoleTargets)
+}
+
 // SetRollout signs plan (JSON) as target rollout/<channel>.json with the
 // rollout role. Every version the plan names must be published content.
 func (r *Repo) SetRollout(channel uint32, plan []byte) error {

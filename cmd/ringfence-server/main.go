@@ -38,6 +38,7 @@ func commands() []command {
 	return []command{
 		{"repo", "repository: 'repo init', 'repo refresh', 'repo verify'", runRepo},
 		{"publish", "validate, preflight and publish a channel file as a signed content target", runPublish},
+		{"publish-agent", "publish a ringfenced binary as target agent/<os>-<arch>/<version> (hosts update themselves)", runPublishAgent},
 		{"rollout", "rollout plans: 'rollout set' signs a plan with the rollout role", runRollout},
 		{"keys", "keys: 'keys rotate --role R' replaces a role's keys", runKeys},
 		{"sensor", "the reference sensor: 'sensor preflight' is publish's default preflight command", runSensor},
@@ -51,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ringfence-server: the signed content repository and its rollouts")
 		fmt.Fprintln(stdout, "\nUsage: ringfence-server COMMAND [SUBCOMMAND] [flags] [args]\n\nCommands:")
 		for _, c := range commands() {
-			fmt.Fprintf(stdout, "  %-9s %s\n", c.name, c.summary)
+			fmt.Fprintf(stdout, "  %-13s %s\n", c.name, c.summary)
 		}
 		fmt.Fprintln(stdout, "\nRun 'ringfence-server COMMAND --help' for a command's flags.")
 		fmt.Fprintln(stdout, "Exit codes: 0 success, 1 rejected, 2 usage or I/O error.")
@@ -344,6 +345,56 @@ every version it names must be published. Format:
 		return cli.ExitRejected
 	}
 	fmt.Fprintf(stdout, "signed %s with the rollout role\n", rollout.RolloutTarget(uint32(*channel)))
+	return cli.ExitOK
+}
+
+// maxAgentBinary bounds a ringfenced binary read for publishing.
+const maxAgentBinary = 512 << 20
+
+func runPublishAgent(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("publish-agent", "publish-agent --repo DIR --keys KEYDIR --os OS --arch ARCH --version V FILE", `
+Publish-agent adds a ringfenced binary as target agent/<os>-<arch>/<version>,
+signed by the top-level targets role (and re-signs snapshot and timestamp).
+Hosts on that platform running an older version download it through TUF,
+put it in place with the verified SHA-256, and restart into it; a binary that
+fails its first start is rolled back on the host and never applied there again.`, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	goos := fs.String("os", "", "target OS (linux, windows)")
+	goarch := fs.String("arch", "", "target architecture (amd64, arm64)")
+	ver := fs.String("version", "", "the binary's version (dotted numbers, as it reports with 'ringfenced version')")
+	pos, code, ok := cli.ParseArgs(fs, args, stdout)
+	if !ok {
+		return code
+	}
+	if !need(stderr, "publish-agent", map[string]string{"repo": *repo, "keys": *keys, "os": *goos, "arch": *goarch, "version": *ver}) {
+		return cli.ExitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "ringfence-server publish-agent: give exactly one binary")
+		return cli.ExitUsage
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return fail(stderr, "publish-agent", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxAgentBinary+1))
+	if err != nil {
+		return fail(stderr, "publish-agent", err)
+	}
+	if len(data) > maxAgentBinary {
+		return fail(stderr, "publish-agent", fmt.Errorf("%s is larger than %d bytes", pos[0], maxAgentBinary))
+	}
+	r, err := tufrepo.Open(*repo, *keys, nil)
+	if err != nil {
+		return fail(stderr, "publish-agent", err)
+	}
+	name, err := r.PublishAgent(*goos, *goarch, *ver, data)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence-server publish-agent: %v\n", err)
+		return cli.ExitRejected
+	}
+	fmt.Fprintf(stdout, "published %s (%d bytes) with the targets role\n", name, len(data))
 	return cli.ExitOK
 }
 

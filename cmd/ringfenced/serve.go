@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 
+	"github.com/ringfence/ringfence/agentupdate"
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
@@ -26,6 +28,35 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	opts, err := daemonOptions(cfg, log)
 	if err != nil {
 		return err
+	}
+	// The binary's own boot-loop guard, before anything else.
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	updates := filepath.Join(cfg.Root, "agent")
+	switch dec, err := agentupdate.Start(exe, updates, version); {
+	case err != nil:
+		log.Error("binary update record", "err", err)
+	case dec == agentupdate.Restart:
+		return fmt.Errorf("ringfenced %s failed its first start; the previous binary is back in place and starts next", version)
+	case dec == agentupdate.Trial:
+		log.Warn("first start of a new ringfenced binary; it is confirmed when the agent has loaded", "version", version)
+		opts.OnReady = func() {
+			if err := agentupdate.Confirm(updates); err != nil {
+				log.Error("confirm the new binary", "err", err)
+				return
+			}
+			log.Info("new ringfenced binary confirmed", "version", version)
+		}
+	}
+	opts.Binary = &daemon.BinaryUpdate{
+		Version:  version,
+		Platform: goos + "-" + runtime.GOARCH,
+		Apply: func(path string, sum [32]byte, v string) error {
+			return agentupdate.Apply(exe, path, sum, version, v, updates)
+		},
+		Failed: func() []string { f, _ := agentupdate.Failed(updates); return f },
 	}
 	d, err := daemon.New(opts)
 	if err != nil {

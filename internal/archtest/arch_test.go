@@ -15,10 +15,10 @@ import (
 // the module root; "" is anywhere) whose non-test code may import it.
 var rooms = map[string][]string{
 	"go.etcd.io/bbolt":                     {"state"},
-	"github.com/kardianos/service":         {"cmd/"},
+	"github.com/kardianos/service":         {"cmd/ringfenced"},
 	"github.com/theupdateframework/go-tuf": {"tuf", "tufrepo"},
 	"github.com/sigstore/sigstore":         {"tufrepo"},
-	"github.com/minio/selfupdate":          {"cmd/ringfenced"},
+	"github.com/minio/selfupdate":          {"agentupdate"},
 	"golang.org/x/sys/windows":             {""}, // anywhere, but only in _windows.go files (checked below)
 	"github.com/ringfence/ringfence/cmd":   {},   // nothing imports a main package
 	"github.com/stretchr/testify":          {},   // tests only

@@ -1,0 +1,54 @@
+// Command fakeagent plays ringfenced for the agentupdate tests: it calls
+// Start, prints its version, and either applies an update, confirms, or
+// fails its first start, as its arguments say.
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+
+	"github.com/ringfence/ringfence/agentupdate"
+)
+
+var (
+	version   = "dev"
+	failTrial = "" // "yes": die before Confirm on a trial start
+)
+
+func main() {
+	exe, state := os.Args[1], os.Args[2]
+	d, err := agentupdate.Start(exe, state, version)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(2)
+	}
+	fmt.Println(version, d)
+	switch {
+	case d == agentupdate.Restart:
+		os.Exit(1)
+	case d == agentupdate.Trial && failTrial == "yes":
+		os.Exit(3)
+	case d == agentupdate.Trial:
+		if err := agentupdate.Confirm(state); err != nil {
+			fmt.Println("error", err)
+			os.Exit(2)
+		}
+	}
+	// fakeagent EXE STATE apply NEWBIN TOVERSION [bad-sum]
+	if len(os.Args) > 5 && os.Args[3] == "apply" {
+		b, err := os.ReadFile(os.Args[4])
+		if err != nil {
+			os.Exit(2)
+		}
+		sum := sha256.Sum256(b)
+		if len(os.Args) > 6 && os.Args[6] == "bad-sum" {
+			sum[0] ^= 1
+		}
+		if err := agentupdate.Apply(exe, os.Args[4], sum, version, os.Args[5], state); err != nil {
+			fmt.Println("apply error", err)
+			os.Exit(4)
+		}
+		fmt.Println("applied")
+	}
+}
