@@ -20,7 +20,7 @@ VMKERNEL  ?= $(BIN)/vmkernel
 SKIPPED   := $(BIN)/skipped
 
 .PHONY: test
-test: skipped-reset check unit fuzz-smoke test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the VM test where qemu is
+test: skipped-reset check unit fuzz-smoke test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, Windows tests under Wine and the VM test where they can run
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
 	@rm -f $(SKIPPED)
@@ -30,6 +30,16 @@ test: skipped-reset check unit fuzz-smoke test-vm-if-possible ## everything CI r
 test-vm: ## boot the crash-loop scenarios in a QEMU guest (needs qemu-system-x86, e2fsprogs; fetches a Debian kernel into VMKERNEL)
 	./vmtest/kernel.sh $(VMKERNEL)
 	RINGFENCE_VM_KERNEL=$(abspath $(VMKERNEL)) $(GO) test -count=1 -v -timeout 10m -run 'TestVM|TestModules' ./vmtest
+
+.PHONY: test-windows
+test-windows: ## run the Windows test binaries under Wine (needs wine, gcc-mingw-w64-x86-64)
+	./wine/run.sh
+
+# test-windows where Wine is; elsewhere a SKIPPED line that says why.
+.PHONY: test-windows-if-possible
+test-windows-if-possible:
+	@mkdir -p $(BIN); rc=0; ./wine/run.sh > $(BIN)/wine.out 2>&1 || rc=$$?; cat $(BIN)/wine.out; \
+	if [ $$rc -eq 3 ]; then grep SKIPPED $(BIN)/wine.out >> $(SKIPPED); exit 0; fi; exit $$rc
 
 .PHONY: skipped-reset
 skipped-reset:

@@ -7,6 +7,9 @@ pkgs=(
   gcc              # C compiler: the boot-record vectors run against the C loader
   qemu-system-x86  # the VM crash-loop test (make test-vm)
   e2fsprogs        # mkfs.ext4 and debugfs for the VM test's state disk
+  wine             # the Windows test binaries under Wine (make test-windows)
+  wine64
+  gcc-mingw-w64-x86-64  # builds the bcryptprimitives.dll stand-in Wine 8 lacks
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "deps: not root; install these yourself if missing: ${pkgs[*]}"
@@ -21,6 +24,7 @@ for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && { echo "deps: all present (${pkgs[*]})"; exit 0; }
+dpkg --configure -a >/dev/null 2>&1 || true   # an install interrupted earlier blocks apt
 DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
 for p in "${missing[@]}"; do
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 \

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // BenchmarkSelect measures Select on trial content, the path that writes
@@ -15,7 +16,7 @@ import (
 // to a file of the same size on the same file system, timed in the same
 // iterations. It reports both and their ratio (x-bare).
 func BenchmarkSelect(b *testing.B) {
-	dir := b.TempDir()
+	dir := testtmp.Dir(b)
 	path := filepath.Join(dir, "bootrecord")
 	bare := filepath.Join(dir, "bare")
 	if err := os.WriteFile(bare, make([]byte, bootguard.FileSize), 0o600); err != nil {

@@ -8,11 +8,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 func newRecord(t *testing.T) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "bootrecord")
+	path := filepath.Join(testtmp.Dir(t), "bootrecord")
 	created, err := bootguard.Init(path)
 	require.NoError(t, err)
 	require.True(t, created)
@@ -62,7 +63,7 @@ func TestInit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, bootguard.ActionSafeMode, d.Action)
 
-	d, err = bootguard.Select(filepath.Join(t.TempDir(), "missing"))
+	d, err = bootguard.Select(filepath.Join(testtmp.Dir(t), "missing"))
 	require.NoError(t, err)
 	require.Equal(t, bootguard.ActionSafeMode, d.Action)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 var updateVectors = flag.Bool("update", false, "rewrite testdata/bootrecord from the Go implementation")
@@ -187,7 +188,7 @@ func TestVectorsC(t *testing.T) {
 	if _, err := exec.LookPath(cc); err != nil {
 		t.Skipf("no C compiler (%s): the C loader was not checked against the vectors; install gcc (make deps) to run it", cc)
 	}
-	bin := filepath.Join(t.TempDir(), "harness")
+	bin := filepath.Join(testtmp.Dir(t), "harness")
 	out, err := exec.Command(cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
 		"-o", bin, filepath.Join("c", "harness.c"), filepath.Join("c", "rfbootrec.c")).CombinedOutput()
 	require.NoError(t, err, "compile the C loader:\n%s", out)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // base is a valid configuration; cases append to it or replace a line.
@@ -20,7 +21,7 @@ channel = 291
 
 func dir(t *testing.T) string {
 	t.Helper()
-	d := t.TempDir()
+	d := testtmp.Dir(t)
 	require.NoError(t, os.WriteFile(filepath.Join(d, "root.json"), []byte("{}"), 0o600))
 	return d
 }

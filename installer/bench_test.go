@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -47,9 +48,9 @@ func largeContent(tb testing.TB, version uint32, size int) []byte {
 // validation before it, which the daemon's pipeline runs once, ahead of
 // preflight) on its own.
 func BenchmarkStageActivate1MiB(b *testing.B) {
-	root := b.TempDir()
+	root := testtmp.Dir(b)
 	in := open(b, root)
-	bare := filepath.Join(b.TempDir(), "bare")
+	bare := filepath.Join(testtmp.Dir(b), "bare")
 	require.NoError(b, os.Mkdir(bare, 0o700))
 	var check, staged, minimum time.Duration
 	version := uint32(5000)

@@ -15,6 +15,7 @@ import (
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/failpoint"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -200,7 +201,7 @@ func TestCrashPoints(t *testing.T) {
 
 // prepared returns a fresh root in the state op starts from.
 func prepared(t *testing.T, op crashOp) string {
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	in := open(t, root)
 	op.setup(t, in)
 	require.NoError(t, in.Close())

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // FuzzVerifySlot: any manifest bytes never panic VerifySlot, never make it
@@ -16,7 +17,7 @@ func FuzzVerifySlot(f *testing.F) {
 	f.Add([]byte(`{"format":"ringfence-slot/v1","channel":291,"content_version":1001,"files":[{"name":"content.rfch","size":5,"sha256":"4fc8b6e3b3a1b1e6f5b0a0c6a4bd9e8ab3fb85ad0a1e38f6f0b35fbc1d9b2a00"}]}`))
 	f.Add([]byte(`{"format":"ringfence-slot/v1","files":[{"name":"../outside","size":1,"sha256":""}]}`))
 	f.Add([]byte(`{}`))
-	root := f.TempDir()
+	root := testtmp.Dir(f)
 	slot := filepath.Join(root, "slot")
 	if err := os.Mkdir(slot, 0o700); err != nil {
 		f.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/testfiles"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -60,7 +61,7 @@ func goodOn(t testing.TB, in *installer.Installer, name string) {
 }
 
 func TestLifecycle(t *testing.T) {
-	in := open(t, t.TempDir())
+	in := open(t, testtmp.Dir(t))
 
 	// Fresh host: nothing to load.
 	res, err := in.Boot(false)
@@ -123,7 +124,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestStageRejects(t *testing.T) {
-	in := open(t, t.TempDir())
+	in := open(t, testtmp.Dir(t))
 	_, err := stage(t, in, "cf291-shape", installer.StageOptions{})
 	require.ErrorIs(t, err, installer.ErrInvalid)
 	require.Contains(t, err.Error(), "FIELD_NOT_SUPPLIED")
@@ -140,7 +141,7 @@ func TestStageRejects(t *testing.T) {
 }
 
 func TestTriesExhausted(t *testing.T) {
-	in := open(t, t.TempDir())
+	in := open(t, testtmp.Dir(t))
 	goodOn(t, in, "good-ipc-1001")
 	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
 	require.NoError(t, err)
@@ -158,7 +159,7 @@ func TestTriesExhausted(t *testing.T) {
 }
 
 func TestCorruptSlotReverts(t *testing.T) {
-	in := open(t, t.TempDir())
+	in := open(t, testtmp.Dir(t))
 	goodOn(t, in, "good-ipc-1001")
 	goodOn(t, in, "good-ipc-1002") // slot b GOOD, slot a still holds 1001 GOOD
 	path := filepath.Join(in.SlotDir(bootguard.SlotB), installer.ContentName)
@@ -180,7 +181,7 @@ func TestCorruptSlotReverts(t *testing.T) {
 // TestStateDBLoss: a corrupt or missing state.db never stops good content
 // from loading.
 func TestStateDBLoss(t *testing.T) {
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	in := open(t, root)
 	goodOn(t, in, "good-ipc-1001")
 	require.NoError(t, in.Close())
@@ -202,7 +203,7 @@ func TestStateDBLoss(t *testing.T) {
 }
 
 func TestRecoverTrialToLastGood(t *testing.T) {
-	in := open(t, t.TempDir())
+	in := open(t, testtmp.Dir(t))
 	goodOn(t, in, "good-ipc-1001")
 	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
 	require.NoError(t, err)
@@ -241,7 +242,7 @@ func TestRecoverTrialToLastGood(t *testing.T) {
 }
 
 func TestRecoverRebuildsRecord(t *testing.T) {
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	in := open(t, root)
 	goodOn(t, in, "good-ipc-1001")
 	goodOn(t, in, "good-ipc-1002")
@@ -278,7 +279,7 @@ func TestRecoverRebuildsRecord(t *testing.T) {
 }
 
 func TestReadOnlyChangesNothing(t *testing.T) {
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	in := open(t, root)
 	goodOn(t, in, "good-ipc-1001")
 	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
@@ -311,7 +312,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
-	in := open(t, t.TempDir())
+	in := open(t, testtmp.Dir(t))
 	goodOn(t, in, "good-ipc-1001")
 	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
 	require.NoError(t, err)
@@ -330,7 +331,7 @@ func TestStatus(t *testing.T) {
 // TestReconcile: a revert the loader made on its own at boot (a driver, with
 // no installer running) reaches the quarantine list at the next Open.
 func TestReconcile(t *testing.T) {
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	in := open(t, root)
 	goodOn(t, in, "good-ipc-1001")
 	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})

@@ -10,6 +10,7 @@ import (
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/testfiles"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/loader"
 )
 
@@ -17,7 +18,7 @@ import (
 // a healthy trial, with an installer that validates against capsVersion.
 func host(t *testing.T, capsVersion string, names ...string) string {
 	t.Helper()
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	in, err := installer.Open(root, installer.Options{Capabilities: testfiles.Capabilities(t, capsVersion)})
 	require.NoError(t, err)
 	defer in.Close()
@@ -134,7 +135,7 @@ func TestReadContentRefusesChangedContent(t *testing.T) {
 }
 
 func TestLoadNothingInstalled(t *testing.T) {
-	root := t.TempDir()
+	root := testtmp.Dir(t)
 	l, crash, err := load(t, root)
 	require.Nil(t, crash)
 	require.NoError(t, err)

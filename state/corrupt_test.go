@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // scribbleReason marks the values that the "scribbled value" case damages.
@@ -99,7 +101,7 @@ type corruption struct {
 // and a valid database with each of its pages scribbled over in turn.
 func corruptions(t *testing.T) []corruption {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	good := populate(t, path)
 	pageSize, list := pages(t, path)
 	rng := rand.New(rand.NewPCG(291, 21))
@@ -144,7 +146,7 @@ func TestOpenCorrupt(t *testing.T) {
 	for _, c := range corruptions(t) {
 		t.Run(c.name, func(t *testing.T) {
 			for _, readOnly := range []bool{true, false} {
-				path := filepath.Join(t.TempDir(), "state.db")
+				path := filepath.Join(testtmp.Dir(t), "state.db")
 				require.NoError(t, os.WriteFile(path, c.data, 0o600))
 
 				db, err := Open(path, Options{ReadOnly: readOnly, Clock: &fakeClock{now: epoch}})
@@ -165,7 +167,7 @@ func TestOpenCorrupt(t *testing.T) {
 func TestOpenOrReset(t *testing.T) {
 	for _, c := range corruptions(t) {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtmp.Dir(t)
 			path := filepath.Join(dir, "state.db")
 			require.NoError(t, os.WriteFile(path, c.data, 0o600))
 			clock := &fakeClock{now: epoch}
@@ -207,7 +209,7 @@ func TestOpenOrResetHealthy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtmp.Dir(t)
 			path := filepath.Join(dir, "state.db")
 			tt.setup(t, path)
 			var before []Transition
@@ -234,7 +236,7 @@ func TestOpenOrResetHealthy(t *testing.T) {
 }
 
 func TestOpenOrResetKeepsNewestCorrupt(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	path := filepath.Join(dir, "state.db")
 	clock := &fakeClock{now: epoch}
 	for i := range MaxCorruptKept + 2 {
@@ -272,7 +274,7 @@ func TestOpenOrResetKeepsNewestCorrupt(t *testing.T) {
 }
 
 func TestLocked(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	holder, err := Open(path, Options{Clock: &fakeClock{now: epoch}})
 	require.NoError(t, err)
 	require.NoError(t, holder.Record(Transition{Channel: 1}))
@@ -316,7 +318,7 @@ func TestLocked(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	populate(t, path)
 	before, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -374,7 +376,7 @@ func TestReadOnlySpecialFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
+			path := filepath.Join(testtmp.Dir(t), "state.db")
 			tt.setup(t, path)
 			db, err := Open(path, Options{ReadOnly: true})
 			if tt.wantErr != nil {
@@ -404,7 +406,7 @@ func TestReadOnlySpecialFiles(t *testing.T) {
 }
 
 func TestNewerSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	populate(t, path)
 	bdb, err := bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
@@ -428,7 +430,7 @@ func TestNewerSchema(t *testing.T) {
 func TestUnknownBucketIsKept(t *testing.T) {
 	// A newer ringfence with the same schema version may add a bucket
 	// (say, a fleet-wide pin list); this one reads around it.
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	populate(t, path)
 	bdb, err := bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)

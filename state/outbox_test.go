@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 func TestOutboxOrderAckReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	clock := &fakeClock{now: epoch}
 	db, err := Open(path, Options{Clock: clock})
 	require.NoError(t, err)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // fakeClock is a Clock that says what the test sets.
@@ -24,7 +26,7 @@ var epoch = time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC)
 func openTest(t *testing.T) (*DB, *fakeClock) {
 	t.Helper()
 	clock := &fakeClock{now: epoch}
-	db, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Clock: clock})
+	db, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clock})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	return db, clock
@@ -112,7 +114,7 @@ func TestHistoryBound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
+			path := filepath.Join(testtmp.Dir(t), "state.db")
 			db, err := Open(path, Options{Clock: &fakeClock{now: epoch}})
 			require.NoError(t, err)
 			db.maxHistory = tt.bound
@@ -284,7 +286,7 @@ func TestPinBound(t *testing.T) {
 }
 
 func TestPersistsAcrossReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+	path := filepath.Join(testtmp.Dir(t), "state.db")
 	clock := &fakeClock{now: epoch}
 	db, err := Open(path, Options{Clock: clock})
 	require.NoError(t, err)

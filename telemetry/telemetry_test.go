@@ -15,17 +15,20 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/telemetry"
 )
 
 func TestIdentity(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "identity")
+	dir := filepath.Join(testtmp.Dir(t), "identity")
 	a, err := telemetry.LoadOrCreateIdentity(dir)
 	require.NoError(t, err)
 	fi, err := os.Stat(filepath.Join(dir, telemetry.KeyName))
 	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	if unixPerms {
+		require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	}
 	b, err := telemetry.LoadOrCreateIdentity(dir)
 	require.NoError(t, err)
 	require.Equal(t, a.HostID(), b.HostID(), "the identity survives a restart")
@@ -81,7 +84,7 @@ func newServer(t *testing.T) *server {
 
 func outbox(t *testing.T, n int) *state.DB {
 	t.Helper()
-	db, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	db, err := state.Open(filepath.Join(testtmp.Dir(t), "state.db"), state.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	for i := range n {
@@ -103,7 +106,7 @@ func pending(t *testing.T, db *state.DB) int {
 }
 
 func sender(t *testing.T, url string, now *time.Time) *telemetry.Sender {
-	id, err := telemetry.LoadOrCreateIdentity(t.TempDir())
+	id, err := telemetry.LoadOrCreateIdentity(testtmp.Dir(t))
 	require.NoError(t, err)
 	return &telemetry.Sender{Endpoint: url, Identity: id, Clock: func() time.Time { return *now },
 		Rand: rand.New(rand.NewPCG(1, 2)), Info: func() ([]string, map[string]uint32) { return []string{"lab"}, map[string]uint32{"291": 1001} }}

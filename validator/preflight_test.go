@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/validator"
 	"github.com/stretchr/testify/require"
@@ -22,6 +23,9 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(childEnv) {
 	case "sensor":
 		os.Exit(sensor.PreflightMain(os.Args[1:], os.Stdout, os.Stderr))
+	case "vendor-reject": // a vendor's preflight that refuses the file, on any OS
+		fmt.Fprintln(os.Stderr, "vendor-sensor: template 7 not loadable")
+		os.Exit(1)
 	case "hog":
 		var keep [][]byte
 		for {
@@ -66,9 +70,7 @@ func TestPreflight(t *testing.T) {
 			return o
 		}(), validator.CodePreflightTimeout, nil},
 		{"corrupt file does not load", "bad-checksum", childOpts("sensor"), validator.CodePreflightFailed, []string{"CHECKSUM"}},
-		{"vendor command rejects", "good-ipc-1001", validator.PreflightOptions{
-			Command: []string{"/bin/sh", "-c", `echo "vendor-sensor: template 7 not loadable" >&2; exit 1`, "sh"},
-		}, validator.CodePreflightFailed, []string{"vendor-sensor: template 7 not loadable"}},
+		{"vendor command rejects", "good-ipc-1001", childOpts("vendor-reject"), validator.CodePreflightFailed, []string{"vendor-sensor: template 7 not loadable"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +95,9 @@ func TestPreflightMemoryLimit(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector's runtime cannot start under a 256 MiB RLIMIT_DATA; `make unit` runs this test again without -race")
 	}
+	if testtmp.UnderWine() {
+		t.Skip("Wine does not enforce a job object's memory limit (JOB_OBJECT_LIMIT_PROCESS_MEMORY); Windows does")
+	}
 	o := childOpts("hog")
 	o.MaxMemory = 256 << 20
 	o.Timeout = time.Minute
@@ -103,7 +108,7 @@ func TestPreflightMemoryLimit(t *testing.T) {
 }
 
 func TestPreflightCannotRun(t *testing.T) {
-	_, err := validator.Preflight(context.Background(), channel("good-ipc-1001"), validator.PreflightOptions{Command: []string{filepath.Join(t.TempDir(), "missing")}})
+	_, err := validator.Preflight(context.Background(), channel("good-ipc-1001"), validator.PreflightOptions{Command: []string{filepath.Join(testtmp.Dir(t), "missing")}})
 	require.ErrorIs(t, err, validator.ErrPreflightCommand)
 	_, err = validator.Preflight(context.Background(), channel("good-ipc-1001"), validator.PreflightOptions{})
 	require.ErrorIs(t, err, validator.ErrPreflightCommand)
@@ -143,7 +148,7 @@ func writeLargeFile(tb testing.TB, dir string, n int) (string, []byte) {
 // BenchmarkPreflight1000 measures a whole preflight of a 1,000-instance
 // file: child process start, load, synthesized and random events.
 func BenchmarkPreflight1000(b *testing.B) {
-	path, _ := writeLargeFile(b, b.TempDir(), 1000)
+	path, _ := writeLargeFile(b, testtmp.Dir(b), 1000)
 	opts := childOpts("sensor")
 	for b.Loop() {
 		ps, err := validator.Preflight(context.Background(), path, opts)
@@ -155,10 +160,10 @@ func BenchmarkPreflight1000(b *testing.B) {
 
 // BenchmarkValidate1MiB measures Parse+Validate throughput on a 1 MiB file.
 func BenchmarkValidate1MiB(b *testing.B) {
-	_, one := writeLargeFile(b, b.TempDir(), 1)
-	_, two := writeLargeFile(b, b.TempDir(), 2)
+	_, one := writeLargeFile(b, testtmp.Dir(b), 1)
+	_, two := writeLargeFile(b, testtmp.Dir(b), 2)
 	per := len(two) - len(one)
-	_, data := writeLargeFile(b, b.TempDir(), (1<<20-(len(one)-per))/per)
+	_, data := writeLargeFile(b, testtmp.Dir(b), (1<<20-(len(one)-per))/per)
 	c, err := validator.LoadCapabilities(caps("7.11"))
 	require.NoError(b, err)
 	b.SetBytes(int64(len(data)))

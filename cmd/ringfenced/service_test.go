@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 func TestSystemdUnit(t *testing.T) {
@@ -19,7 +20,9 @@ func TestSystemdUnit(t *testing.T) {
 	cfg.Root = "/var/lib/ringfence"
 	sc, err := serviceConfig("/etc/ringfence/ringfenced.toml", cfg)
 	require.NoError(t, err)
-	require.Equal(t, []string{"run", "--config", "/etc/ringfence/ringfenced.toml"}, sc.Arguments)
+	abs, err := filepath.Abs("/etc/ringfence/ringfenced.toml")
+	require.NoError(t, err)
+	require.Equal(t, []string{"run", "--config", abs}, sc.Arguments, "the service runs with an absolute config path")
 	unit := sc.Option["SystemdScript"].(string)
 	for _, want := range []string{
 		"Restart=on-failure", "RestartSec=2", "ProtectSystem=strict", "ReadWritePaths=/var/lib/ringfence",
@@ -34,7 +37,7 @@ func TestSystemdUnit(t *testing.T) {
 
 func TestInstallRefusesBadConfig(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := run([]string{"install", "--config", filepath.Join(t.TempDir(), "missing.toml")}, &out, &errb)
+	code := run([]string{"install", "--config", filepath.Join(testtmp.Dir(t), "missing.toml")}, &out, &errb)
 	require.Equal(t, 1, code)
 	require.Contains(t, errb.String(), "fix the configuration first")
 	require.NotContains(t, out.String(), "done")
@@ -56,7 +59,7 @@ func TestSysVRoundTrip(t *testing.T) {
 	if _, err := os.Stat("/etc/init.d/" + serviceName); err == nil {
 		t.Skip("a ringfenced service is installed on this machine; not touching it")
 	}
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	bin := filepath.Join(dir, "ringfenced")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "%s", out)

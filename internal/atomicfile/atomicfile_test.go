@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // dirNames returns the sorted names in dir.
@@ -45,7 +46,7 @@ func TestWriteFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtmp.Dir(t)
 			path := filepath.Join(dir, "target")
 			if tt.existing != nil {
 				require.NoError(t, os.WriteFile(path, tt.existing, 0o600))
@@ -65,7 +66,7 @@ func TestWriteFile(t *testing.T) {
 }
 
 func TestWriteStreams(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "target")
+	path := filepath.Join(testtmp.Dir(t), "target")
 	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
 		for i := range 3 {
 			if _, err := w.Write([]byte{'a' + byte(i)}); err != nil {
@@ -116,7 +117,7 @@ func TestWriteFailureLeavesTargetUntouched(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtmp.Dir(t)
 			path := filepath.Join(dir, "target")
 			want := []string{}
 			if tt.existing != nil {
@@ -138,7 +139,7 @@ func TestWriteFailureLeavesTargetUntouched(t *testing.T) {
 }
 
 func TestWriteMissingDirectory(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	err := atomicfile.WriteFile(filepath.Join(dir, "missing", "target"), []byte("x"), 0o644)
 	require.ErrorIs(t, err, os.ErrNotExist)
 	assert.Empty(t, dirNames(t, dir))
@@ -157,7 +158,7 @@ func TestRename(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtmp.Dir(t)
 			oldDir := dir
 			if tt.otherDir {
 				oldDir = filepath.Join(dir, "downloads")
@@ -182,7 +183,7 @@ func TestRename(t *testing.T) {
 }
 
 func TestRenameMissingSource(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	newpath := filepath.Join(dir, "file")
 	require.NoError(t, os.WriteFile(newpath, []byte("old"), 0o644))
 
@@ -194,7 +195,7 @@ func TestRenameMissingSource(t *testing.T) {
 }
 
 func TestSyncDir(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	require.NoError(t, atomicfile.SyncDir(dir))
 }
 
@@ -221,7 +222,7 @@ func TestIsTemp(t *testing.T) {
 }
 
 func TestCleanup(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	for _, name := range []string{
 		"state.db",
 		".state.db.tmp-123456", // stale temporary files
@@ -246,7 +247,7 @@ func TestCleanup(t *testing.T) {
 }
 
 func TestCleanupMissingDirectory(t *testing.T) {
-	err := atomicfile.Cleanup(filepath.Join(t.TempDir(), "missing"))
+	err := atomicfile.Cleanup(filepath.Join(testtmp.Dir(t), "missing"))
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
@@ -258,7 +259,7 @@ func TestCleanupMissingDirectory(t *testing.T) {
 func BenchmarkWriteFile(b *testing.B) {
 	data := bytes.Repeat([]byte{0xA5}, 1<<20)
 	b.Run("atomicfile", func(b *testing.B) {
-		path := filepath.Join(b.TempDir(), "target")
+		path := filepath.Join(testtmp.Dir(b), "target")
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
 			if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
@@ -267,7 +268,7 @@ func BenchmarkWriteFile(b *testing.B) {
 		}
 	})
 	b.Run("bare", func(b *testing.B) {
-		path := filepath.Join(b.TempDir(), "target")
+		path := filepath.Join(testtmp.Dir(b), "target")
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
 			if err := bareWriteFile(path, data, 0o644); err != nil {
@@ -276,7 +277,7 @@ func BenchmarkWriteFile(b *testing.B) {
 		}
 	})
 	b.Run("paired", func(b *testing.B) {
-		dir := b.TempDir()
+		dir := testtmp.Dir(b)
 		atomicPath, barePath := filepath.Join(dir, "atomic"), filepath.Join(dir, "bare")
 		var atomicTime, bareTime time.Duration
 		for b.Loop() {

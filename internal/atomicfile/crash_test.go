@@ -15,6 +15,7 @@ import (
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/failpoint"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 const (
@@ -89,7 +90,7 @@ func TestCrash(t *testing.T) {
 
 	t.Run("trace", func(t *testing.T) {
 		// The table must list every failpoint that WriteFile passes, in order.
-		target := filepath.Join(t.TempDir(), "target")
+		target := filepath.Join(testtmp.Dir(t), "target")
 		done, stderr := runHelper(t, target, failpoint.EnvTrace+"=1")
 		require.True(t, done)
 		var got, want []string
@@ -112,7 +113,7 @@ func TestCrash(t *testing.T) {
 				name += "/no-target"
 			}
 			t.Run(name, func(t *testing.T) {
-				dir := t.TempDir()
+				dir := testtmp.Dir(t)
 				target := filepath.Join(dir, "target")
 				if existing {
 					require.NoError(t, os.WriteFile(target, crashOld, 0o644))
