@@ -29,7 +29,6 @@ func ParseContentTarget(name string) (channel, version uint32, ok bool) {
 	return uint32(c), uint32(v), err1 == nil && err2 == nil
 }
 
-
 // AgentTarget is the target name of a ringfenced binary for a platform.
 func AgentTarget(goos, goarch, version string) string {
 	return fmt.Sprintf("agent/%s-%s/%s", goos, goarch, version)

@@ -10,9 +10,12 @@ import (
 
 type fakeEventLog struct{ lines []string }
 
-func (f *fakeEventLog) Info(_ uint32, m string) error    { f.lines = append(f.lines, "I "+m); return nil }
-func (f *fakeEventLog) Warning(_ uint32, m string) error { f.lines = append(f.lines, "W "+m); return nil }
-func (f *fakeEventLog) Error(_ uint32, m string) error   { f.lines = append(f.lines, "E "+m); return nil }
+func (f *fakeEventLog) Info(_ uint32, m string) error { f.lines = append(f.lines, "I "+m); return nil }
+func (f *fakeEventLog) Warning(_ uint32, m string) error {
+	f.lines = append(f.lines, "W "+m)
+	return nil
+}
+func (f *fakeEventLog) Error(_ uint32, m string) error { f.lines = append(f.lines, "E "+m); return nil }
 
 func TestEventLogHandlerLevels(t *testing.T) {
 	el := &fakeEventLog{}
