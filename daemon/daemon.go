@@ -366,9 +366,6 @@ func (d *Daemon) onReady(ctx context.Context) {
 	rec, err := bootguard.Read(d.in.RecordPath())
 	if err == nil && rec.Active != bootguard.SlotNone {
 		e := *rec.Entry(rec.Active)
-		d.setStatus(func(s *Status) {
-			s.Agent, s.Running = "running", fmt.Sprintf("channel %d version %d (%v)", e.Channel, e.Version, e.State)
-		})
 		if e.State == bootguard.StateTrial {
 			d.trial = &trialInfo{channel: e.Channel, version: e.Version, slot: rec.Active}
 			d.healthC = d.clock.After(d.cfg.HealthWindow.Duration)
@@ -376,6 +373,11 @@ func (d *Daemon) onReady(ctx context.Context) {
 				Evidence: map[string]string{"tries_left": fmt.Sprint(e.Tries), "health_window": d.cfg.HealthWindow.String()}})
 			d.log.Info("trial started", "channel", e.Channel, "version", e.Version, "health_window", d.cfg.HealthWindow)
 		}
+		// The status goes out after the health timer is set: a watcher
+		// that sees the trial running may advance the clock at once.
+		d.setStatus(func(s *Status) {
+			s.Agent, s.Running = "running", fmt.Sprintf("channel %d version %d (%v)", e.Channel, e.Version, e.State)
+		})
 	} else {
 		d.setStatus(func(s *Status) { s.Agent, s.Running = "running", "no content" })
 	}

@@ -80,7 +80,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // buildRingfenced builds the real daemon binary: the agent and the
 // preflight harness the daemons run are its subcommands.
-func buildRingfenced(t *testing.T) string {
+func buildRingfenced(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "ringfenced")
 	out, err := exec.Command("go", "build", "-o", bin, "../cmd/ringfenced").CombinedOutput()
@@ -143,7 +143,7 @@ func (l *lab) reported(host, typ string, v uint32) bool {
 	return false
 }
 
-func newLab(t *testing.T, clock *fakeClock) *lab {
+func newLab(t testing.TB, clock *fakeClock) *lab {
 	t.Helper()
 	dir := t.TempDir()
 	repo, err := tufrepo.Init(dir, t.TempDir(), tufrepo.InitOptions{Clock: clock})
@@ -159,7 +159,7 @@ func newLab(t *testing.T, clock *fakeClock) *lab {
 }
 
 // roll publishes name (a testdata channel file) and sends every host to it.
-func (l *lab) roll(t *testing.T, name string) uint32 {
+func (l *lab) roll(t testing.TB, name string) uint32 {
 	t.Helper()
 	data := testfiles.Channel(t, name)
 	f, err := validator.Parse(data)
@@ -184,7 +184,7 @@ type host struct {
 
 // waitFor reads the host's statuses until ok says yes; the deadline is a
 // bound on a broken test, not a wait.
-func (h *host) waitFor(t *testing.T, what string, ok func(daemon.Status) bool) {
+func (h *host) waitFor(t testing.TB, what string, ok func(daemon.Status) bool) {
 	t.Helper()
 	if ok(h.last) {
 		return
@@ -209,7 +209,7 @@ func running(s string) func(daemon.Status) bool {
 	return func(st daemon.Status) bool { return st.Agent == "running" && st.Running == s }
 }
 
-func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin string, i int, adjust ...func(*daemon.Options)) *host {
+func startHost(t testing.TB, ctx context.Context, l *lab, clock *fakeClock, bin string, i int, adjust ...func(*daemon.Options)) *host {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "root")
 	require.NoError(t, os.MkdirAll(root, 0o700))
@@ -237,7 +237,7 @@ func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin 
 		PreflightCommand: []string{bin, "sensor", "preflight", "--capabilities", filepath.Join(caps, "sensor-7.12.json")},
 		TrustedRoot:      l.root,
 		Clock:            clock,
-		Log:              slog.New(slog.NewTextHandler(tlog{t, h.id}, nil)),
+		Log:              testLogger(t, h.id),
 		Sender:           &telemetry.Sender{Endpoint: l.telemetry.URL, Identity: id, Clock: clock.Now},
 		Observe: func(s daemon.Status) {
 			select {
@@ -256,9 +256,18 @@ func startHost(t *testing.T, ctx context.Context, l *lab, clock *fakeClock, bin 
 	return h
 }
 
+// testLogger sends a daemon's log to the test's, so it shows when a test
+// fails; benchmarks keep quiet.
+func testLogger(t testing.TB, id string) *slog.Logger {
+	if _, ok := t.(*testing.B); ok {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(tlog{t, id}, nil))
+}
+
 // tlog sends a daemon's log to the test's, so it shows when a test fails.
 type tlog struct {
-	t  *testing.T
+	t  testing.TB
 	id string
 }
 

@@ -1,0 +1,101 @@
+package daemon_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// procStat returns a process's CPU time (user+system) and resident set.
+func procStat(t testing.TB, pid int) (cpu time.Duration, rss int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(t, err)
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(s), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			rss = kb << 10
+		}
+	}
+	return cpu, rss
+}
+
+// childOf finds the pid of a child process of pid.
+func childOf(t testing.TB, pid int, log *bytes.Buffer) int {
+	t.Helper()
+	// Any of the Go runtime's threads may have started it.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	require.NoError(t, err)
+	var f []string
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		f = append(f, strings.Fields(string(b))...)
+	}
+	require.NotEmpty(t, f, "no agent process; ringfenced said:\n%s", log)
+	c, _ := strconv.Atoi(f[0])
+	return c
+}
+
+// BenchmarkIdle runs the real ringfenced (default poll interval, 1-minute
+// telemetry) against a loopback repository, lets it install and settle, and
+// measures a 65-second window of idleness: CPU per hour and resident memory
+// of the daemon and of the reference agent it supervises (which evaluates
+// 200 events a second: the sensor's work, not the updater's).
+func BenchmarkIdle(b *testing.B) {
+	bin := buildRingfenced(b)
+	clock := newFakeClock(time.Now())
+	l := newLab(b, clock)
+	l.publish(b, versionOf(b, "good-ipc-1001", 5000))
+	dir := b.TempDir()
+	require.NoError(b, os.WriteFile(filepath.Join(dir, "root.json"), l.root, 0o600))
+	cfg := filepath.Join(dir, "ringfenced.toml")
+	require.NoError(b, os.WriteFile(cfg, []byte(fmt.Sprintf(`root = %q
+repository = %q
+trusted_root = "root.json"
+channel = 291
+log_level = "warn"
+[telemetry]
+endpoint = %q
+`, filepath.Join(dir, "root"), l.srv.URL, l.telemetry.URL)), 0o600))
+	for range b.N {
+		cmd := exec.Command(bin, "run", "--config", cfg)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		require.NoError(b, cmd.Start())
+		stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
+		b.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		})
+		time.Sleep(5 * time.Second) // the install and first load; a measurement window, not a wait for a condition
+		agent := childOf(b, cmd.Process.Pid, &stderr)
+		d0, _ := procStat(b, cmd.Process.Pid)
+		a0, _ := procStat(b, agent)
+		const window = 65 * time.Second // one telemetry flush and heartbeat included
+		time.Sleep(window)
+		d1, drss := procStat(b, cmd.Process.Pid)
+		a1, arss := procStat(b, agent)
+		stop()
+		perHour := float64(time.Hour / window)
+		b.ReportMetric(float64((d1-d0).Milliseconds())*perHour/1000, "daemon-cpu-s/h")
+		b.ReportMetric(float64(drss)/(1<<20), "daemon-rss-MiB")
+		b.ReportMetric(float64((a1-a0).Milliseconds())*perHour/1000, "agent-cpu-s/h")
+		b.ReportMetric(float64(arss)/(1<<20), "agent-rss-MiB")
+	}
+}
