@@ -45,6 +45,7 @@ func startAgent(command []string, root string, logLine func(stream, line string)
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Env = append(os.Environ(), EnvRoot+"="+root)
 	cmd.WaitDelay = 5 * time.Second
+	ownGroup(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -203,7 +203,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.observe("")
 	d.startAgent()
-	pollC := d.clock.After(d.jitter())
+	// The first poll comes soon after start (within 5 s, jittered: a fleet
+	// that restarts at once does not poll in step), then every interval.
+	pollC := d.clock.After(min(d.jitter(), 5*time.Second))
 	flushC := d.clock.After(d.cfg.Telemetry.Interval.Duration)
 	defer d.close()
 	for {

@@ -8,10 +8,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/validator"
@@ -348,7 +351,35 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return printJSON(stdout, st)
 	}
 	printStatus(stdout, st)
+	printDaemonStatus(stdout, *hf.root)
 	return exitOK
+}
+
+// printDaemonStatus adds what ringfenced last did, from its status file,
+// when a daemon runs on this root.
+func printDaemonStatus(w io.Writer, root string) {
+	f, err := os.Open(filepath.Join(root, daemon.StatusDir, daemon.StatusName))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var ds daemon.Status
+	if err := json.NewDecoder(io.LimitReader(f, 1<<20)).Decode(&ds); err != nil {
+		fmt.Fprintf(w, "\ndaemon:          status file unreadable: %v\n", err)
+		return
+	}
+	fmt.Fprintf(w, "\ndaemon:          host %s, agent %s, running %s\n", ds.HostID, ds.Agent, ds.Running)
+	if !ds.LastPoll.IsZero() {
+		v := ""
+		if ds.Poll.Version != 0 {
+			v = fmt.Sprintf(" %d", ds.Poll.Version)
+		}
+		fmt.Fprintf(w, "last poll:       %s: %s%s (%s)\n", ds.LastPoll.Format(time.RFC3339), ds.Poll.Action, v, ds.Poll.Why)
+	}
+	if ds.LastCrash != "" {
+		first, _, _ := strings.Cut(ds.LastCrash, "\n")
+		fmt.Fprintf(w, "last crash:      %s\n", first)
+	}
 }
 
 func printStatus(w io.Writer, st installer.Status) {
