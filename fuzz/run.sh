@@ -17,11 +17,13 @@ while read -r pkg; do
     if [ $# -gt 0 ] && [[ "$want" != *" $target "* ]]; then continue; fi
     log="fuzz/out/${target}.log"
     # The Go fuzzing engine sometimes stalls its workers for seconds at
-    # start-up (observed with Go 1.26 on 2 cores): a run that barely executed
-    # is run once more before it counts as a failure.
-    for attempt in 1 2; do
-      echo "== $pkg $target ($FUZZTIME)"
-      if $GO test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1; then
+    # start-up (observed with Go 1.26 on 2 cores, twice in a row on a busy
+    # CI machine): a run that barely executed is run again, for longer each
+    # time, before it counts as a failure.
+    fuzztime=$FUZZTIME
+    for attempt in 1 2 3; do
+      echo "== $pkg $target ($fuzztime)"
+      if $GO test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$log" 2>&1; then
         status=ok
       else
         status=FAILED
@@ -42,7 +44,11 @@ while read -r pkg; do
         failed=1
       elif [ "$status" = ok ] && [ "${execs:-0}" -lt 100 ]; then
         status="FAILED: only ${execs:-0} executions; the target is stalled"
-        if [ "$attempt" = 1 ]; then echo "   stalled (${execs:-0} executions); running it once more"; continue; fi
+        if [ "$attempt" -lt 3 ]; then
+          case $fuzztime in *[0-9]s) fuzztime=$(( ${fuzztime%s} * 3 ))s ;; esac
+          echo "   stalled (${execs:-0} executions); running it again for $fuzztime"
+          continue
+        fi
         failed=1
       fi
       break
