@@ -89,7 +89,11 @@ type Host struct {
 }
 
 // Contains reports whether the host is in the stage.
-func (s Stage) Contains(h Host) bool {
+func (s Stage) Contains(h Host) bool { return s.ContainsBucket(h, Bucket(h.ID)) }
+
+// ContainsBucket is Contains for a host whose bucket is known (the server
+// computes each host's bucket once, not at every evaluation).
+func (s Stage) ContainsBucket(h Host, bucket int) bool {
 	if slices.Contains(s.Hosts, h.ID) {
 		return true
 	}
@@ -98,8 +102,12 @@ func (s Stage) Contains(h Host) bool {
 			return true
 		}
 	}
-	return Bucket(h.ID) < int(math.Round(s.Percent*Buckets/100))
+	return bucket < s.BucketLimit()
 }
+
+// BucketLimit is the number of buckets the stage's percentage covers: a
+// host whose bucket is below it is in the stage.
+func (s Stage) BucketLimit() int { return int(math.Round(s.Percent * Buckets / 100)) }
 
 // StageFor returns the index of the first stage the host is in, or -1.
 func (p *Plan) StageFor(h Host) int {

@@ -1,0 +1,596 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/ringfence/ringfence/gate"
+	"github.com/ringfence/ringfence/rollout"
+)
+
+// Event types the controller reads (the host daemon's telemetry types).
+const (
+	EventInstalled          = "installed"
+	EventTrialStarted       = "trial-started"
+	EventHealthy            = "healthy"
+	EventReverted           = "reverted"
+	EventQuarantined        = "quarantined"
+	EventRejectedValidation = "rejected-validation"
+	EventRejectedPreflight  = "rejected-preflight"
+	EventSensorCrashed      = "sensor-crashed"
+)
+
+// Failure reasons the controller gives silence.
+const (
+	FailureSilent = "silent"
+)
+
+// ErrNotFound is returned for an action on a channel with no rollout.
+var ErrNotFound = errors.New("controller: no rollout on that channel")
+
+// ErrState is returned for an action the rollout's state does not allow.
+var ErrState = errors.New("controller: the rollout's state does not allow that")
+
+// Report is one host's telemetry batch, as the controller needs it.
+type Report struct {
+	HostID   string
+	Tags     []string
+	Versions map[uint32]uint32 // channel -> the version the host runs
+	Events   []Event
+}
+
+// Event is one telemetry event, as the controller needs it.
+type Event struct {
+	Type    string
+	Channel uint32
+	Version uint32
+	Reason  string
+}
+
+// Host is one host as the server knows it.
+type Host struct {
+	ID       string            `json:"id"`
+	Tags     []string          `json:"tags,omitempty"`
+	Bucket   int               `json:"bucket"`
+	LastSeen time.Time         `json:"last_seen"`
+	Versions map[uint32]uint32 `json:"versions,omitempty"`
+	// Tracks follow the host through each channel's current rollout.
+	Tracks []Track `json:"tracks,omitempty"`
+}
+
+// Track is a host in one rollout: when it installed the new version, when
+// it reported healthy, and its first failure on either side.
+type Track struct {
+	Channel       uint32    `json:"channel"`
+	To            uint32    `json:"to"`
+	Installed     time.Time `json:"installed,omitzero"`
+	Healthy       time.Time `json:"healthy,omitzero"`
+	Failed        time.Time `json:"failed,omitzero"` // on the new version
+	Failure       string    `json:"failure,omitempty"`
+	ControlFailed time.Time `json:"control_failed,omitzero"` // before it had the new version
+}
+
+func (h *Host) track(channel, to uint32) *Track {
+	for i := range h.Tracks {
+		if h.Tracks[i].Channel == channel {
+			if h.Tracks[i].To != to {
+				h.Tracks[i] = Track{Channel: channel, To: to}
+			}
+			return &h.Tracks[i]
+		}
+	}
+	h.Tracks = append(h.Tracks, Track{Channel: channel, To: to})
+	return &h.Tracks[len(h.Tracks)-1]
+}
+
+// peek returns the host's track in the rollout, or nil.
+func (h *Host) peek(channel, to uint32) *Track {
+	for i := range h.Tracks {
+		if h.Tracks[i].Channel == channel && h.Tracks[i].To == to {
+			return &h.Tracks[i]
+		}
+	}
+	return nil
+}
+
+func (h *Host) planHost() rollout.Host { return rollout.Host{ID: h.ID, Tags: h.Tags} }
+
+// Controller holds the fleet and the rollouts. It is not safe for
+// concurrent use: the server serialises calls.
+type Controller struct {
+	hosts    map[string]*Host
+	list     []*Host // the same hosts: a slice walks a million hosts several times faster than a map
+	rollouts map[uint32]*Rollout
+	// CanaryHosts and CanaryTags make the canary group of a rollout started
+	// without its own stages.
+	CanaryHosts, CanaryTags []string
+
+	dirtyHosts    map[string]bool
+	dirtyRollouts map[uint32]bool
+	changedPlans  map[uint32]bool
+}
+
+// New returns a controller over the hosts and rollouts a store kept.
+func New(hosts []*Host, rollouts []*Rollout) *Controller {
+	c := &Controller{hosts: make(map[string]*Host, len(hosts)), rollouts: map[uint32]*Rollout{},
+		dirtyHosts: map[string]bool{}, dirtyRollouts: map[uint32]bool{}, changedPlans: map[uint32]bool{}}
+	for _, h := range hosts {
+		h.Bucket = rollout.Bucket(h.ID)
+		if c.hosts[h.ID] == nil {
+			c.list = append(c.list, h)
+		}
+		c.hosts[h.ID] = h
+	}
+	for _, r := range rollouts {
+		c.rollouts[r.Channel] = r
+	}
+	return c
+}
+
+// Changes are what a store must persist and the server must sign since the
+// last call of TakeChanges.
+type Changes struct {
+	Hosts    []*Host
+	Rollouts []*Rollout
+	// Plans are the channels whose plan changed: sign Rollout(ch).Plan().
+	Plans []uint32
+}
+
+// TakeChanges returns and forgets what changed.
+func (c *Controller) TakeChanges() Changes {
+	var ch Changes
+	for id := range c.dirtyHosts {
+		ch.Hosts = append(ch.Hosts, c.hosts[id])
+	}
+	for id := range c.dirtyRollouts {
+		ch.Rollouts = append(ch.Rollouts, c.rollouts[id])
+	}
+	ch.Plans = slices.Sorted(maps.Keys(c.changedPlans))
+	clear(c.dirtyHosts)
+	clear(c.dirtyRollouts)
+	clear(c.changedPlans)
+	return ch
+}
+
+// Rollout returns the channel's rollout (the latest, finished or not).
+func (c *Controller) Rollout(channel uint32) (*Rollout, bool) {
+	r, ok := c.rollouts[channel]
+	return r, ok
+}
+
+// Rollouts returns every channel's latest rollout, by channel.
+func (c *Controller) Rollouts() []*Rollout {
+	out := slices.Collect(maps.Values(c.rollouts))
+	sort.Slice(out, func(i, j int) bool { return out[i].Channel < out[j].Channel })
+	return out
+}
+
+// Hosts returns the number of hosts known.
+func (c *Controller) Hosts() int { return len(c.hosts) }
+
+// Versions counts hosts per running version of a channel.
+func (c *Controller) Versions(channel uint32) map[uint32]int {
+	out := map[uint32]int{}
+	for _, h := range c.list {
+		if v, ok := h.Versions[channel]; ok {
+			out[v]++
+		}
+	}
+	return out
+}
+
+// StageSizes counts the known hosts of a channel in each stage of its
+// rollout (each host in the first stage that includes it).
+func (c *Controller) StageSizes(channel uint32) []int {
+	r, ok := c.rollouts[channel]
+	if !ok {
+		return nil
+	}
+	out := make([]int, len(r.Stages))
+	for _, h := range c.list {
+		if _, on := h.Versions[channel]; !on {
+			continue
+		}
+		if i := r.stageOfBucket(h); i >= 0 {
+			out[i]++
+		}
+	}
+	return out
+}
+
+func (r *Rollout) stageOfBucket(h *Host) int {
+	ph := h.planHost()
+	for i := range r.Stages {
+		if r.planStage(i, r.To).ContainsBucket(ph, h.Bucket) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Current is the version the channel's hosts should run when no rollout
+// moves them: the last completed rollout's version, the version a rolled
+// back one started from, or else the version most known hosts run.
+func (c *Controller) Current(channel uint32) uint32 {
+	if r, ok := c.rollouts[channel]; ok {
+		switch r.State {
+		case StateCompleted:
+			return r.To
+		default:
+			return r.From
+		}
+	}
+	best, n := uint32(0), 0
+	for v, k := range c.Versions(channel) {
+		if k > n || k == n && v > best {
+			best, n = v, k
+		}
+	}
+	return best
+}
+
+// Ingest applies one host's batch at time now (the server's clock: hosts'
+// clocks are not trusted for the gate). It returns the decisions the batch
+// caused at once (a halt by the canary rule, and its rollback).
+func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
+	h := c.hosts[rep.HostID]
+	if h == nil {
+		h = &Host{ID: rep.HostID, Bucket: rollout.Bucket(rep.HostID)}
+		c.hosts[rep.HostID] = h
+		c.list = append(c.list, h)
+	}
+	h.LastSeen = now
+	if rep.Tags != nil {
+		h.Tags = rep.Tags
+	}
+	if len(rep.Versions) > 0 {
+		if h.Versions == nil {
+			h.Versions = map[uint32]uint32{}
+		}
+		maps.Copy(h.Versions, rep.Versions)
+	}
+	c.dirtyHosts[h.ID] = true
+
+	var out []Decision
+	for _, r := range c.rollouts {
+		if !r.Active() {
+			continue
+		}
+		running, on := h.Versions[r.Channel]
+		var tr *Track
+		if on && running == r.To {
+			// The new version runs here, whatever events were lost.
+			tr = h.track(r.Channel, r.To)
+			if tr.Installed.IsZero() {
+				tr.Installed = now
+			}
+		}
+		for _, e := range rep.Events {
+			if e.Channel != r.Channel && !(e.Channel == 0 && on) {
+				continue
+			}
+			v := e.Version
+			if v == 0 {
+				v = running
+			}
+			if tr == nil {
+				tr = h.track(r.Channel, r.To)
+			}
+			switch e.Type {
+			case EventInstalled, EventTrialStarted:
+				if v == r.To && tr.Installed.IsZero() {
+					tr.Installed = now
+				}
+			case EventHealthy:
+				if v == r.To {
+					if tr.Installed.IsZero() {
+						tr.Installed = now
+					}
+					if tr.Healthy.IsZero() {
+						tr.Healthy = now
+					}
+				}
+			case EventReverted, EventQuarantined, EventRejectedValidation, EventRejectedPreflight:
+				if v != r.To {
+					continue
+				}
+				if tr.Installed.IsZero() {
+					tr.Installed = now // it took the update, whatever it made of it
+				}
+				reason := e.Type
+				if e.Reason != "" {
+					reason += ": " + e.Reason
+				}
+				c.failTreated(r, tr, reason, now)
+				if r.State != StateHalted && r.inCanary(h) {
+					out = append(out, c.halt(r, now, "gate",
+						fmt.Sprintf("%s of version %d in the canary group (host %s)", reason, r.To, h.ID), h.ID)...)
+				}
+			case EventSensorCrashed:
+				if v == r.To || !tr.Installed.IsZero() && tr.Failed.IsZero() {
+					if tr.Installed.IsZero() {
+						tr.Installed = now
+					}
+					c.failTreated(r, tr, "sensor-crashed", now)
+				} else if tr.Installed.IsZero() && tr.ControlFailed.IsZero() {
+					tr.ControlFailed = now
+					r.Counts.ControlFailures++
+					c.dirtyRollouts[r.Channel] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (c *Controller) failTreated(r *Rollout, tr *Track, reason string, now time.Time) {
+	if !tr.Failed.IsZero() {
+		return
+	}
+	tr.Failed, tr.Failure = now, reason
+	r.Counts.TreatedFailures++
+	c.dirtyRollouts[r.Channel] = true
+}
+
+// inCanary reports whether h is in the rollout's canary group: the first
+// stage, when it names hosts or tags rather than a percentage.
+func (r *Rollout) inCanary(h *Host) bool {
+	if len(r.Stages) == 0 || r.Stages[0].Percent != 0 {
+		return false
+	}
+	return r.planStage(0, r.To).ContainsBucket(h.planHost(), h.Bucket)
+}
+
+// Evaluate runs every active rollout's gate and stage rules at now and
+// returns the decisions made.
+func (c *Controller) Evaluate(now time.Time) []Decision {
+	var out []Decision
+	for _, ch := range slices.Sorted(maps.Keys(c.rollouts)) {
+		out = append(out, c.evaluate(c.rollouts[ch], now)...)
+	}
+	return out
+}
+
+func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
+	if r.State != StateRunning && r.State != StatePaused {
+		return nil
+	}
+	prev := r.Counts
+	var cnt Counts
+	cnt.TreatedFailures, cnt.ControlFailures = prev.TreatedFailures, prev.ControlFailures
+	limit := 0
+	if r.Stage < len(r.Stages) {
+		limit = r.Stage
+	}
+	for _, h := range c.list {
+		running, on := h.Versions[r.Channel]
+		tr := h.peek(r.Channel, r.To)
+		if !on && tr == nil {
+			continue
+		}
+		alive := now.Sub(h.LastSeen) <= r.Silence
+		if tr != nil && !tr.Installed.IsZero() {
+			if tr.Failed.IsZero() && tr.Healthy.IsZero() && now.Sub(tr.Installed) > r.HealthWindow+r.Grace {
+				tr.Failed, tr.Failure = now, FailureSilent
+				cnt.TreatedFailures++
+				c.dirtyHosts[h.ID] = true
+			}
+			if tr.Failed.IsZero() {
+				cnt.Treated++
+			}
+		} else {
+			if h.LastSeen.Before(r.Started) {
+				continue // not heard from during the rollout: not at risk
+			}
+			if !alive {
+				if tr == nil {
+					tr = h.track(r.Channel, r.To)
+				}
+				if tr.ControlFailed.IsZero() {
+					tr.ControlFailed = now
+					cnt.ControlFailures++
+					c.dirtyHosts[h.ID] = true
+				}
+			} else if tr == nil || tr.ControlFailed.IsZero() {
+				cnt.Control++
+			}
+		}
+		if !alive {
+			continue
+		}
+		if s := r.stageOfBucket(h); s >= 0 && s <= limit {
+			cnt.StageHosts++
+			if tr != nil && !tr.Healthy.IsZero() && tr.Failed.IsZero() && running == r.To {
+				cnt.Healthy++
+			}
+		}
+	}
+	// The failures since the last evaluation happened while the treated
+	// share moved between its value then and now (hosts install, fail,
+	// revert). The batch takes the larger share: under the null a failure
+	// is then at most that likely to be a treated one, so the gate's
+	// likelihood ratio stays a supermartingale and its false-halt bound
+	// holds (docs/gate.md).
+	b := gate.Batch{
+		TreatedFailures: cnt.TreatedFailures - r.GateState.Treated,
+		ControlFailures: cnt.ControlFailures - r.GateState.Control,
+	}
+	nowT, nowC := cnt.Treated+b.TreatedFailures, cnt.Control+b.ControlFailures
+	b.TreatedAtRisk, b.ControlAtRisk = nowT, nowC
+	if prev.Treated+prev.Control > 0 && (nowT+nowC == 0 || share(prev.Treated, prev.Control) > share(nowT, nowC)) {
+		b.TreatedAtRisk, b.ControlAtRisk = prev.Treated, prev.Control
+	}
+	r.Gate.Update(&r.GateState, b)
+	r.Result = r.Gate.Evaluate(r.GateState)
+	r.Counts = cnt
+	c.dirtyRollouts[r.Channel] = true
+	r.point(now)
+
+	if r.Result.Reject {
+		return c.halt(r, now, "gate", fmt.Sprintf("the gate rejected version %d: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d of %d controls)",
+			r.To, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated+cnt.TreatedFailures, cnt.ControlFailures, cnt.Control+cnt.ControlFailures), "")
+	}
+	if r.State != StateRunning {
+		return nil
+	}
+	st := r.Stages[r.Stage]
+	need := min(int64(st.MinHosts), cnt.StageHosts)
+	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 {
+		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left)", st.Name, st.Bake, left.Round(time.Second)))
+	}
+	if cnt.Healthy < need {
+		return r.wait(now, "hosts", fmt.Sprintf("stage %s: %d of the %d hosts needed reported healthy", st.Name, cnt.Healthy, need))
+	}
+	return c.advance(r, now, "gate", fmt.Sprintf("stage %s baked %v; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
+		st.Name, st.Bake, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
+}
+
+func share(t, c int64) float64 { return float64(t) / float64(t+c) }
+
+// point adds the statistic to the history: when it changed, or at least
+// once a minute.
+func (r *Rollout) point(now time.Time) {
+	p := Point{Time: now, Statistic: Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Stage: r.Stage}
+	if n := len(r.History); n > 0 {
+		last := r.History[n-1]
+		if last.Statistic == p.Statistic && last.Stage == p.Stage && now.Sub(last.Time) < time.Minute {
+			return
+		}
+	}
+	if len(r.History) >= MaxHistory {
+		r.History = append(r.History[:0], r.History[1:]...)
+	}
+	r.History = append(r.History, p)
+}
+
+func (r *Rollout) wait(now time.Time, why, reason string) []Decision {
+	if r.Waiting == why {
+		return nil
+	}
+	d := r.decide(now, KindWait, "gate", reason, r.evidence(""))
+	r.Waiting = why
+	return []Decision{d}
+}
+
+func (c *Controller) advance(r *Rollout, now time.Time, actor, reason string) []Decision {
+	c.dirtyRollouts[r.Channel] = true
+	c.changedPlans[r.Channel] = true
+	if r.Stage >= len(r.Stages)-1 {
+		r.State = StateCompleted
+		return []Decision{r.decide(now, KindComplete, actor, reason, r.evidence(""))}
+	}
+	kind := KindAdvance
+	if actor != "gate" {
+		kind = KindPromote
+	}
+	d := r.decide(now, kind, actor, reason, r.evidence(""))
+	r.Stage++
+	r.StageStarted = now
+	d.Stage = r.Stage
+	r.Decisions[len(r.Decisions)-1].Stage = r.Stage
+	return []Decision{d}
+}
+
+func (c *Controller) halt(r *Rollout, now time.Time, actor, reason, host string) []Decision {
+	c.dirtyRollouts[r.Channel] = true
+	r.State = StateHalted
+	out := []Decision{r.decide(now, KindHalt, actor, reason, r.evidence(host))}
+	if actor == "gate" && !r.ManualRollback {
+		out = append(out, c.rollback(r, now, actor, fmt.Sprintf("automatic after the halt: every host back to version %d, version %d denied", r.From, r.To)))
+	}
+	return out
+}
+
+func (c *Controller) rollback(r *Rollout, now time.Time, actor, reason string) Decision {
+	r.State = StateRolledBack
+	if !slices.Contains(r.Deny, r.To) {
+		r.Deny = append(r.Deny, r.To)
+	}
+	c.dirtyRollouts[r.Channel] = true
+	c.changedPlans[r.Channel] = true
+	return r.decide(now, KindRollback, actor, reason, r.evidence(""))
+}
+
+// Start begins a rollout of spec.To on spec.Channel. spec.From defaults to
+// Current(channel). A channel has one rollout at a time: an active one must
+// be rolled back or completed first; a denied version never starts again.
+func (c *Controller) Start(spec Spec, actor, why string, now time.Time) (Decision, error) {
+	var deny []uint32
+	if old, ok := c.rollouts[spec.Channel]; ok {
+		if old.Active() {
+			return Decision{}, fmt.Errorf("%w: channel %d is rolling out version %d (%s); roll it back or let it complete first", ErrState, old.Channel, old.To, old.State)
+		}
+		deny = old.Deny
+	}
+	if slices.Contains(deny, spec.To) {
+		return Decision{}, fmt.Errorf("%w: version %d was rolled back on channel %d and is denied; publish a new version", ErrState, spec.To, spec.Channel)
+	}
+	if spec.From == 0 {
+		spec.From = c.Current(spec.Channel)
+	}
+	spec, err := spec.withDefaults(c.CanaryHosts, c.CanaryTags)
+	if err != nil {
+		return Decision{}, err
+	}
+	r := &Rollout{Spec: spec, State: StateRunning, Started: now, StageStarted: now, Updated: now, Deny: slices.Clone(deny)}
+	r.Result = r.Gate.Evaluate(r.GateState)
+	c.rollouts[spec.Channel] = r
+	c.dirtyRollouts[spec.Channel] = true
+	c.changedPlans[spec.Channel] = true
+	if why == "" {
+		why = fmt.Sprintf("version %d from %d, %s schedule, %d stages", spec.To, spec.From, spec.Schedule, len(spec.Stages))
+	}
+	return r.decide(now, KindStart, actor, why, r.evidence("")), nil
+}
+
+// Action is an operator's action on a channel's rollout.
+func (c *Controller) Action(channel uint32, kind, actor, why string, now time.Time) (Decision, error) {
+	r, ok := c.rollouts[channel]
+	if !ok {
+		return Decision{}, fmt.Errorf("%w %d", ErrNotFound, channel)
+	}
+	if actor == "" {
+		actor = "operator"
+	}
+	if why == "" {
+		return Decision{}, errors.New("controller: say why (it is recorded with the decision)")
+	}
+	bad := func() (Decision, error) {
+		return Decision{}, fmt.Errorf("%w: cannot %s a rollout that is %s", ErrState, kind, r.State)
+	}
+	c.dirtyRollouts[channel] = true
+	switch kind {
+	case KindPause:
+		if r.State != StateRunning {
+			return bad()
+		}
+		r.State = StatePaused
+	case KindResume:
+		if r.State != StatePaused && r.State != StateHalted {
+			return bad()
+		}
+		r.State = StateRunning
+	case KindHalt:
+		if r.State != StateRunning && r.State != StatePaused {
+			return bad()
+		}
+		return c.halt(r, now, actor, why, "")[0], nil
+	case KindRollback:
+		if !r.Active() {
+			return bad()
+		}
+		return c.rollback(r, now, actor, why), nil
+	case KindPromote:
+		if r.State != StateRunning && r.State != StatePaused {
+			return bad()
+		}
+		return c.advance(r, now, actor, why)[0], nil
+	default:
+		return Decision{}, fmt.Errorf("controller: unknown action %q; use pause, resume, halt, rollback or promote", kind)
+	}
+	return r.decide(now, kind, actor, why, r.evidence("")), nil
+}

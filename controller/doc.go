@@ -1,0 +1,28 @@
+// Package controller is the rollout controller of ringfence-server: it
+// keeps the fleet as the hosts report it (telemetry batches), moves each
+// channel's rollout ring by ring, and decides, from the hosts' reports and
+// the sequential test of package gate, whether a stage advances, waits,
+// halts or rolls back. Every decision is kept with its evidence.
+//
+// The controller is pure logic: it does no I/O and reads no clock. The
+// server feeds it batches and the time, persists what it returns through a
+// Store, and signs the plans it produces; the fleet simulator drives the
+// same code with a modelled fleet.
+//
+// The rules, in the order they apply at each evaluation of a running
+// rollout (docs/gate.md has the reasoning):
+//  1. A revert or a rejection of the new version reported by a host of the
+//     canary group halts at once: the canary group is hand-picked, and one
+//     crash-on-load there is the 2024 failure.
+//  2. Failures since the last evaluation (reverts, sensor crashes,
+//     rejections, and silence: a treated host that has not reported
+//     healthy within the health window and grace, a control host not heard
+//     from for the silence window) feed the gate; the gate rejecting halts.
+//  3. A halt rolls back (unless AutoRollback is off): the plan sends every
+//     host to the version the rollout started from, and the bad version
+//     joins the channel's deny list, which hosts honour.
+//  4. Otherwise the stage advances when its bake time has passed and the
+//     minimum number of hosts of the stage (or every host of the stage, when
+//     it has fewer) reported healthy on the new version; after the last
+//     stage the rollout completes.
+package controller

@@ -1,0 +1,314 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ringfence/ringfence/gate"
+	"github.com/ringfence/ringfence/rollout"
+)
+
+// States of a rollout.
+const (
+	StateRunning    = "running"
+	StatePaused     = "paused"
+	StateHalted     = "halted"
+	StateRolledBack = "rolled-back"
+	StateCompleted  = "completed"
+)
+
+// Kinds of decision.
+const (
+	KindStart    = "start"
+	KindAdvance  = "advance"
+	KindWait     = "wait"
+	KindHalt     = "halt"
+	KindRollback = "rollback"
+	KindPause    = "pause"
+	KindResume   = "resume"
+	KindPromote  = "promote"
+	KindComplete = "complete"
+)
+
+// Schedules: the emergency one bakes each stage a sixth as long, with the
+// same gates.
+const (
+	ScheduleStandard  = "standard"
+	ScheduleEmergency = "emergency"
+)
+
+// Bounds of what a rollout keeps.
+const (
+	MaxDecisions = 1000
+	MaxHistory   = 720
+	MaxStages    = 32
+)
+
+// StageSpec is one ring of a rollout: who is in it, how long it bakes and
+// how many of its hosts must report healthy before the next one starts.
+// Stages are nested: a host in stage k is in every later stage.
+type StageSpec struct {
+	Name     string        `json:"name"`
+	Percent  float64       `json:"percent"`
+	Hosts    []string      `json:"hosts,omitempty"`
+	Tags     []string      `json:"tags,omitempty"`
+	Bake     time.Duration `json:"bake"`
+	MinHosts int           `json:"min_hosts"`
+}
+
+// DefaultStages is the default plan: the canary group (hosts and tags),
+// then 0.1%, 1%, 10%, 50% and 100% of buckets. The emergency schedule bakes
+// a sixth as long; the gates are the same.
+func DefaultStages(schedule string, canaryHosts, canaryTags []string) []StageSpec {
+	s := []StageSpec{
+		{Name: "canary", Hosts: canaryHosts, Tags: canaryTags, Bake: 30 * time.Minute, MinHosts: 5},
+		{Name: "0.1%", Percent: 0.1, Bake: time.Hour, MinHosts: 10},
+		{Name: "1%", Percent: 1, Bake: 2 * time.Hour, MinHosts: 50},
+		{Name: "10%", Percent: 10, Bake: 3 * time.Hour, MinHosts: 200},
+		{Name: "50%", Percent: 50, Bake: 3 * time.Hour, MinHosts: 500},
+		{Name: "100%", Percent: 100, Bake: 0, MinHosts: 500},
+	}
+	if schedule == ScheduleEmergency {
+		for i := range s {
+			s[i].Bake /= 6
+		}
+	}
+	return s
+}
+
+// Spec is what an operator asks for when starting a rollout.
+type Spec struct {
+	Channel uint32 `json:"channel"`
+	// To is the new version; From the version hosts run now (the rollback
+	// target). From 0 means the channel has no good version yet: hosts
+	// outside the stages get nothing, and a rollback sends them nothing.
+	To       uint32 `json:"to_version"`
+	From     uint32 `json:"from_version"`
+	Schedule string      `json:"schedule"`
+	Stages   []StageSpec `json:"stages"`
+	// HealthWindow is the hosts' health window; a treated host that has not
+	// reported healthy HealthWindow+Grace after it installed is silent, and
+	// silence is a failure. Silence is how long a control host may go
+	// unheard before it counts as failed.
+	HealthWindow time.Duration `json:"health_window"`
+	Grace        time.Duration `json:"grace"`
+	Silence      time.Duration `json:"silence"`
+	Gate         gate.Params   `json:"gate"`
+	// ManualRollback keeps a halted rollout halted (the plan frozen where it
+	// stopped) instead of rolling back by itself.
+	ManualRollback bool `json:"manual_rollback,omitempty"`
+}
+
+// Defaults of a Spec.
+const (
+	DefaultHealthWindow = 10 * time.Minute
+	DefaultGrace        = 10 * time.Minute
+	DefaultSilence      = 30 * time.Minute
+)
+
+// withDefaults fills what the operator left out and checks the rest.
+func (s Spec) withDefaults(canaryHosts, canaryTags []string) (Spec, error) {
+	if s.Channel == 0 || s.To == 0 {
+		return s, errors.New("controller: a rollout needs a channel and a version")
+	}
+	if s.To == s.From {
+		return s, fmt.Errorf("controller: version %d is already what the channel runs", s.To)
+	}
+	switch s.Schedule {
+	case "":
+		s.Schedule = ScheduleStandard
+	case ScheduleStandard, ScheduleEmergency:
+	default:
+		return s, fmt.Errorf("controller: schedule %q; use %q or %q", s.Schedule, ScheduleStandard, ScheduleEmergency)
+	}
+	if len(s.Stages) == 0 {
+		s.Stages = DefaultStages(s.Schedule, canaryHosts, canaryTags)
+	}
+	if len(s.Stages) > MaxStages {
+		return s, fmt.Errorf("controller: %d stages; the limit is %d", len(s.Stages), MaxStages)
+	}
+	last := -1.0
+	for i, st := range s.Stages {
+		if !(st.Percent >= 0 && st.Percent <= 100) || st.Bake < 0 || st.MinHosts < 0 {
+			return s, fmt.Errorf("controller: stage %d (%s): percent must be 0..100, bake and min hosts not negative", i+1, st.Name)
+		}
+		if st.Percent < last {
+			return s, fmt.Errorf("controller: stage %d (%s) has %g%%, less than the stage before it: stages are nested rings", i+1, st.Name, st.Percent)
+		}
+		last = st.Percent
+	}
+	if s.Stages[len(s.Stages)-1].Percent != 100 {
+		return s, errors.New("controller: the last stage must be 100%: a rollout ends with the whole fleet")
+	}
+	if s.HealthWindow <= 0 {
+		s.HealthWindow = DefaultHealthWindow
+	}
+	if s.Grace <= 0 {
+		s.Grace = DefaultGrace
+	}
+	if s.Silence <= 0 {
+		s.Silence = DefaultSilence
+	}
+	if s.Gate.Alpha == 0 && len(s.Gate.Ratios) == 0 {
+		s.Gate = gate.Default()
+	}
+	if err := s.Gate.Check(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// Rollout is one channel's rollout and everything it decided. It is what
+// the server persists and the API shows.
+type Rollout struct {
+	Spec
+	State        string    `json:"state"`
+	Stage        int       `json:"stage"`
+	Started      time.Time `json:"started"`
+	StageStarted time.Time `json:"stage_started"`
+	Updated      time.Time `json:"updated"`
+	// Deny is the channel's deny list: versions rolled back, which the plan
+	// forbids every host to install. It outlives the rollout.
+	Deny []uint32 `json:"deny,omitempty"`
+
+	// Counts is the gate's view at the last evaluation; GateState its
+	// running evidence.
+	Counts    Counts     `json:"counts"`
+	GateState gate.State `json:"gate_state"`
+	Result    gate.Result `json:"result"`
+	History   []Point    `json:"history"`
+	Decisions []Decision `json:"decisions"`
+	Seq       uint64     `json:"seq"`
+	// waiting is the reason of the last wait decision, so a wait is
+	// recorded once per reason, not once per evaluation.
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// Counts are a rollout's hosts as the gate sees them.
+type Counts struct {
+	Treated         int64 `json:"treated"`          // hosts on the new version, at risk
+	Control         int64 `json:"control"`          // hosts on another version, at risk
+	TreatedFailures int64 `json:"treated_failures"` // since the rollout started
+	ControlFailures int64 `json:"control_failures"`
+	Healthy         int64 `json:"healthy"`     // treated hosts in the current stage that reported healthy
+	StageHosts      int64 `json:"stage_hosts"` // known hosts the current stage includes
+}
+
+// Point is one point of the gate's statistic over time.
+type Point struct {
+	Time      time.Time `json:"time"`
+	Statistic float64   `json:"statistic"`
+	Threshold float64   `json:"threshold"`
+	Stage     int       `json:"stage"`
+}
+
+// Decision is one decision with its evidence.
+type Decision struct {
+	Seq      uint64    `json:"seq"`
+	Time     time.Time `json:"time"`
+	Kind     string    `json:"kind"`
+	Stage    int       `json:"stage"`
+	Actor    string    `json:"actor"`
+	Reason   string    `json:"reason"`
+	Evidence Evidence  `json:"evidence"`
+}
+
+// Evidence is what a decision was made on.
+type Evidence struct {
+	Statistic float64 `json:"statistic"`
+	Threshold float64 `json:"threshold"`
+	Alpha     float64 `json:"alpha"`
+	Counts
+	Host string `json:"host,omitempty"`
+}
+
+// Active reports whether the rollout still exposes new hosts or may
+// (running or paused) or is frozen by a halt.
+func (r *Rollout) Active() bool {
+	return r.State == StateRunning || r.State == StatePaused || r.State == StateHalted
+}
+
+// stages returns the spec's stages as plan stages for version v.
+func (r *Rollout) planStage(i int, v uint32) rollout.Stage {
+	s := r.Stages[i]
+	return rollout.Stage{Name: s.Name, Percent: s.Percent, Hosts: s.Hosts, Tags: s.Tags, Version: v}
+}
+
+// StageOf returns the index of the first stage h is in, or -1 (only a
+// stage under 100% can miss a host).
+func (r *Rollout) StageOf(h rollout.Host) int {
+	for i := range r.Stages {
+		if r.planStage(i, r.To).Contains(h) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Plan is the rollout plan the rollout role signs for the rollout's state:
+// while it runs (or is paused or halted), the stages up to the current one
+// get the new version and every other host the old one; rolled back,
+// every host gets the old version and the new one is denied; completed,
+// every host gets the new one.
+func (r *Rollout) Plan() *rollout.Plan {
+	p := &rollout.Plan{Format: rollout.Format, Channel: r.Channel, Deny: append([]uint32(nil), r.Deny...)}
+	all := func(v uint32) []rollout.Stage { return []rollout.Stage{{Name: "fleet", Percent: 100, Version: v}} }
+	switch r.State {
+	case StateCompleted:
+		p.Stages = all(r.To)
+	case StateRolledBack:
+		if r.From != 0 {
+			p.Stages = all(r.From)
+		}
+	default:
+		for i := 0; i <= r.Stage && i < len(r.Stages); i++ {
+			p.Stages = append(p.Stages, r.planStage(i, r.To))
+		}
+		if r.From != 0 {
+			p.Stages = append(p.Stages, all(r.From)...)
+		}
+	}
+	return p
+}
+
+// decide records a decision (bounded: the oldest waits go first).
+func (r *Rollout) decide(now time.Time, kind, actor, reason string, ev Evidence) Decision {
+	r.Seq++
+	d := Decision{Seq: r.Seq, Time: now, Kind: kind, Stage: r.Stage, Actor: actor, Reason: reason, Evidence: ev}
+	if len(r.Decisions) >= MaxDecisions {
+		drop := 0
+		for i, old := range r.Decisions {
+			if old.Kind == KindWait {
+				drop = i
+				break
+			}
+		}
+		r.Decisions = append(r.Decisions[:drop], r.Decisions[drop+1:]...)
+	}
+	r.Decisions = append(r.Decisions, d)
+	r.Updated = now
+	if kind != KindWait {
+		r.Waiting = ""
+	}
+	return d
+}
+
+func (r *Rollout) evidence(host string) Evidence {
+	return Evidence{Statistic: Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Alpha: r.Gate.Alpha, Counts: r.Counts, Host: host}
+}
+
+// Finite keeps JSON encodable: the statistic can be +Inf after a failure
+// that was impossible under the null (every host treated, q clamped).
+func Finite(x float64) float64 {
+	switch {
+	case math.IsInf(x, 1):
+		return math.MaxFloat64
+	case math.IsInf(x, -1):
+		return -math.MaxFloat64
+	case math.IsNaN(x):
+		return 0
+	}
+	return x
+}
