@@ -84,8 +84,8 @@ type Spec struct {
 	// To is the new version; From the version hosts run now (the rollback
 	// target). From 0 means the channel has no good version yet: hosts
 	// outside the stages get nothing, and a rollback sends them nothing.
-	To       uint32 `json:"to_version"`
-	From     uint32 `json:"from_version"`
+	To       uint32      `json:"to_version"`
+	From     uint32      `json:"from_version"`
 	Schedule string      `json:"schedule"`
 	Stages   []StageSpec `json:"stages"`
 	// HealthWindow is the hosts' health window; a treated host that has not
@@ -175,12 +175,12 @@ type Rollout struct {
 
 	// Counts is the gate's view at the last evaluation; GateState its
 	// running evidence.
-	Counts    Counts     `json:"counts"`
-	GateState gate.State `json:"gate_state"`
+	Counts    Counts      `json:"counts"`
+	GateState gate.State  `json:"gate_state"`
 	Result    gate.Result `json:"result"`
-	History   []Point    `json:"history"`
-	Decisions []Decision `json:"decisions"`
-	Seq       uint64     `json:"seq"`
+	History   []Point     `json:"history"`
+	Decisions []Decision  `json:"decisions"`
+	Seq       uint64      `json:"seq"`
 	// waiting is the reason of the last wait decision, so a wait is
 	// recorded once per reason, not once per evaluation.
 	Waiting string `json:"waiting,omitempty"`
