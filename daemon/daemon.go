@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
@@ -44,10 +45,13 @@ func (systemClock) Now() time.Time                         { return time.Now() }
 func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Sender ships queued telemetry; telemetry.Sender is one. The daemon calls
-// it only while it holds state.db, and hands it the outbox then.
+// it only while it holds state.db, and hands it the outbox then. SetInfo
+// gives it what each batch says of the host: its tags (the rollout
+// server's canary group is matched against them) and the version it runs.
 type Sender interface {
 	Due(now time.Time) bool
 	Flush(ctx context.Context, outbox *state.DB) (int, error)
+	SetInfo(func() (tags []string, versions map[string]uint32))
 }
 
 // Options configure a Daemon.
@@ -153,12 +157,28 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: TUF client: %w", err)
 	}
-	return &Daemon{
+	d := &Daemon{
 		cfg: opts.Config, opts: opts, log: opts.Log, clock: opts.Clock, rand: opts.Rand, client: client,
 		restartDelay: opts.Config.Agent.RestartDelay.Duration,
 		reported:     map[string]bool{}, rejected: map[uint32]string{},
 		pollNow: make(chan chan<- PollResult), stopped: make(chan struct{}),
-	}, nil
+	}
+	if opts.Sender != nil {
+		opts.Sender.SetInfo(d.telemetryInfo)
+	}
+	return d, nil
+}
+
+// telemetryInfo is what every telemetry batch says of the host: its tags,
+// and the version of its channel the boot record has active (none when it
+// runs no content).
+func (d *Daemon) telemetryInfo() ([]string, map[string]uint32) {
+	versions := map[string]uint32{}
+	if rec, err := bootguard.Read(filepath.Join(d.cfg.Root, installer.RecordName)); err == nil && rec.Active != bootguard.SlotNone {
+		e := rec.Entry(rec.Active)
+		versions[strconv.FormatUint(uint64(e.Channel), 10)] = e.Version
+	}
+	return d.cfg.HostTags(), versions
 }
 
 func joinURL(base, p string) string {

@@ -47,6 +47,9 @@ type Sender struct {
 	next     time.Time
 }
 
+// SetInfo sets Info (the daemon hands in its own).
+func (s *Sender) SetInfo(f func() (tags []string, versions map[string]uint32)) { s.Info = f }
+
 // Due reports whether a send may be tried at now (not backing off).
 func (s *Sender) Due(now time.Time) bool { return !now.Before(s.next) }
 

@@ -1,0 +1,145 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/testfiles"
+	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/tufrepo"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// TestCanaryHaltThroughTheServer: real daemons and the real rollout server
+// on one loopback address (repository and telemetry). Four hosts run a good
+// version; a version that crashes the sensor on load is rolled out to the
+// canary group (one host, by tag). The canary crashes, reverts by itself,
+// reports; the server halts and rolls back, signing a plan that denies the
+// version; the other three hosts never load it, and the canary never
+// retries it.
+func TestCanaryHaltThroughTheServer(t *testing.T) {
+	bin := buildRingfenced(t)
+	clock := newFakeClock(time.Now())
+	repoDir, keys := t.TempDir(), t.TempDir()
+	repo, err := tufrepo.Init(repoDir, keys, tufrepo.InitOptions{Clock: clock})
+	require.NoError(t, err)
+	versions := map[string]uint32{}
+	for _, name := range []string{"good-ipc-1001", "cf291-shape"} {
+		data := testfiles.Channel(t, name)
+		f, err := validator.Parse(data)
+		require.NoError(t, err)
+		_, err = repo.Publish(291, f.ContentVersion, data)
+		require.NoError(t, err)
+		versions[name] = f.ContentVersion
+	}
+	good, bad := versions["good-ipc-1001"], versions["cf291-shape"]
+	require.NoError(t, repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"all","percent":100,"version":%d}]}`, rollout.Format, good)))
+	root, err := repo.RootJSON()
+	require.NoError(t, err)
+
+	srv, err := server.New(server.Options{Repo: repoDir, Keys: keys, State: t.TempDir(), Clock: clock, CanaryTags: []string{"canary"}})
+	require.NoError(t, err)
+	defer srv.Close()
+	batches := make(chan struct{}, 100)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.Handler().ServeHTTP(w, r)
+		if r.URL.Path == telemetry.Path {
+			batches <- struct{}{}
+		}
+	}))
+	defer hs.Close()
+	l := &lab{repo: repo, srv: hs, telemetry: hs, root: root}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var hosts []*host
+	for i := range 4 {
+		hosts = append(hosts, startHost(t, ctx, l, clock, bin, i, func(o *daemon.Options) {
+			o.Config.Telemetry.Interval = config.Duration{Duration: time.Minute}
+			if i == 0 {
+				o.Config.Tags = []string{"canary"}
+			}
+		}))
+	}
+	defer func() {
+		cancel()
+		for _, h := range hosts {
+			require.NoError(t, <-h.done)
+		}
+	}()
+	canary, others := hosts[0], hosts[1:]
+	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
+
+	for _, h := range hosts {
+		h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+		_, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		h.waitFor(t, "the trial running", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
+	}
+	clock.Advance(config.Default().HealthWindow.Duration)
+	for _, h := range hosts {
+		h.waitFor(t, "the good version marked good", running(goodOf(good)))
+	}
+	// Telemetry: every host reports in, so the server knows the fleet.
+	clock.Advance(time.Minute)
+	for range hosts {
+		<-batches
+	}
+
+	_, v, err := srv.Start(controller.Spec{Channel: 291, To: bad, Stages: []controller.StageSpec{
+		{Name: "canary", Tags: []string{"canary"}, Bake: time.Hour, MinHosts: 1},
+		{Name: "fleet", Percent: 100, MinHosts: 1}}}, "alice", "the weekly content")
+	require.NoError(t, err)
+	require.Equal(t, good, v.From, "from what the hosts report they run")
+
+	r, err := canary.d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "installed", r.Action, "the canary takes it: %+v", r)
+	for _, h := range others {
+		r, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		require.NotEqual(t, "installed", r.Action, "%s is outside the canary group: %+v", h.id, r)
+	}
+	canary.waitFor(t, "the crash on load", func(s daemon.Status) bool { return s.Agent == "restarting" })
+	clock.Advance(config.Default().Agent.RestartDelay.Duration)
+	canary.waitFor(t, "last-known-good again, by the boot guard", running(goodOf(good)))
+
+	// The canary's revert reaches the server: halt and rollback.
+	clock.Advance(time.Minute)
+	deadline := time.After(60 * time.Second)
+	for {
+		vs := srv.Status()
+		if vs[0].State == controller.StateRolledBack {
+			require.Equal(t, controller.KindHalt, vs[0].Decisions[1].Kind)
+			require.Contains(t, vs[0].Decisions[1].Reason, "canary group")
+			require.Equal(t, canary.id, vs[0].Decisions[1].Evidence.Host)
+			require.Equal(t, []uint32{bad}, vs[0].Deny)
+			break
+		}
+		select {
+		case <-batches:
+		case <-deadline:
+			t.Fatalf("the server did not halt; rollout: %+v", vs[0])
+		}
+	}
+
+	// Every host reads the signed rollback: nobody installs the bad
+	// version, the canary never retries it.
+	for _, h := range hosts {
+		r, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		require.NotEqual(t, "installed", r.Action, "%s: %+v", h.id, r)
+		require.Equal(t, goodOf(good), h.last.Running, h.id)
+	}
+	require.Equal(t, map[string]int{fmt.Sprint(good): 4}, srv.Status()[0].Versions, "every host reports the good version")
+}
