@@ -20,7 +20,7 @@ VMKERNEL  ?= $(BIN)/vmkernel
 SKIPPED   := $(BIN)/skipped
 
 .PHONY: test
-test: skipped-reset check unit fuzz-smoke test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, Windows tests under Wine and the VM test where they can run
+test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, Windows tests under Wine and the VM test where they can run
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
 	@rm -f $(SKIPPED)
@@ -30,6 +30,17 @@ test: skipped-reset check unit fuzz-smoke test-windows-if-possible test-vm-if-po
 test-vm: ## boot the crash-loop scenarios in a QEMU guest (needs qemu-system-x86, e2fsprogs; fetches a Debian kernel into VMKERNEL)
 	./vmtest/kernel.sh $(VMKERNEL)
 	RINGFENCE_VM_KERNEL=$(abspath $(VMKERNEL)) $(GO) test -count=1 -v -timeout 10m -run 'TestVM|TestModules' ./vmtest
+
+.PHONY: test-browser
+test-browser: ## load the dashboard in headless Chromium against a fixture and a real server with a halted rollout (needs chromium)
+	RINGFENCE_BROWSER=1 RINGFENCE_REQUIRE_BROWSER=1 $(GO) test -count=1 -run 'TestBrowser' ./dashboard ./server
+
+# test-browser where Chromium is; elsewhere a SKIPPED line that says why.
+.PHONY: test-browser-if-possible
+test-browser-if-possible:
+	@mkdir -p $(BIN); if [ -z "$$RINGFENCE_CHROMIUM" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then \
+	  echo "SKIPPED the dashboard in a headless browser (no chromium); 'make deps' installs chromium" >> $(SKIPPED); exit 0; fi; \
+	$(MAKE) --no-print-directory test-browser
 
 .PHONY: test-windows
 test-windows: ## run the Windows test binaries under Wine (needs wine, gcc-mingw-w64-x86-64)

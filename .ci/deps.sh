@@ -10,6 +10,7 @@ pkgs=(
   wine             # the Windows test binaries under Wine (make test-windows)
   wine64
   gcc-mingw-w64-x86-64  # builds the bcryptprimitives.dll stand-in Wine 8 lacks
+  chromium         # the dashboard in a headless browser (make test-browser)
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "deps: not root; install these yourself if missing: ${pkgs[*]}"

@@ -307,6 +307,7 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 				}
 				c.failTreated(r, tr, reason, now)
 				if r.State != StateHalted && r.inCanary(h) {
+					c.measure(r, now) // the evidence as of this moment
 					out = append(out, c.halt(r, now, "gate",
 						fmt.Sprintf("%s of version %d in the canary group (host %s)", reason, r.To, h.ID), h.ID)...)
 				}
@@ -359,6 +360,31 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 	if r.State != StateRunning && r.State != StatePaused {
 		return nil
 	}
+	c.measure(r, now)
+	cnt := r.Counts
+	if r.Result.Reject {
+		return c.halt(r, now, "gate", fmt.Sprintf("the gate rejected version %d: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d of %d controls)",
+			r.To, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated, cnt.ControlFailures, cnt.Control), "")
+	}
+	if r.State != StateRunning {
+		return nil
+	}
+	st := r.Stages[r.Stage]
+	need := min(int64(st.MinHosts), cnt.StageHosts)
+	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 {
+		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left)", st.Name, st.Bake, left.Round(time.Second)))
+	}
+	if cnt.Healthy < need {
+		return r.wait(now, "hosts", fmt.Sprintf("stage %s: %d of the %d hosts needed reported healthy", st.Name, cnt.Healthy, need))
+	}
+	return c.advance(r, now, "gate", fmt.Sprintf("stage %s baked %v; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
+		st.Name, st.Bake, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
+}
+
+// measure walks the fleet for r at now: it marks silent hosts failed,
+// counts both groups, feeds the failures since the last measurement to the
+// gate, and records the statistic.
+func (c *Controller) measure(r *Rollout, now time.Time) {
 	prev := r.Counts
 	var cnt Counts
 	cnt.TreatedFailures, cnt.ControlFailures = prev.TreatedFailures, prev.ControlFailures
@@ -380,7 +406,7 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 				c.dirtyHosts[h.ID] = true
 			}
 			if tr.Failed.IsZero() {
-				cnt.Treated++
+				cnt.TreatedAtRisk++
 			}
 		} else {
 			if h.LastSeen.Before(r.Started) {
@@ -396,7 +422,7 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 					c.dirtyHosts[h.ID] = true
 				}
 			} else if tr == nil || tr.ControlFailed.IsZero() {
-				cnt.Control++
+				cnt.ControlAtRisk++
 			}
 		}
 		if !alive {
@@ -409,7 +435,9 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 			}
 		}
 	}
-	// The failures since the last evaluation happened while the treated
+	cnt.Treated = cnt.TreatedAtRisk + cnt.TreatedFailures
+	cnt.Control = cnt.ControlAtRisk + cnt.ControlFailures
+	// The failures since the last measurement happened while the treated
 	// share moved between its value then and now (hosts install, fail,
 	// revert). The batch takes the larger share: under the null a failure
 	// is then at most that likely to be a treated one, so the gate's
@@ -419,34 +447,17 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 		TreatedFailures: cnt.TreatedFailures - r.GateState.Treated,
 		ControlFailures: cnt.ControlFailures - r.GateState.Control,
 	}
-	nowT, nowC := cnt.Treated+b.TreatedFailures, cnt.Control+b.ControlFailures
+	nowT, nowC := cnt.TreatedAtRisk+b.TreatedFailures, cnt.ControlAtRisk+b.ControlFailures
 	b.TreatedAtRisk, b.ControlAtRisk = nowT, nowC
-	if prev.Treated+prev.Control > 0 && (nowT+nowC == 0 || share(prev.Treated, prev.Control) > share(nowT, nowC)) {
-		b.TreatedAtRisk, b.ControlAtRisk = prev.Treated, prev.Control
+	pt, pc := prev.TreatedAtRisk, prev.ControlAtRisk
+	if pt+pc > 0 && (nowT+nowC == 0 || share(pt, pc) > share(nowT, nowC)) {
+		b.TreatedAtRisk, b.ControlAtRisk = pt, pc
 	}
 	r.Gate.Update(&r.GateState, b)
 	r.Result = r.Gate.Evaluate(r.GateState)
 	r.Counts = cnt
 	c.dirtyRollouts[r.Channel] = true
 	r.point(now)
-
-	if r.Result.Reject {
-		return c.halt(r, now, "gate", fmt.Sprintf("the gate rejected version %d: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d of %d controls)",
-			r.To, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated+cnt.TreatedFailures, cnt.ControlFailures, cnt.Control+cnt.ControlFailures), "")
-	}
-	if r.State != StateRunning {
-		return nil
-	}
-	st := r.Stages[r.Stage]
-	need := min(int64(st.MinHosts), cnt.StageHosts)
-	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 {
-		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left)", st.Name, st.Bake, left.Round(time.Second)))
-	}
-	if cnt.Healthy < need {
-		return r.wait(now, "hosts", fmt.Sprintf("stage %s: %d of the %d hosts needed reported healthy", st.Name, cnt.Healthy, need))
-	}
-	return c.advance(r, now, "gate", fmt.Sprintf("stage %s baked %v; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
-		st.Name, st.Bake, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
 }
 
 func share(t, c int64) float64 { return float64(t) / float64(t+c) }

@@ -137,6 +137,8 @@ func TestCanaryRevertHaltsAndRollsBack(t *testing.T) {
 	require.Contains(t, ds[0].Reason, "load-crash")
 	require.Equal(t, f.canon[2], ds[0].Evidence.Host)
 	require.Equal(t, int64(1), ds[0].Evidence.TreatedFailures)
+	require.Equal(t, int64(1), ds[0].Evidence.Treated, "the evidence is measured at the halt")
+	require.Equal(t, int64(199), ds[0].Evidence.Control)
 	require.Equal(t, controller.StateRolledBack, r.State)
 
 	p := r.Plan()
@@ -206,8 +208,10 @@ func TestSilenceIsFailure(t *testing.T) {
 	}
 	require.Equal(t, int64(1), r.Counts.TreatedFailures, "the silent treated host")
 	require.Equal(t, int64(1), r.Counts.ControlFailures, "the silent control host")
-	require.Equal(t, int64(0), r.Counts.Treated, "a failed host is no longer at risk")
-	require.Equal(t, int64(38), r.Counts.Control)
+	require.Equal(t, int64(0), r.Counts.TreatedAtRisk, "a failed host is no longer at risk")
+	require.Equal(t, int64(1), r.Counts.Treated)
+	require.Equal(t, int64(38), r.Counts.ControlAtRisk)
+	require.Equal(t, int64(39), r.Counts.Control)
 }
 
 func TestActions(t *testing.T) {
@@ -352,7 +356,7 @@ func BenchmarkEvaluate1M(b *testing.B) {
 		c.Evaluate(now.Add(time.Minute))
 	}
 	b.StopTimer()
-	if r.Counts.Treated+r.Counts.Control != n {
+	if r.Counts.TreatedAtRisk+r.Counts.ControlAtRisk != n {
 		b.Fatalf("counted %d treated + %d control hosts, want %d", r.Counts.Treated, r.Counts.Control, n)
 	}
 }

@@ -188,10 +188,15 @@ type Rollout struct {
 
 // Counts are a rollout's hosts as the gate sees them.
 type Counts struct {
-	Treated         int64 `json:"treated"`          // hosts on the new version, at risk
-	Control         int64 `json:"control"`          // hosts on another version, at risk
+	// Treated are the hosts that took the new version during the rollout,
+	// Control those heard from on another version; each is the hosts still
+	// at risk plus the failed ones.
+	Treated         int64 `json:"treated"`
+	Control         int64 `json:"control"`
 	TreatedFailures int64 `json:"treated_failures"` // since the rollout started
 	ControlFailures int64 `json:"control_failures"`
+	TreatedAtRisk   int64 `json:"treated_at_risk"` // not failed: what the gate weighs
+	ControlAtRisk   int64 `json:"control_at_risk"`
 	Healthy         int64 `json:"healthy"`     // treated hosts in the current stage that reported healthy
 	StageHosts      int64 `json:"stage_hosts"` // known hosts the current stage includes
 }

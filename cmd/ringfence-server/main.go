@@ -39,7 +39,8 @@ func commands() []command {
 		{"repo", "repository: 'repo init', 'repo refresh', 'repo verify'", runRepo},
 		{"publish", "validate, preflight and publish a channel file as a signed content target", runPublish},
 		{"publish-agent", "publish a ringfenced binary as target agent/<os>-<arch>/<version> (hosts update themselves)", runPublishAgent},
-		{"rollout", "rollout plans: 'rollout set' signs a plan with the rollout role", runRollout},
+		{"serve", "serve the repository, take telemetry, run the rollouts and their gate, show the dashboard", runServe},
+		{"rollout", "rollouts: start|status|pause|resume|halt|rollback|promote, or 'set' to sign a plan by hand", runRollout},
 		{"keys", "keys: 'keys rotate --role R' replaces a role's keys", runKeys},
 		{"sensor", "the reference sensor: 'sensor preflight' is publish's default preflight command", runSensor},
 	}
@@ -309,7 +310,7 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 }
 
 func runRollout(args []string, stdout, stderr io.Writer) int {
-	return sub("rollout", args, map[string]func([]string, io.Writer, io.Writer) int{"set": rolloutSet}, stdout, stderr)
+	return sub("rollout", args, rolloutCommands(), stdout, stderr)
 }
 
 func rolloutSet(args []string, stdout, stderr io.Writer) int {

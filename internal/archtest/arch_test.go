@@ -14,11 +14,13 @@ import (
 // rooms maps an import path prefix to the only directory trees (relative to
 // the module root; "" is anywhere) whose non-test code may import it.
 var rooms = map[string][]string{
-	"go.etcd.io/bbolt":                     {"state"},
+	"go.etcd.io/bbolt":                     {"state", "fleetdb"},
 	"github.com/kardianos/service":         {"cmd/ringfenced"},
 	"github.com/theupdateframework/go-tuf": {"tuf", "tufrepo"},
 	"github.com/sigstore/sigstore":         {"tufrepo"},
 	"github.com/minio/selfupdate":          {"agentupdate"},
+	"github.com/chromedp":                  {"internal/browsertest"}, // tests drive the browser through it
+	"golang.org/x/time/rate":               {"server"},
 	"golang.org/x/sys/windows":             {""}, // anywhere, but only in _windows.go files (checked below)
 	"github.com/ringfence/ringfence/cmd":   {},   // nothing imports a main package
 	"github.com/stretchr/testify":          {},   // tests only

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/testtmp"
+	"github.com/ringfence/ringfence/server"
+)
+
+const asMainEnv = "RINGFENCE_TEST_AS_MAIN"
+
+// TestMain lets the test binary stand in for ringfence-server: publish
+// re-executes itself for preflight, and TestServeAndOperate runs serve as
+// a real child process.
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func td(parts ...string) string {
+	return filepath.Join(append([]string{"..", "..", "testdata"}, parts...)...)
+}
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	t.Setenv(asMainEnv, "1") // inherited by the preflight children only
+	code := run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// TestServeAndOperate: a real `serve` process; the operator commands find
+// it through --state; once it stops they act on the state directory
+// directly, and status reads it without keys.
+func TestServeAndOperate(t *testing.T) {
+	repo, keys, state := testtmp.Dir(t), testtmp.Dir(t), testtmp.Dir(t)
+	_, errOut, code := runCLI(t, "repo", "init", "--repo", repo, "--keys", keys)
+	require.Equal(t, 0, code, errOut)
+	for _, f := range []string{"good-ipc-1001.rfch", "good-ipc-1002.rfch"} {
+		_, errOut, code = runCLI(t, "publish", "--repo", repo, "--keys", keys, "--channel", "291", td("channels", f))
+		require.Equal(t, 0, code, errOut)
+	}
+
+	self, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(self, "serve", "--repo", repo, "--keys", keys, "--state", state, "--addr", "127.0.0.1:0", "--eval-interval", "50ms")
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	var dashboard string
+	for lines.Scan() {
+		if u, ok := strings.CutPrefix(lines.Text(), "dashboard: "); ok {
+			dashboard = u
+			break
+		}
+	}
+	require.Contains(t, dashboard, "/#token=", "serve prints the dashboard's URL with the token; logs: %s", logs.String())
+	go func() {
+		for lines.Scan() {
+		}
+	}()
+
+	out, errOut, code := runCLI(t, "rollout", "start", "--state", state, "--channel", "291", "--version", "1002", "--from", "1001",
+		"--canary-tags", "canary", "--who", "alice", "--why", "weekly content")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "channel 291: start by alice: weekly content")
+	require.Contains(t, out, "RUNNING")
+
+	_, errOut, code = runCLI(t, "rollout", "halt", "--state", state, "--channel", "291")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--why are required")
+
+	out, errOut, code = runCLI(t, "rollout", "halt", "--state", state, "--channel", "291", "--who", "bob", "--why", "freeze")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "HALTED")
+
+	_, errOut, code = runCLI(t, "rollout", "promote", "--state", state, "--channel", "291", "--why", "no")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "cannot promote a rollout that is halted")
+
+	out, errOut, code = runCLI(t, "rollout", "status", "--state", state, "--json")
+	require.Equal(t, 0, code, errOut)
+	var vs []server.View
+	require.NoError(t, json.Unmarshal([]byte(out), &vs))
+	require.Len(t, vs, 1)
+	require.Equal(t, "halted", vs[0].State)
+	require.Equal(t, "bob", vs[0].Decisions[0].Actor)
+
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "serve stops cleanly on SIGINT; logs: %s", logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop on SIGINT")
+	}
+	_, err = os.Stat(filepath.Join(state, server.AddrFile))
+	require.True(t, os.IsNotExist(err), "serve removes %s when it stops", server.AddrFile)
+
+	// No server: acting needs the keys; looking does not.
+	_, errOut, code = runCLI(t, "rollout", "rollback", "--state", state, "--channel", "291", "--why", "customer report")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "give --repo and --keys")
+	out, errOut, code = runCLI(t, "rollout", "rollback", "--state", state, "--repo", repo, "--keys", keys, "--channel", "291", "--who", "carol", "--why", "customer report")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "ROLLED-BACK")
+	out, errOut, code = runCLI(t, "rollout", "status", "--state", state)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "ROLLED-BACK")
+	require.Contains(t, out, "denied:   [1002]")
+	require.Regexp(t, `rollback +canary +by carol: customer report`, out)
+
+	_, errOut, code = runCLI(t, "serve", "--repo", repo)
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "is required")
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/user"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/cli"
+	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/validator"
+)
+
+const rolloutStartHelp = `
+Start begins a rollout of a published content version on a channel, from the
+version the channel runs now (--from overrides). The default plan is the
+canary group (the server's --canary-hosts/--canary-tags, or this command's),
+then 0.1%, 1%, 10%, 50% and 100% of hosts, each with a bake time and a minimum
+number of hosts that must report healthy; --schedule emergency bakes a sixth
+as long with the same gates. --stages FILE replaces the plan: a JSON list of
+{"name", "percent", "hosts", "tags", "bake" (nanoseconds), "min_hosts"}.
+
+The server signs the plan for the first stage at once; the gate moves it on.`
+
+const rolloutActionHelp = `
+%s a channel's rollout. Every action is recorded with --who and --why in the
+rollout's decision log.
+  pause     stop advancing (the gate still watches, and still halts)
+  resume    continue a paused or halted rollout
+  halt      freeze where it is: no host newly gets the version
+  rollback  send every host back to the version the rollout started from,
+            and deny the new version (hosts that have it revert)
+  promote   start the next stage now, without waiting for its bake time`
+
+func rolloutCommands() map[string]func([]string, io.Writer, io.Writer) int {
+	m := map[string]func([]string, io.Writer, io.Writer) int{
+		"set": rolloutSet, "start": rolloutStart, "status": rolloutStatus,
+	}
+	for _, a := range []string{controller.KindPause, controller.KindResume, controller.KindHalt, controller.KindRollback, controller.KindPromote} {
+		m[a] = func(args []string, stdout, stderr io.Writer) int { return rolloutAction(a, args, stdout, stderr) }
+	}
+	return m
+}
+
+func whoAmI() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "operator"
+}
+
+func rolloutStart(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("rollout start", "rollout start --channel N --version V (--state DIR | --server URL) [flags]", rolloutStartHelp, stdout, stderr)
+	where := targetFlags(fs)
+	channel := fs.Uint("channel", 0, "channel number")
+	version := fs.Uint("version", 0, "the content version to roll out (published)")
+	from := fs.Uint("from", 0, "the version hosts run now, the rollback target (default: what the channel runs)")
+	schedule := fs.String("schedule", controller.ScheduleStandard, "standard or emergency")
+	canaryHosts := fs.String("canary-hosts", "", "comma-separated host ids of the canary group")
+	canaryTags := fs.String("canary-tags", "", "comma-separated tags of the canary group")
+	stagesFile := fs.String("stages", "", "JSON file with the stages (replaces the default plan)")
+	health := fs.String("health-window", "", "the hosts' health window (default 10m)")
+	grace := fs.String("grace", "", "how late a healthy report may be before silence counts as failure (default 10m)")
+	silence := fs.String("silence", "", "how long a control host may go unheard before it counts as failed (default 30m)")
+	alpha := fs.Float64("alpha", 0, "the gate's false-halt bound over the rollout (default 0.001)")
+	manual := fs.Bool("manual-rollback", false, "on a gate halt, stay halted instead of rolling back by itself")
+	who := fs.String("who", whoAmI(), "who starts it (recorded)")
+	why := fs.String("why", "", "why (recorded)")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if *channel == 0 || *version == 0 {
+		fmt.Fprintln(stderr, "ringfence-server rollout start: --channel and --version are required")
+		return cli.ExitUsage
+	}
+	q := server.StartRequest{ActionRequest: server.ActionRequest{Who: *who, Why: *why}, Channel: uint32(*channel), Version: uint32(*version),
+		From: uint32(*from), Schedule: *schedule, CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags),
+		HealthWindow: *health, Grace: *grace, Silence: *silence, Alpha: *alpha, ManualRollback: *manual}
+	if *stagesFile != "" {
+		b, err := validator.ReadFile(*stagesFile)
+		if err != nil {
+			return fail(stderr, "rollout start", err)
+		}
+		if err := json.Unmarshal(b, &q.Stages); err != nil {
+			return fail(stderr, "rollout start", fmt.Errorf("%s: %w", *stagesFile, err))
+		}
+	}
+	t, ok := where(stderr, "rollout start")
+	if !ok {
+		return cli.ExitUsage
+	}
+	defer t.close()
+	var d controller.Decision
+	var v server.View
+	var err error
+	if t.client != nil {
+		d, v, err = t.client.Start(context.Background(), q)
+	} else {
+		spec, serr := q.Spec()
+		if serr != nil {
+			return fail(stderr, "rollout start", serr)
+		}
+		d, v, err = t.local.Start(spec, q.Who, q.Why)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence-server rollout start: %v\n", err)
+		return cli.ExitRejected
+	}
+	fmt.Fprintf(stdout, "channel %d: %s by %s: %s\n", v.Channel, d.Kind, d.Actor, d.Reason)
+	printView(stdout, v, 0)
+	return cli.ExitOK
+}
+
+func rolloutAction(action string, args []string, stdout, stderr io.Writer) int {
+	cmd := "rollout " + action
+	fs := newFlags(cmd, cmd+" --channel N --why TEXT (--state DIR | --server URL)", fmt.Sprintf(rolloutActionHelp, strings.ToUpper(action[:1])+action[1:]), stdout, stderr)
+	where := targetFlags(fs)
+	channel := fs.Uint("channel", 0, "channel number")
+	who := fs.String("who", whoAmI(), "who acts (recorded)")
+	why := fs.String("why", "", "why (required; recorded)")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if *channel == 0 || *why == "" {
+		fmt.Fprintf(stderr, "ringfence-server %s: --channel and --why are required\n", cmd)
+		return cli.ExitUsage
+	}
+	t, ok := where(stderr, cmd)
+	if !ok {
+		return cli.ExitUsage
+	}
+	defer t.close()
+	var d controller.Decision
+	var v server.View
+	var err error
+	if t.client != nil {
+		d, v, err = t.client.Act(context.Background(), uint32(*channel), action, *who, *why)
+	} else {
+		d, v, err = t.local.Act(uint32(*channel), action, *who, *why)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+		return cli.ExitRejected
+	}
+	fmt.Fprintf(stdout, "channel %d: %s by %s: %s\n", v.Channel, d.Kind, d.Actor, d.Reason)
+	printView(stdout, v, 0)
+	return cli.ExitOK
+}
+
+func rolloutStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("rollout status", "rollout status [--channel N] (--state DIR | --server URL) [--json]", `
+Status shows each channel's rollout: state, stages, hosts per version, the
+gate's statistic against its threshold, and the newest decisions with their
+evidence. Without a running server it reads the state directory.`, stdout, stderr)
+	where := targetFlags(fs)
+	channel := fs.Uint("channel", 0, "only this channel")
+	asJSON := fs.Bool("json", false, "print the rollouts as JSON (the API's shape)")
+	decisions := fs.Int("decisions", 5, "how many of the newest decisions to show")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	t, ok := where(stderr, "rollout status")
+	if !ok {
+		return cli.ExitUsage
+	}
+	defer t.close()
+	var vs []server.View
+	if t.client != nil {
+		var err error
+		if vs, err = t.client.Rollouts(context.Background()); err != nil {
+			return fail(stderr, "rollout status", err)
+		}
+	} else {
+		vs = t.local.Status()
+	}
+	out := []server.View{}
+	for _, v := range vs {
+		if *channel == 0 || v.Channel == uint32(*channel) {
+			out = append(out, v)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		return cli.ExitOK
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(stdout, "no rollouts; start one with 'ringfence-server rollout start'")
+	}
+	for _, v := range out {
+		printView(stdout, v, *decisions)
+	}
+	return cli.ExitOK
+}
+
+// printView prints a rollout for a terminal.
+func printView(w io.Writer, v server.View, decisions int) {
+	fmt.Fprintf(w, "channel %d: %d -> %d  %s  (%s schedule, stage %d of %d: %s)\n", v.Channel, v.From, v.To,
+		strings.ToUpper(v.State), v.Schedule, v.Stage+1, len(v.Stages), v.Stages[min(v.Stage, len(v.Stages)-1)].Name)
+	var st []string
+	for _, s := range v.Stages {
+		mark := map[string]string{"done": "+", "current": ">", "pending": " "}[s.Status]
+		st = append(st, fmt.Sprintf("%s%s(%d)", mark, s.Name, s.KnownHosts))
+	}
+	fmt.Fprintf(w, "  stages:   %s\n", strings.Join(st, " "))
+	var vers []string
+	for k, n := range v.Versions {
+		vers = append(vers, fmt.Sprintf("%s: %d", k, n))
+	}
+	fmt.Fprintf(w, "  hosts:    %s\n", strings.Join(sortedStrings(vers), ", "))
+	g := v.Gate
+	fmt.Fprintf(w, "  gate:     statistic %.2f, threshold %.2f (alpha %g); treated %d (%d failed), control %d (%d failed)\n",
+		g.Statistic, g.Threshold, g.Alpha, g.Treated, g.TreatedFailures, g.Control, g.ControlFailures)
+	if len(v.Deny) > 0 {
+		fmt.Fprintf(w, "  denied:   %v\n", v.Deny)
+	}
+	for i, d := range v.Decisions {
+		if i >= decisions {
+			break
+		}
+		fmt.Fprintf(w, "  %s  %-8s %-9s by %s: %s\n", d.Time.Local().Format(time.DateTime), d.Kind, stageName(v, d.Stage), d.Actor, d.Reason)
+	}
+}
+
+func sortedStrings(s []string) []string {
+	slices.Sort(s)
+	return s
+}
+
+func stageName(v server.View, i int) string {
+	if i >= 0 && i < len(v.Stages) {
+		return v.Stages[i].Name
+	}
+	return ""
+}

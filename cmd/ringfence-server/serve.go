@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/cli"
+	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/validator"
+)
+
+const serveHelp = `
+Serve runs the rollout server on one address:
+  /metadata/, /targets/   the TUF repository as static files (ETag and
+                          If-None-Match: an idle host's check is one 304)
+  POST /v1/telemetry      signed host batches (docs/telemetry.md)
+  /v1/rollouts            the rollouts as JSON; POST actions need the
+                          operator token (Authorization: Bearer TOKEN)
+  /metrics                Prometheus text format
+  /                       the dashboard (open the URL printed at start:
+                          it carries the token in its #fragment)
+
+The rollout controller evaluates every --eval-interval: a stage advances when
+its bake time passed, enough of its hosts reported healthy and the gate does
+not reject; a rejection (or any revert in the canary group) halts and rolls
+back by itself: every host is sent back to the version the rollout started
+from, and the bad version is denied (docs/gate.md). The rollout role, snapshot
+and timestamp keys must be in --keys (online keys); the root and content keys
+need not be. State (hosts, rollouts, decisions) lives in --state/server.db; a
+restart resumes every rollout where it was. Timestamp and snapshot are
+re-signed every 6 hours.`
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "serve --repo DIR --keys KEYDIR --state DIR [--addr HOST:PORT]", serveHelp, stdout, stderr)
+	repo, keys := repoFlags(fs)
+	state := fs.String("state", "", "state directory (server.db, operator.token, serve.url)")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free one)")
+	eval := fs.Duration("eval-interval", server.DefaultEvalInterval, "how often the gates are evaluated")
+	canaryHosts := fs.String("canary-hosts", "", "comma-separated host ids: the canary group of rollouts started without their own")
+	canaryTags := fs.String("canary-tags", "canary", "comma-separated host tags: hosts reporting one are in the canary group")
+	rateLimit := fs.Float64("host-rate", server.DefaultBatchesPerHost, "telemetry batches per second allowed per host (sustained)")
+	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+		return code
+	}
+	if !need(stderr, "serve", map[string]string{"repo": *repo, "keys": *keys, "state": *state}) {
+		return cli.ExitUsage
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if *logJSON {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+	srv, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
+		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit})
+	if err != nil {
+		return fail(stderr, "serve", err)
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fail(stderr, "serve", err)
+	}
+	url := "http://" + ln.Addr().String()
+	urlFile := filepath.Join(*state, server.AddrFile)
+	if err := atomicfile.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
+		return fail(stderr, "serve", err)
+	}
+	defer os.Remove(urlFile)
+	fmt.Fprintf(stdout, "serving %s on %s\n", *repo, url)
+	fmt.Fprintf(stdout, "dashboard: %s/#token=%s\n", url, srv.Token())
+	fmt.Fprintf(stdout, "hosts: repository %s, telemetry endpoint %s\n", url, url)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	go func() { _ = srv.Run(ctx, nil) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fail(stderr, "serve", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	log.Info("stopped")
+	return cli.ExitOK
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// target is where an operator command acts: a running server's API, or the
+// state directory itself when no server holds it.
+type target struct {
+	client *server.Client
+	local  *server.Server
+}
+
+func (t *target) close() {
+	if t.local != nil {
+		t.local.Close()
+	}
+}
+
+// targetFlags adds the flags that say where an operator command acts.
+func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, bool) {
+	srvURL := fs.String("server", "", "URL of a running server (with --token-file, or --state to find the token)")
+	tokenFile := fs.String("token-file", "", "file holding the operator token (default: STATE/"+server.TokenFile+")")
+	state := fs.String("state", "", "the server's state directory: talks to the server running on it, or, when none runs, acts on it directly (then --repo and --keys sign the plan)")
+	repo, keys := repoFlags(fs)
+	return func(stderr io.Writer, cmd string) (*target, bool) {
+		switch {
+		case *srvURL != "":
+			tf := *tokenFile
+			if tf == "" && *state != "" {
+				tf = filepath.Join(*state, server.TokenFile)
+			}
+			if tf == "" {
+				fmt.Fprintf(stderr, "ringfence-server %s: --server needs --token-file (or --state)\n", cmd)
+				return nil, false
+			}
+			tok, err := validator.ReadFile(tf)
+			if err != nil {
+				fmt.Fprintf(stderr, "ringfence-server %s: operator token: %v\n", cmd, err)
+				return nil, false
+			}
+			return &target{client: &server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok))}}, true
+		case *state != "":
+			if c, err := server.ClientFor(*state); err == nil {
+				if _, err := c.Rollouts(context.Background()); err == nil {
+					return &target{client: c}, true
+				}
+			}
+			readOnly := cmd == "rollout status" && (*repo == "" || *keys == "")
+			if !readOnly && (*repo == "" || *keys == "") {
+				fmt.Fprintf(stderr, "ringfence-server %s: no server is running on %s; give --repo and --keys to act on the state directory directly\n", cmd, *state)
+				return nil, false
+			}
+			s, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, ReadOnly: readOnly})
+			if err != nil {
+				fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+				return nil, false
+			}
+			return &target{local: s}, true
+		}
+		fmt.Fprintf(stderr, "ringfence-server %s: give --server URL or --state DIR\n", cmd)
+		return nil, false
+	}
+}

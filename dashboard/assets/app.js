@@ -1,0 +1,601 @@
+// Dashboard of ringfence-server. It polls GET /v1/rollouts every two seconds
+// and draws each channel's rollout; the buttons POST operator actions to
+// /v1/rollouts/{channel}/{action} with the token from the URL fragment.
+//
+// Every string from the API reaches the page through text nodes or
+// setAttribute, never as markup, and the server's Content-Security-Policy
+// forbids inline script and style: keep it that way (dashboard_test.go checks).
+'use strict';
+
+(function () {
+  const POLL_MS = 2000;
+  const FETCH_TIMEOUT_MS = 10000;
+  const MAX_ERROR_TEXT = 400; // characters of a server error shown to the operator
+  const MAX_DECISIONS = 200; // rows of the decision log drawn
+  const MAX_HOSTS_SHOWN = 4; // host names listed in a stage box before "+N"
+  const OK_MESSAGE_MS = 15000; // how long "accepted" stays beside the buttons
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+
+  const ACTIONS = [
+    { action: 'pause', label: 'Pause' },
+    { action: 'resume', label: 'Resume' },
+    { action: 'halt', label: 'Halt', danger: true },
+    { action: 'rollback', label: 'Rollback', danger: true },
+    { action: 'promote', label: 'Promote' },
+  ];
+  const KNOWN_STATES = ['running', 'paused', 'halted', 'rolled-back', 'completed'];
+  const KNOWN_KINDS = ['start', 'advance', 'wait', 'halt', 'rollback', 'pause', 'resume', 'promote', 'complete'];
+  const NO_TOKEN_HINT = 'Read-only: open the dashboard URL that "ringfence-server serve" prints ' +
+    '(it ends in #token=...) to enable the actions.';
+
+  const messages = new Map(); // channel -> {text, error, at}
+  const busy = new Set(); // channels with an action in flight
+  let lastBody = null; // text of the last /v1/rollouts answer drawn
+  let lastData = null;
+  let timer = 0;
+  let inFlight = false;
+  let again = false;
+
+  // ---- small helpers --------------------------------------------------------
+
+  function token() {
+    const params = new URLSearchParams(window.location.hash.replace(/^#/, ''));
+    return params.get('token') || '';
+  }
+
+  function arr(v) { return Array.isArray(v) ? v : []; }
+  function finite(v) { return typeof v === 'number' && Number.isFinite(v); }
+  function str(v) { return typeof v === 'string' ? v : (finite(v) ? String(v) : ''); }
+  // cls turns an API value into a safe class-name fragment.
+  function cls(v, known) { return known.includes(v) ? v : 'unknown'; }
+
+  function append(parent, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) { child.forEach((c) => append(parent, c)); return; }
+    parent.append(child instanceof Node ? child : String(child)); // a string becomes a text node
+  }
+
+  function setAttrs(e, attrs) {
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      e.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+
+  // el builds an HTML element; children are nodes or strings (set as text).
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    setAttrs(e, attrs);
+    append(e, children);
+    return e;
+  }
+
+  function svg(tag, attrs, ...children) {
+    const e = document.createElementNS(SVG_NS, tag);
+    setAttrs(e, attrs);
+    append(e, children);
+    return e;
+  }
+
+  function fixed(v, digits) { return finite(v) ? v.toFixed(digits) : '–'; }
+  function stat(v) { return fixed(v, 2); }
+  function count(v) { return finite(v) ? String(Math.round(v)) : '–'; }
+  function pct(v) { return finite(v) ? `${Number(v.toFixed(3))}%` : '–'; }
+  function rate(fail, total) {
+    return finite(fail) && finite(total) && total > 0 ? `${(100 * fail / total).toFixed(1)}%` : '–';
+  }
+
+  function duration(secs) {
+    if (!finite(secs) || secs <= 0) return 'none';
+    let s = Math.round(secs);
+    const h = Math.floor(s / 3600); s -= h * 3600;
+    const m = Math.floor(s / 60); s -= m * 60;
+    return [h && `${h}h`, m && `${m}m`, s && `${s}s`].filter(Boolean).join('') || '0s';
+  }
+
+  function parseTime(v) {
+    const t = typeof v === 'string' ? Date.parse(v) : NaN;
+    return Number.isFinite(t) ? t : NaN;
+  }
+
+  // when formats an RFC 3339 time in UTC, as the server's logs do.
+  function when(v) {
+    const t = parseTime(v);
+    if (!Number.isFinite(t)) return str(v) || '–';
+    const iso = new Date(t).toISOString();
+    return `${iso.slice(0, 10)} ${iso.slice(11, 19)}Z`;
+  }
+
+  function clock(t) { return new Date(t).toISOString().slice(11, 19); }
+
+  function stageLabel(r, i) {
+    if (!finite(i)) return '–';
+    const s = arr(r.stages)[i];
+    return s && s.name ? str(s.name) : `#${i}`;
+  }
+
+  function evidenceParts(ev) {
+    if (!ev || typeof ev !== 'object') return [];
+    const parts = [];
+    if (finite(ev.statistic) || finite(ev.threshold)) {
+      const op = finite(ev.statistic) && finite(ev.threshold) ? (ev.statistic >= ev.threshold ? '≥' : '<') : 'vs';
+      parts.push({ k: 'statistic', v: `${stat(ev.statistic)} ${op} ${stat(ev.threshold)}`, bad: op === '≥' });
+    }
+    if (finite(ev.treated) || finite(ev.treated_failures)) {
+      parts.push({ k: 'treated', v: `${count(ev.treated_failures)}/${count(ev.treated)} failed (${rate(ev.treated_failures, ev.treated)})` });
+    }
+    if (finite(ev.control) || finite(ev.control_failures)) {
+      parts.push({ k: 'control', v: `${count(ev.control_failures)}/${count(ev.control)} failed (${rate(ev.control_failures, ev.control)})` });
+    }
+    return parts;
+  }
+
+  function evidence(ev, className) {
+    const parts = evidenceParts(ev);
+    if (!parts.length) return el('span', { class: 'muted' }, '–');
+    return el('span', { class: className },
+      parts.map((p) => el('span', { class: 'ev' + (p.bad ? ' bad' : '') }, el('span', { class: 'k' }, p.k), ' ', p.v)));
+  }
+
+  // ---- one rollout ----------------------------------------------------------
+
+  function newestDecisions(r) {
+    return arr(r.decisions).filter((d) => d && typeof d === 'object').slice().sort((a, b) => {
+      if (finite(a.seq) && finite(b.seq) && a.seq !== b.seq) return b.seq - a.seq;
+      return (parseTime(b.time) || 0) - (parseTime(a.time) || 0);
+    });
+  }
+
+  function header(r, ch, state) {
+    const stages = arr(r.stages);
+    const meta = [];
+    if (r.schedule) meta.push(el('span', null, el('span', { class: 'k' }, 'schedule'), ' ', str(r.schedule)));
+    if (finite(r.stage) && stages.length) {
+      meta.push(el('span', null, el('span', { class: 'k' }, 'stage'), ' ',
+        `${Math.min(r.stage + 1, stages.length)} of ${stages.length}`));
+    }
+    if (r.updated) meta.push(el('span', { title: str(r.updated) }, el('span', { class: 'k' }, 'updated'), ' ', when(r.updated)));
+    return el('header', { class: 'rollout-head' },
+      el('h2', null, 'Channel ', ch),
+      finite(r.from_version) || finite(r.to_version)
+        ? el('span', { class: 'versions', title: 'from version → to version' },
+          count(r.from_version), el('span', { class: 'arrow' }, ' → '), count(r.to_version))
+        : null,
+      el('span', { class: `state state-${cls(state, KNOWN_STATES)}` }, state),
+      el('span', { class: 'meta' }, meta));
+  }
+
+  // haltBanner is the loud notice of a halted or rolled-back rollout, with the
+  // reason and evidence of the decision that stopped it. For a rollback that
+  // followed a halt, the halt's reason and evidence come second.
+  function haltBanner(r, ch, state, decisions) {
+    if (state !== 'halted' && state !== 'rolled-back') return null;
+    const halt = decisions.find((x) => x.kind === 'halt') || null;
+    const rollback = state === 'rolled-back' ? decisions.find((x) => x.kind === 'rollback') || null : null;
+    const d = rollback || halt;
+    const by = d ? ` by ${str(d.actor) || 'unknown'} at ${when(d.time)} in stage ${stageLabel(r, d.stage)}` : '';
+    const banner = el('div', { id: `halt-banner-${ch}`, class: `banner banner-${state}` },
+      el('div', { class: 'banner-title' },
+        el('strong', null, state === 'halted' ? 'HALTED' : 'ROLLED BACK'),
+        el('span', { class: 'banner-by' }, by)),
+      el('div', { class: 'banner-reason' }, d && d.reason ? str(d.reason) : 'No decision with a reason was recorded.'));
+    if (d && evidenceParts(d.evidence).length) {
+      banner.append(evidence(d.evidence, 'evidence banner-evidence'));
+    }
+    if (rollback && halt && halt !== rollback) {
+      banner.append(el('div', { class: 'banner-halt' },
+        el('span', { class: 'k' }, `halted by ${str(halt.actor) || 'unknown'} at ${when(halt.time)}: `),
+        str(halt.reason) || '–'));
+      if (evidenceParts(halt.evidence).length) banner.append(evidence(halt.evidence, 'evidence banner-evidence'));
+    } else if (!d || !evidenceParts(d.evidence).length) {
+      if (evidenceParts(r.gate).length) banner.append(evidence(r.gate, 'evidence banner-evidence'));
+    }
+    return banner;
+  }
+
+  function actionBar(ch) {
+    const tok = token();
+    const m = messages.get(ch);
+    if (m && !m.error && Date.now() - m.at > OK_MESSAGE_MS) messages.delete(ch);
+    const bar = el('div', { class: 'actions', title: tok ? null : NO_TOKEN_HINT });
+    for (const a of ACTIONS) {
+      const b = el('button', {
+        type: 'button',
+        class: 'btn' + (a.danger ? ' btn-danger' : ''),
+        'data-action': a.action,
+        title: tok ? `${a.label} the rollout of channel ${ch}` : NO_TOKEN_HINT,
+      }, a.label);
+      b.disabled = !tok || busy.has(ch);
+      b.addEventListener('click', () => act(ch, a));
+      bar.append(b);
+    }
+    const shown = messages.get(ch);
+    bar.append(el('span', { id: `action-msg-${ch}`, class: 'action-msg' + (shown && shown.error ? ' error' : '') },
+      shown ? shown.text : (tok ? '' : 'Read-only: open the URL that "ringfence-server serve" prints (it ends in #token=...) to act.')));
+    return bar;
+  }
+
+  function stageTarget(s) {
+    const parts = [];
+    if (finite(s.percent) && s.percent > 0) parts.push(el('span', null, `${pct(s.percent)} of hosts`));
+    const hosts = arr(s.hosts).map(str).filter(Boolean);
+    if (hosts.length) {
+      const shown = hosts.slice(0, MAX_HOSTS_SHOWN).join(', ');
+      const more = hosts.length > MAX_HOSTS_SHOWN ? ` +${hosts.length - MAX_HOSTS_SHOWN}` : '';
+      parts.push(el('span', { title: hosts.join(', ') }, el('span', { class: 'k' }, 'hosts'), ' ', shown + more));
+    }
+    const tags = arr(s.tags).map(str).filter(Boolean);
+    if (tags.length) parts.push(el('span', null, el('span', { class: 'k' }, 'tags'), ' ', tags.join(', ')));
+    return parts.length ? parts : el('span', { class: 'muted' }, 'no target');
+  }
+
+  function bake(r, s, state) {
+    const started = parseTime(r.stage_started);
+    if (!Number.isFinite(started) || !finite(s.bake_seconds) || s.bake_seconds <= 0 || state !== 'running') return null;
+    const p = el('progress', { class: 'bake', max: s.bake_seconds, 'data-started': started });
+    const label = el('span', { class: 'bake-label' });
+    updateBake(p, label);
+    return el('div', { class: 'bake-wrap' }, p, label);
+  }
+
+  // updateBake moves a bake bar to now; it runs on every poll, without a redraw.
+  function updateBake(p, label) {
+    const max = Number(p.getAttribute('max'));
+    const started = Number(p.getAttribute('data-started'));
+    const elapsed = Math.min(max, Math.max(0, (Date.now() - started) / 1000));
+    p.value = elapsed;
+    label.textContent = elapsed >= max ? 'baked' : `baking ${duration(elapsed)} of ${duration(max)}`;
+  }
+
+  function stagesRow(r, state) {
+    const stages = arr(r.stages);
+    if (!stages.length) return el('p', { class: 'muted' }, 'No stages.');
+    const cur = finite(r.stage) ? r.stage : -1;
+    return el('ol', { class: 'stages' }, stages.map((s, i) => {
+      s = s && typeof s === 'object' ? s : {};
+      const status = ['done', 'current', 'pending'].includes(s.status) ? s.status
+        : (i < cur ? 'done' : (i === cur ? 'current' : 'pending'));
+      return el('li', { class: `stage stage-${status}`, 'data-status': status },
+        el('div', { class: 'stage-top' },
+          el('span', { class: 'stage-name' }, str(s.name) || `stage ${i + 1}`),
+          el('span', { class: 'stage-status' }, status === 'done' ? '✓ done' : status)),
+        el('div', { class: 'stage-target' }, stageTarget(s)),
+        el('div', { class: 'stage-meta' }, [
+          finite(s.bake_seconds) && s.bake_seconds > 0 ? `bake ${duration(s.bake_seconds)}` : 'no bake',
+          finite(s.min_hosts) && s.min_hosts > 0 ? `min ${count(s.min_hosts)} hosts` : null,
+        ].filter(Boolean).join(' · ')),
+        status === 'current' ? bake(r, s, state) : null);
+    }));
+  }
+
+  function versionsTable(r) {
+    const v = r.versions && typeof r.versions === 'object' ? r.versions : {};
+    const rows = Object.entries(v).filter(([, n]) => finite(n)).sort((a, b) => Number(a[0]) - Number(b[0]));
+    if (!rows.length) return el('p', { class: 'muted' }, 'No hosts reported yet.');
+    const total = rows.reduce((sum, [, n]) => sum + n, 0);
+    return el('table', { class: 'versions-table' },
+      el('thead', null, el('tr', null, el('th', null, 'Version'), el('th', { class: 'num' }, 'Hosts'), el('th', null, 'Share'))),
+      el('tbody', null, rows.map(([ver, n]) => {
+        const role = ver === str(r.to_version) ? 'to' : (ver === str(r.from_version) ? 'from' : null);
+        return el('tr', { class: role ? `role-${role}` : null },
+          el('td', null, ver, role ? el('span', { class: `tag tag-${role}` }, role) : null),
+          el('td', { class: 'num' }, count(n)),
+          el('td', { class: 'share' },
+            el('progress', { max: total || 1, value: n }),
+            el('span', null, total ? `${(100 * n / total).toFixed(1)}%` : '–')));
+      })),
+      el('tfoot', null, el('tr', null, el('td', null, 'total'), el('td', { class: 'num' }, count(total)), el('td'))));
+  }
+
+  function gatePanel(r, decisions) {
+    const g = r.gate && typeof r.gate === 'object' ? r.gate : {};
+    if (!Object.keys(g).length && !arr(r.history).length) return el('p', { class: 'muted' }, 'No gate data yet.');
+    const over = finite(g.statistic) && finite(g.threshold) && g.statistic >= g.threshold;
+    return el('div', { class: 'gate' },
+      el('div', { class: 'readout' },
+        el('div', { class: 'big' + (over ? ' bad' : '') },
+          el('span', { class: 'k' }, 'statistic'), el('span', { class: 'v' }, stat(g.statistic))),
+        el('div', { class: 'big' },
+          el('span', { class: 'k' }, 'threshold'), el('span', { class: 'v' }, stat(g.threshold))),
+        el('div', { class: 'big small' },
+          el('span', { class: 'k' }, 'alpha'), el('span', { class: 'v' }, finite(g.alpha) ? String(g.alpha) : '–')),
+        el('div', { class: 'verdict' + (over ? ' bad' : '') },
+          !finite(g.statistic) || !finite(g.threshold) ? 'no verdict yet' : (over ? 'over the threshold' : 'under the threshold'))),
+      el('table', { class: 'counts' },
+        el('thead', null, el('tr', null, el('th'), el('th', { class: 'num' }, 'hosts'), el('th', { class: 'num' }, 'failures'), el('th', { class: 'num' }, 'rate'))),
+        el('tbody', null,
+          el('tr', null, el('th', { title: 'hosts on the new version' }, 'treated'), el('td', { class: 'num' }, count(g.treated)),
+            el('td', { class: 'num' }, count(g.treated_failures)), el('td', { class: 'num' }, rate(g.treated_failures, g.treated))),
+          el('tr', null, el('th', { title: 'hosts on the old version' }, 'control'), el('td', { class: 'num' }, count(g.control)),
+            el('td', { class: 'num' }, count(g.control_failures)), el('td', { class: 'num' }, rate(g.control_failures, g.control))))),
+      gateChart(r, g, decisions),
+      el('div', { class: 'legend' },
+        el('span', { class: 'sw sw-stat' }), 'statistic ',
+        el('span', { class: 'sw sw-threshold' }), 'threshold ',
+        el('span', { class: 'sw sw-halt' }), 'halt'));
+  }
+
+  // niceStep returns a round step (1, 2 or 5 times a power of ten) near raw.
+  function niceStep(raw) {
+    if (!(raw > 0)) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    const f = raw / p;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+  }
+
+  const SECOND = 1000, MINUTE = 60 * SECOND, HOUR = 60 * MINUTE, DAY = 24 * HOUR;
+  // TIME_STEPS are the spacings of the time axis's labels, smallest first.
+  const TIME_STEPS = [5 * SECOND, 10 * SECOND, 15 * SECOND, 30 * SECOND, MINUTE, 2 * MINUTE, 5 * MINUTE,
+    10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY];
+
+  // gateChart draws the statistic over time, the threshold as a horizontal
+  // line (a step line if it changed between stages), stage boundaries and the
+  // halt decisions.
+  function gateChart(r, g, decisions) {
+    const W = 640, H = 230;
+    const M = { l: 44, r: 16, t: 22, b: 28 };
+    const pts = arr(r.history)
+      .map((h) => h && ({ t: parseTime(h.time), s: h.statistic, th: h.threshold, stage: h.stage }))
+      .filter((p) => p && Number.isFinite(p.t) && finite(p.s))
+      .sort((a, b) => a.t - b.t);
+    const halts = decisions.filter((d) => d.kind === 'halt')
+      .map((d) => ({ t: parseTime(d.time), s: d.evidence ? d.evidence.statistic : undefined, d }))
+      .filter((h) => Number.isFinite(h.t));
+    const thresholds = pts.filter((p) => finite(p.th));
+    const threshold = finite(g.threshold) ? g.threshold : (thresholds.length ? thresholds[thresholds.length - 1].th : NaN);
+    const stepped = thresholds.some((p) => p.th !== thresholds[0].th);
+
+    const chart = svg('svg', {
+      class: 'gate-chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
+      'aria-label': `gate statistic over time, threshold ${stat(threshold)}`,
+    });
+
+    const times = pts.map((p) => p.t).concat(halts.map((h) => h.t));
+    let t0 = Math.min(...times), t1 = Math.max(...times);
+    if (!times.length) { t0 = Date.now() - MINUTE; t1 = Date.now(); }
+    if (t1 - t0 < MINUTE) { t0 -= MINUTE / 2; t1 += MINUTE / 2; }
+    const pad = (t1 - t0) * 0.025; // keep the first and last marks off the edges
+    t0 -= pad; t1 += pad;
+    const ys = pts.map((p) => p.s).concat(halts.map((h) => h.s), thresholds.map((p) => p.th), [threshold, 0]).filter(finite);
+    let y0 = Math.min(...ys), y1 = Math.max(...ys);
+    if (y1 - y0 < 1e-9) y1 = y0 + 1;
+    const step = niceStep((y1 - y0) / 4);
+    y0 = Math.floor(y0 / step) * step;
+    y1 = Math.ceil((y1 + (y1 - y0) * 0.08) / step) * step;
+    const x = (t) => M.l + (t - t0) / (t1 - t0) * (W - M.l - M.r);
+    const y = (s) => M.t + (y1 - s) / (y1 - y0) * (H - M.t - M.b);
+    const round = (v) => Math.round(v * 10) / 10;
+
+    // Grid and axes.
+    for (let v = y0; v <= y1 + step / 2; v += step) {
+      const yy = round(y(v));
+      append(chart, [
+        svg('line', { class: 'grid', x1: M.l, x2: W - M.r, y1: yy, y2: yy }),
+        svg('text', { class: 'axis-label', x: M.l - 6, y: yy + 4, 'text-anchor': 'end' }, Number(v.toFixed(6)).toString()),
+      ]);
+    }
+    const tstep = TIME_STEPS.find((st) => (t1 - t0) / st <= 6) || TIME_STEPS[TIME_STEPS.length - 1];
+    for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
+      const xx = round(x(t));
+      if (xx < M.l + 16 || xx > W - M.r - 16) continue; // a label would be cut at the edge
+      const iso = new Date(t).toISOString();
+      const label = tstep >= DAY ? iso.slice(5, 10) : (tstep < MINUTE ? iso.slice(11, 19) : iso.slice(11, 16));
+      append(chart, [
+        svg('line', { class: 'grid', x1: xx, x2: xx, y1: M.t, y2: H - M.b }),
+        svg('text', { class: 'axis-label', x: xx, y: H - 9, 'text-anchor': 'middle' }, label),
+      ]);
+    }
+    append(chart, [
+      svg('line', { class: 'axis', x1: M.l, x2: W - M.r, y1: H - M.b, y2: H - M.b }),
+      svg('text', { class: 'axis-label', x: M.l - 6, y: H - 9, 'text-anchor': 'end' }, 'UTC'),
+    ]);
+
+    // Stage boundaries: where the stage of the samples changes.
+    for (let i = 1; i < pts.length; i++) {
+      if (pts[i].stage === pts[i - 1].stage || !finite(pts[i].stage)) continue;
+      const xx = round(x(pts[i].t));
+      append(chart, [
+        svg('line', { class: 'stage-boundary', x1: xx, x2: xx, y1: M.t, y2: H - M.b }),
+        svg('text', { class: 'stage-label', x: xx + 3, y: M.t - 6 }, stageLabel(r, pts[i].stage)),
+      ]);
+    }
+    if (pts.length && finite(pts[0].stage)) {
+      append(chart, svg('text', { class: 'stage-label', x: round(x(pts[0].t)) + 3, y: M.t - 6 }, stageLabel(r, pts[0].stage)));
+    }
+
+    // Threshold.
+    if (finite(threshold)) {
+      const yy = round(y(threshold));
+      append(chart, svg('rect', { class: 'danger-zone', x: M.l, y: M.t, width: W - M.l - M.r, height: Math.max(0, yy - M.t) }));
+      if (stepped) {
+        let d = '';
+        thresholds.forEach((p, i) => {
+          const px = round(x(p.t)), py = round(y(p.th));
+          d += i === 0 ? `M${M.l},${py} H${px}` : ` H${px} V${py}`;
+        });
+        d += ` H${W - M.r}`;
+        append(chart, svg('path', { class: 'threshold', d }));
+      } else {
+        append(chart, svg('line', { class: 'threshold', x1: M.l, x2: W - M.r, y1: yy, y2: yy }));
+      }
+      // A constant threshold is labelled at the left, clear of the newest
+      // samples and halts; a stepped one at the right, where it applies now.
+      append(chart, svg('text', stepped
+        ? { class: 'threshold-label', x: W - M.r - 4, y: yy - 5, 'text-anchor': 'end' }
+        : { class: 'threshold-label', x: M.l + 6, y: yy - 5 },
+        `threshold ${stat(threshold)}`));
+    }
+
+    // Statistic.
+    if (pts.length) {
+      append(chart, svg('polyline', { class: 'stat-line', points: pts.map((p) => `${round(x(p.t))},${round(y(p.s))}`).join(' ') }));
+      for (const p of pts) {
+        append(chart, svg('circle', { class: 'stat-point', cx: round(x(p.t)), cy: round(y(p.s)), r: 2.5 },
+          svg('title', null, `${when(new Date(p.t).toISOString())}: statistic ${stat(p.s)}`)));
+      }
+    } else {
+      append(chart, svg('text', { class: 'no-data', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'no gate samples yet'));
+    }
+
+    // Halt decisions, at their statistic (or on the threshold if the evidence lacks one).
+    for (const h of halts) {
+      const xx = round(x(h.t));
+      const yy = round(y(finite(h.s) ? h.s : (finite(threshold) ? threshold : y0)));
+      append(chart, [
+        svg('line', { class: 'halt-mark', x1: xx, x2: xx, y1: M.t, y2: H - M.b }),
+        svg('circle', { class: 'halt-point', cx: xx, cy: yy, r: 6 },
+          svg('title', null, `halt at ${when(h.d.time)}: ${str(h.d.reason)}`)),
+      ]);
+    }
+    return chart;
+  }
+
+  function decisionLog(r, decisions) {
+    if (!decisions.length) return el('p', { class: 'muted' }, 'No decisions yet.');
+    const shown = decisions.slice(0, MAX_DECISIONS);
+    return el('div', { class: 'table-wrap' },
+      el('table', { class: 'decisions' },
+        el('thead', null, el('tr', null,
+          el('th', null, 'Time'), el('th', null, 'Kind'), el('th', null, 'Stage'), el('th', null, 'Actor'),
+          el('th', null, 'Reason'), el('th', null, 'Evidence'))),
+        el('tbody', null, shown.map((d) => {
+          const kind = str(d.kind) || '?';
+          return el('tr', { class: `decision decision-${cls(kind, KNOWN_KINDS)}`, 'data-seq': finite(d.seq) ? d.seq : null },
+            el('td', { class: 'time', title: str(d.time) }, when(d.time)),
+            el('td', null, el('span', { class: `kind kind-${cls(kind, KNOWN_KINDS)}` }, kind)),
+            el('td', null, stageLabel(r, d.stage)),
+            el('td', null, str(d.actor) || '–'),
+            el('td', { class: 'reason' }, str(d.reason) || '–'),
+            el('td', null, evidence(d.evidence, 'evidence')));
+        }))),
+      decisions.length > shown.length ? el('p', { class: 'muted' }, `Showing the newest ${shown.length} of ${decisions.length} decisions.`) : null);
+  }
+
+  function section(title, className, ...children) {
+    return el('section', { class: `panel ${className}` }, el('h3', null, title), children);
+  }
+
+  function rollout(r) {
+    const ch = str(r.channel) || '?';
+    const state = str(r.state) || 'unknown';
+    const decisions = newestDecisions(r);
+    return el('article', { class: 'rollout', 'data-channel': ch, 'data-state': cls(state, KNOWN_STATES) },
+      header(r, ch, state),
+      haltBanner(r, ch, state, decisions),
+      actionBar(ch),
+      section('Stages', 'stages-panel', stagesRow(r, state)),
+      el('div', { class: 'columns' },
+        section('Gate', 'gate-panel', gatePanel(r, decisions)),
+        section('Hosts per version', 'hosts-panel', versionsTable(r))),
+      section('Decision log', 'log-panel', decisionLog(r, decisions)));
+  }
+
+  // ---- page -----------------------------------------------------------------
+
+  function draw() {
+    const root = document.getElementById('rollouts');
+    const access = document.getElementById('access');
+    const tok = token();
+    access.textContent = tok ? 'operator' : 'read-only';
+    access.className = 'access' + (tok ? ' operator' : '');
+    access.title = tok ? 'The actions are enabled with the token from the URL.' : NO_TOKEN_HINT;
+    if (lastData === null) return;
+    const list = arr(lastData && lastData.rollouts).filter((r) => r && typeof r === 'object');
+    if (!list.length) {
+      root.replaceChildren(el('p', { class: 'empty' }, 'No rollouts yet.'));
+      return;
+    }
+    root.replaceChildren(...list.map(rollout));
+  }
+
+  function setConn(text, error) {
+    const c = document.getElementById('conn');
+    c.textContent = text;
+    c.className = 'conn' + (error ? ' error' : '');
+  }
+
+  async function errorText(res) {
+    let text = '';
+    try { text = (await res.text()).trim(); } catch (_) { /* no body */ }
+    try {
+      const j = JSON.parse(text);
+      if (j && typeof j.error === 'string') text = j.error;
+      else if (j && typeof j.message === 'string') text = j.message;
+    } catch (_) { /* plain text */ }
+    if (text.length > MAX_ERROR_TEXT) text = text.slice(0, MAX_ERROR_TEXT) + '…';
+    const status = `${res.status}${res.statusText ? ' ' + res.statusText : ''}`;
+    return text ? `${text} (${status})` : status;
+  }
+
+  function fetchOptions(extra) {
+    const opts = Object.assign({ cache: 'no-store' }, extra);
+    if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) opts.signal = AbortSignal.timeout(FETCH_TIMEOUT_MS);
+    return opts;
+  }
+
+  function schedule(ms) {
+    clearTimeout(timer);
+    timer = setTimeout(poll, ms);
+  }
+
+  async function poll() {
+    if (inFlight) { again = true; return; }
+    inFlight = true;
+    try {
+      const headers = { Accept: 'application/json' };
+      const tok = token();
+      if (tok) headers.Authorization = `Bearer ${tok}`;
+      const res = await fetch('/v1/rollouts', fetchOptions({ headers }));
+      if (!res.ok) throw new Error(await errorText(res));
+      const body = await res.text();
+      if (body !== lastBody) {
+        lastData = JSON.parse(body);
+        lastBody = body;
+        draw();
+      }
+      document.querySelectorAll('.bake-wrap').forEach((w) => updateBake(w.querySelector('progress'), w.querySelector('.bake-label')));
+      setConn(`updated ${clock(Date.now())}Z`, false);
+    } catch (e) {
+      setConn(`cannot load /v1/rollouts: ${e && e.message ? e.message : e}; retrying`, true);
+      if (lastData === null) {
+        document.getElementById('rollouts').replaceChildren(el('p', { class: 'empty error' }, 'Cannot load the rollouts from the server; retrying every two seconds.'));
+      }
+    } finally {
+      inFlight = false;
+      schedule(again ? 0 : POLL_MS);
+      again = false;
+    }
+  }
+
+  async function act(ch, a) {
+    const tok = token();
+    if (!tok || busy.has(ch)) return;
+    const why = window.prompt(`Reason to ${a.action} the rollout of channel ${ch}:`, '');
+    if (why === null) return; // cancelled
+    busy.add(ch);
+    messages.set(ch, { text: `${a.label}: sending…`, at: Date.now() });
+    draw();
+    try {
+      const res = await fetch(`/v1/rollouts/${encodeURIComponent(ch)}/${a.action}`, fetchOptions({
+        method: 'POST',
+        headers: { Authorization: `Bearer ${tok}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ who: 'dashboard', why: why.trim() }),
+      }));
+      if (res.ok) {
+        messages.set(ch, { text: `${a.label} accepted.`, at: Date.now() });
+      } else {
+        messages.set(ch, { text: `${a.label} failed: ${await errorText(res)}`, error: true, at: Date.now() });
+      }
+    } catch (e) {
+      messages.set(ch, { text: `${a.label} failed: ${e && e.message ? e.message : e}`, error: true, at: Date.now() });
+    } finally {
+      busy.delete(ch);
+      draw();
+      schedule(0);
+    }
+  }
+
+  window.addEventListener('hashchange', draw);
+  draw();
+  poll();
+})();

@@ -1,0 +1,330 @@
+package server
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/gate"
+	"github.com/ringfence/ringfence/rollout"
+)
+
+// maxRequest bounds an API request body.
+const maxRequest = 64 << 10
+
+// View is a rollout as the API and the dashboard show it.
+type View struct {
+	Channel      uint32                `json:"channel"`
+	From         uint32                `json:"from_version"`
+	To           uint32                `json:"to_version"`
+	State        string                `json:"state"`
+	Schedule     string                `json:"schedule"`
+	Stage        int                   `json:"stage"`
+	Started      time.Time             `json:"started"`
+	StageStarted time.Time             `json:"stage_started"`
+	Updated      time.Time             `json:"updated"`
+	Stages       []StageView           `json:"stages"`
+	Versions     map[string]int        `json:"versions"`
+	Gate         GateView              `json:"gate"`
+	History      []controller.Point    `json:"history"`
+	Decisions    []controller.Decision `json:"decisions"` // newest first
+	Deny         []uint32              `json:"deny"`
+	Plan         any                   `json:"plan"`
+}
+
+// StageView is one stage as shown.
+type StageView struct {
+	Name        string   `json:"name"`
+	Percent     float64  `json:"percent"`
+	Hosts       []string `json:"hosts,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	BakeSeconds float64  `json:"bake_seconds"`
+	MinHosts    int      `json:"min_hosts"`
+	Status      string   `json:"status"` // done, current, pending
+	KnownHosts  int      `json:"known_hosts"`
+}
+
+// GateView is the gate's state as shown.
+type GateView struct {
+	Statistic float64 `json:"statistic"`
+	Threshold float64 `json:"threshold"`
+	Alpha     float64 `json:"alpha"`
+	controller.Counts
+}
+
+// view builds r's view. The caller holds s.mu.
+func (s *Server) view(r *controller.Rollout) View {
+	v := View{Channel: r.Channel, From: r.From, To: r.To, State: r.State, Schedule: r.Schedule, Stage: r.Stage,
+		Started: r.Started, StageStarted: r.StageStarted, Updated: r.Updated, Versions: map[string]int{},
+		Gate:    GateView{Statistic: controller.Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Alpha: r.Gate.Alpha, Counts: r.Counts},
+		History: r.History, Deny: r.Deny, Plan: r.Plan()}
+	if v.History == nil {
+		v.History = []controller.Point{}
+	}
+	if v.Deny == nil {
+		v.Deny = []uint32{}
+	}
+	sizes := s.ctl.StageSizes(r.Channel)
+	for i, st := range r.Stages {
+		status := "pending"
+		switch {
+		case r.State == controller.StateCompleted || i < r.Stage:
+			status = "done"
+		case i == r.Stage:
+			status = "current"
+		}
+		v.Stages = append(v.Stages, StageView{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags,
+			BakeSeconds: st.Bake.Seconds(), MinHosts: st.MinHosts, Status: status, KnownHosts: sizes[i]})
+	}
+	for ver, n := range s.ctl.Versions(r.Channel) {
+		v.Versions[strconv.FormatUint(uint64(ver), 10)] = n
+	}
+	v.Decisions = make([]controller.Decision, 0, len(r.Decisions))
+	for i := len(r.Decisions) - 1; i >= 0; i-- {
+		v.Decisions = append(v.Decisions, r.Decisions[i])
+	}
+	return v
+}
+
+func (s *Server) handleRollouts(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	out := struct {
+		Rollouts []View `json:"rollouts"`
+		Hosts    int    `json:"hosts"`
+	}{Rollouts: []View{}, Hosts: s.ctl.Hosts()}
+	for _, ro := range s.ctl.Rollouts() {
+		out.Rollouts = append(out.Rollouts, s.view(ro))
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleRollout(w http.ResponseWriter, r *http.Request) {
+	ch, err := strconv.ParseUint(r.PathValue("channel"), 10, 32)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "channel must be a number")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ro, ok := s.ctl.Rollout(uint32(ch))
+	if !ok {
+		httpError(w, http.StatusNotFound, fmt.Sprintf("no rollout on channel %d; start one with 'ringfence-server rollout start'", ch))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.view(ro))
+}
+
+// auth requires the operator token as a bearer token.
+func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			httpError(w, http.StatusUnauthorized, "the operator token is missing or wrong: send 'Authorization: Bearer <token>' with the token from "+TokenFile+" in the server's state directory")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// ActionRequest is the body of POST /v1/rollouts/{channel}/{action}.
+type ActionRequest struct {
+	Who string `json:"who"`
+	Why string `json:"why"`
+}
+
+// StartRequest is the body of POST /v1/rollouts.
+type StartRequest struct {
+	ActionRequest
+	Channel  uint32 `json:"channel"`
+	Version  uint32 `json:"version"`
+	From     uint32 `json:"from,omitempty"`
+	Schedule string `json:"schedule,omitempty"`
+	// Stages replace the default plan; CanaryHosts/CanaryTags replace the
+	// server's canary group in the default plan.
+	Stages       []controller.StageSpec `json:"stages,omitempty"`
+	CanaryHosts  []string               `json:"canary_hosts,omitempty"`
+	CanaryTags   []string               `json:"canary_tags,omitempty"`
+	HealthWindow string                 `json:"health_window,omitempty"`
+	Grace        string                 `json:"grace,omitempty"`
+	Silence      string                 `json:"silence,omitempty"`
+	Alpha        float64                `json:"alpha,omitempty"`
+	// ManualRollback keeps a halted rollout halted rather than rolling back.
+	ManualRollback bool `json:"manual_rollback,omitempty"`
+}
+
+// Spec turns the request into a controller spec.
+func (q StartRequest) Spec() (controller.Spec, error) {
+	spec := controller.Spec{Channel: q.Channel, To: q.Version, From: q.From, Schedule: q.Schedule, Stages: q.Stages, ManualRollback: q.ManualRollback}
+	if len(spec.Stages) == 0 && (len(q.CanaryHosts) > 0 || len(q.CanaryTags) > 0) {
+		spec.Stages = controller.DefaultStages(q.Schedule, q.CanaryHosts, q.CanaryTags)
+	}
+	for _, d := range []struct {
+		s   string
+		dst *time.Duration
+		n   string
+	}{{q.HealthWindow, &spec.HealthWindow, "health_window"}, {q.Grace, &spec.Grace, "grace"}, {q.Silence, &spec.Silence, "silence"}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v <= 0 {
+			return spec, fmt.Errorf("%s %q is not a positive duration like 10m", d.n, d.s)
+		}
+		*d.dst = v
+	}
+	if q.Alpha != 0 {
+		spec.Gate = gate.Default()
+		spec.Gate.Alpha = q.Alpha
+	}
+	return spec, nil
+}
+
+func decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
+	if err != nil {
+		return err
+	}
+	if len(body) > maxRequest {
+		return fmt.Errorf("request over %d bytes", maxRequest)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
+	var q StartRequest
+	if err := decode(r, &q); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	spec, err := q.Spec()
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	d, v, err := s.Start(spec, q.Who, q.Why)
+	if err != nil {
+		httpError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Decision controller.Decision `json:"decision"`
+		Rollout  View                `json:"rollout"`
+	}{d, v})
+}
+
+// Start begins a rollout; the version must be published content.
+func (s *Server) Start(spec controller.Spec, who, why string) (controller.Decision, View, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repo == nil {
+		return controller.Decision{}, View{}, ErrReadOnly
+	}
+	if who == "" {
+		who = "operator"
+	}
+	if s.repo.Targets()[rollout.ContentTarget(spec.Channel, spec.To)] == nil {
+		return controller.Decision{}, View{}, fmt.Errorf("%w: version %d is not published on channel %d; run 'ringfence-server publish' first", errBadRequest, spec.To, spec.Channel)
+	}
+	now := s.clock.Now()
+	d, err := s.ctl.Start(spec, who, why, now)
+	if err != nil {
+		return d, View{}, err
+	}
+	if err := s.commit("", nil, now, []controller.Decision{d}); err != nil {
+		return d, View{}, err
+	}
+	ro, _ := s.ctl.Rollout(spec.Channel)
+	return d, s.view(ro), nil
+}
+
+var errBadRequest = errors.New("server")
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, controller.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, controller.ErrState):
+		return http.StatusConflict
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest
+	case strings.HasPrefix(err.Error(), "controller:") || strings.HasPrefix(err.Error(), "gate:"):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
+	ch, err := strconv.ParseUint(r.PathValue("channel"), 10, 32)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "channel must be a number")
+		return
+	}
+	var q ActionRequest
+	if err := decode(r, &q); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	d, v, err := s.Act(uint32(ch), r.PathValue("action"), q.Who, q.Why)
+	if err != nil {
+		httpError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Decision controller.Decision `json:"decision"`
+		Rollout  View                `json:"rollout"`
+	}{d, v})
+}
+
+// Act applies an operator's action (pause, resume, halt, rollback,
+// promote) and records who and why.
+func (s *Server) Act(channel uint32, action, who, why string) (controller.Decision, View, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repo == nil {
+		return controller.Decision{}, View{}, ErrReadOnly
+	}
+	now := s.clock.Now()
+	d, err := s.ctl.Action(channel, action, who, why, now)
+	if err != nil {
+		return d, View{}, err
+	}
+	if err := s.commit("", nil, now, []controller.Decision{d}); err != nil {
+		return d, View{}, err
+	}
+	ro, _ := s.ctl.Rollout(channel)
+	return d, s.view(ro), nil
+}
+
+// Status returns the view of every rollout.
+func (s *Server) Status() []View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []View{}
+	for _, ro := range s.ctl.Rollouts() {
+		out = append(out, s.view(ro))
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

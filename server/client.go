@@ -1,0 +1,125 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ringfence/ringfence/controller"
+)
+
+// maxResponse bounds an API answer the client reads.
+const maxResponse = 32 << 20
+
+// Client talks to a running server's API (the operator commands, the lab).
+type Client struct {
+	URL   string
+	Token string
+	HTTP  *http.Client
+}
+
+// ClientFor finds the server that runs on a state directory: its URL in
+// serve.url and its token in operator.token.
+func ClientFor(state string) (*Client, error) {
+	u, err := os.ReadFile(filepath.Join(state, AddrFile))
+	if err != nil {
+		return nil, fmt.Errorf("server: no running server recorded in %s (%v); give --server URL", state, err)
+	}
+	tok, err := LoadOrCreateToken(state)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{URL: strings.TrimSpace(string(u)), Token: tok}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.URL, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Content-Type", "application/json")
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("server: %s: %w", c.URL, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return &APIError{Code: resp.StatusCode, Msg: e.Error}
+		}
+		return &APIError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(raw))}
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// APIError is an error answer from the server.
+type APIError struct {
+	Code int
+	Msg  string
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+// IsConflict reports whether err is the server refusing an action the
+// rollout's state does not allow.
+func IsConflict(err error) bool {
+	var e *APIError
+	return errors.As(err, &e) && e.Code == http.StatusConflict
+}
+
+// Rollouts returns every rollout.
+func (c *Client) Rollouts(ctx context.Context) ([]View, error) {
+	var out struct {
+		Rollouts []View `json:"rollouts"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/rollouts", nil, &out)
+	return out.Rollouts, err
+}
+
+// Start begins a rollout.
+func (c *Client) Start(ctx context.Context, q StartRequest) (controller.Decision, View, error) {
+	var out struct {
+		Decision controller.Decision `json:"decision"`
+		Rollout  View                `json:"rollout"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/rollouts", q, &out)
+	return out.Decision, out.Rollout, err
+}
+
+// Act applies an operator action.
+func (c *Client) Act(ctx context.Context, channel uint32, action, who, why string) (controller.Decision, View, error) {
+	var out struct {
+		Decision controller.Decision `json:"decision"`
+		Rollout  View                `json:"rollout"`
+	}
+	err := c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/rollouts/%d/%s", channel, action), ActionRequest{Who: who, Why: why}, &out)
+	return out.Decision, out.Rollout, err
+}

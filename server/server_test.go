@@ -1,0 +1,390 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/testfiles"
+	"github.com/ringfence/ringfence/internal/testtmp"
+	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/tuf"
+	"github.com/ringfence/ringfence/tufrepo"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// clock is the server's time; tests move it.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// lab is a repository with versions 1001 and 1002 of channel 291 published
+// and a server over it on loopback.
+type lab struct {
+	repo, keys, state string
+	clock             *clock
+	srv               *server.Server
+	http              *httptest.Server
+	root              []byte
+}
+
+func newLab(t *testing.T, opts server.Options) *lab {
+	t.Helper()
+	l := &lab{repo: testtmp.Dir(t), keys: testtmp.Dir(t), state: testtmp.Dir(t), clock: &clock{now: time.Now().UTC()}}
+	r, err := tufrepo.Init(l.repo, l.keys, tufrepo.InitOptions{Clock: l.clock})
+	require.NoError(t, err)
+	for _, name := range []string{"good-ipc-1001", "good-ipc-1002"} {
+		data := testfiles.Channel(t, name)
+		f, err := validator.Parse(data)
+		require.NoError(t, err)
+		_, err = r.Publish(291, f.ContentVersion, data)
+		require.NoError(t, err)
+	}
+	l.root, err = r.RootJSON()
+	require.NoError(t, err)
+	l.start(t, opts)
+	return l
+}
+
+func (l *lab) start(t *testing.T, opts server.Options) {
+	t.Helper()
+	opts.Repo, opts.Keys, opts.State, opts.Clock = l.repo, l.keys, l.state, l.clock
+	srv, err := server.New(opts)
+	require.NoError(t, err)
+	l.srv = srv
+	l.http = httptest.NewServer(srv.Handler())
+	t.Cleanup(l.stop)
+}
+
+func (l *lab) stop() {
+	if l.srv != nil {
+		l.http.Close()
+		l.srv.Close()
+		l.srv = nil
+	}
+}
+
+func (l *lab) client() *server.Client { return &server.Client{URL: l.http.URL, Token: l.srv.Token()} }
+
+// host is a telemetry sender with its own key.
+type host struct {
+	id  *telemetry.Identity
+	tag string
+	seq int
+}
+
+func newHost(t *testing.T, tag string) *host {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return &host{id: telemetry.NewIdentity(k), tag: tag}
+}
+
+func (h *host) batch(running uint32, evs ...telemetry.Event) telemetry.Batch {
+	for i := range evs {
+		if evs[i].ID == "" {
+			h.seq++
+			evs[i].ID = fmt.Sprintf("e%d", h.seq)
+		}
+		evs[i].Channel = 291
+	}
+	b := telemetry.Batch{Format: telemetry.Format, HostID: h.id.HostID(), PublicKey: base64.StdEncoding.EncodeToString(h.id.PublicKey()),
+		SentAt: time.Now().UTC(), Versions: map[string]uint32{"291": running}, Events: evs}
+	if evs == nil {
+		b.Events = []telemetry.Event{}
+	}
+	if h.tag != "" {
+		b.Tags = []string{h.tag}
+	}
+	return b
+}
+
+// post sends a signed batch and returns the status and the answer.
+func (l *lab) post(t *testing.T, h *host, b telemetry.Batch) (int, string) {
+	t.Helper()
+	body, err := json.Marshal(b)
+	require.NoError(t, err)
+	return l.postRaw(t, body, telemetry.SignatureValue(h.id.Sign(body)))
+}
+
+func (l *lab) postRaw(t *testing.T, body []byte, sig string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, l.http.URL+telemetry.Path, bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set(telemetry.SignatureHeader, sig)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func get(t *testing.T, url string, hdr ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func body(t *testing.T, resp *http.Response) string {
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestStaticRepository(t *testing.T) {
+	l := newLab(t, server.Options{})
+	ts := get(t, l.http.URL+"/metadata/timestamp.json")
+	require.Equal(t, http.StatusOK, ts.StatusCode)
+	tag := ts.Header.Get("ETag")
+	require.NotEmpty(t, tag)
+	require.Equal(t, "no-cache", ts.Header.Get("Cache-Control"), "timestamp.json is revalidated every time")
+	require.Contains(t, body(t, ts), `"_type": "timestamp"`)
+
+	again := get(t, l.http.URL+"/metadata/timestamp.json", "If-None-Match", tag)
+	require.Equal(t, http.StatusNotModified, again.StatusCode, "an idle host's check is a 304")
+	require.Empty(t, body(t, again))
+
+	v1 := get(t, l.http.URL+"/metadata/1.root.json")
+	require.Equal(t, http.StatusOK, v1.StatusCode)
+	require.Contains(t, v1.Header.Get("Cache-Control"), "immutable", "versioned metadata never changes")
+
+	for _, p := range []string{"/metadata/2.root.json", "/metadata/../../etc/passwd", "/targets/", "/keys/", "/metadata/%2e%2e/%2e%2e/x"} {
+		r := get(t, l.http.URL+p)
+		require.Contains(t, []int{http.StatusNotFound, http.StatusMovedPermanently}, r.StatusCode, p)
+		if r.StatusCode == http.StatusNotFound && strings.HasPrefix(p, "/metadata/2") {
+			require.Equal(t, "no-store", r.Header.Get("Cache-Control"), "a missing next root must not be cached")
+		}
+	}
+
+	// The repository is re-signed (a rollout plan): timestamp.json changes
+	// and the old ETag no longer matches.
+	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "t", Why: "t"}, Channel: 291, Version: 1002, From: 1001})
+	require.NoError(t, err)
+	changed := get(t, l.http.URL+"/metadata/timestamp.json", "If-None-Match", tag)
+	require.Equal(t, http.StatusOK, changed.StatusCode)
+	require.NotEqual(t, tag, changed.Header.Get("ETag"))
+
+	m := body(t, get(t, l.http.URL+"/metrics"))
+	require.Contains(t, m, "ringfence_checkins_total 3")
+}
+
+func TestTelemetryIngest(t *testing.T) {
+	l := newLab(t, server.Options{BatchBurst: 3, BatchesPerHost: 0.001})
+	h := newHost(t, "")
+	b := h.batch(1001, telemetry.Event{Type: "heartbeat"}, telemetry.Event{Type: "healthy", Version: 1001})
+	code, ans := l.post(t, h, b)
+	require.Equal(t, http.StatusOK, code, ans)
+	var resp telemetry.Response
+	require.NoError(t, json.Unmarshal([]byte(ans), &resp))
+	require.Equal(t, []string{"e1", "e2"}, resp.Accepted)
+
+	code, ans = l.post(t, h, b)
+	require.Equal(t, http.StatusOK, code, "a resent batch is acknowledged again: %s", ans)
+	m := body(t, get(t, l.http.URL+"/metrics"))
+	require.Contains(t, m, `ringfence_telemetry_events_total{type="healthy",version="1001"} 1`, "taken once")
+	require.Contains(t, m, "ringfence_telemetry_duplicate_events_total 2")
+	require.Contains(t, m, "ringfence_hosts 1")
+
+	raw, err := json.Marshal(b)
+	require.NoError(t, err)
+	other := newHost(t, "")
+	for _, tc := range []struct {
+		name string
+		body []byte
+		sig  string
+		code int
+		want string
+	}{
+		{"signed by another key", raw, telemetry.SignatureValue(other.id.Sign(raw)), http.StatusUnauthorized, "does not verify"},
+		{"no signature", raw, "", http.StatusUnauthorized, "does not verify"},
+		{"not JSON", []byte("{"), "", http.StatusBadRequest, "malformed"},
+		{"unknown format", bytes.Replace(raw, []byte(telemetry.Format), []byte("ringfence-telemetry/v9"), 1), "", http.StatusBadRequest, "format"},
+		{"over 1 MiB", bytes.Repeat([]byte(" "), telemetry.MaxBody+1), "", http.StatusRequestEntityTooLarge, "over"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, ans := l.postRaw(t, tc.body, tc.sig)
+			require.Equal(t, tc.code, code, ans)
+			require.Contains(t, ans, tc.want)
+		})
+	}
+
+	// Rate limit per host: a burst of 3, then 429 with Retry-After; another
+	// host is not affected.
+	code, _ = l.post(t, h, h.batch(1001))
+	require.Equal(t, http.StatusOK, code)
+	code, ans = l.post(t, h, h.batch(1001))
+	require.Equal(t, http.StatusTooManyRequests, code, ans)
+	code, _ = l.post(t, other, other.batch(1001))
+	require.Equal(t, http.StatusOK, code)
+}
+
+func TestOperatorAPINeedsTheToken(t *testing.T) {
+	l := newLab(t, server.Options{})
+	bad := &server.Client{URL: l.http.URL, Token: "wrong"}
+	_, _, err := bad.Start(context.Background(), server.StartRequest{Channel: 291, Version: 1002})
+	require.ErrorContains(t, err, "operator token")
+	_, _, err = l.client().Start(context.Background(), server.StartRequest{Channel: 291, Version: 1009})
+	require.ErrorContains(t, err, "not published")
+	_, _, err = l.client().Act(context.Background(), 291, "halt", "bob", "x")
+	require.ErrorContains(t, err, "no rollout")
+	vs, err := bad.Rollouts(context.Background())
+	require.NoError(t, err, "reading needs no token")
+	require.Empty(t, vs)
+}
+
+// plan reads the signed plan through the host's real TUF client.
+func (l *lab) plan(t *testing.T) *rollout.Plan {
+	t.Helper()
+	dir := testtmp.Dir(t)
+	c, err := tuf.New(tuf.Options{Dir: filepath.Join(dir, "tuf"), DownloadDir: filepath.Join(dir, "downloads"), MetadataURL: l.http.URL + "/metadata",
+		TrustedRoot: l.root, Clock: l.clock.Now})
+	require.NoError(t, err)
+	require.NoError(t, c.Refresh(context.Background()))
+	path, err := c.Download(context.Background(), rollout.RolloutTarget(291))
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	p, err := rollout.Parse(data)
+	require.NoError(t, err)
+	return p
+}
+
+// TestCanaryHaltRollsBackThroughTUF: a canary host reports a crash-on-load
+// revert; the server halts, rolls back, and the plan hosts verify through
+// TUF sends everyone to 1001 with 1002 denied. A restart keeps all of it.
+func TestCanaryHaltRollsBackThroughTUF(t *testing.T) {
+	l := newLab(t, server.Options{CanaryTags: []string{"canary"}})
+	canary, other := newHost(t, "canary"), newHost(t, "")
+	for _, h := range []*host{canary, other} {
+		code, ans := l.post(t, h, h.batch(1001, telemetry.Event{Type: "heartbeat", Version: 1001}))
+		require.Equal(t, http.StatusOK, code, ans)
+	}
+	d, v, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "alice", Why: "weekly content"}, Channel: 291, Version: 1002})
+	require.NoError(t, err)
+	require.Equal(t, controller.KindStart, d.Kind)
+	require.Equal(t, uint32(1001), v.From, "from what the hosts run")
+	p := l.plan(t)
+	require.Equal(t, uint32(1002), p.Stages[p.StageFor(rollout.Host{ID: canary.id.HostID(), Tags: []string{"canary"}})].Version)
+	require.Equal(t, uint32(1001), p.Stages[len(p.Stages)-1].Version)
+
+	l.clock.Advance(time.Minute)
+	code, ans := l.post(t, canary, canary.batch(1001,
+		telemetry.Event{Type: "installed", Version: 1002},
+		telemetry.Event{ID: "reverted-291-1002-load-crash", Type: "reverted", Version: 1002, Reason: "load-crash", Critical: true}))
+	require.Equal(t, http.StatusOK, code, ans)
+
+	vs, err := l.client().Rollouts(context.Background())
+	require.NoError(t, err)
+	require.Len(t, vs, 1)
+	require.Equal(t, controller.StateRolledBack, vs[0].State)
+	require.Equal(t, controller.KindRollback, vs[0].Decisions[0].Kind)
+	require.Equal(t, controller.KindHalt, vs[0].Decisions[1].Kind)
+	require.Contains(t, vs[0].Decisions[1].Reason, "canary group")
+	require.Equal(t, canary.id.HostID(), vs[0].Decisions[1].Evidence.Host)
+
+	p = l.plan(t)
+	require.Equal(t, []uint32{1002}, p.Deny)
+	require.Equal(t, []rollout.Stage{{Name: "fleet", Percent: 100, Version: 1001}}, p.Stages)
+
+	m := body(t, get(t, l.http.URL+"/metrics"))
+	require.Contains(t, m, `ringfence_gate_decisions_total{kind="halt"} 1`)
+	require.Contains(t, m, `ringfence_version_hosts{channel="291",version="1001"} 2`)
+
+	// Restart: everything is still there, and the same event resent is not
+	// counted twice.
+	l.stop()
+	l.start(t, server.Options{CanaryTags: []string{"canary"}})
+	vs, err = l.client().Rollouts(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, controller.StateRolledBack, vs[0].State)
+	require.Equal(t, int64(1), vs[0].Gate.TreatedFailures)
+	code, _ = l.post(t, canary, canary.batch(1001, telemetry.Event{ID: "reverted-291-1002-load-crash", Type: "reverted", Version: 1002, Reason: "load-crash"}))
+	require.Equal(t, http.StatusOK, code)
+	vs, _ = l.client().Rollouts(context.Background())
+	require.Equal(t, int64(1), vs[0].Gate.TreatedFailures)
+	require.Len(t, vs[0].Decisions, 3)
+}
+
+// TestRestartResignsALaggingPlan: a decision committed to the state whose
+// plan was never signed (a crash between the two) is signed at start-up.
+func TestRestartResignsALaggingPlan(t *testing.T) {
+	l := newLab(t, server.Options{})
+	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "a", Why: "b"}, Channel: 291, Version: 1002, From: 1001})
+	require.NoError(t, err)
+	l.stop()
+	// Put back the repository as it was before the rollback below was
+	// signed: copy the metadata aside, act, restore.
+	saved := snapshotDir(t, filepath.Join(l.repo, "metadata"))
+	l.start(t, server.Options{})
+	_, _, err = l.client().Act(context.Background(), 291, controller.KindRollback, "bob", "customer report")
+	require.NoError(t, err)
+	l.stop()
+	restoreDir(t, filepath.Join(l.repo, "metadata"), saved)
+	l.start(t, server.Options{})
+	p := l.plan(t)
+	require.Equal(t, []uint32{1002}, p.Deny, "the rollback recorded in the state is signed at start-up")
+}
+
+func snapshotDir(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	es, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range es {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		out[e.Name()] = b
+	}
+	return out
+}
+
+func restoreDir(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range es {
+		if _, ok := files[e.Name()]; !ok {
+			require.NoError(t, os.Remove(filepath.Join(dir, e.Name())))
+		}
+	}
+	for n, b := range files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, n), b, 0o644))
+	}
+}
