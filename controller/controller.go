@@ -191,21 +191,41 @@ func (c *Controller) StageSizes(channel uint32) []int {
 		return nil
 	}
 	out := make([]int, len(r.Stages))
+	g := r.rings()
 	for _, h := range c.list {
 		if _, on := h.Versions[channel]; !on {
 			continue
 		}
-		if i := r.stageOfBucket(h); i >= 0 {
+		if i := g.of(h); i >= 0 {
 			out[i]++
 		}
 	}
 	return out
 }
 
-func (r *Rollout) stageOfBucket(h *Host) int {
-	ph := h.planHost()
+// rings answers which stage a host is in, fast: the bucket limit of each
+// stage is computed once per fleet walk, and only stages that list hosts or
+// tags look at them.
+type rings struct {
+	stages   []rollout.Stage
+	limits   []int
+	explicit []bool
+}
+
+func (r *Rollout) rings() rings {
+	g := rings{stages: make([]rollout.Stage, len(r.Stages)), limits: make([]int, len(r.Stages)), explicit: make([]bool, len(r.Stages))}
 	for i := range r.Stages {
-		if r.planStage(i, r.To).ContainsBucket(ph, h.Bucket) {
+		g.stages[i] = r.planStage(i, r.To)
+		g.limits[i] = g.stages[i].BucketLimit()
+		g.explicit[i] = len(g.stages[i].Hosts) > 0 || len(g.stages[i].Tags) > 0
+	}
+	return g
+}
+
+// of returns the index of the first stage h is in, or -1.
+func (g rings) of(h *Host) int {
+	for i, lim := range g.limits {
+		if h.Bucket < lim || g.explicit[i] && g.stages[i].ContainsBucket(h.planHost(), h.Bucket) {
 			return i
 		}
 	}
@@ -306,7 +326,7 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 					reason += ": " + e.Reason
 				}
 				c.failTreated(r, tr, reason, now)
-				if r.State != StateHalted && r.inCanary(h) {
+				if (r.State == StateRunning || r.State == StatePaused) && r.inCanary(h) {
 					c.measure(r, now) // the evidence as of this moment
 					out = append(out, c.halt(r, now, "gate",
 						fmt.Sprintf("%s of version %d in the canary group (host %s)", reason, r.To, h.ID), h.ID)...)
@@ -392,6 +412,7 @@ func (c *Controller) measure(r *Rollout, now time.Time) {
 	if r.Stage < len(r.Stages) {
 		limit = r.Stage
 	}
+	g := r.rings()
 	for _, h := range c.list {
 		running, on := h.Versions[r.Channel]
 		tr := h.peek(r.Channel, r.To)
@@ -428,7 +449,7 @@ func (c *Controller) measure(r *Rollout, now time.Time) {
 		if !alive {
 			continue
 		}
-		if s := r.stageOfBucket(h); s >= 0 && s <= limit {
+		if s := g.of(h); s >= 0 && s <= limit {
 			cnt.StageHosts++
 			if tr != nil && !tr.Healthy.IsZero() && tr.Failed.IsZero() && running == r.To {
 				cnt.Healthy++

@@ -132,8 +132,10 @@ func TestCanaryRevertHaltsAndRollsBack(t *testing.T) {
 	f.c.TakeChanges()
 
 	f.now = f.now.Add(time.Minute)
-	ds := f.report(f.canon[2], 1001, ev(controller.EventInstalled, 1002, ""), ev(controller.EventReverted, 1002, "load-crash"))
-	require.Equal(t, []string{"halt", "rollback"}, kinds(ds), "one crash-on-load in the canary group halts at once, without waiting for the gate")
+	ds := f.report(f.canon[2], 1001, ev(controller.EventInstalled, 1002, ""), ev(controller.EventReverted, 1002, "load-crash"),
+		ev(controller.EventQuarantined, 1002, "load-crash"))
+	require.Equal(t, []string{"halt", "rollback"}, kinds(ds), "one crash-on-load in the canary group halts at once, without waiting for the gate, and once")
+	require.Empty(t, f.report(f.canon[3], 1001, ev(controller.EventReverted, 1002, "load-crash")), "a rolled-back rollout does not halt again")
 	require.Contains(t, ds[0].Reason, "load-crash")
 	require.Equal(t, f.canon[2], ds[0].Evidence.Host)
 	require.Equal(t, int64(1), ds[0].Evidence.TreatedFailures)
@@ -336,7 +338,7 @@ func BenchmarkEvaluate1M(b *testing.B) {
 	}
 	c := controller.New(hosts, nil)
 	_, err := c.Start(controller.Spec{Channel: 291, To: 1002, From: 1001, Stages: []controller.StageSpec{
-		{Name: "10%", Percent: 10, Bake: time.Hour, MinHosts: 10}, {Name: "100%", Percent: 100}}}, "bench", "", t0)
+		{Name: "10%", Percent: 10, Bake: 1000 * time.Hour, MinHosts: 10}, {Name: "100%", Percent: 100}}}, "bench", "", t0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -356,6 +358,9 @@ func BenchmarkEvaluate1M(b *testing.B) {
 		c.Evaluate(now.Add(time.Minute))
 	}
 	b.StopTimer()
+	if r.State != controller.StateRunning || r.Stage != 0 {
+		b.Fatalf("the rollout moved (%s, stage %d): the benchmark must measure evaluations that walk the fleet", r.State, r.Stage)
+	}
 	if r.Counts.TreatedAtRisk+r.Counts.ControlAtRisk != n {
 		b.Fatalf("counted %d treated + %d control hosts, want %d", r.Counts.Treated, r.Counts.Control, n)
 	}

@@ -150,20 +150,41 @@ type StartRequest struct {
 	Schedule string `json:"schedule,omitempty"`
 	// Stages replace the default plan; CanaryHosts/CanaryTags replace the
 	// server's canary group in the default plan.
-	Stages       []controller.StageSpec `json:"stages,omitempty"`
-	CanaryHosts  []string               `json:"canary_hosts,omitempty"`
-	CanaryTags   []string               `json:"canary_tags,omitempty"`
-	HealthWindow string                 `json:"health_window,omitempty"`
-	Grace        string                 `json:"grace,omitempty"`
-	Silence      string                 `json:"silence,omitempty"`
-	Alpha        float64                `json:"alpha,omitempty"`
+	Stages       []StageRequest `json:"stages,omitempty"`
+	CanaryHosts  []string       `json:"canary_hosts,omitempty"`
+	CanaryTags   []string       `json:"canary_tags,omitempty"`
+	HealthWindow string         `json:"health_window,omitempty"`
+	Grace        string         `json:"grace,omitempty"`
+	Silence      string         `json:"silence,omitempty"`
+	Alpha        float64        `json:"alpha,omitempty"`
 	// ManualRollback keeps a halted rollout halted rather than rolling back.
 	ManualRollback bool `json:"manual_rollback,omitempty"`
 }
 
+// StageRequest is one stage of a StartRequest; Bake is a duration such as
+// "30m" ("" or "0s": no bake).
+type StageRequest struct {
+	Name     string   `json:"name"`
+	Percent  float64  `json:"percent"`
+	Hosts    []string `json:"hosts,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
+	Bake     string   `json:"bake,omitempty"`
+	MinHosts int      `json:"min_hosts"`
+}
+
 // Spec turns the request into a controller spec.
 func (q StartRequest) Spec() (controller.Spec, error) {
-	spec := controller.Spec{Channel: q.Channel, To: q.Version, From: q.From, Schedule: q.Schedule, Stages: q.Stages, ManualRollback: q.ManualRollback}
+	spec := controller.Spec{Channel: q.Channel, To: q.Version, From: q.From, Schedule: q.Schedule, ManualRollback: q.ManualRollback}
+	for i, st := range q.Stages {
+		var bake time.Duration
+		if st.Bake != "" {
+			var err error
+			if bake, err = time.ParseDuration(st.Bake); err != nil || bake < 0 {
+				return spec, fmt.Errorf("stage %d (%s): bake %q is not a duration like 30m", i+1, st.Name, st.Bake)
+			}
+		}
+		spec.Stages = append(spec.Stages, controller.StageSpec{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags, Bake: bake, MinHosts: st.MinHosts})
+	}
 	if len(spec.Stages) == 0 && (len(q.CanaryHosts) > 0 || len(q.CanaryTags) > 0) {
 		spec.Stages = controller.DefaultStages(q.Schedule, q.CanaryHosts, q.CanaryTags)
 	}

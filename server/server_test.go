@@ -59,7 +59,7 @@ type lab struct {
 	root              []byte
 }
 
-func newLab(t *testing.T, opts server.Options) *lab {
+func newLab(t testing.TB, opts server.Options) *lab {
 	t.Helper()
 	l := &lab{repo: testtmp.Dir(t), keys: testtmp.Dir(t), state: testtmp.Dir(t), clock: &clock{now: time.Now().UTC()}}
 	r, err := tufrepo.Init(l.repo, l.keys, tufrepo.InitOptions{Clock: l.clock})
@@ -77,7 +77,7 @@ func newLab(t *testing.T, opts server.Options) *lab {
 	return l
 }
 
-func (l *lab) start(t *testing.T, opts server.Options) {
+func (l *lab) start(t testing.TB, opts server.Options) {
 	t.Helper()
 	opts.Repo, opts.Keys, opts.State, opts.Clock = l.repo, l.keys, l.state, l.clock
 	srv, err := server.New(opts)
@@ -104,7 +104,7 @@ type host struct {
 	seq int
 }
 
-func newHost(t *testing.T, tag string) *host {
+func newHost(t testing.TB, tag string) *host {
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	return &host{id: telemetry.NewIdentity(k), tag: tag}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,8 +23,15 @@ version the channel runs now (--from overrides). The default plan is the
 canary group (the server's --canary-hosts/--canary-tags, or this command's),
 then 0.1%, 1%, 10%, 50% and 100% of hosts, each with a bake time and a minimum
 number of hosts that must report healthy; --schedule emergency bakes a sixth
-as long with the same gates. --stages FILE replaces the plan: a JSON list of
-{"name", "percent", "hosts", "tags", "bake" (nanoseconds), "min_hosts"}.
+as long with the same gates. --stages FILE replaces the plan, a JSON list:
+
+  [{"name": "canary", "tags": ["canary"], "bake": "30m", "min_hosts": 5},
+   {"name": "1%", "percent": 1, "bake": "1h", "min_hosts": 50},
+   {"name": "all", "percent": 100, "min_hosts": 500}]
+
+Stages are nested; the last must be 100%. A stage advances when its bake time
+has passed and min_hosts of its hosts (all of them, if it has fewer) reported
+healthy.
 
 The server signs the plan for the first stage at once; the gate moves it on.`
 
@@ -86,7 +94,9 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, "rollout start", err)
 		}
-		if err := json.Unmarshal(b, &q.Stages); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&q.Stages); err != nil {
 			return fail(stderr, "rollout start", fmt.Errorf("%s: %w", *stagesFile, err))
 		}
 	}
@@ -201,7 +211,11 @@ evidence. Without a running server it reads the state directory.`, stdout, stder
 
 // printView prints a rollout for a terminal.
 func printView(w io.Writer, v server.View, decisions int) {
-	fmt.Fprintf(w, "channel %d: %d -> %d  %s  (%s schedule, stage %d of %d: %s)\n", v.Channel, v.From, v.To,
+	from := "(none)"
+	if v.From != 0 {
+		from = fmt.Sprint(v.From)
+	}
+	fmt.Fprintf(w, "channel %d: %s -> %d  %s  (%s schedule, stage %d of %d: %s)\n", v.Channel, from, v.To,
 		strings.ToUpper(v.State), v.Schedule, v.Stage+1, len(v.Stages), v.Stages[min(v.Stage, len(v.Stages)-1)].Name)
 	var st []string
 	for _, s := range v.Stages {
