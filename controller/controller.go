@@ -169,6 +169,9 @@ func (c *Controller) Rollouts() []*Rollout {
 	return out
 }
 
+// Known reports whether the host has reported before.
+func (c *Controller) Known(id string) bool { return c.hosts[id] != nil }
+
 // Hosts returns the number of hosts known.
 func (c *Controller) Hosts() int { return len(c.hosts) }
 

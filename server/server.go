@@ -61,6 +61,10 @@ const (
 	DefaultRefreshInterval = 6 * time.Hour
 	DefaultBatchesPerHost  = 1.0 // per second, sustained
 	DefaultBatchBurst      = 30
+	// DefaultMaxHosts bounds the hosts the server keeps (host ids are
+	// self-certifying keys, so anyone can make new ones): about 300 bytes
+	// of memory and of server.db each.
+	DefaultMaxHosts = 5_000_000
 )
 
 // Clock tells the time.
@@ -84,6 +88,9 @@ type Options struct {
 	// BatchesPerHost and BatchBurst rate-limit each host's telemetry.
 	BatchesPerHost float64
 	BatchBurst     int
+	// MaxHosts bounds the hosts kept; a batch from a new host beyond it is
+	// refused (403) until the fleet is pruned or the bound raised.
+	MaxHosts int
 	// ReadOnly opens the state to look at it (rollout status without a
 	// running server): no repository or keys needed, nothing is signed,
 	// and Start and Act refuse.
@@ -128,6 +135,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.BatchBurst <= 0 {
 		opts.BatchBurst = DefaultBatchBurst
+	}
+	if opts.MaxHosts <= 0 {
+		opts.MaxHosts = DefaultMaxHosts
 	}
 	var repo *tufrepo.Repo
 	if !opts.ReadOnly {

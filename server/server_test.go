@@ -388,3 +388,70 @@ func restoreDir(t *testing.T, dir string, files map[string][]byte) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, n), b, 0o644))
 	}
 }
+
+func TestHostLimit(t *testing.T) {
+	l := newLab(t, server.Options{MaxHosts: 2})
+	a, b, c := newHost(t, ""), newHost(t, ""), newHost(t, "")
+	for _, h := range []*host{a, b} {
+		code, ans := l.post(t, h, h.batch(1001))
+		require.Equal(t, http.StatusOK, code, ans)
+	}
+	code, ans := l.post(t, c, c.batch(1001))
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, ans, "--max-hosts")
+	code, ans = l.post(t, a, a.batch(1001))
+	require.Equal(t, http.StatusOK, code, "known hosts still report: %s", ans)
+}
+
+// timestampVersion reads the repository's timestamp version.
+func timestampVersion(t *testing.T, repo string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repo, "metadata", "timestamp.json"))
+	require.NoError(t, err)
+	var m struct {
+		Signed struct {
+			Version int `json:"version"`
+		} `json:"signed"`
+	}
+	require.NoError(t, json.Unmarshal(b, &m))
+	return m.Signed.Version
+}
+
+// TestRunEvaluatesAndRefreshes: the server's loop advances a stage whose
+// bake passed and whose hosts reported healthy, and re-signs timestamp and
+// snapshot once RefreshInterval has passed, so they never expire under a
+// running server.
+func TestRunEvaluatesAndRefreshes(t *testing.T) {
+	l := newLab(t, server.Options{CanaryTags: []string{"canary"}, RefreshInterval: 6 * time.Hour})
+	tick := make(chan time.Time)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.srv.Run(ctx, tick) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	step := func() { tick <- time.Time{}; tick <- time.Time{} } // the second send waits until the first was handled
+
+	canary := newHost(t, "canary")
+	code, ans := l.post(t, canary, canary.batch(1001))
+	require.Equal(t, http.StatusOK, code, ans)
+	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "a", Why: "b"}, Channel: 291, Version: 1002,
+		Stages: []server.StageRequest{{Name: "canary", Tags: []string{"canary"}, Bake: "10m", MinHosts: 1}, {Name: "all", Percent: 100, Bake: "24h", MinHosts: 1}}})
+	require.NoError(t, err)
+	l.clock.Advance(time.Minute)
+	code, ans = l.post(t, canary, canary.batch(1002, telemetry.Event{Type: "installed", Version: 1002}, telemetry.Event{Type: "healthy", Version: 1002}))
+	require.Equal(t, http.StatusOK, code, ans)
+	step()
+	require.Equal(t, 0, l.srv.Status()[0].Stage, "baking")
+	l.clock.Advance(10 * time.Minute)
+	step()
+	require.Equal(t, 1, l.srv.Status()[0].Stage, "baked, one healthy host: the next stage")
+
+	v := timestampVersion(t, l.repo)
+	l.clock.Advance(5 * time.Hour)
+	step()
+	require.Equal(t, v, timestampVersion(t, l.repo), "not yet")
+	l.clock.Advance(2 * time.Hour)
+	code, _ = l.post(t, canary, canary.batch(1002)) // stays heard from
+	require.Equal(t, http.StatusOK, code)
+	step()
+	require.Greater(t, timestampVersion(t, l.repo), v, "re-signed after 6 hours")
+}

@@ -103,6 +103,12 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
+	if !s.ctl.Known(b.HostID) && s.ctl.Hosts() >= s.opts.MaxHosts {
+		s.mu.Unlock()
+		s.metrics.rejected("host-limit")
+		httpError(w, http.StatusForbidden, fmt.Sprintf("the server keeps at most %d hosts and %s is new; raise serve --max-hosts", s.opts.MaxHosts, b.HostID))
+		return
+	}
 	fresh, err := s.db.Fresh(b.HostID, ids)
 	if err != nil {
 		s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,8 +60,8 @@ func TestServeAndOperate(t *testing.T) {
 	cmd.Env = append(os.Environ(), asMainEnv+"=1")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	lines := bufio.NewScanner(stdout)
@@ -131,4 +132,23 @@ func TestServeAndOperate(t *testing.T) {
 	_, errOut, code = runCLI(t, "serve", "--repo", repo)
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "is required")
+}
+
+// lockedBuffer is serve's stderr: written by exec's copying goroutine, read
+// by the test's messages.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -52,6 +52,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	canaryHosts := fs.String("canary-hosts", "", "comma-separated host ids: the canary group of rollouts started without their own")
 	canaryTags := fs.String("canary-tags", "canary", "comma-separated host tags: hosts reporting one are in the canary group")
 	rateLimit := fs.Float64("host-rate", server.DefaultBatchesPerHost, "telemetry batches per second allowed per host (sustained)")
+	maxHosts := fs.Int("max-hosts", server.DefaultMaxHosts, "hosts the server keeps; a new host beyond it is refused (host ids are self-made keys)")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
@@ -65,7 +66,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(h)
 	srv, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
-		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit})
+		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit, MaxHosts: *maxHosts})
 	if err != nil {
 		return fail(stderr, "serve", err)
 	}
