@@ -8,7 +8,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/rollout"
 )
 
@@ -330,9 +329,9 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 				}
 				c.failTreated(r, tr, reason, now)
 				if (r.State == StateRunning || r.State == StatePaused) && r.inCanary(h) {
-					c.measure(r, now) // the evidence as of this moment
-					out = append(out, c.halt(r, now, "gate",
-						fmt.Sprintf("%s of version %d in the canary group (host %s)", reason, r.To, h.ID), h.ID)...)
+					r.Observe(c.count(r, now), now) // the evidence as of this moment
+					out = append(out, c.note(r, r.Halt(now, "gate",
+						fmt.Sprintf("%s of version %d in the canary group (host %s)", reason, r.To, h.ID), h.ID))...)
 				}
 			case EventSensorCrashed:
 				if v == r.To || !tr.Installed.IsZero() && tr.Failed.IsZero() {
@@ -383,34 +382,28 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 	if r.State != StateRunning && r.State != StatePaused {
 		return nil
 	}
-	c.measure(r, now)
-	cnt := r.Counts
-	if r.Result.Reject {
-		return c.halt(r, now, "gate", fmt.Sprintf("the gate rejected version %d: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d of %d controls)",
-			r.To, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated, cnt.ControlFailures, cnt.Control), "")
-	}
-	if r.State != StateRunning {
-		return nil
-	}
-	st := r.Stages[r.Stage]
-	need := min(int64(st.MinHosts), cnt.StageHosts)
-	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 {
-		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left)", st.Name, st.Bake, left.Round(time.Second)))
-	}
-	if cnt.Healthy < need {
-		return r.wait(now, "hosts", fmt.Sprintf("stage %s: %d of the %d hosts needed reported healthy", st.Name, cnt.Healthy, need))
-	}
-	return c.advance(r, now, "gate", fmt.Sprintf("stage %s baked %v; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
-		st.Name, st.Bake, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
+	r.Observe(c.count(r, now), now)
+	c.dirtyRollouts[r.Channel] = true
+	return c.note(r, r.Step(now))
 }
 
-// measure walks the fleet for r at now: it marks silent hosts failed,
-// counts both groups, feeds the failures since the last measurement to the
-// gate, and records the statistic.
-func (c *Controller) measure(r *Rollout, now time.Time) {
-	prev := r.Counts
+// note marks what decisions changed: the rollout always, its plan when a
+// decision moved hosts.
+func (c *Controller) note(r *Rollout, ds []Decision) []Decision {
+	c.dirtyRollouts[r.Channel] = true
+	for _, d := range ds {
+		if MovesHosts(d.Kind) {
+			c.changedPlans[r.Channel] = true
+		}
+	}
+	return ds
+}
+
+// count walks the fleet for r at now: it marks silent hosts failed and
+// counts both groups and the current stage.
+func (c *Controller) count(r *Rollout, now time.Time) Counts {
 	var cnt Counts
-	cnt.TreatedFailures, cnt.ControlFailures = prev.TreatedFailures, prev.ControlFailures
+	cnt.TreatedFailures, cnt.ControlFailures = r.Counts.TreatedFailures, r.Counts.ControlFailures
 	limit := 0
 	if r.Stage < len(r.Stages) {
 		limit = r.Stage
@@ -461,93 +454,7 @@ func (c *Controller) measure(r *Rollout, now time.Time) {
 	}
 	cnt.Treated = cnt.TreatedAtRisk + cnt.TreatedFailures
 	cnt.Control = cnt.ControlAtRisk + cnt.ControlFailures
-	// The failures since the last measurement happened while the treated
-	// share moved between its value then and now (hosts install, fail,
-	// revert). The batch takes the larger share: under the null a failure
-	// is then at most that likely to be a treated one, so the gate's
-	// likelihood ratio stays a supermartingale and its false-halt bound
-	// holds (docs/gate.md).
-	b := gate.Batch{
-		TreatedFailures: cnt.TreatedFailures - r.GateState.Treated,
-		ControlFailures: cnt.ControlFailures - r.GateState.Control,
-	}
-	nowT, nowC := cnt.TreatedAtRisk+b.TreatedFailures, cnt.ControlAtRisk+b.ControlFailures
-	b.TreatedAtRisk, b.ControlAtRisk = nowT, nowC
-	pt, pc := prev.TreatedAtRisk, prev.ControlAtRisk
-	if pt+pc > 0 && (nowT+nowC == 0 || share(pt, pc) > share(nowT, nowC)) {
-		b.TreatedAtRisk, b.ControlAtRisk = pt, pc
-	}
-	r.Gate.Update(&r.GateState, b)
-	r.Result = r.Gate.Evaluate(r.GateState)
-	r.Counts = cnt
-	c.dirtyRollouts[r.Channel] = true
-	r.point(now)
-}
-
-func share(t, c int64) float64 { return float64(t) / float64(t+c) }
-
-// point adds the statistic to the history: when it changed, or at least
-// once a minute.
-func (r *Rollout) point(now time.Time) {
-	p := Point{Time: now, Statistic: Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Stage: r.Stage}
-	if n := len(r.History); n > 0 {
-		last := r.History[n-1]
-		if last.Statistic == p.Statistic && last.Stage == p.Stage && now.Sub(last.Time) < time.Minute {
-			return
-		}
-	}
-	if len(r.History) >= MaxHistory {
-		r.History = append(r.History[:0], r.History[1:]...)
-	}
-	r.History = append(r.History, p)
-}
-
-func (r *Rollout) wait(now time.Time, why, reason string) []Decision {
-	if r.Waiting == why {
-		return nil
-	}
-	d := r.decide(now, KindWait, "gate", reason, r.evidence(""))
-	r.Waiting = why
-	return []Decision{d}
-}
-
-func (c *Controller) advance(r *Rollout, now time.Time, actor, reason string) []Decision {
-	c.dirtyRollouts[r.Channel] = true
-	c.changedPlans[r.Channel] = true
-	if r.Stage >= len(r.Stages)-1 {
-		r.State = StateCompleted
-		return []Decision{r.decide(now, KindComplete, actor, reason, r.evidence(""))}
-	}
-	kind := KindAdvance
-	if actor != "gate" {
-		kind = KindPromote
-	}
-	d := r.decide(now, kind, actor, reason, r.evidence(""))
-	r.Stage++
-	r.StageStarted = now
-	d.Stage = r.Stage
-	r.Decisions[len(r.Decisions)-1].Stage = r.Stage
-	return []Decision{d}
-}
-
-func (c *Controller) halt(r *Rollout, now time.Time, actor, reason, host string) []Decision {
-	c.dirtyRollouts[r.Channel] = true
-	r.State = StateHalted
-	out := []Decision{r.decide(now, KindHalt, actor, reason, r.evidence(host))}
-	if actor == "gate" && !r.ManualRollback {
-		out = append(out, c.rollback(r, now, actor, fmt.Sprintf("automatic after the halt: every host back to version %d, version %d denied", r.From, r.To)))
-	}
-	return out
-}
-
-func (c *Controller) rollback(r *Rollout, now time.Time, actor, reason string) Decision {
-	r.State = StateRolledBack
-	if !slices.Contains(r.Deny, r.To) {
-		r.Deny = append(r.Deny, r.To)
-	}
-	c.dirtyRollouts[r.Channel] = true
-	c.changedPlans[r.Channel] = true
-	return r.decide(now, KindRollback, actor, reason, r.evidence(""))
+	return cnt
 }
 
 // Start begins a rollout of spec.To on spec.Channel. spec.From defaults to
@@ -561,71 +468,28 @@ func (c *Controller) Start(spec Spec, actor, why string, now time.Time) (Decisio
 		}
 		deny = old.Deny
 	}
-	if slices.Contains(deny, spec.To) {
-		return Decision{}, fmt.Errorf("%w: version %d was rolled back on channel %d and is denied; publish a new version", ErrState, spec.To, spec.Channel)
-	}
 	if spec.From == 0 {
 		spec.From = c.Current(spec.Channel)
 	}
-	spec, err := spec.withDefaults(c.CanaryHosts, c.CanaryTags)
+	r, d, err := NewRollout(spec, c.CanaryHosts, c.CanaryTags, deny, actor, why, now)
 	if err != nil {
 		return Decision{}, err
 	}
-	r := &Rollout{Spec: spec, State: StateRunning, Started: now, StageStarted: now, Updated: now, Deny: slices.Clone(deny)}
-	r.Result = r.Gate.Evaluate(r.GateState)
 	c.rollouts[spec.Channel] = r
-	c.dirtyRollouts[spec.Channel] = true
-	c.changedPlans[spec.Channel] = true
-	if why == "" {
-		why = fmt.Sprintf("version %d from %d, %s schedule, %d stages", spec.To, spec.From, spec.Schedule, len(spec.Stages))
-	}
-	return r.decide(now, KindStart, actor, why, r.evidence("")), nil
+	c.note(r, []Decision{d})
+	return d, nil
 }
 
-// Action is an operator's action on a channel's rollout.
+// Action is an operator's action on a channel's rollout (Rollout.Act).
 func (c *Controller) Action(channel uint32, kind, actor, why string, now time.Time) (Decision, error) {
 	r, ok := c.rollouts[channel]
 	if !ok {
 		return Decision{}, fmt.Errorf("%w %d", ErrNotFound, channel)
 	}
-	if actor == "" {
-		actor = "operator"
+	d, err := r.Act(kind, actor, why, now)
+	if err != nil {
+		return d, err
 	}
-	if why == "" {
-		return Decision{}, errors.New("controller: say why (it is recorded with the decision)")
-	}
-	bad := func() (Decision, error) {
-		return Decision{}, fmt.Errorf("%w: cannot %s a rollout that is %s", ErrState, kind, r.State)
-	}
-	c.dirtyRollouts[channel] = true
-	switch kind {
-	case KindPause:
-		if r.State != StateRunning {
-			return bad()
-		}
-		r.State = StatePaused
-	case KindResume:
-		if r.State != StatePaused && r.State != StateHalted {
-			return bad()
-		}
-		r.State = StateRunning
-	case KindHalt:
-		if r.State != StateRunning && r.State != StatePaused {
-			return bad()
-		}
-		return c.halt(r, now, actor, why, "")[0], nil
-	case KindRollback:
-		if !r.Active() {
-			return bad()
-		}
-		return c.rollback(r, now, actor, why), nil
-	case KindPromote:
-		if r.State != StateRunning && r.State != StatePaused {
-			return bad()
-		}
-		return c.advance(r, now, actor, why)[0], nil
-	default:
-		return Decision{}, fmt.Errorf("controller: unknown action %q; use pause, resume, halt, rollback or promote", kind)
-	}
-	return r.decide(now, kind, actor, why, r.evidence("")), nil
+	c.note(r, []Decision{d})
+	return d, nil
 }

@@ -1,0 +1,201 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ringfence/ringfence/gate"
+)
+
+// This file is the rollout's decision logic on counts: what the server
+// measures by walking its fleet and what the fleet simulator (cmd/ringfence-sim)
+// measures from its model go through the same code.
+
+// NewRollout checks spec (filling defaults; canaryHosts and canaryTags make
+// the canary group of the default stages), and returns the running rollout
+// with its start decision. deny is the channel's deny list so far.
+func NewRollout(spec Spec, canaryHosts, canaryTags []string, deny []uint32, actor, why string, now time.Time) (*Rollout, Decision, error) {
+	if slices.Contains(deny, spec.To) {
+		return nil, Decision{}, fmt.Errorf("%w: version %d was rolled back on channel %d and is denied; publish a new version", ErrState, spec.To, spec.Channel)
+	}
+	spec, err := spec.withDefaults(canaryHosts, canaryTags)
+	if err != nil {
+		return nil, Decision{}, err
+	}
+	r := &Rollout{Spec: spec, State: StateRunning, Started: now, StageStarted: now, Updated: now, Deny: slices.Clone(deny)}
+	r.Result = r.Gate.Evaluate(r.GateState)
+	if why == "" {
+		why = fmt.Sprintf("version %d from %d, %s schedule, %d stages", spec.To, spec.From, spec.Schedule, len(spec.Stages))
+	}
+	return r, r.decide(now, KindStart, actor, why, r.evidence("")), nil
+}
+
+// MovesHosts reports whether a decision of this kind changes the plan
+// hosts follow (so it must be signed).
+func MovesHosts(kind string) bool {
+	switch kind {
+	case KindStart, KindAdvance, KindPromote, KindComplete, KindRollback:
+		return true
+	}
+	return false
+}
+
+// Observe takes the counts measured at now: the failures since the last
+// observation go to the gate, and the statistic joins the history.
+func (r *Rollout) Observe(cnt Counts, now time.Time) {
+	prev := r.Counts
+	// The failures since the last observation happened while the treated
+	// share moved between its value then and now (hosts install, fail,
+	// revert). The batch takes the larger share: under the null a failure
+	// is then at most that likely to be a treated one, so the gate's
+	// likelihood ratio stays a supermartingale and its false-halt bound
+	// holds (docs/gate.md).
+	b := gate.Batch{
+		TreatedFailures: cnt.TreatedFailures - r.GateState.Treated,
+		ControlFailures: cnt.ControlFailures - r.GateState.Control,
+	}
+	nowT, nowC := cnt.TreatedAtRisk+b.TreatedFailures, cnt.ControlAtRisk+b.ControlFailures
+	b.TreatedAtRisk, b.ControlAtRisk = nowT, nowC
+	pt, pc := prev.TreatedAtRisk, prev.ControlAtRisk
+	if pt+pc > 0 && (nowT+nowC == 0 || share(pt, pc) > share(nowT, nowC)) {
+		b.TreatedAtRisk, b.ControlAtRisk = pt, pc
+	}
+	r.Gate.Update(&r.GateState, b)
+	r.Result = r.Gate.Evaluate(r.GateState)
+	r.Counts = cnt
+	r.point(now)
+}
+
+func share(t, c int64) float64 { return float64(t) / float64(t+c) }
+
+// Step decides at now from the last observation: a halt (and its rollback)
+// when the gate rejects; otherwise, while running, wait for the bake time
+// and the stage's healthy hosts, then advance or complete.
+func (r *Rollout) Step(now time.Time) []Decision {
+	if r.State != StateRunning && r.State != StatePaused {
+		return nil
+	}
+	cnt := r.Counts
+	if r.Result.Reject {
+		return r.Halt(now, "gate", fmt.Sprintf("the gate rejected version %d: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d of %d controls)",
+			r.To, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated, cnt.ControlFailures, cnt.Control), "")
+	}
+	if r.State != StateRunning {
+		return nil
+	}
+	st := r.Stages[r.Stage]
+	need := min(int64(st.MinHosts), cnt.StageHosts)
+	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 {
+		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left)", st.Name, st.Bake, left.Round(time.Second)))
+	}
+	if cnt.Healthy < need {
+		return r.wait(now, "hosts", fmt.Sprintf("stage %s: %d of the %d hosts needed reported healthy", st.Name, cnt.Healthy, need))
+	}
+	return r.advance(now, "gate", fmt.Sprintf("stage %s baked %v; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
+		st.Name, st.Bake, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
+}
+
+// point adds the statistic to the history: when it changed, or at least
+// once a minute.
+func (r *Rollout) point(now time.Time) {
+	p := Point{Time: now, Statistic: Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Stage: r.Stage}
+	if n := len(r.History); n > 0 {
+		last := r.History[n-1]
+		if last.Statistic == p.Statistic && last.Stage == p.Stage && now.Sub(last.Time) < time.Minute {
+			return
+		}
+	}
+	if len(r.History) >= MaxHistory {
+		r.History = append(r.History[:0], r.History[1:]...)
+	}
+	r.History = append(r.History, p)
+}
+
+func (r *Rollout) wait(now time.Time, why, reason string) []Decision {
+	if r.Waiting == why {
+		return nil
+	}
+	d := r.decide(now, KindWait, "gate", reason, r.evidence(""))
+	r.Waiting = why
+	return []Decision{d}
+}
+
+func (r *Rollout) advance(now time.Time, actor, reason string) []Decision {
+	if r.Stage >= len(r.Stages)-1 {
+		r.State = StateCompleted
+		return []Decision{r.decide(now, KindComplete, actor, reason, r.evidence(""))}
+	}
+	kind := KindAdvance
+	if actor != "gate" {
+		kind = KindPromote
+	}
+	r.Stage++
+	r.StageStarted = now
+	return []Decision{r.decide(now, kind, actor, reason, r.evidence(""))}
+}
+
+// Halt stops the rollout where it is. A halt by the gate (actor "gate")
+// rolls back at once unless the rollout was started with ManualRollback.
+// host names the host whose report caused it, if one did.
+func (r *Rollout) Halt(now time.Time, actor, reason, host string) []Decision {
+	r.State = StateHalted
+	out := []Decision{r.decide(now, KindHalt, actor, reason, r.evidence(host))}
+	if actor == "gate" && !r.ManualRollback {
+		out = append(out, r.rollback(now, actor, fmt.Sprintf("automatic after the halt: every host back to version %d, version %d denied", r.From, r.To)))
+	}
+	return out
+}
+
+func (r *Rollout) rollback(now time.Time, actor, reason string) Decision {
+	r.State = StateRolledBack
+	if !slices.Contains(r.Deny, r.To) {
+		r.Deny = append(r.Deny, r.To)
+	}
+	return r.decide(now, KindRollback, actor, reason, r.evidence(""))
+}
+
+// Act applies an operator's action: pause, resume, halt, rollback or
+// promote, recorded with who and why.
+func (r *Rollout) Act(kind, actor, why string, now time.Time) (Decision, error) {
+	if actor == "" {
+		actor = "operator"
+	}
+	if why == "" {
+		return Decision{}, errors.New("controller: say why (it is recorded with the decision)")
+	}
+	bad := func() (Decision, error) {
+		return Decision{}, fmt.Errorf("%w: cannot %s a rollout that is %s", ErrState, kind, r.State)
+	}
+	switch kind {
+	case KindPause:
+		if r.State != StateRunning {
+			return bad()
+		}
+		r.State = StatePaused
+	case KindResume:
+		if r.State != StatePaused && r.State != StateHalted {
+			return bad()
+		}
+		r.State = StateRunning
+	case KindHalt:
+		if r.State != StateRunning && r.State != StatePaused {
+			return bad()
+		}
+		return r.Halt(now, actor, why, "")[0], nil
+	case KindRollback:
+		if !r.Active() {
+			return bad()
+		}
+		return r.rollback(now, actor, why), nil
+	case KindPromote:
+		if r.State != StateRunning && r.State != StatePaused {
+			return bad()
+		}
+		return r.advance(now, actor, why)[0], nil
+	default:
+		return Decision{}, fmt.Errorf("controller: unknown action %q; use pause, resume, halt, rollback or promote", kind)
+	}
+	return r.decide(now, kind, actor, why, r.evidence("")), nil
+}
