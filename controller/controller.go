@@ -23,9 +23,13 @@ const (
 	EventSensorCrashed      = "sensor-crashed"
 )
 
-// Failure reasons the controller gives silence.
+// Failure reasons the controller gives hosts that did not say they failed.
 const (
+	// FailureSilent: not heard from for the silence window.
 	FailureSilent = "silent"
+	// FailureNoHealthy: heard from, but no healthy report by the end of the
+	// health window and grace.
+	FailureNoHealthy = "no-healthy-report"
 )
 
 // ErrNotFound is returned for an action on a channel with no rollout.
@@ -404,6 +408,7 @@ func (c *Controller) note(r *Rollout, ds []Decision) []Decision {
 func (c *Controller) count(r *Rollout, now time.Time) Counts {
 	var cnt Counts
 	cnt.TreatedFailures, cnt.ControlFailures = r.Counts.TreatedFailures, r.Counts.ControlFailures
+	cnt.TreatedSilent, cnt.ControlSilent = r.Counts.TreatedSilent, r.Counts.ControlSilent
 	limit := 0
 	if r.Stage < len(r.Stages) {
 		limit = r.Stage
@@ -417,9 +422,25 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 		}
 		alive := now.Sub(h.LastSeen) <= r.Silence
 		if tr != nil && !tr.Installed.IsZero() {
-			if tr.Failed.IsZero() && tr.Healthy.IsZero() && now.Sub(tr.Installed) > r.HealthWindow+r.Grace {
-				tr.Failed, tr.Failure = now, FailureSilent
+			// Silence is judged alike on both sides (a host unheard for the
+			// silence window), so that hosts dropping off the network for
+			// reasons of their own weigh the same in both groups. A treated
+			// host that is heard from but has not reported healthy by the
+			// end of its health window and grace is failing its trial.
+			failure := ""
+			switch {
+			case !tr.Failed.IsZero():
+			case !alive:
+				failure = FailureSilent
+			case tr.Healthy.IsZero() && now.Sub(tr.Installed) > r.HealthWindow+r.Grace && h.LastSeen.After(tr.Installed.Add(r.HealthWindow)):
+				failure = FailureNoHealthy
+			}
+			if failure != "" {
+				tr.Failed, tr.Failure = now, failure
 				cnt.TreatedFailures++
+				if failure == FailureSilent {
+					cnt.TreatedSilent++
+				}
 				c.dirtyHosts[h.ID] = true
 			}
 			if tr.Failed.IsZero() {
@@ -436,6 +457,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 				if tr.ControlFailed.IsZero() {
 					tr.ControlFailed = now
 					cnt.ControlFailures++
+					cnt.ControlSilent++
 					c.dirtyHosts[h.ID] = true
 				}
 			} else if tr == nil || tr.ControlFailed.IsZero() {

@@ -365,3 +365,54 @@ func BenchmarkEvaluate1M(b *testing.B) {
 		b.Fatalf("counted %d treated + %d control hosts, want %d", r.Counts.Treated, r.Counts.Control, n)
 	}
 }
+
+// TestTrialWithoutHealthyReport: a treated host that keeps talking but
+// never reports healthy is failing its trial.
+func TestTrialWithoutHealthyReport(t *testing.T) {
+	f := newFleet(t, 20, 3, 1001)
+	r := f.start(t, 1002)
+	stuck := f.canon[1]
+	f.report(stuck, 1002, ev(controller.EventInstalled, 1002, ""))
+	for range 4 {
+		f.now = f.now.Add(5 * time.Minute)
+		for _, id := range f.ids {
+			v := uint32(1001)
+			if id == stuck {
+				v = 1002
+			}
+			f.report(id, v)
+		}
+		f.c.Evaluate(f.now)
+	}
+	require.Equal(t, int64(1), r.Counts.TreatedFailures)
+	require.Zero(t, r.Counts.TreatedSilent, "it was heard from: not silence")
+}
+
+// TestSilenceHasItsOwnTest: silence and reported failures are weighed by
+// two tests, so hosts going offline among the controls do not hide a crash
+// regression, and reported crashes do not make silence look worse.
+func TestSilenceHasItsOwnTest(t *testing.T) {
+	r, _, err := controller.NewRollout(controller.Spec{Channel: 291, To: 1002, From: 1001, Stages: []controller.StageSpec{
+		{Name: "10%", Percent: 10, Bake: time.Hour}, {Name: "all", Percent: 100}}}, nil, nil, nil, "t", "", t0)
+	require.NoError(t, err)
+	// 1,000 treated and 9,000 controls. Controls go silent 10 times as
+	// often as treated hosts; treated hosts crash 10 times as often.
+	now := t0
+	var cnt controller.Counts
+	cnt.TreatedAtRisk, cnt.ControlAtRisk = 1000, 9000
+	for range 60 {
+		now = now.Add(time.Minute)
+		cnt.TreatedFailures += 1 // a crash a minute among the treated
+		cnt.ControlFailures += 1 // ...and among nine times as many controls
+		cnt.ControlFailures += 10
+		cnt.ControlSilent += 10 // many controls drop off the network
+		r.Observe(cnt, now)
+		if r.Result.Reject {
+			break
+		}
+	}
+	require.True(t, r.Result.Reject, "the crash test sees 9x: %+v", r.Result)
+	require.Equal(t, r.Result.Statistic, r.Halt(now, "gate", "x", "")[0].Evidence.Statistic)
+	require.False(t, r.SilenceResult.Reject)
+	require.Less(t, r.SilenceResult.Statistic, 0.0, "silence favours the new version here")
+}

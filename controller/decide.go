@@ -25,7 +25,8 @@ func NewRollout(spec Spec, canaryHosts, canaryTags []string, deny []uint32, acto
 		return nil, Decision{}, err
 	}
 	r := &Rollout{Spec: spec, State: StateRunning, Started: now, StageStarted: now, Updated: now, Deny: slices.Clone(deny)}
-	r.Result = r.Gate.Evaluate(r.GateState)
+	r.Result = r.halfGate().Evaluate(r.GateState)
+	r.SilenceResult = r.Result
 	if why == "" {
 		why = fmt.Sprintf("version %d from %d, %s schedule, %d stages", spec.To, spec.From, spec.Schedule, len(spec.Stages))
 	}
@@ -43,29 +44,47 @@ func MovesHosts(kind string) bool {
 }
 
 // Observe takes the counts measured at now: the failures since the last
-// observation go to the gate, and the statistic joins the history.
+// observation go to the gate's two tests, and the statistic joins the
+// history.
 func (r *Rollout) Observe(cnt Counts, now time.Time) {
 	prev := r.Counts
-	// The failures since the last observation happened while the treated
-	// share moved between its value then and now (hosts install, fail,
-	// revert). The batch takes the larger share: under the null a failure
-	// is then at most that likely to be a treated one, so the gate's
-	// likelihood ratio stays a supermartingale and its false-halt bound
-	// holds (docs/gate.md).
-	b := gate.Batch{
-		TreatedFailures: cnt.TreatedFailures - r.GateState.Treated,
-		ControlFailures: cnt.ControlFailures - r.GateState.Control,
+	half := r.halfGate()
+	reported := r.batch(prev, cnt, cnt.TreatedFailures-cnt.TreatedSilent-r.GateState.Treated, cnt.ControlFailures-cnt.ControlSilent-r.GateState.Control)
+	silent := r.batch(prev, cnt, cnt.TreatedSilent-r.SilenceState.Treated, cnt.ControlSilent-r.SilenceState.Control)
+	half.Update(&r.GateState, reported)
+	half.Update(&r.SilenceState, silent)
+	r.Result = half.Evaluate(r.GateState)
+	r.SilenceResult = half.Evaluate(r.SilenceState)
+	if r.SilenceResult.Statistic > r.Result.Statistic {
+		r.Result = r.SilenceResult
 	}
-	nowT, nowC := cnt.TreatedAtRisk+b.TreatedFailures, cnt.ControlAtRisk+b.ControlFailures
+	r.Counts = cnt
+	r.point(now)
+}
+
+// batch is one test's batch: its failures since the last observation, and
+// the hosts at risk. The failures happened while the treated share moved
+// between its value then and now (hosts install, fail, revert); the batch
+// takes the larger share. Under the null a failure is then at most that
+// likely to be a treated one, so the likelihood ratio stays a
+// supermartingale and the false-halt bound holds (docs/gate.md).
+func (r *Rollout) batch(prev, cnt Counts, treated, control int64) gate.Batch {
+	b := gate.Batch{TreatedFailures: treated, ControlFailures: control}
+	nowT, nowC := cnt.TreatedAtRisk+cnt.TreatedFailures-prev.TreatedFailures, cnt.ControlAtRisk+cnt.ControlFailures-prev.ControlFailures
 	b.TreatedAtRisk, b.ControlAtRisk = nowT, nowC
 	pt, pc := prev.TreatedAtRisk, prev.ControlAtRisk
 	if pt+pc > 0 && (nowT+nowC == 0 || share(pt, pc) > share(nowT, nowC)) {
 		b.TreatedAtRisk, b.ControlAtRisk = pt, pc
 	}
-	r.Gate.Update(&r.GateState, b)
-	r.Result = r.Gate.Evaluate(r.GateState)
-	r.Counts = cnt
-	r.point(now)
+	return b
+}
+
+// halfGate is each of the gate's two tests: half the rollout's alpha, so
+// that the false-halt bound holds for both together.
+func (r *Rollout) halfGate() gate.Params {
+	p := r.Gate
+	p.Alpha /= 2
+	return p
 }
 
 func share(t, c int64) float64 { return float64(t) / float64(t+c) }
@@ -79,8 +98,12 @@ func (r *Rollout) Step(now time.Time) []Decision {
 	}
 	cnt := r.Counts
 	if r.Result.Reject {
-		return r.Halt(now, "gate", fmt.Sprintf("the gate rejected version %d: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d of %d controls)",
-			r.To, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated, cnt.ControlFailures, cnt.Control), "")
+		what := "failures hosts reported"
+		if r.SilenceResult.Reject && r.Result == r.SilenceResult {
+			what = "silence"
+		}
+		return r.Halt(now, "gate", fmt.Sprintf("the gate rejected version %d on %s: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d silent; %d of %d controls, %d silent)",
+			r.To, what, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated, cnt.TreatedSilent, cnt.ControlFailures, cnt.Control, cnt.ControlSilent), "")
 	}
 	if r.State != StateRunning {
 		return nil

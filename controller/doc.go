@@ -15,9 +15,10 @@
 //     canary group halts at once: the canary group is hand-picked, and one
 //     crash-on-load there is the 2024 failure.
 //  2. Failures since the last evaluation (reverts, sensor crashes,
-//     rejections, and silence: a treated host that has not reported
-//     healthy within the health window and grace, a control host not heard
-//     from for the silence window) feed the gate; the gate rejecting halts.
+//     rejections; silence: any host not heard from for the silence window,
+//     judged alike on both sides; and a treated host heard from that has
+//     not reported healthy by the end of its health window and grace) feed
+//     the gate; the gate rejecting halts.
 //  3. A halt rolls back (unless AutoRollback is off): the plan sends every
 //     host to the version the rollout started from, and the bad version
 //     joins the channel's deny list, which hosts honour.

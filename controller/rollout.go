@@ -88,10 +88,10 @@ type Spec struct {
 	From     uint32      `json:"from_version"`
 	Schedule string      `json:"schedule"`
 	Stages   []StageSpec `json:"stages"`
-	// HealthWindow is the hosts' health window; a treated host that has not
-	// reported healthy HealthWindow+Grace after it installed is silent, and
-	// silence is a failure. Silence is how long a control host may go
-	// unheard before it counts as failed.
+	// HealthWindow is the hosts' health window; a treated host heard from
+	// that has not reported healthy HealthWindow+Grace after it installed
+	// is failing its trial. Silence is how long any host may go unheard
+	// before it counts as failed, on either side: no data is never good.
 	HealthWindow time.Duration `json:"health_window"`
 	Grace        time.Duration `json:"grace"`
 	Silence      time.Duration `json:"silence"`
@@ -173,14 +173,21 @@ type Rollout struct {
 	// forbids every host to install. It outlives the rollout.
 	Deny []uint32 `json:"deny,omitempty"`
 
-	// Counts is the gate's view at the last evaluation; GateState its
-	// running evidence.
-	Counts    Counts      `json:"counts"`
-	GateState gate.State  `json:"gate_state"`
-	Result    gate.Result `json:"result"`
-	History   []Point     `json:"history"`
-	Decisions []Decision  `json:"decisions"`
-	Seq       uint64      `json:"seq"`
+	// Counts is the gate's view at the last evaluation. The gate runs two
+	// tests, each at half the rollout's alpha: GateState on what hosts
+	// report (reverts, crashes, rejections, failing trials) and
+	// SilenceState on silence, which churn makes noisy; apart, a crash
+	// regression is not drowned by hosts that merely went offline.
+	// Result is the test with the larger statistic.
+	Counts       Counts      `json:"counts"`
+	GateState    gate.State  `json:"gate_state"`
+	SilenceState gate.State  `json:"silence_state"`
+	Result       gate.Result `json:"result"`
+	// Silence is the silence test's own result.
+	SilenceResult gate.Result `json:"silence_result"`
+	History       []Point     `json:"history"`
+	Decisions     []Decision  `json:"decisions"`
+	Seq           uint64      `json:"seq"`
 	// waiting is the reason of the last wait decision, so a wait is
 	// recorded once per reason, not once per evaluation.
 	Waiting string `json:"waiting,omitempty"`
@@ -193,8 +200,10 @@ type Counts struct {
 	// at risk plus the failed ones.
 	Treated         int64 `json:"treated"`
 	Control         int64 `json:"control"`
-	TreatedFailures int64 `json:"treated_failures"` // since the rollout started
+	TreatedFailures int64 `json:"treated_failures"` // since the rollout started, silence included
 	ControlFailures int64 `json:"control_failures"`
+	TreatedSilent   int64 `json:"treated_silent"` // of the failures, silence
+	ControlSilent   int64 `json:"control_silent"`
 	TreatedAtRisk   int64 `json:"treated_at_risk"` // not failed: what the gate weighs
 	ControlAtRisk   int64 `json:"control_at_risk"`
 	Healthy         int64 `json:"healthy"`     // treated hosts in the current stage that reported healthy
