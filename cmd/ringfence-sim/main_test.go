@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/testtmp"
+)
+
+func runCLI(args ...string) (string, string, int) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestTableAndChart(t *testing.T) {
+	svg := filepath.Join(testtmp.Dir(t), "exposed.svg")
+	out, errOut, code := runCLI("--hosts", "50000", "--duration", "24h", "--reps", "3", "--svg", svg)
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(out, "\n")
+	var crashAll []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "crash-all") && strings.Contains(l, "all-at-once") {
+			crashAll = strings.Fields(l)
+		}
+	}
+	// The 2024 case all at once: every host that came online loads it and
+	// crashes; with the guard none stays down, without it every one does.
+	require.Len(t, crashAll, 9)
+	loaded := number(t, crashAll[2])
+	require.Greater(t, loaded, 49_000)
+	require.Equal(t, crashAll[2], crashAll[3], "every host that loaded it crashed")
+	require.Equal(t, "0", crashAll[4], "with the guard, none is down at the end")
+	require.Equal(t, crashAll[2], crashAll[5], "without it, every one is")
+	require.Equal(t, []string{"-", "-", "-"}, crashAll[6:], "nothing halts it, nothing reaches 99%")
+	require.Contains(t, out, "ringfence over 3 seeds:")
+	require.Contains(t, out, "healthy         halted (false halts) in 0 of 3 runs")
+	b, err := os.ReadFile(svg)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(b, []byte("<svg")))
+	require.Equal(t, 12, bytes.Count(b, []byte("<polyline")), "four scenarios, three policies")
+}
+
+func number(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+	require.NoError(t, err)
+	return n
+}
+
+func TestJSON(t *testing.T) {
+	out, errOut, code := runCLI("--hosts", "20000", "--duration", "12h", "--scenarios", "crash-all", "--policies", "ringfence", "--json")
+	require.Equal(t, 0, code, errOut)
+	var got struct {
+		Runs []struct {
+			Scenario    string `json:"scenario"`
+			Policy      string `json:"policy"`
+			Loaded      int    `json:"loaded"`
+			Halted      bool   `json:"halted"`
+			DownNoGuard int    `json:"down_no_guard"`
+			Series      []any  `json:"series"`
+		} `json:"runs"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Len(t, got.Runs, 1)
+	r := got.Runs[0]
+	require.True(t, r.Halted)
+	require.LessOrEqual(t, r.Loaded, 500)
+	require.NotEmpty(t, r.Series)
+}
+
+func TestBadFlags(t *testing.T) {
+	_, errOut, code := runCLI("--scenarios", "meteor")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `scenario "meteor"`)
+	out, _, code := runCLI("--help")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "Bottlerocket")
+}

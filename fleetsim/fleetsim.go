@@ -1,0 +1,637 @@
+// Package fleetsim is a discrete-event simulation of a fleet taking a
+// content update, for ringfence-sim: millions of hosts that check in with
+// jitter, go offline and come back, reboot after crashes, crash in the
+// background, and (optionally) run the host-side boot guard, under one of
+// three rollout policies. The ringfence policy is the real rollout
+// controller and gate (package controller, the code ringfence-server runs):
+// the simulation measures the same counts the server's fleet walk would
+// and hands them to Rollout.Observe and Rollout.Step; canary reverts go to
+// Rollout.Halt as the server's telemetry intake sends them.
+//
+// The model, per host: a bucket (uniform in 0..9999, as the SHA-256 of a
+// host id is), whether it is in the canary group, online or offline
+// (offline periods exponential, a set fraction of the fleet offline at any
+// time), and its state on the new version. A host takes the new version at
+// its first check-in after the plan includes it (the check-in phase is
+// uniform over the interval; an offline host checks in when it is back).
+// Content that crashes a host on load crashes it at once; with the boot
+// guard the host is back on last-known-good after a reboot and reports the
+// revert with its next telemetry; without it the host crash-loops, silent,
+// until someone repairs it by hand. Healthy hosts report healthy after the
+// health window. Background sensor crashes are Poisson, per host-hour.
+// Time advances in fixed ticks (Resolution); the controller evaluates every
+// Step.
+package fleetsim
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/rollout"
+)
+
+// Scenarios.
+const (
+	CrashAll      = "crash-all"      // the new version crashes every host on load (2024)
+	CrashOnePct   = "crash-1pct"     // it crashes 1% of hosts on load (an event only some see)
+	Background10x = "background-10x" // hosts on it crash 10x as often, not at load
+	Healthy       = "healthy"        // a good update
+)
+
+// Policies.
+const (
+	AllAtOnce = "all-at-once" // everyone takes it at their next check-in
+	Waves     = "waves"       // time-based waves, no health gate
+	Ringfence = "ringfence"   // the real controller and gate, default plan
+)
+
+// Scenarios and Policies list them in report order.
+var (
+	Scenarios = []string{CrashAll, CrashOnePct, Background10x, Healthy}
+	Policies  = []string{AllAtOnce, Waves, Ringfence}
+)
+
+// Wave is one step of the waves policy: from At after the start, Percent of
+// buckets have the version.
+type Wave struct {
+	At      time.Duration
+	Percent float64
+}
+
+// BottlerocketWaves is Bottlerocket's default wave schedule.
+var BottlerocketWaves = []Wave{
+	{time.Hour, 1}, {4 * time.Hour, 5}, {24 * time.Hour, 15}, {48 * time.Hour, 40},
+	{96 * time.Hour, 60}, {120 * time.Hour, 90}, {144 * time.Hour, 100},
+}
+
+// Params describe one run.
+type Params struct {
+	Hosts    int
+	Duration time.Duration
+	Scenario string
+	Policy   string
+	Seed     uint64
+	// Guard is the host-side boot guard (a crash on load reverts to
+	// last-known-good after a reboot); off models hosts without Ringfence's
+	// host side.
+	Guard bool
+	// Emergency uses the emergency schedule (ringfence policy).
+	Emergency bool
+	// Canaries is the size of the canary group (the first stage).
+	Canaries int
+
+	CheckIn      time.Duration // check-in interval (the daemon's poll interval)
+	Telemetry    time.Duration // telemetry interval: reports arrive within it
+	Reboot       time.Duration // from a crash to the host up again
+	HealthWindow time.Duration
+	// BackgroundRate is sensor crashes per host-hour on any version.
+	BackgroundRate float64
+	// Offline is the fraction of hosts offline at any time; OfflineMean
+	// the mean length of an offline period.
+	Offline     float64
+	OfflineMean time.Duration
+
+	Resolution time.Duration // the event clock's tick
+	Step       time.Duration // how often the controller evaluates
+	Sample     time.Duration // how often the series is sampled
+}
+
+// Defaults returns the parameters of the README's runs.
+func Defaults() Params {
+	return Params{Hosts: 10_000_000, Duration: 72 * time.Hour, Scenario: CrashAll, Policy: Ringfence, Guard: true, Canaries: 500,
+		CheckIn: 5 * time.Minute, Telemetry: time.Minute, Reboot: 3 * time.Minute, HealthWindow: 10 * time.Minute,
+		BackgroundRate: 1e-4, Offline: 0.01, OfflineMean: 4 * time.Hour,
+		Resolution: 10 * time.Second, Step: time.Minute, Sample: 10 * time.Minute}
+}
+
+// Check says what is wrong with p.
+func (p Params) Check() error {
+	switch {
+	case p.Hosts < 1 || p.Hosts > 1<<30:
+		return fmt.Errorf("fleetsim: hosts %d: want 1..2^30", p.Hosts)
+	case p.Duration <= 0 || p.Resolution <= 0 || p.Step < p.Resolution || p.Sample < p.Resolution:
+		return fmt.Errorf("fleetsim: duration, resolution, step and sample must be positive, step and sample at least the resolution")
+	case p.Duration/p.Resolution > 10_000_000:
+		return fmt.Errorf("fleetsim: %v at %v resolution is too many ticks; raise the resolution", p.Duration, p.Resolution)
+	case p.Canaries < 0 || p.Canaries > p.Hosts:
+		return fmt.Errorf("fleetsim: canaries %d: want 0..hosts", p.Canaries)
+	case p.Offline < 0 || p.Offline >= 1 || p.OfflineMean <= 0 && p.Offline > 0:
+		return fmt.Errorf("fleetsim: offline fraction must be in [0, 1) with a positive mean period")
+	case p.CheckIn <= 0 || p.Telemetry <= 0 || p.Reboot < 0 || p.HealthWindow <= 0 || p.BackgroundRate < 0:
+		return fmt.Errorf("fleetsim: check-in, telemetry and health window must be positive; reboot and background rate not negative")
+	}
+	switch p.Scenario {
+	case CrashAll, CrashOnePct, Background10x, Healthy:
+	default:
+		return fmt.Errorf("fleetsim: scenario %q; want one of %v", p.Scenario, Scenarios)
+	}
+	switch p.Policy {
+	case AllAtOnce, Waves, Ringfence:
+	default:
+		return fmt.Errorf("fleetsim: policy %q; want one of %v", p.Policy, Policies)
+	}
+	return nil
+}
+
+// Sample is a point of the series.
+type Sample struct {
+	At      time.Duration `json:"at"`
+	Exposed int           `json:"exposed"` // hosts that ever loaded the new version
+	Running int           `json:"running"` // hosts running it now
+	Down    int           `json:"down"`    // hosts without working content now
+}
+
+// Result is what one run measured.
+type Result struct {
+	Scenario string `json:"scenario"`
+	Policy   string `json:"policy"`
+	Guard    bool   `json:"guard"`
+	Hosts    int    `json:"hosts"`
+	// Loaded: hosts that ever loaded the new version; Crashed: hosts that
+	// crashed on it (on load, or in the background at the raised rate);
+	// Down: hosts crash-looping at the end (needing hands without the
+	// guard).
+	Loaded  int `json:"loaded"`
+	Crashed int `json:"crashed"`
+	Down    int `json:"down"`
+	// Halted: the controller halted; HaltAfter from the start,
+	// HaltAfterReport from the first failure report (-1 when none).
+	Halted          bool          `json:"halted"`
+	HaltAfter       time.Duration `json:"halt_after"`
+	HaltAfterReport time.Duration `json:"halt_after_report"`
+	// Reach99 is when 99% of hosts ran the new version (-1: never).
+	Reach99 time.Duration `json:"reach_99"`
+	Series  []Sample      `json:"series"`
+	// Decisions are the controller's, ringfence policy only.
+	Decisions []controller.Decision `json:"decisions,omitempty"`
+}
+
+// host states.
+const (
+	stOld      uint8 = iota // on the old version
+	stNew                   // running the new version
+	stDown                  // crash-looping on the new version (no guard)
+	stReverted              // back on the old version after a crash; never retries
+)
+
+// host flags.
+const (
+	fCanary uint8 = 1 << iota
+	fSusceptible
+	fOffline
+	fPending // included by the plan, not yet taken
+	fHealthy
+	fFailed     // a treated failure was counted
+	fCtrlFailed // a control failure was counted
+	fIncluded   // the plan includes it
+)
+
+// event kinds, in the low 4 bits of an event.
+const (
+	evAdopt uint8 = iota
+	evRevert
+	evReport // a revert report reaches the server
+	evHealthy
+	evOffline
+	evOnline
+	evSilence  // a control host has been offline for the silence window
+	evRollback // the host takes the rollback plan at its check-in
+)
+
+// sim is one run.
+type sim struct {
+	p    Params
+	rng  *rand.Rand
+	t0   time.Time
+	tick int // current tick
+
+	bucket []uint16
+	flags  []uint8
+	state  []uint8
+	since  []int32 // offline since (tick), for the silence check
+	byBkt  [][]int32
+
+	wheel [][]uint64 // per tick: host<<4 | kind
+
+	// the plan
+	limit   int // buckets below it are included
+	canary  bool
+	stopped bool // halted or rolled back: no new adoptions
+	rolled  bool // rolled back: hosts on the new version go back
+
+	// counts
+	loaded, running, down, crashed int
+	treatedAtRisk, controlAtRisk   int64
+	treatedFail, controlFail       int64
+	treatedSilent, controlSilent   int64
+	healthy                        int64
+	firstReport                    int
+	res                            *Result
+
+	r *controller.Rollout
+}
+
+// Run simulates one rollout.
+func Run(p Params) (*Result, error) {
+	if err := p.Check(); err != nil {
+		return nil, err
+	}
+	s := &sim{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15)), t0: time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC),
+		firstReport: -1}
+	s.res = &Result{Scenario: p.Scenario, Policy: p.Policy, Guard: p.Guard, Hosts: p.Hosts, HaltAfter: -1, HaltAfterReport: -1, Reach99: -1}
+	s.setup()
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	s.loop()
+	s.res.Loaded, s.res.Crashed, s.res.Down = s.loaded, s.crashed, s.down
+	if s.r != nil {
+		s.res.Decisions = s.r.Decisions
+	}
+	return s.res, nil
+}
+
+func (s *sim) ticks(d time.Duration) int { return int(d / s.p.Resolution) }
+
+func (s *sim) at(tick int) time.Time { return s.t0.Add(time.Duration(tick) * s.p.Resolution) }
+
+// schedule puts an event for host h d from now (at least the next tick).
+func (s *sim) schedule(h int, kind uint8, d time.Duration) {
+	t := s.tick + max(1, int(math.Ceil(float64(d)/float64(s.p.Resolution))))
+	if t >= len(s.wheel) {
+		return // past the end of the run
+	}
+	s.wheel[t] = append(s.wheel[t], uint64(h)<<4|uint64(kind))
+}
+
+func (s *sim) uniform(d time.Duration) time.Duration {
+	return time.Duration(s.rng.Int64N(int64(d)) + 1)
+}
+
+func (s *sim) exp(mean time.Duration) time.Duration {
+	return time.Duration(s.rng.ExpFloat64() * float64(mean))
+}
+
+func (s *sim) setup() {
+	n := s.p.Hosts
+	s.bucket = make([]uint16, n)
+	s.flags = make([]uint8, n)
+	s.state = make([]uint8, n)
+	s.since = make([]int32, n)
+	s.wheel = make([][]uint64, s.ticks(s.p.Duration)+1)
+	counts := make([]int, rollout.Buckets)
+	for i := range n {
+		b := uint16(s.rng.IntN(rollout.Buckets))
+		s.bucket[i] = b
+		counts[b]++
+		if i < s.p.Canaries {
+			s.flags[i] |= fCanary
+		}
+		switch s.p.Scenario {
+		case CrashAll:
+			s.flags[i] |= fSusceptible
+		case CrashOnePct:
+			if s.rng.Float64() < 0.01 {
+				s.flags[i] |= fSusceptible
+			}
+		}
+	}
+	s.byBkt = make([][]int32, rollout.Buckets)
+	for b, c := range counts {
+		s.byBkt[b] = make([]int32, 0, c)
+	}
+	for i := range n {
+		s.byBkt[s.bucket[i]] = append(s.byBkt[s.bucket[i]], int32(i))
+	}
+	// Churn: a fraction offline now, each host's next change drawn from the
+	// exponential periods (online periods long enough for that fraction).
+	if s.p.Offline > 0 {
+		onMean := time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
+		for i := range n {
+			if s.rng.Float64() < s.p.Offline {
+				s.flags[i] |= fOffline
+				s.schedule(i, evOnline, s.exp(s.p.OfflineMean))
+			} else {
+				s.schedule(i, evOffline, s.exp(onMean))
+			}
+		}
+	}
+	s.controlAtRisk = int64(n)
+}
+
+// start publishes the version under the policy.
+func (s *sim) start() error {
+	switch s.p.Policy {
+	case AllAtOnce:
+		s.include(rollout.Buckets, true)
+	case Waves:
+		// the first wave comes at its time, from the loop
+	case Ringfence:
+		schedule := controller.ScheduleStandard
+		if s.p.Emergency {
+			schedule = controller.ScheduleEmergency
+		}
+		spec := controller.Spec{Channel: 291, To: 1002, From: 1001, Schedule: schedule,
+			Stages: controller.DefaultStages(schedule, nil, []string{"canary"}), HealthWindow: s.p.HealthWindow}
+		r, _, err := controller.NewRollout(spec, nil, nil, nil, "fleetsim", "", s.at(0))
+		if err != nil {
+			return err
+		}
+		s.r = r
+		s.includeStage(0)
+	}
+	return nil
+}
+
+// includeStage applies the rollout's stage k to the plan.
+func (s *sim) includeStage(k int) {
+	st := s.r.Stages[k]
+	lim := rollout.Stage{Percent: st.Percent}.BucketLimit()
+	s.include(lim, len(st.Tags) > 0)
+}
+
+// include extends the plan to buckets below limit (and the canary group):
+// each newly included host takes the version at its next check-in.
+func (s *sim) include(limit int, canary bool) {
+	if canary && !s.canary {
+		s.canary = true
+		for i := range s.p.Canaries {
+			s.offer(i)
+		}
+	}
+	for b := s.limit; b < limit; b++ {
+		for _, h := range s.byBkt[b] {
+			s.offer(int(h))
+		}
+	}
+	s.limit = max(s.limit, limit)
+}
+
+func (s *sim) offer(h int) {
+	if s.flags[h]&fIncluded != 0 {
+		return
+	}
+	s.flags[h] |= fIncluded | fPending
+	if s.flags[h]&fOffline == 0 {
+		s.schedule(h, evAdopt, s.uniform(s.p.CheckIn))
+	}
+}
+
+func (s *sim) loop() {
+	stepTicks := s.ticks(s.p.Step)
+	sampleTicks := s.ticks(s.p.Sample)
+	wave := 0
+	backgroundCarry := [2]float64{}
+	for s.tick = 0; s.tick < len(s.wheel); s.tick++ {
+		now := time.Duration(s.tick) * s.p.Resolution
+		if s.p.Policy == Waves && wave < len(BottlerocketWaves) && now >= BottlerocketWaves[wave].At {
+			s.include(rollout.Stage{Percent: BottlerocketWaves[wave].Percent}.BucketLimit(), false)
+			wave++
+		}
+		evs := s.wheel[s.tick]
+		s.wheel[s.tick] = nil
+		for _, e := range evs {
+			s.handle(int(e>>4), uint8(e&15))
+		}
+		if s.tick%stepTicks == 0 {
+			s.background(&backgroundCarry)
+			if s.r != nil && !s.stopped {
+				s.r.Observe(s.counts(), s.at(s.tick))
+				s.apply(s.r.Step(s.at(s.tick)))
+			}
+		}
+		if s.running >= s.p.Hosts*99/100 && s.res.Reach99 < 0 {
+			s.res.Reach99 = now
+		}
+		if s.tick%sampleTicks == 0 || s.tick == len(s.wheel)-1 {
+			s.res.Series = append(s.res.Series, Sample{At: now, Exposed: s.loaded, Running: s.running, Down: s.down})
+		}
+	}
+}
+
+// background draws the step's background sensor crashes among hosts at
+// risk on each side (treated ones at ten times the rate in the
+// background-10x scenario). A host counts once, so a crash removes it from
+// the hosts at risk.
+func (s *sim) background(carry *[2]float64) {
+	perStep := s.p.BackgroundRate * s.p.Step.Hours()
+	rate := [2]float64{perStep * float64(s.treatedAtRisk), perStep * float64(s.controlAtRisk)}
+	if s.p.Scenario == Background10x {
+		rate[0] *= 10
+	}
+	for side := range 2 {
+		k := s.poisson(rate[side])
+		if side == 0 {
+			k = min(k, s.treatedAtRisk)
+			s.treatedAtRisk -= k
+			s.treatedFail += k
+			if s.p.Scenario == Background10x {
+				s.crashed += int(k)
+			}
+		} else {
+			k = min(k, s.controlAtRisk)
+			s.controlAtRisk -= k
+			s.controlFail += k
+		}
+		if k > 0 && s.firstReport < 0 && side == 0 {
+			s.firstReport = s.tick
+		}
+	}
+}
+
+func (s *sim) poisson(mean float64) int64 {
+	if mean <= 0 {
+		return 0
+	}
+	if mean > 50 {
+		return max(0, int64(math.Round(mean+math.Sqrt(mean)*s.rng.NormFloat64())))
+	}
+	l, k, p := math.Exp(-mean), int64(0), 1.0
+	for {
+		p *= s.rng.Float64()
+		if p <= l {
+			return k
+		}
+		k++
+	}
+}
+
+func (s *sim) handle(h int, kind uint8) {
+	f := s.flags[h]
+	switch kind {
+	case evAdopt:
+		if f&fPending == 0 || f&fOffline != 0 {
+			return
+		}
+		s.flags[h] &^= fPending
+		if s.stopped || s.state[h] != stOld {
+			return
+		}
+		s.loaded++
+		s.treatedAtRisk++
+		if f&fCtrlFailed == 0 {
+			s.controlAtRisk--
+		}
+		if f&fSusceptible != 0 {
+			// It crashes while loading: down until the reboot, for good
+			// without the guard.
+			s.crashed++
+			s.state[h] = stDown
+			s.down++
+			if s.p.Guard {
+				s.schedule(h, evRevert, s.p.Reboot)
+			} else {
+				// It crash-loops and says nothing more: silence.
+				s.since[h] = int32(s.tick)
+				s.schedule(h, evSilence, controller.DefaultSilence+s.p.Resolution)
+			}
+			return
+		}
+		s.state[h] = stNew
+		s.running++
+		s.schedule(h, evHealthy, s.p.HealthWindow+s.uniform(s.p.Telemetry))
+	case evRevert:
+		if s.state[h] != stDown {
+			return
+		}
+		s.state[h] = stReverted // the boot guard: back on last-known-good, quarantined
+		s.down--
+		s.schedule(h, evReport, s.uniform(s.p.Telemetry))
+	case evReport:
+		if f&fOffline != 0 {
+			s.schedule(h, evReport, s.p.Telemetry) // sent when back
+			return
+		}
+		s.failTreated(h)
+		if s.firstReport < 0 {
+			s.firstReport = s.tick
+		}
+		if s.r != nil && !s.stopped && f&fCanary != 0 {
+			now := s.at(s.tick)
+			s.r.Observe(s.counts(), now)
+			s.apply(s.r.Halt(now, "gate", fmt.Sprintf("reverted: load-crash of version %d in the canary group (host %d)", s.r.To, h), fmt.Sprint(h)))
+		}
+	case evHealthy:
+		if s.state[h] != stNew || f&(fFailed|fHealthy) != 0 {
+			return
+		}
+		if f&fOffline != 0 {
+			s.schedule(h, evHealthy, s.p.Telemetry) // reported when back
+			return
+		}
+		s.flags[h] |= fHealthy
+		s.healthy++
+	case evOffline:
+		s.flags[h] |= fOffline
+		s.since[h] = int32(s.tick)
+		off := s.exp(s.p.OfflineMean)
+		s.schedule(h, evOnline, off)
+		if off > controller.DefaultSilence {
+			s.schedule(h, evSilence, controller.DefaultSilence+s.p.Resolution)
+		}
+	case evOnline:
+		s.flags[h] &^= fOffline
+		onMean := time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
+		s.schedule(h, evOffline, s.exp(onMean))
+		if f&fPending != 0 {
+			s.schedule(h, evAdopt, s.uniform(s.p.CheckIn))
+		}
+		if s.rolled && s.state[h] == stNew {
+			s.schedule(h, evRollback, s.uniform(s.p.CheckIn))
+		}
+	case evSilence:
+		// Unheard for the silence window: a failure on whichever side the
+		// host is (the controller judges silence alike on both).
+		silent := s.state[h] == stDown || f&fOffline != 0 && s.tick-int(s.since[h]) >= s.ticks(controller.DefaultSilence)
+		switch {
+		case !silent:
+		case s.state[h] == stNew || s.state[h] == stDown:
+			if s.failTreated(h) {
+				s.treatedSilent++
+			}
+		case s.state[h] == stOld && f&fCtrlFailed == 0:
+			s.flags[h] |= fCtrlFailed
+			s.controlAtRisk--
+			s.controlFail++
+			s.controlSilent++
+		}
+	case evRollback:
+		if s.state[h] != stNew {
+			return
+		}
+		if f&fOffline != 0 {
+			return // evOnline rolls it back
+		}
+		s.rollbackHost(h)
+	}
+}
+
+// failTreated counts host h's failure on the new version, once; it
+// reports whether this was the first.
+func (s *sim) failTreated(h int) bool {
+	if s.flags[h]&fFailed != 0 {
+		return false
+	}
+	s.flags[h] |= fFailed
+	s.treatedAtRisk--
+	s.treatedFail++
+	if s.flags[h]&fHealthy != 0 {
+		s.healthy--
+	}
+	return true
+}
+
+func (s *sim) rollbackHost(h int) {
+	s.state[h] = stReverted
+	s.running--
+}
+
+// counts is what the server's fleet walk would count now.
+func (s *sim) counts() controller.Counts {
+	stageHosts := int64(0)
+	if s.r != nil {
+		lim := rollout.Stage{Percent: s.r.Stages[s.r.Stage].Percent}.BucketLimit()
+		stageHosts = int64(float64(s.p.Hosts) * float64(lim) / rollout.Buckets)
+		if s.canary {
+			stageHosts += int64(s.p.Canaries)
+		}
+		stageHosts = int64(float64(stageHosts) * (1 - s.p.Offline))
+	}
+	return controller.Counts{
+		TreatedAtRisk: s.treatedAtRisk, ControlAtRisk: s.controlAtRisk,
+		TreatedFailures: s.treatedFail, ControlFailures: s.controlFail,
+		TreatedSilent: s.treatedSilent, ControlSilent: s.controlSilent,
+		Treated: s.treatedAtRisk + s.treatedFail, Control: s.controlAtRisk + s.controlFail,
+		Healthy: s.healthy, StageHosts: stageHosts,
+	}
+}
+
+// apply carries out the controller's decisions on the plan.
+func (s *sim) apply(ds []controller.Decision) {
+	for _, d := range ds {
+		now := time.Duration(s.tick) * s.p.Resolution
+		switch d.Kind {
+		case controller.KindAdvance, controller.KindPromote:
+			s.includeStage(s.r.Stage)
+		case controller.KindHalt:
+			s.stopped = true
+			s.res.Halted = true
+			s.res.HaltAfter = now
+			if s.firstReport >= 0 {
+				s.res.HaltAfterReport = time.Duration(s.tick-s.firstReport) * s.p.Resolution
+			}
+		case controller.KindRollback:
+			s.stopped, s.rolled = true, true
+			// Hosts on the new version take the rollback plan at their next
+			// check-in (offline ones when they are back).
+			for h, st := range s.state {
+				if st == stNew {
+					s.schedule(h, evRollback, s.uniform(s.p.CheckIn))
+				}
+			}
+		}
+	}
+}
