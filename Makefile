@@ -19,6 +19,10 @@ build: ## build the binaries into bin/
 VMKERNEL  ?= $(BIN)/vmkernel
 SKIPPED   := $(BIN)/skipped
 
+.PHONY: sim
+sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every policy (SIMFLAGS to change)
+	$(BIN)/ringfence-sim $(SIMFLAGS)
+
 .PHONY: test
 test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, Windows tests under Wine and the VM test where they can run
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
