@@ -4,6 +4,7 @@ GO        ?= go
 FUZZTIME  ?= 5m
 SMOKETIME ?= 3s
 BENCHTIME ?= 1s
+DEMOFLAGS ?=
 BIN       := bin
 
 .DEFAULT_GOAL := help
@@ -15,6 +16,10 @@ help: ## list the targets
 .PHONY: build
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: demo
+demo: build ## a real fleet on loopback: ringfence-server and 50 ringfenced replay July 2024 (DEMOFLAGS='--hosts 20 --keep ...'; see docs/lab.md)
+	$(BIN)/ringfence-lab $(DEMOFLAGS)
 
 VMKERNEL  ?= $(BIN)/vmkernel
 SKIPPED   := $(BIN)/skipped

@@ -1,0 +1,236 @@
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// defaultConfig is the lab's built-in settings (lab.toml beside this file).
+//
+//go:embed lab.toml
+var defaultConfig []byte
+
+// MaxHosts bounds --hosts: every host is two processes (ringfenced and its
+// agent) plus a preflight child per install, on a 2-core machine.
+const MaxHosts = 200
+
+// maxConfigSize bounds a --config file.
+const maxConfigSize = 1 << 20
+
+// Config is the lab: the fleet, the hosts' and the server's settings, the
+// rollout plan and the content of each scenario.
+type Config struct {
+	Hosts          int     `toml:"hosts" json:"hosts"`
+	Canaries       int     `toml:"canaries" json:"canaries"`
+	LegacyPercent  float64 `toml:"legacy_percent" json:"legacy_percent"`
+	LegacyCanaries int     `toml:"legacy_canaries" json:"legacy_canaries"`
+	Channel        uint32  `toml:"channel" json:"channel"`
+
+	Host    HostSettings    `toml:"host" json:"host"`
+	Server  ServerSettings  `toml:"server" json:"server"`
+	Rollout RolloutSettings `toml:"rollout" json:"rollout"`
+	Content ContentSettings `toml:"content" json:"content"`
+}
+
+// HostSettings go into every host's ringfenced.toml.
+type HostSettings struct {
+	PollInterval      Duration `toml:"poll_interval" json:"poll_interval"`
+	PollJitter        Duration `toml:"poll_jitter" json:"poll_jitter"`
+	HealthWindow      Duration `toml:"health_window" json:"health_window"`
+	RestartDelay      Duration `toml:"restart_delay" json:"restart_delay"`
+	TelemetryInterval Duration `toml:"telemetry_interval" json:"telemetry_interval"`
+}
+
+// ServerSettings are ringfence-server serve's flags.
+type ServerSettings struct {
+	EvalInterval Duration `toml:"eval_interval" json:"eval_interval"`
+}
+
+// RolloutSettings shape every rollout the lab starts.
+type RolloutSettings struct {
+	HealthWindow Duration `toml:"health_window" json:"health_window"`
+	Grace        Duration `toml:"grace" json:"grace"`
+	Silence      Duration `toml:"silence" json:"silence"`
+	// Timeout ends a scenario that has not finished: the lab fails.
+	Timeout Duration `toml:"timeout" json:"timeout"`
+	Stages  []Stage  `toml:"stages" json:"stages"`
+}
+
+// Stage is one ring: the canary group (hosts tagged "canary") or a
+// percentage of host buckets.
+type Stage struct {
+	Name    string   `toml:"name" json:"name"`
+	Canary  bool     `toml:"canary" json:"canary,omitempty"`
+	Percent float64  `toml:"percent" json:"percent,omitempty"`
+	Bake    Duration `toml:"bake" json:"bake"`
+	// MinHosts of the stage must report healthy before it advances; 0
+	// means all of them.
+	MinHosts int `toml:"min_hosts" json:"min_hosts,omitempty"`
+}
+
+// ContentSettings name the channel files (testdata/channels/NAME.rfch) of
+// the scenarios.
+type ContentSettings struct {
+	Good     []string `toml:"good" json:"good"`
+	CF291    string   `toml:"cf291" json:"cf291"`
+	Bypassed string   `toml:"bypassed" json:"bypassed"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText reads "500ms", "5s", "2m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write it like \"5s\" or \"2m\")", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// CanaryTag is the tag canary hosts report and the canary stage names.
+const CanaryTag = "canary"
+
+// DefaultConfig returns the built-in settings.
+func DefaultConfig() Config {
+	c, err := ParseConfig(defaultConfig)
+	if err != nil {
+		panic("ringfence-lab: the built-in lab.toml: " + err.Error())
+	}
+	return c
+}
+
+// ParseConfig reads a whole lab configuration from TOML and checks it.
+// Unknown keys are errors: a typo must not silently fall back to a default.
+func ParseConfig(b []byte) (Config, error) {
+	if len(b) > maxConfigSize {
+		return Config{}, fmt.Errorf("config: %d bytes; the limit is %d", len(b), maxConfigSize)
+	}
+	var c Config
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, fmt.Errorf("config: line %d: %s", pe.Position.Line, pe.Message)
+		}
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return Config{}, fmt.Errorf("config: unknown key %s (cmd/ringfence-lab/lab.toml has every key)", strings.Join(keys, ", "))
+	}
+	return c, c.Check()
+}
+
+// Check reports the first thing wrong with c, naming the key.
+func (c Config) Check() error {
+	pos := func(key string, d Duration) error {
+		if d.Duration <= 0 {
+			return fmt.Errorf("config: %s must be a positive duration", key)
+		}
+		return nil
+	}
+	switch {
+	case c.Hosts < 2 || c.Hosts > MaxHosts:
+		return fmt.Errorf("config: hosts: %d; want 2..%d", c.Hosts, MaxHosts)
+	case c.Canaries < 1 || c.Canaries >= c.Hosts:
+		return fmt.Errorf("config: canaries: %d; want 1..%d (fewer than the hosts)", c.Canaries, c.Hosts-1)
+	case !(c.LegacyPercent >= 0 && c.LegacyPercent <= 100):
+		return fmt.Errorf("config: legacy_percent: %g; want 0..100", c.LegacyPercent)
+	case c.LegacyCanaries < 1 || c.LegacyCanaries > c.Canaries:
+		return fmt.Errorf("config: legacy_canaries: %d; want 1..canaries (%d): scenario 4 needs a legacy canary", c.LegacyCanaries, c.Canaries)
+	case c.Channel == 0:
+		return errors.New("config: channel must be set")
+	case c.Host.PollInterval.Duration < time.Second:
+		return errors.New("config: host.poll_interval must be at least 1s (ringfenced's minimum)")
+	case c.Host.PollJitter.Duration < 0:
+		return errors.New("config: host.poll_jitter must not be negative")
+	case c.Host.TelemetryInterval.Duration < time.Second:
+		return errors.New("config: host.telemetry_interval must be at least 1s (ringfenced's minimum)")
+	case len(c.Rollout.Stages) == 0:
+		return errors.New("config: rollout.stages: give at least the 100% stage")
+	case len(c.Content.Good) == 0:
+		return errors.New("config: content.good: name at least one good channel file")
+	case c.Content.CF291 == "" || c.Content.Bypassed == "":
+		return errors.New("config: content.cf291 and content.bypassed must name channel files")
+	}
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{{"host.health_window", c.Host.HealthWindow}, {"host.restart_delay", c.Host.RestartDelay}, {"server.eval_interval", c.Server.EvalInterval},
+		{"rollout.health_window", c.Rollout.HealthWindow}, {"rollout.grace", c.Rollout.Grace},
+		{"rollout.silence", c.Rollout.Silence}, {"rollout.timeout", c.Rollout.Timeout}} {
+		if err := pos(d.key, d.d); err != nil {
+			return err
+		}
+	}
+	last := 0.0
+	for i, s := range c.Rollout.Stages {
+		switch {
+		case s.Name == "":
+			return fmt.Errorf("config: rollout.stages[%d]: name it", i)
+		case s.Canary && (i != 0 || s.Percent != 0):
+			return fmt.Errorf("config: rollout.stages[%d] (%s): only the first stage can be the canary group, and it has no percent", i, s.Name)
+		case !s.Canary && !(s.Percent > 0 && s.Percent <= 100):
+			return fmt.Errorf("config: rollout.stages[%d] (%s): percent must be in (0, 100]", i, s.Name)
+		case s.Percent < last:
+			return fmt.Errorf("config: rollout.stages[%d] (%s): %g%% is less than the stage before: stages are nested", i, s.Name, s.Percent)
+		case s.Bake.Duration < 0 || s.MinHosts < 0:
+			return fmt.Errorf("config: rollout.stages[%d] (%s): bake and min_hosts must not be negative", i, s.Name)
+		}
+		last = s.Percent
+	}
+	if last != 100 {
+		return errors.New("config: rollout.stages: the last stage must be 100%")
+	}
+	if !c.Rollout.Stages[0].Canary {
+		return errors.New("config: rollout.stages: the first stage must be the canary group (canary = true): scenario 4 is the canary rule")
+	}
+	if c.LegacyHosts() > c.Hosts-(c.Canaries-c.LegacyCanaries) {
+		return fmt.Errorf("config: %g%% legacy hosts do not fit beside the %d non-legacy canaries", c.LegacyPercent, c.Canaries-c.LegacyCanaries)
+	}
+	return nil
+}
+
+// LegacyHosts is how many hosts run the 7.11 agent: legacy_percent of the
+// fleet, rounded, and at least legacy_canaries.
+func (c Config) LegacyHosts() int {
+	return max(int(math.Round(float64(c.Hosts)*c.LegacyPercent/100)), c.LegacyCanaries)
+}
+
+// HostSpec is one host of the lab's fleet.
+type HostSpec struct {
+	Name   string `json:"name"`
+	Canary bool   `json:"canary,omitempty"`
+	// Legacy hosts run the 7.11 agent under a 7.12 manifest.
+	Legacy bool `json:"legacy,omitempty"`
+}
+
+// Fleet lays out the hosts: h01..hNN, the first Canaries of them canaries;
+// the first LegacyCanaries canaries are legacy, and the other legacy hosts
+// are spread evenly over the non-canary hosts.
+func (c Config) Fleet() []HostSpec {
+	w := len(fmt.Sprint(c.Hosts))
+	out := make([]HostSpec, c.Hosts)
+	for i := range out {
+		out[i] = HostSpec{Name: fmt.Sprintf("h%0*d", max(w, 2), i+1), Canary: i < c.Canaries, Legacy: i < c.LegacyCanaries}
+	}
+	rest, others := c.LegacyHosts()-c.LegacyCanaries, c.Hosts-c.Canaries
+	for k := range rest {
+		out[c.Canaries+k*others/rest].Legacy = true
+	}
+	return out
+}

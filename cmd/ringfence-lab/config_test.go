@@ -1,0 +1,112 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	require.Equal(t, 50, c.Hosts)
+	require.Equal(t, 5, c.Canaries)
+	require.Equal(t, 10, c.LegacyHosts(), "20% of 50")
+	require.Equal(t, uint32(291), c.Channel)
+	require.Equal(t, 2*time.Second, c.Host.PollInterval.Duration)
+	require.Equal(t, 10*time.Second, c.Host.HealthWindow.Duration)
+	require.Equal(t, c.Host.HealthWindow, c.Rollout.HealthWindow, "the server is told the hosts' window")
+	require.Equal(t, []string{"canary", "20%", "100%"}, []string{c.Rollout.Stages[0].Name, c.Rollout.Stages[1].Name, c.Rollout.Stages[2].Name})
+	require.True(t, c.Rollout.Stages[0].Canary)
+	require.Equal(t, []string{"good-ipc-1001", "good-ipc-1002"}, c.Content.Good)
+	require.Equal(t, "cf291-shape", c.Content.CF291)
+	require.Equal(t, "cf291-field22", c.Content.Bypassed)
+}
+
+func TestParseConfigRefuses(t *testing.T) {
+	base := string(defaultConfig)
+	tests := []struct {
+		name string
+		edit func(string) string
+		want string
+	}{
+		{"unknown key", func(s string) string { return "hots = 3\n" + s }, "unknown key hots"},
+		{"bad duration", func(s string) string {
+			return strings.Replace(s, `poll_interval = "2s"`, `poll_interval = "2 seconds"`, 1)
+		}, `"2 seconds" is not a duration`},
+		{"poll below ringfenced's minimum", func(s string) string {
+			return strings.Replace(s, `poll_interval = "2s"`, `poll_interval = "500ms"`, 1)
+		}, "host.poll_interval must be at least 1s"},
+		{"too many hosts", func(s string) string { return strings.Replace(s, "hosts = 50", "hosts = 201", 1) }, "hosts: 201; want 2..200"},
+		{"as many canaries as hosts", func(s string) string { return strings.Replace(s, "canaries = 5", "canaries = 50", 1) }, "canaries: 50"},
+		{"no legacy canary", func(s string) string { return strings.Replace(s, "legacy_canaries = 1", "legacy_canaries = 0", 1) }, "scenario 4 needs a legacy canary"},
+		{"legacy hosts do not fit", func(s string) string { return strings.Replace(s, "legacy_percent = 20", "legacy_percent = 100", 1) }, "do not fit"},
+		{"no 100% stage", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 50", 1) }, "the last stage must be 100%"},
+		{"stages shrink", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 10", 1) }, "less than the stage before"},
+		{"no good content", func(s string) string {
+			return strings.Replace(s, `good = ["good-ipc-1001", "good-ipc-1002"]`, `good = []`, 1)
+		}, "content.good"},
+		{"zero timeout", func(s string) string { return strings.Replace(s, `timeout = "90s"`, `timeout = "0s"`, 1) }, "rollout.timeout must be a positive duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.edit(base)))
+			if tt.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+func TestCanaryStageMustComeFirst(t *testing.T) {
+	c := DefaultConfig()
+	c.Rollout.Stages[0], c.Rollout.Stages[1] = c.Rollout.Stages[1], c.Rollout.Stages[0]
+	require.ErrorContains(t, c.Check(), "only the first stage can be the canary group")
+	c = DefaultConfig()
+	c.Rollout.Stages[0].Canary = false
+	c.Rollout.Stages[0].Percent = 1
+	require.ErrorContains(t, c.Check(), "the first stage must be the canary group")
+}
+
+func TestFleet(t *testing.T) {
+	names := func(hs []HostSpec, pick func(HostSpec) bool) []string {
+		var out []string
+		for _, h := range hs {
+			if pick(h) {
+				out = append(out, h.Name)
+			}
+		}
+		return out
+	}
+	canary := func(h HostSpec) bool { return h.Canary }
+	legacy := func(h HostSpec) bool { return h.Legacy }
+	tests := []struct {
+		name                            string
+		hosts, canaries, legacyCanaries int
+		percent                         float64
+		wantCanaries, wantLegacy        []string
+	}{
+		{"the demo", 50, 5, 1, 20,
+			[]string{"h01", "h02", "h03", "h04", "h05"},
+			[]string{"h01", "h06", "h11", "h16", "h21", "h26", "h31", "h36", "h41", "h46"}},
+		{"the test", 6, 2, 1, 20, []string{"h01", "h02"}, []string{"h01"}},
+		{"legacy canaries only", 6, 2, 2, 0, []string{"h01", "h02"}, []string{"h01", "h02"}},
+		{"half legacy", 10, 2, 2, 50, []string{"h01", "h02"}, []string{"h01", "h02", "h03", "h05", "h08"}},
+		{"three-digit names", 120, 1, 1, 0, []string{"h001"}, []string{"h001"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.Hosts, c.Canaries, c.LegacyCanaries, c.LegacyPercent = tt.hosts, tt.canaries, tt.legacyCanaries, tt.percent
+			require.NoError(t, c.Check())
+			hs := c.Fleet()
+			require.Len(t, hs, tt.hosts)
+			require.Equal(t, tt.wantCanaries, names(hs, canary))
+			require.Equal(t, tt.wantLegacy, names(hs, legacy))
+			require.Len(t, names(hs, legacy), c.LegacyHosts())
+		})
+	}
+}

@@ -1,0 +1,552 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/validator"
+)
+
+// Options run a lab.
+type Options struct {
+	Config Config
+	// Bin holds ringfence, ringfenced and ringfence-server; Testdata the
+	// repository's testdata (channels/, capabilities/).
+	Bin, Testdata string
+	// Work is the lab's directory: the repository, keys, the server's state
+	// and log, one directory per host. It must be empty or not exist.
+	Work string
+	// Keep leaves the server and the fleet running at the end until ctx
+	// ends (Ctrl-C); Kept is called first with the report, whose
+	// Dashboard is then set.
+	Keep bool
+	Kept func(Report)
+	// Out gets the timeline.
+	Out io.Writer
+}
+
+// Timing bounds of the lab's own waits.
+const (
+	serverStartTimeout = 20 * time.Second
+	fleetStartTimeout  = 60 * time.Second
+	stopGrace          = 15 * time.Second
+	tick               = 500 * time.Millisecond
+	maxStatusSize      = 64 << 10 // a daemon's status.json
+	maxRolloutsSize    = 32 << 20 // GET /v1/rollouts
+)
+
+// lab is one run: its processes, its hosts and what they did.
+type lab struct {
+	opts    Options
+	cfg     Config
+	tl      *timeline
+	ps      procs
+	repo    string
+	keys    string
+	state   string
+	url     string
+	token   string
+	client  *server.Client
+	hosts   []*host
+	byID    map[string]*host
+	version map[string]uint32 // content name -> content version
+	current int               // the scenario whose events are being read
+}
+
+// host is one ringfenced of the fleet.
+type host struct {
+	HostSpec
+	dir, root, config string
+	id                string
+	proc              *proc
+	follow            *logFollower
+	events            []scenarioEvent
+	shown             map[string]int // failure lines printed, per scenario and kind
+}
+
+type scenarioEvent struct {
+	scenario int
+	hostEvent
+}
+
+// label names the host with its role: "h01 (canary, 7.11 agent)".
+func (h *host) label() string {
+	var r []string
+	if h.Canary {
+		r = append(r, "canary")
+	}
+	if h.Legacy {
+		r = append(r, "7.11 agent")
+	}
+	if len(r) == 0 {
+		return h.Name
+	}
+	return h.Name + " (" + strings.Join(r, ", ") + ")"
+}
+
+func (h *host) status() (daemon.Status, error) {
+	var st daemon.Status
+	f, err := os.Open(filepath.Join(h.root, daemon.StatusDir, daemon.StatusName))
+	if err != nil {
+		return st, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStatusSize))
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// Run runs the lab: the publisher, the server, the fleet, the scenarios.
+// Every process it starts is stopped before it returns, on every path.
+func Run(ctx context.Context, opts Options) (rep Report, err error) {
+	start := time.Now()
+	l := &lab{opts: opts, cfg: opts.Config, tl: &timeline{w: opts.Out, start: start, now: time.Now},
+		byID: map[string]*host{}, version: map[string]uint32{}}
+	rep.Hosts = l.cfg.Hosts
+	defer func() {
+		if killed := l.ps.stopAll(stopGrace); len(killed) > 0 {
+			l.tl.printf("killed after %v without stopping: %s", stopGrace, strings.Join(killed, ", "))
+		}
+		rep.Seconds = time.Since(start).Seconds()
+	}()
+	if err := l.setup(ctx); err != nil {
+		return rep, err
+	}
+	for _, h := range l.hosts {
+		if h.Canary {
+			rep.Canaries = append(rep.Canaries, h.Name)
+		}
+		if h.Legacy {
+			rep.LegacyHosts = append(rep.LegacyHosts, h.Name)
+		}
+	}
+	good := l.cfg.Content.Good
+	rep.GoodVersion = l.version[good[len(good)-1]]
+	scenarios := []func() (Row, error){}
+	for i, name := range good {
+		id := "1"
+		if len(good) > 1 {
+			id += string(rune('a' + i))
+		}
+		label := fmt.Sprintf("good %d", l.version[name])
+		if i == 0 {
+			label += " (first content)"
+		}
+		scenarios = append(scenarios, func() (Row, error) { return l.rollout(ctx, id, label, name, expectComplete) })
+	}
+	c := l.cfg.Content
+	scenarios = append(scenarios,
+		func() (Row, error) { return l.publisherRefuses(ctx, "2") },
+		func() (Row, error) {
+			return l.rollout(ctx, "3", fmt.Sprintf("checks bypassed %d", l.version[c.Bypassed]), c.Bypassed, expectRejected)
+		},
+		func() (Row, error) {
+			return l.rollout(ctx, "4", fmt.Sprintf("cf291 on 7.11 agents %d", l.version[c.CF291]), c.CF291, expectCrash)
+		})
+	for _, sc := range scenarios {
+		l.current++
+		row, err := sc()
+		rep.Scenarios = append(rep.Scenarios, row)
+		if err != nil {
+			return rep, err
+		}
+	}
+
+	rep.HostsWithoutGoodContent = l.withoutGood(rep.GoodVersion)
+	for _, r := range rep.Scenarios {
+		for _, p := range r.Problems {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("scenario %s: %s", r.ID, p))
+		}
+	}
+	rep.OK = len(rep.HostsWithoutGoodContent) == 0 && len(rep.Failures) == 0
+	if opts.Keep {
+		rep.Dashboard = l.url + "/#token=" + l.token
+		rep.Work = l.opts.Work
+		rep.Seconds = time.Since(start).Seconds()
+		if opts.Kept != nil {
+			opts.Kept(rep)
+		}
+		<-ctx.Done()
+	}
+	return rep, nil
+}
+
+// withoutGood names every host not running version good as GOOD with its
+// agent up, with what it runs.
+func (l *lab) withoutGood(good uint32) []string {
+	out := []string{}
+	want := goodText(l.cfg.Channel, good)
+	for _, h := range l.hosts {
+		st, err := h.status()
+		switch {
+		case err != nil:
+			out = append(out, fmt.Sprintf("%s: no status (%v)", h.Name, err))
+		case st.Running != want || st.Agent != "running":
+			out = append(out, fmt.Sprintf("%s: %s, agent %s", h.Name, st.Running, st.Agent))
+		}
+	}
+	return out
+}
+
+func goodText(channel, v uint32) string {
+	return fmt.Sprintf("channel %d version %d (GOOD)", channel, v)
+}
+
+func (l *lab) bin(name string) string { return filepath.Join(l.opts.Bin, name) }
+
+func (l *lab) capabilities(sensor string) string {
+	return filepath.Join(l.opts.Testdata, "capabilities", "sensor-"+sensor+".json")
+}
+
+func (l *lab) channelFile(name string) string {
+	return filepath.Join(l.opts.Testdata, "channels", name+".rfch")
+}
+
+// setup checks the inputs, makes and fills the repository, starts the
+// server and the fleet, and waits until every host runs and reported.
+func (l *lab) setup(ctx context.Context) error {
+	for _, b := range []string{"ringfence", "ringfenced", "ringfence-server"} {
+		if _, err := os.Stat(l.bin(b)); err != nil {
+			return fmt.Errorf("%s: %w (run 'make build', or give --bin DIR)", b, err)
+		}
+	}
+	for _, s := range []string{"7.11", "7.12"} {
+		if _, err := os.Stat(l.capabilities(s)); err != nil {
+			return fmt.Errorf("capability manifest: %w (give --testdata DIR)", err)
+		}
+	}
+	names := append(slices.Clone(l.cfg.Content.Good), l.cfg.Content.Bypassed, l.cfg.Content.CF291)
+	for _, name := range names {
+		data, err := validator.ReadFile(l.channelFile(name))
+		if err != nil {
+			return fmt.Errorf("content %s: %w (give --testdata DIR)", name, err)
+		}
+		f, err := validator.Parse(data)
+		if err != nil {
+			return fmt.Errorf("content %s: %w", name, err)
+		}
+		if f.Channel != l.cfg.Channel {
+			return fmt.Errorf("content %s is channel %d; the lab runs channel %d", name, f.Channel, l.cfg.Channel)
+		}
+		l.version[name] = f.ContentVersion
+	}
+	// Hosts refuse content not newer than what they run: the good versions
+	// must rise, and the bad ones must be newer than the last good one, or
+	// the scenarios would show that refusal instead.
+	last := uint32(0)
+	for _, name := range l.cfg.Content.Good {
+		if l.version[name] <= last {
+			return fmt.Errorf("content.good: %s (version %d) is not newer than the one before it", name, l.version[name])
+		}
+		last = l.version[name]
+	}
+	for _, name := range []string{l.cfg.Content.Bypassed, l.cfg.Content.CF291} {
+		if l.version[name] <= last {
+			return fmt.Errorf("content: %s (version %d) is not newer than the last good version %d", name, l.version[name], last)
+		}
+	}
+	if err := emptyDir(l.opts.Work); err != nil {
+		return err
+	}
+	l.tl.printf("lab: %d hosts on loopback; work directory %s", l.cfg.Hosts, l.opts.Work)
+	l.repo, l.keys, l.state = filepath.Join(l.opts.Work, "repo"), filepath.Join(l.opts.Work, "keys"), filepath.Join(l.opts.Work, "state")
+	if err := l.publish(ctx); err != nil {
+		return err
+	}
+	if err := l.startServer(ctx); err != nil {
+		return err
+	}
+	return l.startFleet(ctx)
+}
+
+// emptyDir makes dir, or checks that it is empty: the lab never mixes its
+// repository or hosts with an earlier run's.
+func emptyDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("work directory %s is not empty; give a new or empty one", dir)
+	}
+	return nil
+}
+
+// publish is the vendor's pipeline: a new repository, the good content
+// checked against sensor 7.12 (what every host's manifest says), and the two
+// bad files the scenarios roll out. Everything is published before the
+// server starts: serve reads the repository's signing state once, at start,
+// and signs plans (and snapshot and timestamp) from it, so a publish beside
+// a running server would fork the snapshot and timestamp versions.
+func (l *lab) publish(ctx context.Context) error {
+	logPath := filepath.Join(l.opts.Work, "publisher.log")
+	srv := l.bin("ringfence-server")
+	if out, err := runTool(ctx, "", logPath, srv, "repo", "init", "--repo", l.repo, "--keys", l.keys); err != nil {
+		return fmt.Errorf("repo init: %v: %s", err, strings.TrimSpace(out))
+	}
+	pub := func(name string, extra ...string) error {
+		args := append([]string{"publish", "--repo", l.repo, "--keys", l.keys, "--channel", fmt.Sprint(l.cfg.Channel)}, extra...)
+		out, err := runTool(ctx, "", logPath, srv, append(args, l.channelFile(name))...)
+		if err != nil {
+			return fmt.Errorf("publish %s: %v: %s", name, err, strings.TrimSpace(out))
+		}
+		return nil
+	}
+	var good []string
+	for _, name := range l.cfg.Content.Good {
+		if err := pub(name, "--capabilities", l.capabilities("7.12")); err != nil {
+			return err
+		}
+		good = append(good, fmt.Sprint(l.version[name]))
+	}
+	l.tl.printf("publisher: new TUF repository; published %s (validated and preflighted against sensor 7.12, what every host's manifest says)", strings.Join(good, ", "))
+	if err := pub(l.cfg.Content.Bypassed, "--skip-static", "--skip-preflight"); err != nil {
+		return err
+	}
+	l.tl.printf("publisher: published %d (%s) with --skip-static --skip-preflight: the 2024 pipeline, for scenario 3",
+		l.version[l.cfg.Content.Bypassed], l.cfg.Content.Bypassed)
+	if err := pub(l.cfg.Content.CF291, "--capabilities", l.capabilities("7.12")); err != nil {
+		return err
+	}
+	l.tl.printf("publisher: published %d (%s), validated and preflighted against sensor 7.12, for scenario 4",
+		l.version[l.cfg.Content.CF291], l.cfg.Content.CF291)
+	return nil
+}
+
+// startServer starts ringfence-server serve on a free loopback port and
+// reads its URL from its first line and its token from the state directory.
+func (l *lab) startServer(ctx context.Context) error {
+	urls := make(chan string, 1)
+	cmd := exec.Command(l.bin("ringfence-server"), "serve", "--repo", l.repo, "--keys", l.keys, "--state", l.state,
+		"--addr", "127.0.0.1:0", "--eval-interval", l.cfg.Server.EvalInterval.String(), "--canary-tags", CanaryTag)
+	p, err := l.ps.start("ringfence-server", cmd, filepath.Join(l.opts.Work, "server.log"), func(line string) {
+		if rest, ok := strings.CutPrefix(line, "serving "); ok {
+			if i := strings.LastIndex(rest, " on "); i >= 0 {
+				select {
+				case urls <- strings.TrimSpace(rest[i+4:]):
+				default:
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case l.url = <-urls:
+	case <-p.done:
+		return fmt.Errorf("ringfence-server serve exited (%v); see %s", p.err, filepath.Join(l.opts.Work, "server.log"))
+	case <-time.After(serverStartTimeout):
+		return fmt.Errorf("ringfence-server serve printed no URL in %v; see %s", serverStartTimeout, filepath.Join(l.opts.Work, "server.log"))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	tok, err := os.ReadFile(filepath.Join(l.state, server.TokenFile))
+	if err != nil {
+		return fmt.Errorf("operator token: %w", err)
+	}
+	l.token = strings.TrimSpace(string(tok))
+	l.client = &server.Client{URL: l.url, Token: l.token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	l.tl.printf("server: ringfence-server serve on %s (gates evaluated every %v; log in server.log)", l.url, l.cfg.Server.EvalInterval)
+	return nil
+}
+
+// hostConfig is a host's ringfenced.toml (docs/ringfenced.md).
+type hostConfig struct {
+	Root         string        `toml:"root"`
+	Repository   string        `toml:"repository"`
+	TrustedRoot  string        `toml:"trusted_root"`
+	Channel      uint32        `toml:"channel"`
+	PollInterval string        `toml:"poll_interval"`
+	PollJitter   string        `toml:"poll_jitter"`
+	HealthWindow string        `toml:"health_window"`
+	Tags         []string      `toml:"tags,omitempty"`
+	Agent        hostAgent     `toml:"agent"`
+	Telemetry    hostTelemetry `toml:"telemetry"`
+}
+
+type hostAgent struct {
+	Capabilities     string   `toml:"capabilities"`
+	Command          []string `toml:"command"`
+	PreflightCommand []string `toml:"preflight_command"`
+	RestartDelay     string   `toml:"restart_delay"`
+}
+
+type hostTelemetry struct {
+	Endpoint string `toml:"endpoint"`
+	Interval string `toml:"interval"`
+}
+
+// renderHostConfig writes h's configuration. Every host's manifest (what
+// validation and preflight use) says 7.12; a legacy host's agent is a 7.11
+// build.
+func (l *lab) renderHostConfig(h *host, trusted string) ([]byte, error) {
+	agentCaps := l.capabilities("7.12")
+	header := "# ringfence-lab host " + h.Name + ": its manifest and its agent agree (sensor 7.12).\n"
+	if h.Legacy {
+		agentCaps = l.capabilities("7.11")
+		header = "# ringfence-lab host " + h.Name + ": LEGACY. The installed manifest says sensor 7.12, but the agent\n" +
+			"# is a 7.11 build whose manifest was never updated (the packaging bug).\n"
+	}
+	c := hostConfig{
+		Root: h.root, Repository: l.url, TrustedRoot: trusted, Channel: l.cfg.Channel,
+		PollInterval: l.cfg.Host.PollInterval.String(), PollJitter: l.cfg.Host.PollJitter.String(),
+		HealthWindow: l.cfg.Host.HealthWindow.String(),
+		Agent: hostAgent{
+			Capabilities:     l.capabilities("7.12"),
+			Command:          []string{l.bin("ringfenced"), "agent", "--capabilities", agentCaps},
+			PreflightCommand: []string{l.bin("ringfenced"), "sensor", "preflight", "--capabilities", l.capabilities("7.12")},
+			RestartDelay:     l.cfg.Host.RestartDelay.String(),
+		},
+		Telemetry: hostTelemetry{Endpoint: l.url, Interval: l.cfg.Host.TelemetryInterval.String()},
+	}
+	if h.Canary {
+		c.Tags = []string{CanaryTag}
+	}
+	var b bytes.Buffer
+	b.WriteString(header)
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// startFleet writes every host's configuration, starts the daemons, and
+// waits until each one's agent runs and the server has heard from all.
+func (l *lab) startFleet(ctx context.Context) error {
+	trusted := filepath.Join(l.opts.Work, "root.json")
+	root, err := os.ReadFile(filepath.Join(l.repo, "metadata", "1.root.json"))
+	if err != nil {
+		return fmt.Errorf("trusted root: %w", err)
+	}
+	if err := os.WriteFile(trusted, root, 0o644); err != nil {
+		return err
+	}
+	for _, spec := range l.cfg.Fleet() {
+		dir := filepath.Join(l.opts.Work, "hosts", spec.Name)
+		h := &host{HostSpec: spec, dir: dir, root: filepath.Join(dir, "root"), config: filepath.Join(dir, "ringfenced.toml"),
+			follow: &logFollower{path: filepath.Join(dir, "daemon.log")}, shown: map[string]int{}}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		b, err := l.renderHostConfig(h, trusted)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(h.config, b, 0o644); err != nil {
+			return err
+		}
+		l.hosts = append(l.hosts, h)
+	}
+	for _, h := range l.hosts {
+		cmd := exec.Command(l.bin("ringfenced"), "run", "--config", h.config)
+		if h.proc, err = l.ps.start(daemonPrefix+h.Name, cmd, h.follow.path, nil); err != nil {
+			return err
+		}
+	}
+	var canaries, legacy []string
+	for _, h := range l.hosts {
+		if h.Canary {
+			canaries = append(canaries, h.Name)
+		}
+		if h.Legacy {
+			legacy = append(legacy, h.Name)
+		}
+	}
+	l.tl.printf("fleet: %d ringfenced started, each with its own root, host key and reference sensor (logs in hosts/*/daemon.log)",
+		len(l.hosts))
+	l.tl.printf("fleet: canaries %s; legacy 7.11 agents under a 7.12 manifest: %s", strings.Join(canaries, " "), strings.Join(legacy, " "))
+	deadline := time.Now().Add(fleetStartTimeout)
+	for {
+		up := 0
+		for _, h := range l.hosts {
+			if h.proc.exited() {
+				return fmt.Errorf("ringfenced %s exited (%v); see %s", h.Name, h.proc.err, h.follow.path)
+			}
+			if st, err := h.status(); err == nil && st.HostID != "" && st.Agent == "running" {
+				if h.id == "" {
+					h.id = st.HostID
+					l.byID[h.id] = h
+				}
+				up++
+			}
+		}
+		known, err := l.knownHosts(ctx)
+		if up == len(l.hosts) && err == nil && known >= len(l.hosts) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the fleet did not come up in %v: %d of %d agents running, the server knows %d hosts (%v)", fleetStartTimeout, up, len(l.hosts), known, err)
+		}
+		if err := sleep(ctx, tick); err != nil {
+			return err
+		}
+	}
+	if err := l.writeHostList(); err != nil {
+		return err
+	}
+	l.tl.printf("fleet: all %d agents running (no content yet); the server has heard from all %d hosts", len(l.hosts), len(l.hosts))
+	return nil
+}
+
+// writeHostList writes hosts.txt: each host's name, id and role.
+func (l *lab) writeHostList() error {
+	var b strings.Builder
+	for _, h := range l.hosts {
+		fmt.Fprintf(&b, "%s %s %s\n", h.Name, h.id, strings.TrimPrefix(h.label(), h.Name))
+	}
+	return os.WriteFile(filepath.Join(l.opts.Work, "hosts.txt"), []byte(b.String()), 0o644)
+}
+
+// knownHosts asks the server how many hosts have reported.
+func (l *lab) knownHosts(ctx context.Context) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.url+"/v1/rollouts", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := l.client.HTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Hosts int `json:"hosts"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /v1/rollouts: %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxRolloutsSize)).Decode(&out); err != nil {
+		return 0, err
+	}
+	return out.Hosts, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// labTestConfig is the lab scaled down for go test: 6 hosts, 2 canaries, 1
+// legacy (a canary), one good version, short windows. The hosts' health
+// window (6 s) still outlasts the longest start-to-halt path here (a poll
+// within 2 s, the crash, a 200 ms restart, a 1 s telemetry flush), so no
+// canary marks the bad version good before the halt.
+const labTestConfig = `
+hosts = 6
+canaries = 2
+legacy_percent = 20
+legacy_canaries = 1
+channel = 291
+
+[host]
+poll_interval = "1s"
+poll_jitter = "1s"
+health_window = "6s"
+restart_delay = "200ms"
+telemetry_interval = "1s"
+
+[server]
+eval_interval = "500ms"
+
+[rollout]
+health_window = "6s"
+grace = "30s"
+silence = "30s"
+timeout = "45s"
+
+[[rollout.stages]]
+name = "canary"
+canary = true
+bake = "2s"
+
+[[rollout.stages]]
+name = "20%"
+percent = 20
+bake = "2s"
+
+[[rollout.stages]]
+name = "100%"
+percent = 100
+
+[content]
+good = ["good-ipc-1001"]
+cf291 = "cf291-shape"
+bypassed = "cf291-field22"
+`
+
+// buildBinaries builds the three commands the lab drives into a temporary
+// directory.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/ringfence", "./cmd/ringfenced", "./cmd/ringfence-server")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return dir
+}
+
+// TestLab runs the whole lab, scaled down, against freshly built binaries:
+// real daemons, the real server, the four scenarios. It checks the report:
+// every host ends on good content, the publisher refuses cf291 against 7.11,
+// the bypassed content is refused by the hosts' own checks and nothing is
+// activated, cf291 crashes the legacy canary, which reverts by itself, the
+// server halts and rolls back, and no host outside the canary group ever
+// loads it.
+func TestLab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server and 6 daemons for about 40 s")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the lab stops its children with SIGINT and a parent-death signal: Linux")
+	}
+	bin := buildBinaries(t)
+	cfgPath := filepath.Join(t.TempDir(), "lab.toml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(labTestConfig), 0o644))
+	work := filepath.Join(t.TempDir(), "work")
+
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--config", cfgPath, "--bin", bin, "--testdata", filepath.Join("..", "..", "testdata"), "--work", work, "--json"}, &stdout, &stderr)
+	t.Logf("timeline:\n%s", stderr.String())
+	var rep Report
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), "stdout: %s", stdout.String())
+	require.Equal(t, 0, code, "failures: %v; hosts: %v", rep.Failures, rep.HostsWithoutGoodContent)
+	require.True(t, rep.OK)
+	require.Empty(t, rep.HostsWithoutGoodContent, "every host ends on good content")
+	require.Equal(t, uint32(1001), rep.GoodVersion)
+	require.Equal(t, []string{"h01", "h02"}, rep.Canaries)
+	require.Equal(t, []string{"h01"}, rep.LegacyHosts)
+
+	rows := map[string]Row{}
+	for _, r := range rep.Scenarios {
+		rows[r.ID] = r
+		require.Empty(t, r.Problems, "scenario %s", r.ID)
+	}
+	require.Len(t, rows, 4)
+
+	good := rows["1"]
+	require.Equal(t, "completed", good.Outcome)
+	require.Equal(t, 6, good.Loaded)
+	require.Equal(t, 6, good.Healthy)
+	require.Zero(t, good.Crashed)
+	require.False(t, good.Halted)
+
+	pub := rows["2"]
+	require.True(t, pub.PublisherOnly)
+	require.Equal(t, "refused by the publisher", pub.Outcome)
+	require.Contains(t, stderr.String(), "FIELD_NOT_SUPPLIED: instance 1, field 21: template type IPC (id 7) declares 21 fields but sensor 7.11 supplies 20")
+
+	bypassed := rows["3"]
+	require.Equal(t, uint32(1005), bypassed.Version)
+	require.True(t, bypassed.Halted)
+	require.Equal(t, "halted, rolled back", bypassed.Outcome)
+	require.Zero(t, bypassed.Loaded, "nothing was activated")
+	require.Positive(t, bypassed.Rejected)
+	require.Equal(t, bypassed.Rejected, bypassed.RejectedBy["validation"], "the hosts' validators refuse it before preflight runs")
+	require.Equal(t, 6, bypassed.Healthy)
+	require.Contains(t, bypassed.HaltReason, "rejected-validation")
+
+	crash := rows["4"]
+	require.Equal(t, uint32(1004), crash.Version)
+	require.True(t, crash.Halted)
+	require.Equal(t, "halted, rolled back", crash.Outcome)
+	require.Zero(t, crash.LoadedOutsideCanary, "hosts outside the canary group never load it")
+	require.GreaterOrEqual(t, crash.Crashed, 1)
+	require.Equal(t, 1, crash.Reverted, "the legacy canary reverts by itself")
+	require.Contains(t, crash.HaltReason, "load-crash of version 1004 in the canary group (host h01)")
+	require.Positive(t, crash.HaltSeconds)
+	require.Equal(t, 6, crash.Healthy)
+
+	// The logs back the report: no non-canary daemon ever installed 1004.
+	for _, h := range []string{"h03", "h04", "h05", "h06"} {
+		b, err := os.ReadFile(filepath.Join(work, "hosts", h, "daemon.log"))
+		require.NoError(t, err)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, msgInstalled) {
+				require.NotContains(t, line, "version=1004", h)
+				require.NotContains(t, line, "version=1005", h)
+			}
+		}
+	}
+	// Every process is gone.
+	out, _ := exec.Command("pgrep", "-f", work).CombinedOutput()
+	require.Empty(t, strings.TrimSpace(string(out)), "processes left running")
+}

@@ -1,0 +1,220 @@
+// Command ringfence-lab runs a real fleet on one machine and replays July
+// 2024 against it: one ringfence-server serve and N ringfenced processes on
+// loopback (each with its own root, host key and reference sensor), driven
+// through the real binaries and the server's API. It prints a timeline and a
+// table of what each scenario did to the fleet, and exits non-zero if any
+// host ends without good content. `make demo` runs it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/ringfence/ringfence/internal/cli"
+)
+
+const help = `
+ringfence-lab starts a real ringfence-server and a fleet of real ringfenced
+daemons on loopback and replays four scenarios against them, printing one
+line per step and a table at the end. Nothing is simulated: the hosts poll
+the server's TUF repository, validate and preflight content themselves,
+install it into A/B slots, run the reference sensor on it, and report signed
+telemetry; the server moves each rollout ring by ring and halts it by itself.
+
+The fleet. Every host's installed capability manifest says sensor 7.12 (21
+IPC inputs): that is what its validator and preflight check content against.
+Most hosts also run a 7.12 agent. A "legacy" share (legacy_percent, 20% by
+default, at least one of them a canary) runs a 7.11 agent build (20 IPC
+inputs) whose manifest was never updated: a packaging bug, the kind of
+mismatch behind Channel File 291. The first --canaries hosts report the tag
+"canary". Every rollout is: the canary group, then 20% of hosts, then 100%,
+with short bakes.
+
+The scenarios (channel 291):
+  1  good content: good-ipc-1001 from no content, then good-ipc-1002; each
+     passes canary -> 20% -> 100% and every host ends on it, GOOD.
+  2  cf291-shape (template IPC with 21 fields, matchers on field 21) is
+     checked by 'ringfence-server publish --capabilities sensor-7.11.json':
+     the publisher refuses it; its message is shown.
+  3  cf291-field22 (version 1005: matchers on field 22, which no sensor
+     supplies) was published with --skip-static --skip-preflight, as the 2024
+     pipeline did. Rolled out, every canary that fetches it refuses it in its
+     own checks; the server halts and rolls back; nothing is activated.
+  4  cf291-shape published after checks against sensor 7.12 (what every
+     manifest says): it passes the publisher and every host's validator and
+     preflight, and crashes the 7.11 agents on load. The legacy canary
+     crashes once and its boot guard puts last-known-good back; the server
+     halts and rolls back on that report (the canary rule); no host outside
+     the canary group ever loads it.
+
+Everything is published before the server starts (serve holds the
+repository's signing state; see docs/lab.md). The table counts, per
+scenario, the hosts that loaded the version (staged, activated, handed to
+the agent's loader), crashed, were reverted by the boot guard, rejected it,
+left it on the signed rollback (recalled), and ended healthy (on the good
+version, GOOD, agent running); "halt" is from the rollout's start decision to
+its halt decision, on the server's clock.
+
+Output: the timeline on stdout (stderr with --json), then the table, or the
+report as JSON on stdout with --json. The daemons' and the server's logs go to
+the work directory: server.log, publisher.log, hosts/hNN/daemon.log (each
+host's ringfenced.toml and root beside it), hosts.txt (names, host ids,
+roles). Settings come from the built-in lab.toml (--config replaces it).
+
+Every process the lab starts is stopped before it exits (SIGINT, then SIGKILL
+after 15 s), on errors and on Ctrl-C too; on Linux a child also gets SIGTERM
+if the lab itself is killed. With --keep the server and the fleet stay up at
+the end, the dashboard URL (with the operator token) is printed, and the lab
+waits for Ctrl-C; the work directory is kept.
+
+Exit codes: 0 every scenario did what it should and every host ends on good
+content; 1 otherwise (the hosts are named), or interrupted; 2 usage.`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := cli.NewFlags("ringfence-lab", "", "[--hosts N] [--canaries N] [--work DIR] [--keep] [--bin DIR] [--json]", help, stdout, stderr)
+	hosts := fs.Int("hosts", 0, "hosts in the fleet (default 50, from lab.toml; at most 200)")
+	canaries := fs.Int("canaries", 0, "hosts tagged canary, the first stage of every rollout (default 5, from lab.toml)")
+	work := fs.String("work", "", "work directory, new or empty (default: a temporary directory, removed at the end unless --keep or the lab failed)")
+	keep := fs.Bool("keep", false, "at the end, keep the server and the fleet running and print the dashboard URL; wait for Ctrl-C; keep the work directory")
+	bin := fs.String("bin", "", "directory holding ringfence, ringfenced and ringfence-server (default: this program's directory)")
+	testdata := fs.String("testdata", "", "the repository's testdata directory (default: BIN/../testdata, else ./testdata)")
+	configPath := fs.String("config", "", "lab settings in TOML, replacing the built-in lab.toml (see it for the keys)")
+	asJSON := fs.Bool("json", false, "print the report as JSON on stdout (the timeline goes to stderr)")
+	rest, code, ok := cli.ParseArgs(fs, args, stdout)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "ringfence-lab: unexpected argument %q; see 'ringfence-lab --help'\n", rest[0])
+		return cli.ExitUsage
+	}
+	cfg := DefaultConfig()
+	if *configPath != "" {
+		b, err := readBounded(*configPath, maxConfigSize)
+		if err != nil {
+			fmt.Fprintln(stderr, "ringfence-lab:", err)
+			return cli.ExitUsage
+		}
+		if cfg, err = ParseConfig(b); err != nil {
+			fmt.Fprintf(stderr, "ringfence-lab: %s: %v\n", *configPath, err)
+			return cli.ExitUsage
+		}
+	}
+	if *hosts != 0 {
+		cfg.Hosts = *hosts
+	}
+	if *canaries != 0 {
+		cfg.Canaries = *canaries
+	}
+	if err := cfg.Check(); err != nil {
+		fmt.Fprintln(stderr, "ringfence-lab:", err)
+		return cli.ExitUsage
+	}
+	if *bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(stderr, "ringfence-lab: give --bin DIR:", err)
+			return cli.ExitUsage
+		}
+		*bin = filepath.Dir(exe)
+	}
+	if *testdata == "" {
+		*testdata = findTestdata(*bin)
+	}
+	temp := *work == ""
+	if temp {
+		d, err := os.MkdirTemp("", "ringfence-lab-")
+		if err != nil {
+			fmt.Fprintln(stderr, "ringfence-lab:", err)
+			return cli.ExitUsage
+		}
+		*work = d
+	}
+	for _, p := range []*string{bin, testdata, work} {
+		if a, err := filepath.Abs(*p); err == nil {
+			*p = a
+		}
+	}
+
+	out := stdout
+	if *asJSON {
+		out = stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	report := func(rep Report) int {
+		if *asJSON {
+			if err := rep.WriteJSON(stdout); err != nil {
+				return cli.ExitUsage
+			}
+		} else {
+			rep.WriteText(stdout)
+		}
+		if !rep.OK {
+			fmt.Fprintf(stderr, "ringfence-lab: the lab failed; work directory kept: %s\n", *work)
+			return cli.ExitRejected
+		}
+		return cli.ExitOK
+	}
+	kept := -1 // the exit code, once the report was printed before waiting
+	rep, err := Run(ctx, Options{Config: cfg, Bin: *bin, Testdata: *testdata, Work: *work, Keep: *keep, Out: out,
+		Kept: func(rep Report) {
+			kept = report(rep)
+			fmt.Fprintf(out, "\ndashboard: %s\nthe server and the fleet keep running (work directory %s); Ctrl-C stops them\n", rep.Dashboard, *work)
+		}})
+	if kept >= 0 && err == nil {
+		fmt.Fprintf(out, "stopped; work directory kept: %s\n", *work)
+		return kept
+	}
+	interrupted := ctx.Err() != nil
+	if !*keep && temp && err == nil && !interrupted && rep.OK {
+		if rerr := os.RemoveAll(*work); rerr != nil {
+			fmt.Fprintln(stderr, "ringfence-lab: remove the work directory:", rerr)
+		}
+	} else {
+		rep.Work = *work
+	}
+	switch {
+	case interrupted:
+		fmt.Fprintf(stderr, "ringfence-lab: interrupted; every process stopped; work directory kept: %s\n", *work)
+		return cli.ExitRejected
+	case err != nil:
+		fmt.Fprintf(stderr, "ringfence-lab: %v\nevery process stopped; work directory kept: %s\n", err, *work)
+		return cli.ExitRejected
+	}
+	return report(rep)
+}
+
+// findTestdata looks for the repository's testdata beside the binaries'
+// directory (bin/../testdata), then in the current directory.
+func findTestdata(bin string) string {
+	for _, d := range []string{filepath.Join(bin, "..", "testdata"), "testdata"} {
+		if _, err := os.Stat(filepath.Join(d, "channels")); err == nil {
+			return d
+		}
+	}
+	return filepath.Join(bin, "..", "testdata")
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Row is what one scenario did to the fleet. Counts are hosts.
+type Row struct {
+	// ID is the scenario's number ("2"); the good rollouts of scenario 1
+	// are "1a", "1b", ... when there are several.
+	ID       string `json:"id"`
+	Scenario string `json:"scenario"`
+	Version  uint32 `json:"version,omitempty"`
+	// Outcome is what the rollout (or the publisher) ended in: completed,
+	// halted and rolled back, refused by the publisher.
+	Outcome string `json:"outcome"`
+	// Loaded hosts had the version staged, activated as a trial and handed
+	// to their agent's loader; LoadedOutsideCanary of them are not canaries.
+	Loaded              int `json:"loaded"`
+	LoadedOutsideCanary int `json:"loaded_outside_canary"`
+	// Crashed hosts saw their agent die; Reverted ones were put back on
+	// last-known-good by the boot guard (and quarantined the version).
+	Crashed  int `json:"crashed"`
+	Reverted int `json:"reverted"`
+	// Rejected hosts refused the version in their own checks, RejectedBy
+	// says which: "validation" or "preflight".
+	Rejected   int            `json:"rejected"`
+	RejectedBy map[string]int `json:"rejected_by,omitempty"`
+	// Recalled hosts left the version because the signed rollback plan
+	// denies it.
+	Recalled int `json:"recalled"`
+	// Healthy hosts ended the scenario on good content: the version they
+	// should run, GOOD in the boot record, the agent running.
+	Healthy int `json:"healthy"`
+	Hosts   int `json:"hosts"`
+	// Halted is set when the server halted the rollout; HaltSeconds is from
+	// the rollout's start decision to the halt decision (the server's
+	// times), CrashToHaltSeconds from the first failure a host logged.
+	Halted             bool    `json:"halted"`
+	HaltSeconds        float64 `json:"halt_seconds,omitempty"`
+	CrashToHaltSeconds float64 `json:"failure_to_halt_seconds,omitempty"`
+	HaltReason         string  `json:"halt_reason,omitempty"`
+	// Seconds is how long the scenario took, settling included.
+	Seconds float64 `json:"seconds"`
+	// Notes say what the numbers mean; Problems what went against what the
+	// scenario expects (any makes the lab fail).
+	Notes    []string `json:"notes,omitempty"`
+	Problems []string `json:"problems,omitempty"`
+	// PublisherOnly rows (scenario 2) have no fleet counts.
+	PublisherOnly bool `json:"publisher_only,omitempty"`
+
+	seq int // the lab's running number of the scenario: its events' key
+}
+
+// Report is the lab's result (--json prints it).
+type Report struct {
+	OK          bool     `json:"ok"`
+	Hosts       int      `json:"hosts"`
+	Canaries    []string `json:"canaries"`
+	LegacyHosts []string `json:"legacy_hosts"`
+	GoodVersion uint32   `json:"good_version"`
+	Seconds     float64  `json:"seconds"`
+	Scenarios   []Row    `json:"scenarios"`
+	// HostsWithoutGoodContent name the hosts that did not end on the last
+	// good version, GOOD, with the agent running, and what they run.
+	HostsWithoutGoodContent []string `json:"hosts_without_good_content"`
+	Failures                []string `json:"failures,omitempty"`
+	Work                    string   `json:"work,omitempty"`
+	Dashboard               string   `json:"dashboard,omitempty"`
+}
+
+// column is one column of the final table.
+type column struct {
+	head string
+	left bool
+	cell func(Row) string
+}
+
+func count(r Row, n int) string {
+	if r.PublisherOnly {
+		return "-"
+	}
+	return fmt.Sprint(n)
+}
+
+var columns = []column{
+	{"scenario", true, func(r Row) string { return r.ID + " " + r.Scenario }},
+	{"loaded", false, func(r Row) string { return count(r, r.Loaded) }},
+	{"crashed", false, func(r Row) string { return count(r, r.Crashed) }},
+	{"reverted", false, func(r Row) string { return count(r, r.Reverted) }},
+	{"rejected", false, func(r Row) string { return count(r, r.Rejected) }},
+	{"recalled", false, func(r Row) string { return count(r, r.Recalled) }},
+	{"healthy", false, func(r Row) string {
+		if r.PublisherOnly {
+			return "-"
+		}
+		return fmt.Sprintf("%d/%d", r.Healthy, r.Hosts)
+	}},
+	{"halt", false, func(r Row) string {
+		if !r.Halted {
+			return "-"
+		}
+		return fmt.Sprintf("%.1fs", r.HaltSeconds)
+	}},
+	{"outcome", true, func(r Row) string { return r.Outcome }},
+}
+
+// Table renders the rows as the final table: one line per scenario, the
+// scenario and outcome left-aligned, the counts right-aligned.
+func Table(rows []Row) string {
+	cells := make([][]string, len(rows)+1)
+	width := make([]int, len(columns))
+	for i, c := range columns {
+		cells[0] = append(cells[0], c.head)
+		width[i] = len(c.head)
+	}
+	for j, r := range rows {
+		for i, c := range columns {
+			s := c.cell(r)
+			cells[j+1] = append(cells[j+1], s)
+			width[i] = max(width[i], len(s))
+		}
+	}
+	var b strings.Builder
+	for _, line := range cells {
+		var parts []string
+		for i, s := range line {
+			switch {
+			case i == len(line)-1:
+				parts = append(parts, s) // no trailing padding
+			case columns[i].left:
+				parts = append(parts, fmt.Sprintf("%-*s", width[i], s))
+			default:
+				parts = append(parts, fmt.Sprintf("%*s", width[i], s))
+			}
+		}
+		b.WriteString(strings.Join(parts, "  "))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// WriteText writes the table, each scenario's notes and problems, and the
+// verdict.
+func (r Report) WriteText(w io.Writer) {
+	fmt.Fprintln(w)
+	fmt.Fprint(w, Table(r.Scenarios))
+	fmt.Fprintln(w)
+	for _, row := range r.Scenarios {
+		for _, n := range row.Notes {
+			fmt.Fprintf(w, "%s: %s\n", row.ID, n)
+		}
+		for _, p := range row.Problems {
+			fmt.Fprintf(w, "%s: PROBLEM: %s\n", row.ID, p)
+		}
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "FAILED: %s\n", f)
+	}
+	if r.OK {
+		fmt.Fprintf(w, "ok: all %d hosts run version %d (GOOD) with their agent up; %.0fs in all\n", r.Hosts, r.GoodVersion, r.Seconds)
+	} else if len(r.HostsWithoutGoodContent) > 0 {
+		fmt.Fprintf(w, "FAILED: %d hosts without good content: %s\n", len(r.HostsWithoutGoodContent), strings.Join(r.HostsWithoutGoodContent, "; "))
+	}
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// timeline prints one line per step, stamped with the time since the lab
+// started.
+type timeline struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+	now   func() time.Time
+}
+
+func (t *timeline) printf(format string, args ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(t.w, "[%6.1fs] %s\n", t.now().Sub(t.start).Seconds(), fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func sampleRows() []Row {
+	return []Row{
+		{ID: "1a", Scenario: "good 1001 (first content)", Version: 1001, Outcome: "completed", Loaded: 50, Healthy: 50, Hosts: 50},
+		{ID: "2", Scenario: "cf291 at the publisher", Version: 1004, Outcome: "refused by the publisher", PublisherOnly: true, Healthy: 50, Hosts: 50},
+		{ID: "3", Scenario: "checks bypassed 1005", Version: 1005, Outcome: "halted, rolled back", Rejected: 2,
+			RejectedBy: map[string]int{"validation": 2}, Healthy: 50, Hosts: 50, Halted: true, HaltSeconds: 0.94},
+		{ID: "4", Scenario: "cf291 on 7.11 agents 1004", Version: 1004, Outcome: "halted, rolled back", Loaded: 5, Crashed: 1,
+			Reverted: 1, Recalled: 4, Healthy: 49, Hosts: 50, Halted: true, HaltSeconds: 12.25},
+	}
+}
+
+func TestTable(t *testing.T) {
+	want := `scenario                      loaded  crashed  reverted  rejected  recalled  healthy   halt  outcome
+1a good 1001 (first content)      50        0         0         0         0    50/50      -  completed
+2 cf291 at the publisher           -        -         -         -         -        -      -  refused by the publisher
+3 checks bypassed 1005             0        0         0         2         0    50/50   0.9s  halted, rolled back
+4 cf291 on 7.11 agents 1004        5        1         1         0         4    49/50  12.2s  halted, rolled back
+`
+	require.Equal(t, want, Table(sampleRows()))
+	require.Equal(t, "scenario  loaded  crashed  reverted  rejected  recalled  healthy  halt  outcome\n", Table(nil), "a header alone")
+}
+
+func TestReportText(t *testing.T) {
+	rows := sampleRows()
+	rows[3].Notes = []string{"halted 12.2s after the start"}
+	rows[3].Problems = []string{"49 of 50 hosts ended on version 1002 (GOOD)"}
+	r := Report{OK: false, Hosts: 50, GoodVersion: 1002, Scenarios: rows,
+		Failures:                []string{"scenario 4: 49 of 50 hosts ended on version 1002 (GOOD)"},
+		HostsWithoutGoodContent: []string{"h02: channel 291 version 1004 (GOOD), agent running"}}
+	var b bytes.Buffer
+	r.WriteText(&b)
+	out := b.String()
+	require.Contains(t, out, Table(rows))
+	require.Contains(t, out, "4: halted 12.2s after the start\n")
+	require.Contains(t, out, "4: PROBLEM: 49 of 50 hosts ended on version 1002 (GOOD)\n")
+	require.Contains(t, out, "FAILED: 1 hosts without good content: h02: channel 291 version 1004 (GOOD), agent running\n")
+	require.NotContains(t, out, "ok:")
+
+	r = Report{OK: true, Hosts: 50, GoodVersion: 1002, Seconds: 97.4, Scenarios: rows[:1]}
+	b.Reset()
+	r.WriteText(&b)
+	require.True(t, strings.HasSuffix(b.String(), "ok: all 50 hosts run version 1002 (GOOD) with their agent up; 97s in all\n"), b.String())
+}
+
+// TestReportJSON pins the field names scripts read.
+func TestReportJSON(t *testing.T) {
+	r := Report{OK: true, Hosts: 50, Canaries: []string{"h01"}, LegacyHosts: []string{"h01"}, GoodVersion: 1002,
+		Scenarios: sampleRows(), HostsWithoutGoodContent: []string{}}
+	var b bytes.Buffer
+	require.NoError(t, r.WriteJSON(&b))
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b.Bytes(), &m))
+	for _, k := range []string{"ok", "hosts", "canaries", "legacy_hosts", "good_version", "seconds", "scenarios", "hosts_without_good_content"} {
+		require.Contains(t, m, k)
+	}
+	row := m["scenarios"].([]any)[2].(map[string]any)
+	for _, k := range []string{"id", "scenario", "version", "outcome", "loaded", "loaded_outside_canary", "crashed", "reverted",
+		"rejected", "rejected_by", "recalled", "healthy", "hosts", "halted", "halt_seconds"} {
+		require.Contains(t, row, k)
+	}
+	var back Report
+	require.NoError(t, json.Unmarshal(b.Bytes(), &back))
+	require.Equal(t, r.Scenarios[2].RejectedBy, back.Scenarios[2].RejectedBy)
+}
+
+func TestTimeline(t *testing.T) {
+	var b bytes.Buffer
+	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	now := start.Add(12345 * time.Millisecond)
+	tl := &timeline{w: &b, start: start, now: func() time.Time { return now }}
+	tl.printf("scenario %s: rollout %d started", "1a", 1001)
+	now = start.Add(125 * time.Second)
+	tl.printf("  stage canary")
+	require.Equal(t, "[  12.3s] scenario 1a: rollout 1001 started\n[ 125.0s]   stage canary\n", b.String())
+}
+
+func TestShortReason(t *testing.T) {
+	long := "rejected-validation: installer: content failed validation: validator: rejected: FIELD_NOT_SUPPLIED: instance 1, field 22: template type IPC (id 7) declares 22 fields but sensor 7.12 supplies 21 of version 1005 in the canary group (host h02)"
+	require.Equal(t, "rejected-validation of version 1005 in the canary group (host h02)", shortReason(long))
+	short := "reverted: load-crash of version 1004 in the canary group (host h01)"
+	require.Equal(t, short, shortReason(short))
+}
