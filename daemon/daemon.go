@@ -173,7 +173,9 @@ func New(opts Options) (*Daemon, error) {
 // and the version of its channel the boot record has active (none when it
 // runs no content).
 func (d *Daemon) telemetryInfo() ([]string, map[string]uint32) {
-	versions := map[string]uint32{}
+	// Version 0 is "no content": the host is on the channel and counts in
+	// a first rollout's stages.
+	versions := map[string]uint32{strconv.FormatUint(uint64(d.cfg.Channel), 10): 0}
 	if rec, err := bootguard.Read(filepath.Join(d.cfg.Root, installer.RecordName)); err == nil && rec.Active != bootguard.SlotNone {
 		e := rec.Entry(rec.Active)
 		versions[strconv.FormatUint(uint64(e.Channel), 10)] = e.Version
@@ -488,7 +490,11 @@ func (d *Daemon) observe(evidence string) {
 		}
 		d.event(ev)
 		d.event(state.OutboxEvent{ID: "quarantined-" + id, Type: EventQuarantined, Channel: e.Channel, Version: e.Version, Reason: e.Reason.String(), Critical: true})
-		d.log.Warn("content reverted by the boot guard and quarantined", "channel", e.Channel, "version", e.Version, "reason", e.Reason, "running", describeActive(rec))
+		msg := "content reverted by the boot guard and quarantined"
+		if e.Reason == bootguard.ReasonManual {
+			msg = "content reverted on request (a version the rollout plan denies, or an admin) and quarantined"
+		}
+		d.log.Warn(msg, "channel", e.Channel, "version", e.Version, "reason", e.Reason, "running", describeActive(rec))
 		if d.trial != nil && d.trial.version == e.Version {
 			d.trial = nil
 		}

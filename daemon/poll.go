@@ -114,8 +114,14 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 		active = *rec.Entry(rec.Active)
 	}
 	// A version the plan denies (rolled back upstream) is left at once,
-	// trial or not: back to last-known-good.
-	if plan != nil && active.Version != 0 && plan.Denied(active.Version) && rec.Fallback != bootguard.SlotNone {
+	// trial or already marked good: back to the other slot's good content.
+	// (With no good content to go back to, the host keeps running what it
+	// has rather than nothing, and says so.)
+	if plan != nil && active.Version != 0 && plan.Denied(active.Version) {
+		if rec.Entry(rec.Active.Other()).State != bootguard.StateGood {
+			return PollResult{Action: "failed", Version: active.Version,
+				Why: "the rollout plan denies the running version, and no good content is left to go back to; run 'ringfence recover' or publish a fix"}
+		}
 		if _, err := d.in.Revert(bootguard.ReasonManual); err != nil {
 			return PollResult{Action: "failed", Version: active.Version, Why: "revert a denied version: " + err.Error()}
 		}

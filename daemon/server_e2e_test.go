@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -142,4 +143,38 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 		require.Equal(t, goodOf(good), h.last.Running, h.id)
 	}
 	require.Equal(t, map[string]int{fmt.Sprint(good): 4}, srv.Status()[0].Versions, "every host reports the good version")
+}
+
+// TestDenyTakesBackAGoodVersion: a version rolled back upstream after this
+// host already marked it good is left too: the host goes back to the other
+// slot's good content.
+func TestDenyTakesBackAGoodVersion(t *testing.T) {
+	bin := buildRingfenced(t)
+	clock := newFakeClock(time.Now())
+	l := newLab(t, clock)
+	good := l.roll(t, "good-ipc-1001")
+	ctx, cancel := context.WithCancel(context.Background())
+	h := startHost(t, ctx, l, clock, bin, 0, func(o *daemon.Options) {
+		// This host's agent runs the interpreter its manifest describes.
+		o.AgentCommand = []string{bin, "agent", "--capabilities", filepath.Join(testfiles.Dir(), "capabilities", "sensor-7.12.json"), "--alive-interval", "1h"}
+	})
+	defer func() { cancel(); require.NoError(t, <-h.done) }()
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+	trialOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (TRIAL)", v) }
+	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
+	for _, v := range []uint32{good, l.roll(t, "good-ipc-1002")} {
+		_, err := h.d.Poll(ctx)
+		require.NoError(t, err)
+		h.waitFor(t, "the trial", running(trialOf(v)))
+		clock.Advance(config.Default().HealthWindow.Duration)
+		h.waitFor(t, "marked good", running(goodOf(v)))
+	}
+	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"fleet","percent":100,"version":%d}],"deny":[1002]}`, rollout.Format, good)))
+	r, err := h.d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "reverted", r.Action, "%+v", r)
+	h.waitFor(t, "the older good version again", running(goodOf(good)))
+	r, err = h.d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "nothing", r.Action, "settled on the plan's version: %+v", r)
 }

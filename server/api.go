@@ -20,6 +20,14 @@ import (
 // maxRequest bounds an API request body.
 const maxRequest = 64 << 10
 
+// versionLabel names a running version; 0 is a host with no content.
+func versionLabel(v uint32) string {
+	if v == 0 {
+		return "none"
+	}
+	return strconv.FormatUint(uint64(v), 10)
+}
+
 // View is a rollout as the API and the dashboard show it.
 type View struct {
 	Channel      uint32                `json:"channel"`
@@ -32,7 +40,7 @@ type View struct {
 	StageStarted time.Time             `json:"stage_started"`
 	Updated      time.Time             `json:"updated"`
 	Stages       []StageView           `json:"stages"`
-	Versions     map[string]int        `json:"versions"`
+	Versions     map[string]int        `json:"versions"` // hosts per running version ("none": no content yet)
 	Gate         GateView              `json:"gate"`
 	History      []controller.Point    `json:"history"`
 	Decisions    []controller.Decision `json:"decisions"` // newest first
@@ -85,7 +93,7 @@ func (s *Server) view(r *controller.Rollout) View {
 			BakeSeconds: st.Bake.Seconds(), MinHosts: st.MinHosts, Status: status, KnownHosts: sizes[i]})
 	}
 	for ver, n := range s.ctl.Versions(r.Channel) {
-		v.Versions[strconv.FormatUint(uint64(ver), 10)] = n
+		v.Versions[versionLabel(ver)] = n
 	}
 	v.Decisions = make([]controller.Decision, 0, len(r.Decisions))
 	for i := len(r.Decisions) - 1; i >= 0; i-- {
@@ -256,6 +264,9 @@ func (s *Server) Start(spec controller.Spec, who, why string) (controller.Decisi
 	}
 	if who == "" {
 		who = "operator"
+	}
+	if err := s.readRepo(); err != nil {
+		return controller.Decision{}, View{}, err
 	}
 	if s.repo.Targets()[rollout.ContentTarget(spec.Channel, spec.To)] == nil {
 		return controller.Decision{}, View{}, fmt.Errorf("%w: version %d is not published on channel %d; run 'ringfence-server publish' first", errBadRequest, spec.To, spec.Channel)

@@ -227,7 +227,7 @@ func (s *Server) Run(ctx context.Context, tick <-chan time.Time) error {
 		}
 		if now := s.clock.Now(); now.Sub(lastRefresh) >= s.opts.RefreshInterval {
 			s.mu.Lock()
-			err := s.repo.Refresh()
+			err := s.writeRepo(func(r *tufrepo.Repo) error { return r.Refresh() })
 			s.mu.Unlock()
 			if err != nil {
 				s.log.Error("refresh the repository's timestamp and snapshot", "err", err)
@@ -281,16 +281,39 @@ func (s *Server) signPlan(r *controller.Rollout) error {
 	if err != nil {
 		return err
 	}
-	if t := s.repo.Targets()[rollout.RolloutTarget(r.Channel)]; t != nil {
-		sum := sha256.Sum256(b)
-		if bytes.Equal(t.Hashes["sha256"], sum[:]) {
-			return nil
+	return s.writeRepo(func(repo *tufrepo.Repo) error {
+		if t := repo.Targets()[rollout.RolloutTarget(r.Channel)]; t != nil {
+			sum := sha256.Sum256(b)
+			if bytes.Equal(t.Hashes["sha256"], sum[:]) {
+				return nil
+			}
 		}
+		if err := repo.SetRollout(r.Channel, b); err != nil {
+			return fmt.Errorf("server: sign the plan of channel %d: %w", r.Channel, err)
+		}
+		return nil
+	})
+}
+
+// writeRepo changes the repository under its lock, on its state on disk
+// (a publisher may have changed it since), and keeps that state for reads.
+// The caller holds s.mu.
+func (s *Server) writeRepo(fn func(*tufrepo.Repo) error) error {
+	defer s.static.forget()
+	return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, func(r *tufrepo.Repo) error {
+		s.repo = r
+		return fn(r)
+	})
+}
+
+// readRepo reloads the repository from disk for reads (what a publisher
+// added since is then seen). The caller holds s.mu.
+func (s *Server) readRepo() error {
+	r, err := tufrepo.Open(s.opts.Repo, s.opts.Keys, s.clock)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
-	if err := s.repo.SetRollout(r.Channel, b); err != nil {
-		return fmt.Errorf("server: sign the plan of channel %d: %w", r.Channel, err)
-	}
-	s.static.forget()
+	s.repo = r
 	return nil
 }
 

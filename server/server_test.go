@@ -455,3 +455,28 @@ func TestRunEvaluatesAndRefreshes(t *testing.T) {
 	step()
 	require.Greater(t, timestampVersion(t, l.repo), v, "re-signed after 6 hours")
 }
+
+// TestPublishWhileServing: a publisher changes the repository while the
+// server runs; the server sees the new version, and its next signature
+// keeps the publisher's target (both write under the repository's lock, on
+// what is on disk).
+func TestPublishWhileServing(t *testing.T) {
+	l := newLab(t, server.Options{})
+	data := testfiles.Channel(t, "good-ipc-1003")
+	require.NoError(t, tufrepo.Update(l.repo, l.keys, l.clock, func(r *tufrepo.Repo) error {
+		_, err := r.Publish(291, 1003, data)
+		return err
+	}))
+	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "a", Why: "b"}, Channel: 291, Version: 1003, From: 1001})
+	require.NoError(t, err, "the server sees what was published after it started")
+
+	dir := testtmp.Dir(t)
+	c, err := tuf.New(tuf.Options{Dir: filepath.Join(dir, "tuf"), DownloadDir: filepath.Join(dir, "downloads"), MetadataURL: l.http.URL + "/metadata",
+		TrustedRoot: l.root, Clock: l.clock.Now})
+	require.NoError(t, err)
+	require.NoError(t, c.Refresh(context.Background()))
+	require.NotNil(t, c.Targets("content")[rollout.ContentTarget(291, 1003)], "the publisher's target survives the server's signature")
+	require.Equal(t, uint32(1003), l.plan(t).Stages[0].Version)
+	_, err = tufrepo.Verify(context.Background(), l.repo, l.root, l.clock.Now())
+	require.NoError(t, err)
+}

@@ -158,11 +158,7 @@ at least daily (cron, or 'serve' does it).`, stdout, stderr)
 	if !need(stderr, "repo refresh", map[string]string{"repo": *repo, "keys": *keys}) {
 		return cli.ExitUsage
 	}
-	r, err := tufrepo.Open(*repo, *keys, nil)
-	if err != nil {
-		return fail(stderr, "repo refresh", err)
-	}
-	if err := r.Refresh(); err != nil {
+	if err := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error { return r.Refresh() }); err != nil {
 		return fail(stderr, "repo refresh", err)
 	}
 	fmt.Fprintln(stdout, "timestamp and snapshot re-signed")
@@ -293,11 +289,13 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 			return cli.ExitRejected
 		}
 	}
-	r, err := tufrepo.Open(*repo, *keys, nil)
-	if err != nil {
-		return fail(stderr, "publish", err)
+	var name string
+	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
+		name, err = r.Publish(f.Channel, f.ContentVersion, data)
+		return nil
+	}); uerr != nil {
+		return fail(stderr, "publish", uerr)
 	}
-	name, err := r.Publish(f.Channel, f.ContentVersion, data)
 	if errors.Is(err, tufrepo.ErrExists) {
 		fmt.Fprintf(stderr, "ringfence-server publish: %v\n", err)
 		return cli.ExitRejected
@@ -337,11 +335,13 @@ every version it names must be published. Format:
 	if err != nil {
 		return fail(stderr, "rollout set", err)
 	}
-	r, err := tufrepo.Open(*repo, *keys, nil)
-	if err != nil {
-		return fail(stderr, "rollout set", err)
+	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
+		err = r.SetRollout(uint32(*channel), plan)
+		return nil
+	}); uerr != nil {
+		return fail(stderr, "rollout set", uerr)
 	}
-	if err := r.SetRollout(uint32(*channel), plan); err != nil {
+	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server rollout set: %v\n", err)
 		return cli.ExitRejected
 	}
@@ -386,11 +386,13 @@ fails its first start is rolled back on the host and never applied there again.`
 	if len(data) > maxAgentBinary {
 		return fail(stderr, "publish-agent", fmt.Errorf("%s is larger than %d bytes", pos[0], maxAgentBinary))
 	}
-	r, err := tufrepo.Open(*repo, *keys, nil)
-	if err != nil {
-		return fail(stderr, "publish-agent", err)
+	var name string
+	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
+		name, err = r.PublishAgent(*goos, *goarch, *ver, data)
+		return nil
+	}); uerr != nil {
+		return fail(stderr, "publish-agent", uerr)
 	}
-	name, err := r.PublishAgent(*goos, *goarch, *ver, data)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server publish-agent: %v\n", err)
 		return cli.ExitRejected
@@ -419,11 +421,7 @@ retired key files are removed once nothing trusts them.`, stdout, stderr)
 	if !need(stderr, "keys rotate", map[string]string{"repo": *repo, "keys": *keys, "role": *role}) {
 		return cli.ExitUsage
 	}
-	r, err := tufrepo.Open(*repo, *keys, nil)
-	if err != nil {
-		return fail(stderr, "keys rotate", err)
-	}
-	if err := r.RotateKeys(*role, tufrepo.KeyType(*kt)); err != nil {
+	if err := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error { return r.RotateKeys(*role, tufrepo.KeyType(*kt)) }); err != nil {
 		return fail(stderr, "keys rotate", err)
 	}
 	fmt.Fprintf(stdout, "rotated the %s keys\n", *role)

@@ -43,14 +43,21 @@ func ParseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, int
 			break
 		}
 	}
+	// Package flag prints the usage itself on -h and on a bad flag: keep it
+	// quiet while parsing, then print it once, to stdout for -h (asked
+	// for) and to stderr after an error.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				fs.SetOutput(stdout)
-				fs.Usage()
+				usage()
 				return nil, ExitOK, false
 			}
+			usage()
 			return nil, ExitUsage, false
 		}
 		args = fs.Args()

@@ -1,4 +1,4 @@
-package bootguard
+package filelock
 
 import (
 	"errors"
@@ -9,12 +9,10 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// lockFile takes an exclusive LockFileEx lock on path (created if missing),
-// polling until timeout. The returned function releases it.
-func lockFile(path string, timeout time.Duration) (func(), error) {
+func lock(path string, timeout time.Duration) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("bootguard: lock boot record: %w", err)
+		return nil, fmt.Errorf("filelock: %w", err)
 	}
 	h := windows.Handle(f.Fd())
 	deadline := time.Now().Add(timeout)
@@ -29,12 +27,12 @@ func lockFile(path string, timeout time.Duration) (func(), error) {
 		}
 		if !errors.Is(err, windows.ERROR_LOCK_VIOLATION) && !errors.Is(err, windows.ERROR_IO_PENDING) {
 			f.Close()
-			return nil, fmt.Errorf("bootguard: lock %s: %w", path, err)
+			return nil, fmt.Errorf("filelock: lock %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("%w: %s is held by another process (the service?) for more than %v; stop it and retry", ErrLocked, path, timeout)
+			return nil, fmt.Errorf("%w: %s, for more than %v", ErrLocked, path, timeout)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(poll)
 	}
 }
