@@ -52,8 +52,9 @@ The scenarios (channel 291):
      halts and rolls back on that report (the canary rule); no host outside
      the canary group ever loads it.
 
-Everything is published before the server starts (serve holds the
-repository's signing state; see docs/lab.md). The table counts, per
+Content is published before the server starts, so that the timeline is
+about the rollouts (a publish while serving works too: both write under the
+repository's lock). The table counts, per
 scenario, the hosts that loaded the version (staged, activated, handed to
 the agent's loader), crashed, were reverted by the boot guard, rejected it,
 left it on the signed rollback (recalled), and ended healthy (on the good
