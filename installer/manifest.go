@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
 // ManifestName is the slot manifest's file name inside a slot directory.
@@ -92,7 +94,7 @@ func ReadContent(dir string, want [32]byte) ([]byte, error) {
 	if err != nil || len(sum) != sha256.Size || f.Size < 0 {
 		return nil, fmt.Errorf("%w: %s: %s: bad size or sha256 in manifest", ErrSlotCorrupt, dir, f.Name)
 	}
-	data, err := readBounded(filepath.Join(dir, f.Name), f.Size)
+	data, err := boundedio.ReadFile(filepath.Join(dir, f.Name), f.Size)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrSlotCorrupt, dir, err)
 	}
@@ -105,7 +107,7 @@ func ReadContent(dir string, want [32]byte) ([]byte, error) {
 // readManifest reads and decodes the manifest of the slot in dir, which must
 // have the digest want.
 func readManifest(dir string, want [32]byte) (Manifest, error) {
-	raw, err := readBounded(filepath.Join(dir, ManifestName), MaxManifestSize)
+	raw, err := boundedio.ReadFile(filepath.Join(dir, ManifestName), MaxManifestSize)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("%w: %s: %v", ErrSlotCorrupt, dir, err)
 	}
@@ -153,20 +155,4 @@ func verifyFile(dir string, f ManifestFile) error {
 func validName(name string) bool {
 	return name != "" && name != "." && name != ".." && name != ManifestName &&
 		!strings.ContainsAny(name, `/\:`) && filepath.Base(name) == name
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }

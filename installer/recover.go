@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/failpoint"
 	"github.com/ringfence/ringfence/state"
 )
@@ -279,7 +280,7 @@ func (in *Installer) rebuild(rep RecoverReport, target string, version uint32, w
 	var cands []candidate
 	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
 		dir := in.SlotDir(s)
-		raw, err := readBounded(filepath.Join(dir, ManifestName), MaxManifestSize)
+		raw, err := boundedio.ReadFile(filepath.Join(dir, ManifestName), MaxManifestSize)
 		if err != nil {
 			rep.Plan = append(rep.Plan, fmt.Sprintf("slot %v: no manifest (%v)", s, errors.Unwrap(err)))
 			continue

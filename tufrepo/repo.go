@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/rollout"
 )
 
@@ -204,7 +204,7 @@ func Open(dir, keys string, clock Clock) (*Repo, error) {
 }
 
 func load[T metadata.Roles](r *Repo, name string) (*metadata.Metadata[T], error) {
-	data, err := readBounded(filepath.Join(r.metaDir(), name), MaxMetadataSize)
+	data, err := boundedio.ReadFile(filepath.Join(r.metaDir(), name), MaxMetadataSize)
 	if err != nil {
 		return nil, fmt.Errorf("tufrepo: open repository %s: %w", r.dir, err)
 	}
@@ -215,26 +215,10 @@ func load[T metadata.Roles](r *Repo, name string) (*metadata.Metadata[T], error)
 	return m, nil
 }
 
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
-
 // RootJSON returns the current root metadata's bytes: what a host installs as
 // its trusted root.
 func (r *Repo) RootJSON() ([]byte, error) {
-	return readBounded(filepath.Join(r.metaDir(), "root.json"), MaxMetadataSize)
+	return boundedio.ReadFile(filepath.Join(r.metaDir(), "root.json"), MaxMetadataSize)
 }
 
 // writeRoot writes N.root.json and root.json.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
 // VerifyReport is what Verify checked.
@@ -35,7 +37,7 @@ type VerifyReport struct {
 func Verify(ctx context.Context, dir string, trustedRoot []byte, now time.Time) (VerifyReport, error) {
 	var rep VerifyReport
 	if trustedRoot == nil {
-		b, err := readBounded(filepath.Join(dir, "metadata", "1.root.json"), MaxMetadataSize)
+		b, err := boundedio.ReadFile(filepath.Join(dir, "metadata", "1.root.json"), MaxMetadataSize)
 		if err != nil {
 			return rep, fmt.Errorf("tufrepo: verify: %w", err)
 		}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+
+	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
 // MaxCapabilitiesSize bounds a capability manifest read from disk.
@@ -71,7 +73,7 @@ func (t *FieldType) UnmarshalJSON(b []byte) error {
 
 // LoadCapabilities reads and checks a capability manifest file.
 func LoadCapabilities(path string) (*Capabilities, error) {
-	data, err := readBounded(path, MaxCapabilitiesSize)
+	data, err := boundedio.ReadFile(path, MaxCapabilitiesSize)
 	if err != nil {
 		return nil, err
 	}
@@ -154,24 +156,6 @@ func (t *TemplateType) versionList() string {
 		b = strconv.AppendUint(b, uint64(v), 10)
 	}
 	return string(b)
-}
-
-// readBounded reads at most limit bytes of path and fails, rather than
-// truncating, when the file is larger.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("read %s: larger than the %d-byte limit", path, limit)
-	}
-	return data, nil
 }
 
 // ReadFile reads a channel file from disk, bounded by MaxFileSize. A larger

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 )
 
@@ -98,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := DefaultConfig()
 	if *configPath != "" {
-		b, err := readBounded(*configPath, maxConfigSize)
+		b, err := boundedio.ReadFile(*configPath, maxConfigSize)
 		if err != nil {
 			fmt.Fprintln(stderr, "ringfence-lab:", err)
 			return cli.ExitUsage
@@ -202,20 +203,4 @@ func findTestdata(bin string) string {
 		}
 	}
 	return filepath.Join(bin, "..", "testdata")
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/validator"
@@ -101,7 +101,7 @@ func daemonOptions(cfg config.Config, log *slog.Logger) (daemon.Options, error) 
 			preflightCmd = append(preflightCmd, "--capabilities", cfg.Agent.Capabilities)
 		}
 	}
-	trusted, err := readBounded(cfg.TrustedRoot, maxTrustedRoot)
+	trusted, err := boundedio.ReadFile(cfg.TrustedRoot, maxTrustedRoot)
 	if err != nil {
 		return daemon.Options{}, fmt.Errorf("trusted_root: %w", err)
 	}
@@ -118,22 +118,6 @@ func daemonOptions(cfg config.Config, log *slog.Logger) (daemon.Options, error) 
 		opts.Sender = newSender(cfg, id)
 	}
 	return opts, nil
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // newSender is the telemetry sender: batches signed with the host key,
