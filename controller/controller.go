@@ -332,10 +332,8 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 					reason += ": " + e.Reason
 				}
 				c.failTreated(r, tr, reason, now)
-				if (r.State == StateRunning || r.State == StatePaused) && r.inCanary(h) {
-					r.Observe(c.count(r, now), now) // the evidence as of this moment
-					out = append(out, c.note(r, r.Halt(now, "gate",
-						fmt.Sprintf("%s of version %d in the canary group (host %s)", reason, r.To, h.ID), h.ID))...)
+				if r.inCanary(h) {
+					out = append(out, c.note(r, r.CanaryFailure(func() Counts { return c.count(r, now) }, now, h.ID, reason))...)
 				}
 			case EventSensorCrashed:
 				if v == r.To || !tr.Installed.IsZero() && tr.Failed.IsZero() {

@@ -344,7 +344,7 @@ func BenchmarkEvaluate1M(b *testing.B) {
 	}
 	r, _ := c.Rollout(291)
 	for i, h := range hosts {
-		if r.StageOf(rollout.Host{ID: h.ID}) == 0 {
+		if rollout.Bucket(h.ID) < rollout.Buckets/10 { // the 10% stage
 			c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1002},
 				Events: []controller.Event{{Type: controller.EventHealthy, Channel: 291, Version: 1002}}}, now)
 		} else if i%1000 == 0 {

@@ -159,6 +159,18 @@ func (r *Rollout) advance(now time.Time, actor, reason string) []Decision {
 	return []Decision{r.decide(now, kind, actor, reason, r.evidence(""))}
 }
 
+// CanaryFailure is the canary rule: a revert or a rejection of the new
+// version (what) by a host of the canary group halts a running or paused
+// rollout at once, and rolls it back, whatever the gate's statistic says.
+// count measures the evidence as of now, for the halt's record.
+func (r *Rollout) CanaryFailure(count func() Counts, now time.Time, host, what string) []Decision {
+	if r.State != StateRunning && r.State != StatePaused {
+		return nil
+	}
+	r.Observe(count(), now)
+	return r.Halt(now, "gate", fmt.Sprintf("%s of version %d in the canary group (host %s)", what, r.To, host), host)
+}
+
 // Halt stops the rollout where it is. A halt by the gate (actor "gate")
 // rolls back at once unless the rollout was started with ManualRollback.
 // host names the host whose report caused it, if one did.

@@ -250,17 +250,6 @@ func (r *Rollout) planStage(i int, v uint32) rollout.Stage {
 	return rollout.Stage{Name: s.Name, Percent: s.Percent, Hosts: s.Hosts, Tags: s.Tags, Version: v}
 }
 
-// StageOf returns the index of the first stage h is in, or -1 (only a
-// stage under 100% can miss a host).
-func (r *Rollout) StageOf(h rollout.Host) int {
-	for i := range r.Stages {
-		if r.planStage(i, r.To).Contains(h) {
-			return i
-		}
-	}
-	return -1
-}
-
 // Plan is the rollout plan the rollout role signs for the rollout's state:
 // while it runs (or is paused or halted), the stages up to the current one
 // get the new version and every other host the old one; rolled back,

@@ -208,13 +208,13 @@ type sim struct {
 	t0   time.Time
 	tick int // current tick
 
-	bucket []uint16
-	flags  []uint8
-	state  []uint8
-	since  []int32 // offline since (tick), for the silence check
-	byBkt  [][]int32
+	flags []uint8
+	state []uint8
+	since []int32 // offline since (tick), for the silence check
+	byBkt [][]int32
 
-	wheel [][]uint64 // per tick: host<<4 | kind
+	wheel  [][]uint64    // per tick: host<<4 | kind
+	onMean time.Duration // mean online period, for the offline fraction
 
 	// the plan
 	limit   int // buckets below it are included
@@ -277,7 +277,7 @@ func (s *sim) exp(mean time.Duration) time.Duration {
 
 func (s *sim) setup() {
 	n := s.p.Hosts
-	s.bucket = make([]uint16, n)
+	bucket := make([]uint16, n)
 	s.flags = make([]uint8, n)
 	s.state = make([]uint8, n)
 	s.since = make([]int32, n)
@@ -285,7 +285,7 @@ func (s *sim) setup() {
 	counts := make([]int, rollout.Buckets)
 	for i := range n {
 		b := uint16(s.rng.IntN(rollout.Buckets))
-		s.bucket[i] = b
+		bucket[i] = b
 		counts[b]++
 		if i < s.p.Canaries {
 			s.flags[i] |= fCanary
@@ -304,18 +304,18 @@ func (s *sim) setup() {
 		s.byBkt[b] = make([]int32, 0, c)
 	}
 	for i := range n {
-		s.byBkt[s.bucket[i]] = append(s.byBkt[s.bucket[i]], int32(i))
+		s.byBkt[bucket[i]] = append(s.byBkt[bucket[i]], int32(i))
 	}
 	// Churn: a fraction offline now, each host's next change drawn from the
 	// exponential periods (online periods long enough for that fraction).
 	if s.p.Offline > 0 {
-		onMean := time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
+		s.onMean = time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
 		for i := range n {
 			if s.rng.Float64() < s.p.Offline {
 				s.flags[i] |= fOffline
 				s.schedule(i, evOnline, s.exp(s.p.OfflineMean))
 			} else {
-				s.schedule(i, evOffline, s.exp(onMean))
+				s.schedule(i, evOffline, s.exp(s.onMean))
 			}
 		}
 	}
@@ -384,7 +384,6 @@ func (s *sim) loop() {
 	stepTicks := s.ticks(s.p.Step)
 	sampleTicks := s.ticks(s.p.Sample)
 	wave := 0
-	backgroundCarry := [2]float64{}
 	for s.tick = 0; s.tick < len(s.wheel); s.tick++ {
 		now := time.Duration(s.tick) * s.p.Resolution
 		if s.p.Policy == Waves && wave < len(BottlerocketWaves) && now >= BottlerocketWaves[wave].At {
@@ -397,7 +396,7 @@ func (s *sim) loop() {
 			s.handle(int(e>>4), uint8(e&15))
 		}
 		if s.tick%stepTicks == 0 {
-			s.background(&backgroundCarry)
+			s.background()
 			if s.r != nil && !s.stopped {
 				s.r.Observe(s.counts(), s.at(s.tick))
 				s.apply(s.r.Step(s.at(s.tick)))
@@ -416,7 +415,7 @@ func (s *sim) loop() {
 // risk on each side (treated ones at ten times the rate in the
 // background-10x scenario). A host counts once, so a crash removes it from
 // the hosts at risk.
-func (s *sim) background(carry *[2]float64) {
+func (s *sim) background() {
 	perStep := s.p.BackgroundRate * s.p.Step.Hours()
 	rate := [2]float64{perStep * float64(s.treatedAtRisk), perStep * float64(s.controlAtRisk)}
 	if s.p.Scenario == Background10x {
@@ -509,10 +508,8 @@ func (s *sim) handle(h int, kind uint8) {
 		if s.firstReport < 0 {
 			s.firstReport = s.tick
 		}
-		if s.r != nil && !s.stopped && f&fCanary != 0 {
-			now := s.at(s.tick)
-			s.r.Observe(s.counts(), now)
-			s.apply(s.r.Halt(now, "gate", fmt.Sprintf("reverted: load-crash of version %d in the canary group (host %d)", s.r.To, h), fmt.Sprint(h)))
+		if s.r != nil && f&fCanary != 0 {
+			s.apply(s.r.CanaryFailure(s.counts, s.at(s.tick), fmt.Sprint(h), "reverted: load-crash"))
 		}
 	case evHealthy:
 		if s.state[h] != stNew || f&(fFailed|fHealthy) != 0 {
@@ -534,8 +531,7 @@ func (s *sim) handle(h int, kind uint8) {
 		}
 	case evOnline:
 		s.flags[h] &^= fOffline
-		onMean := time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
-		s.schedule(h, evOffline, s.exp(onMean))
+		s.schedule(h, evOffline, s.exp(s.onMean))
 		if f&fPending != 0 {
 			s.schedule(h, evAdopt, s.uniform(s.p.CheckIn))
 		}
