@@ -15,6 +15,7 @@ import (
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/tufrepo"
 )
 
 // maxRequest bounds an API request body.
@@ -104,15 +105,12 @@ func (s *Server) view(r *controller.Rollout) View {
 
 func (s *Server) handleRollouts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	out := struct {
+	hosts := s.ctl.Hosts()
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, struct {
 		Rollouts []View `json:"rollouts"`
 		Hosts    int    `json:"hosts"`
-	}{Rollouts: []View{}, Hosts: s.ctl.Hosts()}
-	for _, ro := range s.ctl.Rollouts() {
-		out.Rollouts = append(out.Rollouts, s.view(ro))
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	}{s.Status(), hosts})
 }
 
 func (s *Server) handleRollout(w http.ResponseWriter, r *http.Request) {
@@ -184,37 +182,43 @@ type StageRequest struct {
 func (q StartRequest) Spec() (controller.Spec, error) {
 	spec := controller.Spec{Channel: q.Channel, To: q.Version, From: q.From, Schedule: q.Schedule, ManualRollback: q.ManualRollback}
 	for i, st := range q.Stages {
-		var bake time.Duration
-		if st.Bake != "" {
-			var err error
-			if bake, err = time.ParseDuration(st.Bake); err != nil || bake < 0 {
-				return spec, fmt.Errorf("stage %d (%s): bake %q is not a duration like 30m", i+1, st.Name, st.Bake)
-			}
+		bake, err := duration(fmt.Sprintf("stage %d (%s): bake", i+1, st.Name), st.Bake, true)
+		if err != nil {
+			return spec, err
 		}
 		spec.Stages = append(spec.Stages, controller.StageSpec{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags, Bake: bake, MinHosts: st.MinHosts})
 	}
 	if len(spec.Stages) == 0 && (len(q.CanaryHosts) > 0 || len(q.CanaryTags) > 0) {
 		spec.Stages = controller.DefaultStages(q.Schedule, q.CanaryHosts, q.CanaryTags)
 	}
-	for _, d := range []struct {
-		s   string
-		dst *time.Duration
-		n   string
-	}{{q.HealthWindow, &spec.HealthWindow, "health_window"}, {q.Grace, &spec.Grace, "grace"}, {q.Silence, &spec.Silence, "silence"}} {
-		if d.s == "" {
-			continue
-		}
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v <= 0 {
-			return spec, fmt.Errorf("%s %q is not a positive duration like 10m", d.n, d.s)
-		}
-		*d.dst = v
+	var err error
+	if spec.HealthWindow, err = duration("health_window", q.HealthWindow, false); err != nil {
+		return spec, err
+	}
+	if spec.Grace, err = duration("grace", q.Grace, false); err != nil {
+		return spec, err
+	}
+	if spec.Silence, err = duration("silence", q.Silence, false); err != nil {
+		return spec, err
 	}
 	if q.Alpha != 0 {
 		spec.Gate = gate.Default()
 		spec.Gate.Alpha = q.Alpha
 	}
 	return spec, nil
+}
+
+// duration reads a request's duration ("" is 0: the default); zero is
+// allowed only where zeroOK.
+func duration(what, s string, zeroOK bool) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 || v == 0 && !zeroOK {
+		return 0, fmt.Errorf("%s %q is not a positive duration like 10m", what, s)
+	}
+	return v, nil
 }
 
 func decode(r *http.Request, v any) error {
@@ -259,16 +263,17 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Start(spec controller.Spec, who, why string) (controller.Decision, View, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.repo == nil {
+	if s.opts.ReadOnly {
 		return controller.Decision{}, View{}, ErrReadOnly
 	}
 	if who == "" {
 		who = "operator"
 	}
-	if err := s.readRepo(); err != nil {
-		return controller.Decision{}, View{}, err
+	repo, err := tufrepo.Open(s.opts.Repo, s.opts.Keys, s.clock) // as it is now: a publisher may have added the version
+	if err != nil {
+		return controller.Decision{}, View{}, fmt.Errorf("server: %w", err)
 	}
-	if s.repo.Targets()[rollout.ContentTarget(spec.Channel, spec.To)] == nil {
+	if repo.Targets()[rollout.ContentTarget(spec.Channel, spec.To)] == nil {
 		return controller.Decision{}, View{}, fmt.Errorf("%w: version %d is not published on channel %d; run 'ringfence-server publish' first", errBadRequest, spec.To, spec.Channel)
 	}
 	now := s.clock.Now()
@@ -326,7 +331,7 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Act(channel uint32, action, who, why string) (controller.Decision, View, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.repo == nil {
+	if s.opts.ReadOnly {
 		return controller.Decision{}, View{}, ErrReadOnly
 	}
 	now := s.clock.Now()

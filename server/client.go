@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,13 +86,6 @@ type APIError struct {
 }
 
 func (e *APIError) Error() string { return e.Msg }
-
-// IsConflict reports whether err is the server refusing an action the
-// rollout's state does not allow.
-func IsConflict(err error) bool {
-	var e *APIError
-	return errors.As(err, &e) && e.Code == http.StatusConflict
-}
 
 // Rollouts returns every rollout.
 func (c *Client) Rollouts(ctx context.Context) ([]View, error) {

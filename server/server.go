@@ -104,10 +104,9 @@ type Server struct {
 	log   *slog.Logger
 	token string
 
-	mu   sync.Mutex // guards ctl, repo and db writes
-	ctl  *controller.Controller
-	repo *tufrepo.Repo
-	db   *fleetdb.DB
+	mu  sync.Mutex // guards ctl, the repository's writes and db writes
+	ctl *controller.Controller
+	db  *fleetdb.DB
 
 	static  *staticRepo
 	limits  *limiter
@@ -139,10 +138,10 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxHosts <= 0 {
 		opts.MaxHosts = DefaultMaxHosts
 	}
-	var repo *tufrepo.Repo
 	if !opts.ReadOnly {
-		var err error
-		if repo, err = tufrepo.Open(opts.Repo, opts.Keys, opts.Clock); err != nil {
+		// Checked once here, so that a wrong --repo fails at start-up; every
+		// use opens it afresh (a publisher may change it meanwhile).
+		if _, err := tufrepo.Open(opts.Repo, opts.Keys, opts.Clock); err != nil {
 			return nil, fmt.Errorf("server: %w (is --repo a repository made by 'ringfence-server repo init'?)", err)
 		}
 	}
@@ -161,7 +160,7 @@ func New(opts Options) (*Server, error) {
 	}
 	ctl := controller.New(hosts, rollouts)
 	ctl.CanaryHosts, ctl.CanaryTags = opts.CanaryHosts, opts.CanaryTags
-	s := &Server{opts: opts, clock: opts.Clock, log: opts.Log, token: token, ctl: ctl, repo: repo, db: db,
+	s := &Server{opts: opts, clock: opts.Clock, log: opts.Log, token: token, ctl: ctl, db: db,
 		static:  newStaticRepo(opts.Repo),
 		limits:  newLimiter(opts.BatchesPerHost, opts.BatchBurst),
 		metrics: newMetrics()}
@@ -245,7 +244,7 @@ var ErrReadOnly = errors.New("server: the state was opened read-only; give --rep
 func (s *Server) Evaluate() ([]controller.Decision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.repo == nil {
+	if s.opts.ReadOnly {
 		return nil, ErrReadOnly
 	}
 	now := s.clock.Now()
@@ -296,25 +295,10 @@ func (s *Server) signPlan(r *controller.Rollout) error {
 }
 
 // writeRepo changes the repository under its lock, on its state on disk
-// (a publisher may have changed it since), and keeps that state for reads.
-// The caller holds s.mu.
+// (a publisher may have changed it since). The caller holds s.mu.
 func (s *Server) writeRepo(fn func(*tufrepo.Repo) error) error {
 	defer s.static.forget()
-	return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, func(r *tufrepo.Repo) error {
-		s.repo = r
-		return fn(r)
-	})
-}
-
-// readRepo reloads the repository from disk for reads (what a publisher
-// added since is then seen). The caller holds s.mu.
-func (s *Server) readRepo() error {
-	r, err := tufrepo.Open(s.opts.Repo, s.opts.Keys, s.clock)
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	s.repo = r
-	return nil
+	return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, fn)
 }
 
 // LoadOrCreateToken reads dir/operator.token, or makes one (32 random

@@ -264,6 +264,11 @@ func TestOperatorAPINeedsTheToken(t *testing.T) {
 	require.ErrorContains(t, err, "not published")
 	_, _, err = l.client().Act(context.Background(), 291, "halt", "bob", "x")
 	require.ErrorContains(t, err, "no rollout")
+	_, _, err = l.client().Start(context.Background(), server.StartRequest{Channel: 291, Version: 1002,
+		Stages: []server.StageRequest{{Name: "all", Percent: 100, Bake: "soon"}}})
+	require.ErrorContains(t, err, `stage 1 (all): bake "soon" is not a positive duration`)
+	_, _, err = l.client().Start(context.Background(), server.StartRequest{Channel: 291, Version: 1002, Silence: "0s"})
+	require.ErrorContains(t, err, `silence "0s"`)
 	vs, err := bad.Rollouts(context.Background())
 	require.NoError(t, err, "reading needs no token")
 	require.Empty(t, vs)
