@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -105,25 +104,8 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var d controller.Decision
-	var v server.View
-	var err error
-	if t.client != nil {
-		d, v, err = t.client.Start(context.Background(), q)
-	} else {
-		spec, serr := q.Spec()
-		if serr != nil {
-			return fail(stderr, "rollout start", serr)
-		}
-		d, v, err = t.local.Start(spec, q.Who, q.Why)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "ringfence-server rollout start: %v\n", err)
-		return cli.ExitRejected
-	}
-	fmt.Fprintf(stdout, "channel %d: %s by %s: %s\n", v.Channel, d.Kind, d.Actor, d.Reason)
-	printView(stdout, v, 0)
-	return cli.ExitOK
+	d, v, err := t.start(q)
+	return decided(stdout, stderr, "rollout start", d, v, err)
 }
 
 func rolloutAction(action string, args []string, stdout, stderr io.Writer) int {
@@ -145,14 +127,13 @@ func rolloutAction(action string, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var d controller.Decision
-	var v server.View
-	var err error
-	if t.client != nil {
-		d, v, err = t.client.Act(context.Background(), uint32(*channel), action, *who, *why)
-	} else {
-		d, v, err = t.local.Act(uint32(*channel), action, *who, *why)
-	}
+	d, v, err := t.act(uint32(*channel), action, *who, *why)
+	return decided(stdout, stderr, cmd, d, v, err)
+}
+
+// decided prints an operator command's decision and the rollout after it,
+// or why it was refused.
+func decided(stdout, stderr io.Writer, cmd string, d controller.Decision, v server.View, err error) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
 		return cli.ExitRejected
@@ -179,14 +160,9 @@ evidence. Without a running server it reads the state directory.`, stdout, stder
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var vs []server.View
-	if t.client != nil {
-		var err error
-		if vs, err = t.client.Rollouts(context.Background()); err != nil {
-			return fail(stderr, "rollout status", err)
-		}
-	} else {
-		vs = t.local.Status()
+	vs, err := t.status()
+	if err != nil {
+		return fail(stderr, "rollout status", err)
 	}
 	out := []server.View{}
 	for _, v := range vs {

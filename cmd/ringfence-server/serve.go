@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
@@ -127,6 +128,31 @@ func (t *target) close() {
 	if t.local != nil {
 		t.local.Close()
 	}
+}
+
+func (t *target) start(q server.StartRequest) (controller.Decision, server.View, error) {
+	if t.client != nil {
+		return t.client.Start(context.Background(), q)
+	}
+	spec, err := q.Spec()
+	if err != nil {
+		return controller.Decision{}, server.View{}, err
+	}
+	return t.local.Start(spec, q.Who, q.Why)
+}
+
+func (t *target) act(channel uint32, action, who, why string) (controller.Decision, server.View, error) {
+	if t.client != nil {
+		return t.client.Act(context.Background(), channel, action, who, why)
+	}
+	return t.local.Act(channel, action, who, why)
+}
+
+func (t *target) status() ([]server.View, error) {
+	if t.client != nil {
+		return t.client.Rollouts(context.Background())
+	}
+	return t.local.Status(), nil
 }
 
 // targetFlags adds the flags that say where an operator command acts.
