@@ -16,6 +16,7 @@ import (
 	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/tuf"
@@ -50,6 +51,19 @@ const (
 	StatusDir  = "daemon"
 	StatusName = "status.json"
 )
+
+// maxStatusFile bounds the status file ReadStatus reads.
+const maxStatusFile = 1 << 20
+
+// ReadStatus reads the status a daemon last wrote under root.
+func ReadStatus(root string) (Status, error) {
+	var st Status
+	b, err := boundedio.ReadFile(filepath.Join(root, StatusDir, StatusName), maxStatusFile)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
 
 func (d *Daemon) setStatus(f func(*Status)) {
 	d.status.HostID, d.status.Channel = d.opts.HostID, d.cfg.Channel

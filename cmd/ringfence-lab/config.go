@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ringfence/ringfence/config"
 )
 
 // defaultConfig is the lab's built-in settings (lab.toml beside this file).
@@ -82,21 +84,9 @@ type ContentSettings struct {
 	Bypassed string   `toml:"bypassed" json:"bypassed"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("5s").
-type Duration struct{ time.Duration }
-
-// UnmarshalText reads "500ms", "5s", "2m".
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("%q is not a duration (write it like \"5s\" or \"2m\")", b)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+// Duration is ringfenced's configuration duration ("5s", "2m"): the lab's
+// settings are written like the hosts' own.
+type Duration = config.Duration
 
 // CanaryTag is the tag canary hosts report and the canary stage names.
 const CanaryTag = "canary"

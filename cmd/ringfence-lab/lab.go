@@ -45,7 +45,6 @@ const (
 	fleetStartTimeout  = 60 * time.Second
 	stopGrace          = 15 * time.Second
 	tick               = 500 * time.Millisecond
-	maxStatusSize      = 64 << 10 // a daemon's status.json
 	maxRolloutsSize    = 32 << 20 // GET /v1/rollouts
 )
 
@@ -98,19 +97,7 @@ func (h *host) label() string {
 	return h.Name + " (" + strings.Join(r, ", ") + ")"
 }
 
-func (h *host) status() (daemon.Status, error) {
-	var st daemon.Status
-	f, err := os.Open(filepath.Join(h.root, daemon.StatusDir, daemon.StatusName))
-	if err != nil {
-		return st, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStatusSize))
-	if err != nil {
-		return st, err
-	}
-	return st, json.Unmarshal(b, &st)
-}
+func (h *host) status() (daemon.Status, error) { return daemon.ReadStatus(h.root) }
 
 // Run runs the lab: the publisher, the server, the fleet, the scenarios.
 // Every process it starts is stopped before it returns, on every path.

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -358,13 +358,11 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 // printDaemonStatus adds what ringfenced last did, from its status file,
 // when a daemon runs on this root.
 func printDaemonStatus(w io.Writer, root string) {
-	f, err := os.Open(filepath.Join(root, daemon.StatusDir, daemon.StatusName))
-	if err != nil {
+	ds, err := daemon.ReadStatus(root)
+	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	defer f.Close()
-	var ds daemon.Status
-	if err := json.NewDecoder(io.LimitReader(f, 1<<20)).Decode(&ds); err != nil {
+	if err != nil {
 		fmt.Fprintf(w, "\ndaemon:          status file unreadable: %v\n", err)
 		return
 	}
