@@ -299,6 +299,12 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 			if e.Channel != r.Channel && !(e.Channel == 0 && on) {
 				continue
 			}
+			switch e.Type {
+			case EventInstalled, EventTrialStarted, EventHealthy, EventReverted, EventQuarantined,
+				EventRejectedValidation, EventRejectedPreflight, EventSensorCrashed:
+			default:
+				continue // heartbeats and the rest: the running version above says it all
+			}
 			v := e.Version
 			if v == 0 {
 				v = running

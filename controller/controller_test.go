@@ -416,3 +416,17 @@ func TestSilenceHasItsOwnTest(t *testing.T) {
 	require.False(t, r.SilenceResult.Reject)
 	require.Less(t, r.SilenceResult.Statistic, 0.0, "silence favours the new version here")
 }
+
+// TestHeartbeatsKeepNoTrack: a control host that only sends heartbeats
+// costs the rollout nothing to remember (a million of them are persisted).
+func TestHeartbeatsKeepNoTrack(t *testing.T) {
+	f := newFleet(t, 10, 2, 1001)
+	f.start(t, 1002)
+	f.c.TakeChanges()
+	f.report(f.ids[9], 1001, controller.Event{Type: "heartbeat", Channel: 291, Version: 1001})
+	ch := f.c.TakeChanges()
+	require.Len(t, ch.Hosts, 1)
+	require.Empty(t, ch.Hosts[0].Tracks)
+	f.report(f.ids[9], 1001, ev(controller.EventSensorCrashed, 0, "signal: killed"))
+	require.Len(t, f.c.TakeChanges().Hosts[0].Tracks, 1, "a crash is remembered, as a control failure")
+}
