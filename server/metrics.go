@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -88,10 +89,7 @@ func (s *Server) writeMetrics(w io.Writer) {
 	p("# HELP ringfence_telemetry_events_total Telemetry events taken, by type and content version.")
 	p("# TYPE ringfence_telemetry_events_total counter")
 	for _, k := range slices.SortedFunc(maps.Keys(m.events), func(a, b [2]string) int {
-		if a[0] != b[0] {
-			return compare(a[0], b[0])
-		}
-		return compare(a[1], b[1])
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
 	}) {
 		p("ringfence_telemetry_events_total{type=%q,version=%q} %d", k[0], k[1], m.events[k])
 	}
@@ -143,14 +141,4 @@ func (s *Server) writeMetrics(w io.Writer) {
 	for _, r := range rs {
 		p("ringfence_gate_threshold{channel=\"%d\"} %g", r.Channel, r.Result.Threshold)
 	}
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

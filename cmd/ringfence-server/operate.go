@@ -203,7 +203,8 @@ func printView(w io.Writer, v server.View, decisions int) {
 	for k, n := range v.Versions {
 		vers = append(vers, fmt.Sprintf("%s: %d", k, n))
 	}
-	fmt.Fprintf(w, "  hosts:    %s\n", strings.Join(sortedStrings(vers), ", "))
+	slices.Sort(vers)
+	fmt.Fprintf(w, "  hosts:    %s\n", strings.Join(vers, ", "))
 	g := v.Gate
 	fmt.Fprintf(w, "  gate:     statistic %.2f, threshold %.2f (alpha %g); treated %d (%d failed), control %d (%d failed)\n",
 		g.Statistic, g.Threshold, g.Alpha, g.Treated, g.TreatedFailures, g.Control, g.ControlFailures)
@@ -216,11 +217,6 @@ func printView(w io.Writer, v server.View, decisions int) {
 		}
 		fmt.Fprintf(w, "  %s  %-8s %-9s by %s: %s\n", d.Time.Local().Format(time.DateTime), d.Kind, stageName(v, d.Stage), d.Actor, d.Reason)
 	}
-}
-
-func sortedStrings(s []string) []string {
-	slices.Sort(s)
-	return s
 }
 
 func stageName(v server.View, i int) string {
