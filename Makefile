@@ -3,6 +3,10 @@
 GO        ?= go
 FUZZTIME  ?= 5m
 SMOKETIME ?= 3s
+# Minimization of each new input is bounded: by a count in the smoke run (the
+# same work on any machine), by time in long runs (fuzz/run.sh says why).
+SMOKEMINIMIZE ?= 100x
+FUZZMINIMIZE  ?= 10s
 BENCHTIME ?= 1s
 DEMOFLAGS ?=
 BIN       := bin
@@ -110,12 +114,16 @@ cross: ## cross-build every package and binary for linux and windows (amd64, arm
 	GOOS=windows GOARCH=arm64 $(GO) build ./...
 
 .PHONY: fuzz-smoke
-fuzz-smoke: ## run every fuzz target for SMOKETIME (default 3s)
-	FUZZTIME=$(SMOKETIME) ./fuzz/run.sh
+fuzz-smoke: ## run every fuzz target for SMOKETIME (default 3s), minimizing each new input for at most SMOKEMINIMIZE (100x)
+	FUZZTIME=$(SMOKETIME) FUZZMINIMIZETIME=$(SMOKEMINIMIZE) ./fuzz/run.sh
 
 .PHONY: fuzz
-fuzz: ## long fuzz runs: every target for FUZZTIME (default 5m); TARGETS='FuzzParse ...' to pick
-	FUZZTIME=$(FUZZTIME) ./fuzz/run.sh $(TARGETS)
+fuzz: ## long fuzz runs: every target for FUZZTIME (default 5m), minimizing each new input for at most FUZZMINIMIZE (10s); TARGETS='FuzzParse ...' to pick
+	FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZE) ./fuzz/run.sh $(TARGETS)
+
+.PHONY: test-fresh
+test-fresh: ## .ci/run as a new machine would: a fresh clone of HEAD, empty Go build and fuzz caches (FRESHDIR to keep it; not part of make test)
+	./.ci/fresh.sh
 
 .PHONY: bench
 bench: ## benchmarks (BENCHTIME=1s); the numbers quoted in issues come from here
