@@ -129,6 +129,10 @@ test-fresh: ## .ci/run as a new machine would: a fresh clone of HEAD, empty Go b
 bench: ## benchmarks (BENCHTIME=1s); the numbers quoted in issues come from here
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
+.PHONY: bench-compare
+bench-compare: ## one benchmark of HEAD's tree against BASE, in turns, in one run (BASE=commit PKG=./server BENCH=regexp METRIC=events/s)
+	./bench/compare.sh $(BASE) $(PKG) $(BENCH) $(or $(METRIC),ns/op) $(or $(ROUNDS),5) $(BENCHTIME)
+
 .PHONY: deps
 deps: ## install optional system packages the extra suites use (apt-get; tolerant of missing packages)
 	./.ci/deps.sh

@@ -10,6 +10,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,10 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/capool"
+	"github.com/ringfence/ringfence/internal/fileperm"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // MaxSize bounds the configuration file.
@@ -53,6 +58,11 @@ type Config struct {
 	// TrustedRoot is the root.json installed with the agent. It is used
 	// until a newer root is persisted under Root/tuf.
 	TrustedRoot string `toml:"trusted_root"`
+	// CAFile, when set, names PEM certificates (the server's CA, or its
+	// self-signed certificate): every TLS connection the daemon makes, to
+	// the repository and to the telemetry endpoint, trusts only these, not
+	// the system's roots. Both URLs must then be https.
+	CAFile string `toml:"ca_file"`
 	// Channel is the content channel this root follows. A root holds one
 	// channel's A/B slots and boot record; a host that follows several
 	// channels runs one root (and one daemon) per channel.
@@ -116,6 +126,13 @@ type Telemetry struct {
 	Endpoint string `toml:"endpoint"`
 	// Interval is how often queued events are sent and a heartbeat queued.
 	Interval Duration `toml:"interval"`
+	// EnrolmentTokenFile names a file holding the enrolment token the
+	// vendor issued ('ringfence-server tokens create'): it goes with the
+	// host's batches until the server admits the host, into the fleet and
+	// with the tags the token carries. Without one, the host waits as
+	// pending until an operator accepts it. A secret: the file must not be
+	// readable by others (0600).
+	EnrolmentTokenFile string `toml:"enrolment_token_file"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("5m").
@@ -199,7 +216,7 @@ func Parse(b []byte, dir string) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("unknown key %s (docs/ringfenced.md lists the keys)", strings.Join(keys, ", "))
 	}
-	for _, p := range []*string{&c.Root, &c.TrustedRoot, &c.Agent.Capabilities} {
+	for _, p := range []*string{&c.Root, &c.TrustedRoot, &c.CAFile, &c.Agent.Capabilities, &c.Telemetry.EnrolmentTokenFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -255,7 +272,63 @@ func (c Config) Check() error {
 			return fmt.Errorf("agent.capabilities: %w", err)
 		}
 	}
+	if c.Telemetry.EnrolmentTokenFile != "" {
+		if c.Telemetry.Endpoint == "" {
+			return errors.New("telemetry.enrolment_token_file: set telemetry.endpoint too (the token goes to the rollout server)")
+		}
+		if _, err := c.EnrolmentToken(); err != nil {
+			return err
+		}
+	}
+	if c.CAFile != "" {
+		for _, u := range []struct{ key, url string }{{"repository", c.Repository}, {"telemetry.endpoint", c.Telemetry.Endpoint}} {
+			if p, err := url.Parse(u.url); err == nil && p.Scheme == "http" {
+				return fmt.Errorf("ca_file pins TLS, but %s is %s; use https", u.key, u.url)
+			}
+		}
+		if _, err := c.CAPool(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// maxTokenFile bounds the enrolment token file read.
+const maxTokenFile = 4 << 10
+
+// EnrolmentToken reads telemetry.enrolment_token_file ("" when it is not
+// set): bounded, refused when others may read or write it, one line of at
+// most wire.MaxTokenLen bytes.
+func (c Config) EnrolmentToken() (string, error) {
+	path := c.Telemetry.EnrolmentTokenFile
+	if path == "" {
+		return "", nil
+	}
+	if err := fileperm.CheckSecret(path, "enrolment token file"); err != nil {
+		return "", fmt.Errorf("telemetry.enrolment_token_file: %w", err)
+	}
+	b, err := boundedio.ReadFile(path, maxTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("telemetry.enrolment_token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || len(tok) > wire.MaxTokenLen || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("telemetry.enrolment_token_file: %s does not hold one token (as 'ringfence-server tokens create' printed it)", path)
+	}
+	return tok, nil
+}
+
+// CAPool is the certificate pool ca_file names; nil when it is not set
+// (the system's roots are trusted).
+func (c Config) CAPool() (*x509.CertPool, error) {
+	if c.CAFile == "" {
+		return nil, nil
+	}
+	pool, err := capool.Load(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	return pool, nil
 }
 
 func checkURL(key, s string) error {

@@ -9,18 +9,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/rollout"
-)
-
-// Event types the controller reads (the host daemon's telemetry types).
-const (
-	EventInstalled          = "installed"
-	EventTrialStarted       = "trial-started"
-	EventHealthy            = "healthy"
-	EventReverted           = "reverted"
-	EventQuarantined        = "quarantined"
-	EventRejectedValidation = "rejected-validation"
-	EventRejectedPreflight  = "rejected-preflight"
-	EventSensorCrashed      = "sensor-crashed"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Failure reasons the controller gives hosts that did not say they failed.
@@ -32,34 +21,59 @@ const (
 	FailureNoHealthy = "no-healthy-report"
 )
 
-// ErrNotFound is returned for an action on a channel with no rollout.
-var ErrNotFound = errors.New("controller: no rollout on that channel")
+// Errors of the controller.
+var (
+	// ErrNotFound is returned for an action on a channel with no rollout.
+	ErrNotFound = errors.New("controller: no rollout on that channel")
+	// ErrState is returned for an action the rollout's state does not allow.
+	ErrState = errors.New("controller: the rollout's state does not allow that")
+	// ErrNotAdmitted is returned for a report or an action on a host the
+	// fleet has not admitted.
+	ErrNotAdmitted = errors.New("controller: the host is not in the fleet")
+)
 
-// ErrState is returned for an action the rollout's state does not allow.
-var ErrState = errors.New("controller: the rollout's state does not allow that")
-
-// Report is one host's telemetry batch, as the controller needs it.
+// Report is one admitted host's telemetry batch, as the controller needs it.
 type Report struct {
-	HostID   string
-	Tags     []string
-	Versions map[uint32]uint32 // channel -> the version the host runs
+	HostID string
+	// Versions maps channel to the version the host runs; it replaces
+	// what the host said before.
+	Versions map[uint32]uint32
 	Events   []Event
 }
 
 // Event is one telemetry event, as the controller needs it.
 type Event struct {
-	Type    string
+	Seq     uint64
+	Kind    wire.EventKind
 	Channel uint32
 	Version uint32
 	Reason  string
 }
 
-// Host is one host as the server knows it.
+// Ingested is what a batch did.
+type Ingested struct {
+	// Applied events took effect; Stale ones were at or below the host's
+	// last applied seq (a replay or a resend) and changed nothing.
+	Applied, Stale int
+	// Decisions the batch caused at once (a halt by the canary rule, and
+	// its rollback).
+	Decisions []Decision
+}
+
+// Host is one admitted host as the server knows it. Fleet and Tags are the
+// server's record (set at admission or by an operator), never what the
+// host says of itself.
 type Host struct {
-	ID       string            `json:"id"`
-	Tags     []string          `json:"tags,omitempty"`
-	Bucket   int               `json:"bucket"`
-	LastSeen time.Time         `json:"last_seen"`
+	ID         string    `json:"id"`
+	Fleet      string    `json:"fleet,omitempty"`
+	Tags       []string  `json:"tags,omitempty"`
+	Bucket     int       `json:"bucket"`
+	Admitted   time.Time `json:"admitted"`
+	AdmittedBy string    `json:"admitted_by,omitempty"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
+	// LastSeq is the highest event seq applied from the host: events at
+	// or below it are a replay (wire.Event.Seq).
+	LastSeq  uint64            `json:"last_seq,omitempty"`
 	Versions map[uint32]uint32 `json:"versions,omitempty"`
 	// Tracks follow the host through each channel's current rollout.
 	Tracks []Track `json:"tracks,omitempty"`
@@ -100,10 +114,25 @@ func (h *Host) peek(channel, to uint32) *Track {
 	return nil
 }
 
-func (h *Host) planHost() rollout.Host { return rollout.Host{ID: h.ID, Tags: h.Tags} }
+// clone is a deep copy of h (a before-image).
+func (h *Host) clone() Host {
+	c := *h
+	c.Tags = slices.Clone(h.Tags)
+	c.Versions = maps.Clone(h.Versions)
+	c.Tracks = slices.Clone(h.Tracks)
+	return c
+}
 
 // Controller holds the fleet and the rollouts. It is not safe for
 // concurrent use: the server serialises calls.
+//
+// Every change (Ingest, Evaluate, Start, Action, Allow, Admit, SetTags,
+// Remove) is tentative until the caller settles it: Changes returns what
+// changed, for the store to commit; Settle keeps it; Undo puts back the
+// state as it was before the first change since the last Settle or Undo
+// (before-images of every host and rollout touched). A server that commits
+// first and settles only on success never shows, nor acts on, a state that
+// is not on disk.
 type Controller struct {
 	hosts    map[string]*Host
 	list     []*Host // the same hosts: a slice walks a million hosts several times faster than a map
@@ -115,12 +144,28 @@ type Controller struct {
 	dirtyHosts    map[string]bool
 	dirtyRollouts map[uint32]bool
 	changedPlans  map[uint32]bool
+	beforeHosts   map[string]hostBefore
+	beforeRollout map[uint32]rolloutBefore
+	named         map[uint32]*named // resolved stage membership, by channel
+}
+
+type hostBefore struct {
+	ptr     *Host
+	val     Host
+	existed bool
+}
+
+type rolloutBefore struct {
+	ptr     *Rollout // nil: the channel had no rollout
+	val     Rollout
+	existed bool
 }
 
 // New returns a controller over the hosts and rollouts a store kept.
 func New(hosts []*Host, rollouts []*Rollout) *Controller {
 	c := &Controller{hosts: make(map[string]*Host, len(hosts)), rollouts: map[uint32]*Rollout{},
-		dirtyHosts: map[string]bool{}, dirtyRollouts: map[uint32]bool{}, changedPlans: map[uint32]bool{}}
+		dirtyHosts: map[string]bool{}, dirtyRollouts: map[uint32]bool{}, changedPlans: map[uint32]bool{},
+		beforeHosts: map[string]hostBefore{}, beforeRollout: map[uint32]rolloutBefore{}, named: map[uint32]*named{}}
 	for _, h := range hosts {
 		h.Bucket = rollout.Bucket(h.ID)
 		if c.hosts[h.ID] == nil {
@@ -134,28 +179,112 @@ func New(hosts []*Host, rollouts []*Rollout) *Controller {
 	return c
 }
 
-// Changes are what a store must persist and the server must sign since the
-// last call of TakeChanges.
+// touchHost keeps h's before-image (once per change) and marks it to be
+// persisted. Call it before changing h.
+func (c *Controller) touchHost(h *Host) {
+	if _, ok := c.beforeHosts[h.ID]; !ok {
+		c.beforeHosts[h.ID] = hostBefore{ptr: h, val: h.clone(), existed: true}
+	}
+	c.dirtyHosts[h.ID] = true
+}
+
+// touchRollout keeps the channel's rollout's before-image and marks it to
+// be persisted. Call it before changing the rollout or replacing it.
+func (c *Controller) touchRollout(ch uint32) {
+	if _, ok := c.beforeRollout[ch]; !ok {
+		r := c.rollouts[ch]
+		b := rolloutBefore{ptr: r, existed: r != nil}
+		if r != nil {
+			b.val = r.clone()
+		}
+		c.beforeRollout[ch] = b
+	}
+	c.dirtyRollouts[ch] = true
+}
+
+// Changes are what a store must persist and the server must sign.
 type Changes struct {
 	Hosts    []*Host
 	Rollouts []*Rollout
-	// Plans are the channels whose plan changed: sign Rollout(ch).Plan().
+	// Removed are hosts that left the fleet: delete them.
+	Removed []string
+	// Plans are the channels whose plan changed: sign Plan(ch).
 	Plans []uint32
 }
 
-// TakeChanges returns and forgets what changed.
-func (c *Controller) TakeChanges() Changes {
+// Empty reports whether nothing changed.
+func (ch Changes) Empty() bool {
+	return len(ch.Hosts) == 0 && len(ch.Rollouts) == 0 && len(ch.Removed) == 0 && len(ch.Plans) == 0
+}
+
+// Changes returns what changed since the last Settle or Undo.
+func (c *Controller) Changes() Changes {
 	var ch Changes
-	for id := range c.dirtyHosts {
-		ch.Hosts = append(ch.Hosts, c.hosts[id])
+	for _, id := range slices.Sorted(maps.Keys(c.dirtyHosts)) {
+		if h := c.hosts[id]; h != nil {
+			ch.Hosts = append(ch.Hosts, h)
+		} else {
+			ch.Removed = append(ch.Removed, id)
+		}
 	}
-	for id := range c.dirtyRollouts {
+	for _, id := range slices.Sorted(maps.Keys(c.dirtyRollouts)) {
 		ch.Rollouts = append(ch.Rollouts, c.rollouts[id])
 	}
 	ch.Plans = slices.Sorted(maps.Keys(c.changedPlans))
+	return ch
+}
+
+// Settle keeps the pending changes (they are on disk).
+func (c *Controller) Settle() {
 	clear(c.dirtyHosts)
 	clear(c.dirtyRollouts)
 	clear(c.changedPlans)
+	clear(c.beforeHosts)
+	clear(c.beforeRollout)
+}
+
+// Undo puts every host and rollout changed since the last Settle back as
+// it was (they could not be stored).
+func (c *Controller) Undo() {
+	for id, b := range c.beforeHosts {
+		if !b.existed {
+			delete(c.hosts, id)
+			c.dropFromList(b.ptr)
+			continue
+		}
+		*b.ptr = b.val
+		if c.hosts[id] != b.ptr {
+			c.hosts[id] = b.ptr
+			c.list = append(c.list, b.ptr)
+		}
+	}
+	for ch, b := range c.beforeRollout {
+		if !b.existed {
+			delete(c.rollouts, ch)
+			continue
+		}
+		*b.ptr = b.val
+		c.rollouts[ch] = b.ptr
+	}
+	clear(c.named)
+	c.Settle()
+}
+
+// dropFromList removes h from the walk list (new hosts are at its end).
+func (c *Controller) dropFromList(h *Host) {
+	for i := len(c.list) - 1; i >= 0; i-- {
+		if c.list[i] == h {
+			c.list = slices.Delete(c.list, i, i+1)
+			return
+		}
+	}
+}
+
+// TakeChanges returns what changed and settles it (for callers that keep
+// nothing on disk: the fleet simulator, tests).
+func (c *Controller) TakeChanges() Changes {
+	ch := c.Changes()
+	c.Settle()
 	return ch
 }
 
@@ -172,11 +301,20 @@ func (c *Controller) Rollouts() []*Rollout {
 	return out
 }
 
-// Known reports whether the host has reported before.
+// Host returns an admitted host.
+func (c *Controller) Host(id string) (*Host, bool) {
+	h, ok := c.hosts[id]
+	return h, ok
+}
+
+// Known reports whether the host is in the fleet.
 func (c *Controller) Known(id string) bool { return c.hosts[id] != nil }
 
-// Hosts returns the number of hosts known.
+// Hosts returns the number of hosts in the fleet.
 func (c *Controller) Hosts() int { return len(c.hosts) }
+
+// HostList returns the fleet's hosts (not to be changed by the caller).
+func (c *Controller) HostList() []*Host { return c.list }
 
 // Versions counts hosts per running version of a channel.
 func (c *Controller) Versions(channel uint32) map[uint32]int {
@@ -197,7 +335,7 @@ func (c *Controller) StageSizes(channel uint32) []int {
 		return nil
 	}
 	out := make([]int, len(r.Stages))
-	g := r.rings()
+	g := c.rings(r)
 	for _, h := range c.list {
 		if _, on := h.Versions[channel]; !on {
 			continue
@@ -209,21 +347,28 @@ func (c *Controller) StageSizes(channel uint32) []int {
 	return out
 }
 
-// rings answers which stage a host is in, fast: the bucket limit of each
-// stage is computed once per fleet walk, and only stages that list hosts or
-// tags look at them.
-type rings struct {
-	stages   []rollout.Stage
-	limits   []int
-	explicit []bool
+// Plan is the plan to sign for the channel's rollout, its stages naming
+// the hosts the server's records put in them.
+func (c *Controller) Plan(channel uint32) *rollout.Plan {
+	r, ok := c.rollouts[channel]
+	if !ok {
+		return nil
+	}
+	return r.Plan(c.namedOf(r).lists)
 }
 
-func (r *Rollout) rings() rings {
-	g := rings{stages: make([]rollout.Stage, len(r.Stages)), limits: make([]int, len(r.Stages)), explicit: make([]bool, len(r.Stages))}
-	for i := range r.Stages {
-		g.stages[i] = r.planStage(i, r.To)
-		g.limits[i] = g.stages[i].BucketLimit()
-		g.explicit[i] = len(g.stages[i].Hosts) > 0 || len(g.stages[i].Tags) > 0
+// rings answers which stage a host is in, fast: the bucket limit of each
+// stage is computed once per fleet walk, and stages that name hosts look
+// them up in the resolved membership.
+type rings struct {
+	limits []int
+	named  *named
+}
+
+func (c *Controller) rings(r *Rollout) rings {
+	g := rings{limits: make([]int, len(r.Stages)), named: c.namedOf(r)}
+	for i, s := range r.Stages {
+		g.limits[i] = rollout.Stage{Percent: s.Percent}.BucketLimit()
 	}
 	return g
 }
@@ -231,11 +376,18 @@ func (r *Rollout) rings() rings {
 // of returns the index of the first stage h is in, or -1.
 func (g rings) of(h *Host) int {
 	for i, lim := range g.limits {
-		if h.Bucket < lim || g.explicit[i] && g.stages[i].ContainsBucket(h.planHost(), h.Bucket) {
+		if h.Bucket < lim || g.named.sets[i] != nil && g.named.sets[i][h.ID] {
 			return i
 		}
 	}
 	return -1
+}
+
+// given reports whether the signed plan gives r's new version to h: h is
+// in a stage up to the current one.
+func (g rings) given(r *Rollout, h *Host) bool {
+	s := g.of(h)
+	return s >= 0 && s <= r.Stage
 }
 
 // Current is the version the channel's hosts should run when no rollout
@@ -259,49 +411,62 @@ func (c *Controller) Current(channel uint32) uint32 {
 	return best
 }
 
-// Ingest applies one host's batch at time now (the server's clock: hosts'
-// clocks are not trusted for the gate). It returns the decisions the batch
-// caused at once (a halt by the canary rule, and its rollback).
-func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
+// Ingest applies one admitted host's batch at time now (the server's
+// clock: hosts' clocks are not trusted for the gate). Events at or below
+// the host's last applied seq are stale; a batch with no fresh event has
+// no effect at all (a replayed old batch neither moves the host back a
+// version nor refreshes its last-seen time).
+//
+// A report counts toward a rollout only where the signed plan gave the new
+// version to the host's stage: a host that runs it for another reason (a
+// local pin, a claim) counts on neither side.
+func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 	h := c.hosts[rep.HostID]
 	if h == nil {
-		h = &Host{ID: rep.HostID, Bucket: rollout.Bucket(rep.HostID)}
-		c.hosts[rep.HostID] = h
-		c.list = append(c.list, h)
+		return Ingested{}, fmt.Errorf("%w: %s", ErrNotAdmitted, rep.HostID)
 	}
-	h.LastSeen = now
-	if rep.Tags != nil {
-		h.Tags = rep.Tags
-	}
-	if len(rep.Versions) > 0 {
-		if h.Versions == nil {
-			h.Versions = map[uint32]uint32{}
+	var out Ingested
+	last := h.LastSeq
+	fresh := make([]Event, 0, len(rep.Events))
+	for _, e := range rep.Events {
+		if e.Seq <= h.LastSeq {
+			out.Stale++
+			continue
 		}
-		maps.Copy(h.Versions, rep.Versions)
+		fresh = append(fresh, e)
+		last = max(last, e.Seq)
 	}
-	c.dirtyHosts[h.ID] = true
+	out.Applied = len(fresh)
+	if len(fresh) == 0 {
+		return out, nil
+	}
+	c.touchHost(h)
+	h.LastSeq, h.LastSeen = last, now
+	h.Versions = maps.Clone(rep.Versions)
 
-	var out []Decision
-	for _, r := range c.rollouts {
+	for _, ch := range slices.Sorted(maps.Keys(c.rollouts)) {
+		r := c.rollouts[ch]
 		if !r.Active() {
 			continue
 		}
+		g := c.rings(r)
+		given := g.given(r, h)
 		running, on := h.Versions[r.Channel]
 		var tr *Track
-		if on && running == r.To {
+		if on && running == r.To && given {
 			// The new version runs here, whatever events were lost.
 			tr = h.track(r.Channel, r.To)
 			if tr.Installed.IsZero() {
 				tr.Installed = now
 			}
 		}
-		for _, e := range rep.Events {
+		for _, e := range fresh {
 			if e.Channel != r.Channel && !(e.Channel == 0 && on) {
 				continue
 			}
-			switch e.Type {
-			case EventInstalled, EventTrialStarted, EventHealthy, EventReverted, EventQuarantined,
-				EventRejectedValidation, EventRejectedPreflight, EventSensorCrashed:
+			switch e.Kind {
+			case wire.EventInstalled, wire.EventTrialStarted, wire.EventHealthy, wire.EventReverted, wire.EventQuarantined,
+				wire.EventRejectedValidation, wire.EventRejectedPreflight, wire.EventSensorCrashed:
 			default:
 				continue // heartbeats and the rest: the running version above says it all
 			}
@@ -309,15 +474,18 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 			if v == 0 {
 				v = running
 			}
+			if v == r.To && !given {
+				continue // off the plan: counts nowhere
+			}
 			if tr == nil {
 				tr = h.track(r.Channel, r.To)
 			}
-			switch e.Type {
-			case EventInstalled, EventTrialStarted:
+			switch e.Kind {
+			case wire.EventInstalled, wire.EventTrialStarted:
 				if v == r.To && tr.Installed.IsZero() {
 					tr.Installed = now
 				}
-			case EventHealthy:
+			case wire.EventHealthy:
 				if v == r.To {
 					if tr.Installed.IsZero() {
 						tr.Installed = now
@@ -326,36 +494,37 @@ func (c *Controller) Ingest(rep Report, now time.Time) []Decision {
 						tr.Healthy = now
 					}
 				}
-			case EventReverted, EventQuarantined, EventRejectedValidation, EventRejectedPreflight:
+			case wire.EventReverted, wire.EventQuarantined, wire.EventRejectedValidation, wire.EventRejectedPreflight:
 				if v != r.To {
 					continue
 				}
 				if tr.Installed.IsZero() {
 					tr.Installed = now // it took the update, whatever it made of it
 				}
-				reason := e.Type
+				reason := e.Kind.String()
 				if e.Reason != "" {
-					reason += ": " + e.Reason
+					reason += ": " + wire.Cut(e.Reason, wire.MaxReasonLen)
 				}
 				c.failTreated(r, tr, reason, now)
-				if r.inCanary(h) {
-					out = append(out, c.note(r, r.CanaryFailure(func() Counts { return c.count(r, now) }, now, h.ID, reason))...)
+				if c.inCanary(r, h) {
+					c.touchRollout(r.Channel)
+					out.Decisions = append(out.Decisions, c.note(r, r.CanaryFailure(func() Counts { return c.count(r, now) }, now, h.ID, reason))...)
 				}
-			case EventSensorCrashed:
+			case wire.EventSensorCrashed:
 				if v == r.To || !tr.Installed.IsZero() && tr.Failed.IsZero() {
 					if tr.Installed.IsZero() {
 						tr.Installed = now
 					}
-					c.failTreated(r, tr, "sensor-crashed", now)
+					c.failTreated(r, tr, wire.EventSensorCrashed.String(), now)
 				} else if tr.Installed.IsZero() && tr.ControlFailed.IsZero() {
 					tr.ControlFailed = now
+					c.touchRollout(r.Channel)
 					r.Counts.ControlFailures++
-					c.dirtyRollouts[r.Channel] = true
 				}
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (c *Controller) failTreated(r *Rollout, tr *Track, reason string, now time.Time) {
@@ -363,17 +532,17 @@ func (c *Controller) failTreated(r *Rollout, tr *Track, reason string, now time.
 		return
 	}
 	tr.Failed, tr.Failure = now, reason
+	c.touchRollout(r.Channel)
 	r.Counts.TreatedFailures++
-	c.dirtyRollouts[r.Channel] = true
 }
 
 // inCanary reports whether h is in the rollout's canary group: the first
 // stage, when it names hosts or tags rather than a percentage.
-func (r *Rollout) inCanary(h *Host) bool {
+func (c *Controller) inCanary(r *Rollout, h *Host) bool {
 	if len(r.Stages) == 0 || r.Stages[0].Percent != 0 {
 		return false
 	}
-	return r.planStage(0, r.To).ContainsBucket(h.planHost(), h.Bucket)
+	return c.rings(r).of(h) == 0
 }
 
 // Evaluate runs every active rollout's gate and stage rules at now and
@@ -390,8 +559,9 @@ func (c *Controller) evaluate(r *Rollout, now time.Time) []Decision {
 	if r.State != StateRunning && r.State != StatePaused {
 		return nil
 	}
-	r.Observe(c.count(r, now), now)
-	c.dirtyRollouts[r.Channel] = true
+	cnt := c.count(r, now)
+	c.touchRollout(r.Channel)
+	r.Observe(cnt, now)
 	return c.note(r, r.Step(now))
 }
 
@@ -417,15 +587,23 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 	if r.Stage < len(r.Stages) {
 		limit = r.Stage
 	}
-	g := r.rings()
+	g := c.rings(r)
 	for _, h := range c.list {
 		running, on := h.Versions[r.Channel]
 		tr := h.peek(r.Channel, r.To)
 		if !on && tr == nil {
 			continue
 		}
+		stage := g.of(h)
+		treated := tr != nil && !tr.Installed.IsZero()
+		if on && running == r.To && !treated {
+			if !(stage >= 0 && stage <= r.Stage) {
+				cnt.OffPlan++ // runs it, but the plan did not give it: neither side
+			}
+			continue
+		}
 		alive := now.Sub(h.LastSeen) <= r.Silence
-		if tr != nil && !tr.Installed.IsZero() {
+		if treated {
 			// Silence is judged alike on both sides (a host unheard for the
 			// silence window), so that hosts dropping off the network for
 			// reasons of their own weigh the same in both groups. A treated
@@ -440,12 +618,13 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 				failure = FailureNoHealthy
 			}
 			if failure != "" {
+				c.touchHost(h)
+				tr = h.peek(r.Channel, r.To)
 				tr.Failed, tr.Failure = now, failure
 				cnt.TreatedFailures++
 				if failure == FailureSilent {
 					cnt.TreatedSilent++
 				}
-				c.dirtyHosts[h.ID] = true
 			}
 			if tr.Failed.IsZero() {
 				cnt.TreatedAtRisk++
@@ -455,14 +634,12 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 				continue // not heard from during the rollout: not at risk
 			}
 			if !alive {
-				if tr == nil {
+				if tr == nil || tr.ControlFailed.IsZero() {
+					c.touchHost(h)
 					tr = h.track(r.Channel, r.To)
-				}
-				if tr.ControlFailed.IsZero() {
 					tr.ControlFailed = now
 					cnt.ControlFailures++
 					cnt.ControlSilent++
-					c.dirtyHosts[h.ID] = true
 				}
 			} else if tr == nil || tr.ControlFailed.IsZero() {
 				cnt.ControlAtRisk++
@@ -471,7 +648,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 		if !alive {
 			continue
 		}
-		if s := g.of(h); s >= 0 && s <= limit {
+		if stage >= 0 && stage <= limit {
 			cnt.StageHosts++
 			if tr != nil && !tr.Healthy.IsZero() && tr.Failed.IsZero() && running == r.To {
 				cnt.Healthy++
@@ -485,7 +662,8 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 
 // Start begins a rollout of spec.To on spec.Channel. spec.From defaults to
 // Current(channel). A channel has one rollout at a time: an active one must
-// be rolled back or completed first; a denied version never starts again.
+// be rolled back or completed first; a denied version never starts again
+// unless an operator allows it (Allow).
 func (c *Controller) Start(spec Spec, actor, why string, now time.Time) (Decision, error) {
 	var deny []uint32
 	if old, ok := c.rollouts[spec.Channel]; ok {
@@ -501,18 +679,36 @@ func (c *Controller) Start(spec Spec, actor, why string, now time.Time) (Decisio
 	if err != nil {
 		return Decision{}, err
 	}
+	c.touchRollout(spec.Channel)
 	c.rollouts[spec.Channel] = r
+	delete(c.named, spec.Channel)
 	c.note(r, []Decision{d})
 	return d, nil
 }
 
 // Action is an operator's action on a channel's rollout (Rollout.Act).
-func (c *Controller) Action(channel uint32, kind, actor, why string, now time.Time) (Decision, error) {
+func (c *Controller) Action(channel uint32, kind Kind, actor, why string, now time.Time) (Decision, error) {
 	r, ok := c.rollouts[channel]
 	if !ok {
 		return Decision{}, fmt.Errorf("%w %d", ErrNotFound, channel)
 	}
+	c.touchRollout(channel)
 	d, err := r.Act(kind, actor, why, now)
+	if err != nil {
+		return d, err
+	}
+	c.note(r, []Decision{d})
+	return d, nil
+}
+
+// Allow takes a version off a channel's deny list (Rollout.Allow).
+func (c *Controller) Allow(channel, version uint32, actor, why string, now time.Time) (Decision, error) {
+	r, ok := c.rollouts[channel]
+	if !ok {
+		return Decision{}, fmt.Errorf("%w %d", ErrNotFound, channel)
+	}
+	c.touchRollout(channel)
+	d, err := r.Allow(version, actor, why, now)
 	if err != nil {
 		return d, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/wire"
 )
 
 var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
@@ -17,6 +18,7 @@ var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 // fleet is n hosts on version from of channel 291; the first canaries of
 // them are the canary group.
 type fleet struct {
+	seq   uint64 // the hosts' event sequence (one for all: it only has to grow)
 	c     *controller.Controller
 	ids   []string
 	now   time.Time
@@ -33,18 +35,31 @@ func newFleet(t *testing.T, n, canaries int, from uint32) *fleet {
 		if i < canaries {
 			f.canon = append(f.canon, id)
 		}
+		_, err := f.c.Admit(id, controller.Admission{By: "test"}, f.now)
+		require.NoError(t, err)
 		f.report(id, from)
 	}
 	f.c.TakeChanges()
 	return f
 }
 
+// report is one batch from host id: a heartbeat and evs, each with the
+// next seq.
 func (f *fleet) report(id string, running uint32, evs ...controller.Event) []controller.Decision {
-	return f.c.Ingest(controller.Report{HostID: id, Versions: map[uint32]uint32{291: running}, Events: evs}, f.now)
+	evs = append([]controller.Event{{Kind: wire.EventHeartbeat, Channel: 291, Version: running}}, evs...)
+	for i := range evs {
+		f.seq++
+		evs[i].Seq = f.seq
+	}
+	res, err := f.c.Ingest(controller.Report{HostID: id, Versions: map[uint32]uint32{291: running}, Events: evs}, f.now)
+	if err != nil {
+		panic(err)
+	}
+	return res.Decisions
 }
 
-func ev(typ string, v uint32, reason string) controller.Event {
-	return controller.Event{Type: typ, Channel: 291, Version: v, Reason: reason}
+func ev(kind wire.EventKind, v uint32, reason string) controller.Event {
+	return controller.Event{Kind: kind, Channel: 291, Version: v, Reason: reason}
 }
 
 // stages: canary group, 10%, 100%, each baking 10 minutes and needing 3
@@ -78,13 +93,13 @@ func planSends(p *rollout.Plan, id string, v uint32) bool {
 func (f *fleet) step(t *testing.T, r *controller.Rollout, d time.Duration, healthy func(id string) bool) []controller.Decision {
 	t.Helper()
 	f.now = f.now.Add(d)
-	p := r.Plan()
+	p := f.c.Plan(291)
 	for _, id := range f.ids {
 		if planSends(p, id, r.To) {
 			if healthy(id) {
-				f.report(id, r.To, ev(controller.EventInstalled, r.To, ""), ev(controller.EventHealthy, r.To, ""))
+				f.report(id, r.To, ev(wire.EventInstalled, r.To, ""), ev(wire.EventHealthy, r.To, ""))
 			} else {
-				f.report(id, f.from, ev(controller.EventInstalled, r.To, ""), ev(controller.EventReverted, r.To, "load-crash"))
+				f.report(id, f.from, ev(wire.EventInstalled, r.To, ""), ev(wire.EventReverted, r.To, "load-crash"))
 			}
 			continue
 		}
@@ -96,7 +111,7 @@ func (f *fleet) step(t *testing.T, r *controller.Rollout, d time.Duration, healt
 func kinds(ds []controller.Decision) []string {
 	var out []string
 	for _, d := range ds {
-		out = append(out, d.Kind)
+		out = append(out, d.Kind.String())
 	}
 	return out
 }
@@ -104,7 +119,7 @@ func kinds(ds []controller.Decision) []string {
 func TestHealthyRolloutCompletes(t *testing.T) {
 	f := newFleet(t, 200, 5, 1001)
 	r := f.start(t, 1002)
-	p := r.Plan()
+	p := f.c.Plan(291)
 	require.True(t, planSends(p, f.canon[0], 1002), "the canary group gets the new version")
 	require.True(t, planSends(p, f.ids[199], 1001) || rollout.Bucket(f.ids[199]) < 0, "everyone else keeps the old one")
 	ch := f.c.TakeChanges()
@@ -120,7 +135,7 @@ func TestHealthyRolloutCompletes(t *testing.T) {
 	require.Equal(t, controller.StateCompleted, r.State, "decisions: %v", all)
 	require.Equal(t, []string{"wait", "advance", "wait", "advance", "wait", "complete"}, all,
 		"one wait per stage (the bake), then an advance; never a halt")
-	require.Equal(t, []rollout.Stage{{Name: "fleet", Percent: 100, Version: 1002}}, r.Plan().Stages)
+	require.Equal(t, []rollout.Stage{{Name: "fleet", Percent: 100, Version: 1002}}, f.c.Plan(291).Stages)
 	require.Zero(t, r.Counts.TreatedFailures)
 	require.Less(t, r.Result.Statistic, r.Result.Threshold)
 	require.Equal(t, uint32(1002), f.c.Current(291), "a completed rollout makes its version the channel's")
@@ -132,10 +147,10 @@ func TestCanaryRevertHaltsAndRollsBack(t *testing.T) {
 	f.c.TakeChanges()
 
 	f.now = f.now.Add(time.Minute)
-	ds := f.report(f.canon[2], 1001, ev(controller.EventInstalled, 1002, ""), ev(controller.EventReverted, 1002, "load-crash"),
-		ev(controller.EventQuarantined, 1002, "load-crash"))
+	ds := f.report(f.canon[2], 1001, ev(wire.EventInstalled, 1002, ""), ev(wire.EventReverted, 1002, "load-crash"),
+		ev(wire.EventQuarantined, 1002, "load-crash"))
 	require.Equal(t, []string{"halt", "rollback"}, kinds(ds), "one crash-on-load in the canary group halts at once, without waiting for the gate, and once")
-	require.Empty(t, f.report(f.canon[3], 1001, ev(controller.EventReverted, 1002, "load-crash")), "a rolled-back rollout does not halt again")
+	require.Empty(t, f.report(f.canon[3], 1001, ev(wire.EventReverted, 1002, "load-crash")), "a rolled-back rollout does not halt again")
 	require.Contains(t, ds[0].Reason, "load-crash")
 	require.Equal(t, f.canon[2], ds[0].Evidence.Host)
 	require.Equal(t, int64(1), ds[0].Evidence.TreatedFailures)
@@ -143,7 +158,7 @@ func TestCanaryRevertHaltsAndRollsBack(t *testing.T) {
 	require.Equal(t, int64(199), ds[0].Evidence.Control)
 	require.Equal(t, controller.StateRolledBack, r.State)
 
-	p := r.Plan()
+	p := f.c.Plan(291)
 	require.Equal(t, []uint32{1002}, p.Deny)
 	for _, id := range f.ids {
 		require.True(t, planSends(p, id, 1001), "%s goes back to 1001", id)
@@ -157,7 +172,7 @@ func TestCanaryRevertHaltsAndRollsBack(t *testing.T) {
 	require.NoError(t, err)
 	r, _ = f.c.Rollout(291)
 	require.Equal(t, uint32(1001), r.From)
-	require.Equal(t, []uint32{1002}, r.Plan().Deny, "the deny list outlives the rollout")
+	require.Equal(t, []uint32{1002}, f.c.Plan(291).Deny, "the deny list outlives the rollout")
 }
 
 func TestGateHaltsOnFailuresOutsideTheCanaryGroup(t *testing.T) {
@@ -197,7 +212,7 @@ func TestSilenceIsFailure(t *testing.T) {
 	// failure. Everyone else keeps reporting.
 	quietTreated, quietControl := f.canon[0], f.ids[30]
 	f.now = f.now.Add(time.Minute)
-	f.report(quietTreated, 1002, ev(controller.EventInstalled, 1002, ""))
+	f.report(quietTreated, 1002, ev(wire.EventInstalled, 1002, ""))
 	for i := range 6 {
 		f.now = f.now.Add(5 * time.Minute)
 		for _, id := range f.ids {
@@ -224,10 +239,11 @@ func TestActions(t *testing.T) {
 	r := f.start(t, 1002)
 
 	steps := []struct {
-		action, why string
-		err         error
-		state       string
-		stage       int
+		action controller.Kind
+		why    string
+		err    error
+		state  controller.State
+		stage  int
 	}{
 		{"resume", "x", controller.ErrState, controller.StateRunning, 0},
 		{"pause", "", nil, controller.StateRunning, 0}, // why is required
@@ -258,11 +274,7 @@ func TestActions(t *testing.T) {
 	}
 	require.Equal(t, []uint32{1002}, r.Deny)
 	// Manual halts do not roll back by themselves; the log has every action.
-	var got []string
-	for _, d := range r.Decisions {
-		got = append(got, d.Kind)
-	}
-	require.Equal(t, []string{"start", "pause", "promote", "resume", "halt", "resume", "rollback"}, got)
+	require.Equal(t, []string{"start", "pause", "promote", "resume", "halt", "resume", "rollback"}, kinds(r.Decisions))
 }
 
 func TestStartChecksTheSpec(t *testing.T) {
@@ -301,7 +313,7 @@ func TestRestart(t *testing.T) {
 	f := newFleet(t, 200, 5, 1001)
 	r := f.start(t, 1002)
 	f.step(t, r, 4*time.Minute, func(string) bool { return true })
-	f.report(f.ids[100], 1001, controller.Event{Type: controller.EventSensorCrashed, Channel: 291})
+	f.report(f.ids[100], 1001, controller.Event{Kind: wire.EventSensorCrashed, Channel: 291})
 	f.step(t, r, 4*time.Minute, func(string) bool { return true })
 
 	ch := f.c.TakeChanges()
@@ -322,7 +334,7 @@ func TestRestart(t *testing.T) {
 	require.Equal(t, r.State, r2.State)
 	require.Equal(t, r.GateState, r2.GateState)
 	require.Equal(t, r.Counts, r2.Counts)
-	require.Equal(t, r.Plan(), r2.Plan())
+	require.Equal(t, f.c.Plan(291), c2.Plan(291))
 	require.Equal(t, c2.Hosts(), 200)
 	require.Equal(t, f.c.Versions(291), c2.Versions(291))
 }
@@ -345,10 +357,11 @@ func BenchmarkEvaluate1M(b *testing.B) {
 	r, _ := c.Rollout(291)
 	for i, h := range hosts {
 		if rollout.Bucket(h.ID) < rollout.Buckets/10 { // the 10% stage
-			c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1002},
-				Events: []controller.Event{{Type: controller.EventHealthy, Channel: 291, Version: 1002}}}, now)
+			_, _ = c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1002},
+				Events: []controller.Event{{Seq: 1, Kind: wire.EventHealthy, Channel: 291, Version: 1002}}}, now)
 		} else if i%1000 == 0 {
-			c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1001}}, now)
+			_, _ = c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1001},
+				Events: []controller.Event{{Seq: 1, Kind: wire.EventHeartbeat, Channel: 291, Version: 1001}}}, now)
 		}
 	}
 	c.TakeChanges()
@@ -372,7 +385,7 @@ func TestTrialWithoutHealthyReport(t *testing.T) {
 	f := newFleet(t, 20, 3, 1001)
 	r := f.start(t, 1002)
 	stuck := f.canon[1]
-	f.report(stuck, 1002, ev(controller.EventInstalled, 1002, ""))
+	f.report(stuck, 1002, ev(wire.EventInstalled, 1002, ""))
 	for range 4 {
 		f.now = f.now.Add(5 * time.Minute)
 		for _, id := range f.ids {
@@ -423,10 +436,10 @@ func TestHeartbeatsKeepNoTrack(t *testing.T) {
 	f := newFleet(t, 10, 2, 1001)
 	f.start(t, 1002)
 	f.c.TakeChanges()
-	f.report(f.ids[9], 1001, controller.Event{Type: "heartbeat", Channel: 291, Version: 1001})
+	f.report(f.ids[9], 1001, controller.Event{Kind: wire.EventHeartbeat, Channel: 291, Version: 1001})
 	ch := f.c.TakeChanges()
 	require.Len(t, ch.Hosts, 1)
 	require.Empty(t, ch.Hosts[0].Tracks)
-	f.report(f.ids[9], 1001, ev(controller.EventSensorCrashed, 0, "signal: killed"))
+	f.report(f.ids[9], 1001, ev(wire.EventSensorCrashed, 0, "signal: killed"))
 	require.Len(t, f.c.TakeChanges().Hosts[0].Tracks, 1, "a crash is remembered, as a control failure")
 }

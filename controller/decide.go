@@ -35,9 +35,9 @@ func NewRollout(spec Spec, canaryHosts, canaryTags []string, deny []uint32, acto
 
 // MovesHosts reports whether a decision of this kind changes the plan
 // hosts follow (so it must be signed).
-func MovesHosts(kind string) bool {
+func MovesHosts(kind Kind) bool {
 	switch kind {
-	case KindStart, KindAdvance, KindPromote, KindComplete, KindRollback:
+	case KindStart, KindAdvance, KindPromote, KindComplete, KindRollback, KindAllow:
 		return true
 	}
 	return false
@@ -193,7 +193,7 @@ func (r *Rollout) rollback(now time.Time, actor, reason string) Decision {
 
 // Act applies an operator's action: pause, resume, halt, rollback or
 // promote, recorded with who and why.
-func (r *Rollout) Act(kind, actor, why string, now time.Time) (Decision, error) {
+func (r *Rollout) Act(kind Kind, actor, why string, now time.Time) (Decision, error) {
 	if actor == "" {
 		actor = "operator"
 	}
@@ -230,7 +230,26 @@ func (r *Rollout) Act(kind, actor, why string, now time.Time) (Decision, error) 
 		}
 		return r.advance(now, actor, why)[0], nil
 	default:
-		return Decision{}, fmt.Errorf("controller: unknown action %q; use pause, resume, halt, rollback or promote", kind)
+		return Decision{}, fmt.Errorf("controller: unknown action %.20q; use pause, resume, halt, rollback or promote", kind)
 	}
 	return r.decide(now, kind, actor, why, r.evidence("")), nil
+}
+
+// Allow takes version v off the channel's deny list: an operator's
+// decision that a version rolled back may be rolled out again (a
+// false alarm, say), recorded with who and why. Hosts that reverted v keep
+// it quarantined: that was their own boot guard's finding.
+func (r *Rollout) Allow(v uint32, actor, why string, now time.Time) (Decision, error) {
+	if actor == "" {
+		actor = "operator"
+	}
+	if why == "" {
+		return Decision{}, errors.New("controller: say why (it is recorded with the decision)")
+	}
+	i := slices.Index(r.Deny, v)
+	if i < 0 {
+		return Decision{}, fmt.Errorf("%w: version %d is not denied on channel %d (denied: %v)", ErrState, v, r.Channel, r.Deny)
+	}
+	r.Deny = slices.Delete(slices.Clone(r.Deny), i, i+1)
+	return r.decide(now, KindAllow, actor, fmt.Sprintf("version %d allowed again: %s", v, why), r.evidence("")), nil
 }

@@ -4,33 +4,50 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/rollout"
 )
 
+// State is a rollout's state.
+type State string
+
 // States of a rollout.
 const (
-	StateRunning    = "running"
-	StatePaused     = "paused"
-	StateHalted     = "halted"
-	StateRolledBack = "rolled-back"
-	StateCompleted  = "completed"
+	StateRunning    State = "running"
+	StatePaused     State = "paused"
+	StateHalted     State = "halted"
+	StateRolledBack State = "rolled-back"
+	StateCompleted  State = "completed"
 )
+
+func (s State) String() string { return string(s) }
+
+// Kind is a decision's kind.
+type Kind string
 
 // Kinds of decision.
 const (
-	KindStart    = "start"
-	KindAdvance  = "advance"
-	KindWait     = "wait"
-	KindHalt     = "halt"
-	KindRollback = "rollback"
-	KindPause    = "pause"
-	KindResume   = "resume"
-	KindPromote  = "promote"
-	KindComplete = "complete"
+	KindStart    Kind = "start"
+	KindAdvance  Kind = "advance"
+	KindWait     Kind = "wait"
+	KindHalt     Kind = "halt"
+	KindRollback Kind = "rollback"
+	KindPause    Kind = "pause"
+	KindResume   Kind = "resume"
+	KindPromote  Kind = "promote"
+	KindComplete Kind = "complete"
+	// KindAllow takes a version off the channel's deny list (an operator's
+	// decision, recorded with who and why).
+	KindAllow Kind = "allow"
 )
+
+func (k Kind) String() string { return string(k) }
+
+// Actions are the kinds an operator may ask for through Act.
+var Actions = []Kind{KindPause, KindResume, KindHalt, KindRollback, KindPromote}
 
 // Schedules: the emergency one bakes each stage a sixth as long, with the
 // same gates.
@@ -164,7 +181,7 @@ func (s Spec) withDefaults(canaryHosts, canaryTags []string) (Spec, error) {
 // the server persists and the API shows.
 type Rollout struct {
 	Spec
-	State        string    `json:"state"`
+	State        State     `json:"state"`
 	Stage        int       `json:"stage"`
 	Started      time.Time `json:"started"`
 	StageStarted time.Time `json:"stage_started"`
@@ -208,6 +225,10 @@ type Counts struct {
 	ControlAtRisk   int64 `json:"control_at_risk"`
 	Healthy         int64 `json:"healthy"`     // treated hosts in the current stage that reported healthy
 	StageHosts      int64 `json:"stage_hosts"` // known hosts the current stage includes
+	// OffPlan counts hosts that run the new version although the signed
+	// plan did not give it to their stage (a local pin, a forged claim):
+	// they count on neither side.
+	OffPlan int64 `json:"off_plan"`
 }
 
 // Point is one point of the gate's statistic over time.
@@ -222,7 +243,7 @@ type Point struct {
 type Decision struct {
 	Seq      uint64    `json:"seq"`
 	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"`
+	Kind     Kind      `json:"kind"`
 	Stage    int       `json:"stage"`
 	Actor    string    `json:"actor"`
 	Reason   string    `json:"reason"`
@@ -244,19 +265,20 @@ func (r *Rollout) Active() bool {
 	return r.State == StateRunning || r.State == StatePaused || r.State == StateHalted
 }
 
-// stages returns the spec's stages as plan stages for version v.
-func (r *Rollout) planStage(i int, v uint32) rollout.Stage {
-	s := r.Stages[i]
-	return rollout.Stage{Name: s.Name, Percent: s.Percent, Hosts: s.Hosts, Tags: s.Tags, Version: v}
-}
-
 // Plan is the rollout plan the rollout role signs for the rollout's state:
 // while it runs (or is paused or halted), the stages up to the current one
 // get the new version and every other host the old one; rolled back,
 // every host gets the old version and the new one is denied; completed,
-// every host gets the new one.
-func (r *Rollout) Plan() *rollout.Plan {
-	p := &rollout.Plan{Format: rollout.Format, Channel: r.Channel, Deny: append([]uint32(nil), r.Deny...)}
+// every host gets the new one. A rollout from no content (From 0) gives
+// hosts outside its stages nothing, and rolled back it gives nobody
+// anything: a plan without stages, which hosts read as "run no content".
+//
+// named[i] are the hosts stage i names, resolved by the server from its
+// own records (Controller.Plan): the signed plan lists host ids, never
+// tags, so a host's own claim of a tag puts it in no stage. nil names the
+// spec's hosts only.
+func (r *Rollout) Plan(named [][]string) *rollout.Plan {
+	p := &rollout.Plan{Format: rollout.Format, Channel: r.Channel, Deny: append([]uint32(nil), r.Deny...), Stages: []rollout.Stage{}}
 	all := func(v uint32) []rollout.Stage { return []rollout.Stage{{Name: "fleet", Percent: 100, Version: v}} }
 	switch r.State {
 	case StateCompleted:
@@ -267,7 +289,12 @@ func (r *Rollout) Plan() *rollout.Plan {
 		}
 	default:
 		for i := 0; i <= r.Stage && i < len(r.Stages); i++ {
-			p.Stages = append(p.Stages, r.planStage(i, r.To))
+			s := r.Stages[i]
+			hosts := s.Hosts
+			if named != nil {
+				hosts = named[i]
+			}
+			p.Stages = append(p.Stages, rollout.Stage{Name: s.Name, Percent: s.Percent, Hosts: hosts, Version: r.To})
 		}
 		if r.From != 0 {
 			p.Stages = append(p.Stages, all(r.From)...)
@@ -276,8 +303,26 @@ func (r *Rollout) Plan() *rollout.Plan {
 	return p
 }
 
+// clone is a deep copy of r: the before-image the controller puts back
+// when a change cannot be committed.
+func (r *Rollout) clone() Rollout {
+	c := *r
+	c.Stages = slices.Clone(r.Stages)
+	for i := range c.Stages {
+		c.Stages[i].Hosts = slices.Clone(c.Stages[i].Hosts)
+		c.Stages[i].Tags = slices.Clone(c.Stages[i].Tags)
+	}
+	c.Gate.Ratios = slices.Clone(r.Gate.Ratios)
+	c.Deny = slices.Clone(r.Deny)
+	c.GateState.LogLR = slices.Clone(r.GateState.LogLR)
+	c.SilenceState.LogLR = slices.Clone(r.SilenceState.LogLR)
+	c.History = slices.Clone(r.History)
+	c.Decisions = slices.Clone(r.Decisions)
+	return c
+}
+
 // decide records a decision (bounded: the oldest waits go first).
-func (r *Rollout) decide(now time.Time, kind, actor, reason string, ev Evidence) Decision {
+func (r *Rollout) decide(now time.Time, kind Kind, actor, reason string, ev Evidence) Decision {
 	r.Seq++
 	d := Decision{Seq: r.Seq, Time: now, Kind: kind, Stage: r.Stage, Actor: actor, Reason: reason, Evidence: ev}
 	if len(r.Decisions) >= MaxDecisions {

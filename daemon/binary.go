@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/ringfence/ringfence/rollout"
-	"github.com/ringfence/ringfence/state"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // ErrRestart is what Run returns after it put a new ringfenced binary in
@@ -28,9 +28,6 @@ type BinaryUpdate struct {
 	// Failed lists versions that failed their first start here.
 	Failed func() []string
 }
-
-// EventAgentUpdated is queued when a new binary was put in place.
-const EventAgentUpdated = "agent-updated"
 
 // updateBinary applies the newest agent binary for this platform if it is
 // newer than the running one and never failed here.
@@ -73,7 +70,7 @@ func (d *Daemon) updateBinary(ctx context.Context) (PollResult, bool) {
 	if err := b.Apply(path, sum, best); err != nil {
 		return PollResult{Action: "failed", Why: "agent update: " + err.Error()}, true
 	}
-	d.event(state.OutboxEvent{Type: EventAgentUpdated, Reason: fmt.Sprintf("%s -> %s", b.Version, best)})
+	d.event(wire.Event{Kind: wire.EventBinaryUpdated, Reason: fmt.Sprintf("%s -> %s", b.Version, best)})
 	d.restart = true
 	return PollResult{Action: "self-updated", Why: fmt.Sprintf("ringfenced %s is in place (running %s); restarting", best, b.Version)}, true
 }

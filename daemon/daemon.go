@@ -28,9 +28,10 @@ import (
 	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
-	"github.com/ringfence/ringfence/state"
+	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Clock is the daemon's time: Now, and timers that fire once.
@@ -46,12 +47,13 @@ func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d
 
 // Sender ships queued telemetry; telemetry.Sender is one. The daemon calls
 // it only while it holds state.db, and hands it the outbox then. SetInfo
-// gives it what each batch says of the host: its tags (the rollout
-// server's canary group is matched against them) and the version it runs.
+// gives it what each batch says of the host: the tags it asks for and the
+// version it runs. Admission is the host's standing as the server said.
 type Sender interface {
 	Due(now time.Time) bool
-	Flush(ctx context.Context, outbox *state.DB) (int, error)
+	Flush(ctx context.Context, outbox telemetry.Outbox) (int, error)
 	SetInfo(func() (tags []string, versions map[string]uint32))
+	Admission() wire.Admission
 }
 
 // Options configure a Daemon.
@@ -96,7 +98,7 @@ type Daemon struct {
 	client *tuf.Client
 
 	in    *installer.Installer // open except while the agent starts
-	queue []state.OutboxEvent  // events not yet in the outbox
+	queue []wire.Event         // events not yet in the outbox
 
 	agent        *agent
 	agentReady   bool
@@ -310,6 +312,9 @@ func (d *Daemon) open() error {
 		Capabilities: d.opts.Capabilities,
 		Policy:       bootguard.Policy{Tries: d.cfg.Tries, LoadTries: d.cfg.LoadTries},
 		Clock:        d.clock,
+		// The daemon acts on the root unattended: it refuses a root others
+		// can write (the offline tools only warn, to allow repairs).
+		StrictPerms: true,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: open the root: %w", err)
@@ -393,7 +398,7 @@ func (d *Daemon) onReady(ctx context.Context) {
 		if e.State == bootguard.StateTrial {
 			d.trial = &trialInfo{channel: e.Channel, version: e.Version, slot: rec.Active}
 			d.healthC = d.clock.After(d.cfg.HealthWindow.Duration)
-			d.event(state.OutboxEvent{Type: EventTrialStarted, Channel: e.Channel, Version: e.Version,
+			d.event(wire.Event{Kind: wire.EventTrialStarted, Channel: e.Channel, Version: e.Version,
 				Evidence: map[string]string{"tries_left": fmt.Sprint(e.Tries), "health_window": d.cfg.HealthWindow.String()}})
 			d.log.Info("trial started", "channel", e.Channel, "version", e.Version, "health_window", d.cfg.HealthWindow)
 		}
@@ -422,7 +427,7 @@ func (d *Daemon) onExit() {
 	}
 	wasReady := d.agentReady
 	d.agentReady = false
-	ev := state.OutboxEvent{Type: EventSensorCrashed, Reason: fmt.Sprint(a.err),
+	ev := wire.Event{Kind: wire.EventSensorCrashed, Reason: fmt.Sprint(a.err),
 		Evidence: map[string]string{"stderr": a.evidence(), "during": map[bool]string{true: "run", false: "load"}[wasReady]}}
 	if d.trial != nil {
 		ev.Channel, ev.Version = d.trial.channel, d.trial.version
@@ -454,7 +459,7 @@ func (d *Daemon) onHealthWindow() {
 		return
 	}
 	d.trial = nil
-	d.event(state.OutboxEvent{Type: EventHealthy, Channel: t.channel, Version: t.version})
+	d.event(wire.Event{Kind: wire.EventHealthy, Channel: t.channel, Version: t.version})
 	d.log.Info("trial passed its health window: new last-known-good", "channel", t.channel, "version", t.version)
 	d.setStatus(func(s *Status) { s.Running = fmt.Sprintf("channel %d version %d (GOOD)", t.channel, t.version) })
 	d.persist()
@@ -479,17 +484,17 @@ func (d *Daemon) observe(evidence string) {
 			continue
 		}
 		d.reported[id] = true
-		typ := EventReverted
+		typ := wire.EventReverted
 		if e.Reason == bootguard.ReasonRecovered {
-			typ = EventRecoveredOffline
+			typ = wire.EventRecoveredOffline
 		}
-		ev := state.OutboxEvent{ID: id, Type: typ, Channel: e.Channel, Version: e.Version, Reason: e.Reason.String(), Critical: true,
+		ev := wire.Event{ID: id, Kind: typ, Channel: e.Channel, Version: e.Version, Reason: e.Reason.String(), Critical: true,
 			Evidence: map[string]string{"running": describeActive(rec)}}
 		if evidence != "" {
 			ev.Evidence["stderr"] = evidence
 		}
 		d.event(ev)
-		d.event(state.OutboxEvent{ID: "quarantined-" + id, Type: EventQuarantined, Channel: e.Channel, Version: e.Version, Reason: e.Reason.String(), Critical: true})
+		d.event(wire.Event{ID: "quarantined-" + id, Kind: wire.EventQuarantined, Channel: e.Channel, Version: e.Version, Reason: e.Reason.String(), Critical: true})
 		msg := "content reverted by the boot guard and quarantined"
 		if e.Reason == bootguard.ReasonManual {
 			msg = "content reverted on request (a version the rollout plan denies, or an admin) and quarantined"
@@ -510,7 +515,7 @@ func describeActive(rec bootguard.Record) string {
 }
 
 // event queues ev (stamped and given an id when it has none).
-func (d *Daemon) event(ev state.OutboxEvent) {
+func (d *Daemon) event(ev wire.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = d.clock.Now().UTC()
 	}
@@ -532,7 +537,7 @@ func (d *Daemon) persist() {
 }
 
 func (d *Daemon) heartbeat() {
-	ev := state.OutboxEvent{Type: EventHeartbeat}
+	ev := wire.Event{Kind: wire.EventHeartbeat}
 	if d.in != nil {
 		if rec, err := bootguard.Read(d.in.RecordPath()); err == nil && rec.Active != bootguard.SlotNone {
 			e := rec.Entry(rec.Active)
@@ -552,26 +557,14 @@ func (d *Daemon) flush(ctx context.Context) {
 		return
 	}
 	n, err := d.opts.Sender.Flush(ctx, d.in.State())
+	outcome := "sent"
 	if err != nil {
+		outcome = fmt.Sprintf("not sent, kept in the outbox: %v", err)
 		d.log.Warn("telemetry not sent; kept in the outbox", "err", err, "sent", n)
-		return
-	}
-	if n > 0 {
+	} else if n > 0 {
 		d.log.Debug("telemetry sent", "events", n)
 	}
+	if adm := d.opts.Sender.Admission(); adm != d.status.Admission || outcome != d.status.Telemetry {
+		d.setStatus(func(s *Status) { s.Admission, s.Telemetry = adm, outcome })
+	}
 }
-
-// Event types the daemon queues (docs/telemetry.md describes each).
-const (
-	EventInstalled          = "installed"
-	EventTrialStarted       = "trial-started"
-	EventHealthy            = "healthy"
-	EventReverted           = "reverted"
-	EventRejectedValidation = "rejected-validation"
-	EventRejectedPreflight  = "rejected-preflight"
-	EventQuarantined        = "quarantined"
-	EventRecoveredOffline   = "recovered-offline"
-	EventHeartbeat          = "heartbeat"
-	EventFetchFailed        = "fetch-failed"
-	EventSensorCrashed      = "sensor-crashed"
-)

@@ -28,6 +28,7 @@ import (
 	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/tufrepo"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // fakeClock is the daemons' time: timers fire when the test advances it.
@@ -96,7 +97,7 @@ type lab struct {
 
 	telemetry *httptest.Server
 	mu        sync.Mutex
-	events    map[string][]telemetry.Event // by host id, deduplicated by event id
+	events    map[string][]wire.Event // by host id, deduplicated by event id
 	seen      map[string]bool
 	got       chan struct{} // a batch arrived
 }
@@ -104,12 +105,12 @@ type lab struct {
 // collect is the telemetry endpoint: it verifies each batch as the server
 // will (signature, host id from the key) and stores events once per id.
 func (l *lab) collect(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, telemetry.MaxBody+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, wire.MaxBody+1))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	b, err := telemetry.VerifyBatch(body, r.Header.Get(telemetry.SignatureHeader))
+	b, err := wire.VerifyBatch(body, r.Header.Get(wire.SignatureHeader))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -124,7 +125,7 @@ func (l *lab) collect(w http.ResponseWriter, r *http.Request) {
 		ids = append(ids, e.ID)
 	}
 	l.mu.Unlock()
-	_ = json.NewEncoder(w).Encode(telemetry.Response{Accepted: ids})
+	_ = json.NewEncoder(w).Encode(wire.Response{Accepted: ids, Admission: wire.AdmissionAccepted})
 	select {
 	case l.got <- struct{}{}:
 	default:
@@ -132,11 +133,11 @@ func (l *lab) collect(w http.ResponseWriter, r *http.Request) {
 }
 
 // reported reports whether host sent an event of type typ for version v.
-func (l *lab) reported(host, typ string, v uint32) bool {
+func (l *lab) reported(host string, kind wire.EventKind, v uint32) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, e := range l.events[host] {
-		if e.Type == typ && e.Version == v {
+		if e.Kind == kind && e.Version == v {
 			return true
 		}
 	}
@@ -152,7 +153,7 @@ func newLab(t testing.TB, clock *fakeClock) *lab {
 	t.Cleanup(srv.Close)
 	root, err := repo.RootJSON()
 	require.NoError(t, err)
-	l := &lab{repo: repo, srv: srv, root: root, events: map[string][]telemetry.Event{}, seen: map[string]bool{}, got: make(chan struct{}, 1)}
+	l := &lab{repo: repo, srv: srv, root: root, events: map[string][]wire.Event{}, seen: map[string]bool{}, got: make(chan struct{}, 1)}
 	l.telemetry = httptest.NewServer(http.HandlerFunc(l.collect))
 	t.Cleanup(l.telemetry.Close)
 	return l
@@ -334,8 +335,8 @@ func TestEndToEnd(t *testing.T) {
 	clock.Advance(1000 * time.Hour) // the telemetry interval
 	deadline := time.After(60 * time.Second)
 	for _, h := range hosts {
-		for !(l.reported(h.id, daemon.EventReverted, bad) && l.reported(h.id, daemon.EventQuarantined, bad) &&
-			l.reported(h.id, daemon.EventHealthy, good) && l.reported(h.id, daemon.EventInstalled, bad)) {
+		for !(l.reported(h.id, wire.EventReverted, bad) && l.reported(h.id, wire.EventQuarantined, bad) &&
+			l.reported(h.id, wire.EventHealthy, good) && l.reported(h.id, wire.EventInstalled, bad)) {
 			select {
 			case <-l.got:
 			case <-deadline:
@@ -391,4 +392,34 @@ func TestSelfUpdate(t *testing.T) {
 	require.Equal(t, []byte("binary linuxamd641.10"), a.data)
 	require.Equal(t, sha256.Sum256(a.data), a.sum)
 	require.ErrorIs(t, <-h.done, daemon.ErrRestart)
+}
+
+// TestFirstRolloutRolledBackToNoContent: a host that took a channel's
+// first content, marked good, reads a signed plan that gives nobody content
+// and denies that version (a first rollout, rolled back): it goes back to
+// no content, reports the revert, and does not take the version again.
+func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
+	bin := buildRingfenced(t)
+	clock := newFakeClock(time.Now())
+	l := newLab(t, clock)
+	first := l.roll(t, "good-ipc-1001")
+	ctx, cancel := context.WithCancel(context.Background())
+	h := startHost(t, ctx, l, clock, bin, 0)
+	defer func() { cancel(); require.NoError(t, <-h.done) }()
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+	_, err := h.d.Poll(ctx)
+	require.NoError(t, err)
+	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", first)))
+	clock.Advance(config.Default().HealthWindow.Duration)
+	h.waitFor(t, "the first content marked good", running(fmt.Sprintf("channel 291 version %d (GOOD)", first)))
+
+	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[],"deny":[%d]}`, rollout.Format, first)))
+	r, err := h.d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "reverted", r.Action, "%+v", r)
+	h.waitFor(t, "no content", running("no content"))
+	r, err = h.d.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "nothing", r.Action)
+	require.Contains(t, r.Why, "gives no host content")
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // PollResult says what one poll did.
@@ -44,6 +45,12 @@ type Status struct {
 	LastPoll  time.Time  `json:"last_poll"`
 	Poll      PollResult `json:"poll"`
 	LastCrash string     `json:"last_crash,omitempty"`
+	// Admission is the host's standing with the rollout server, as its
+	// last answer said (pending: an operator has not admitted the host
+	// yet, and nothing it reports counts); Telemetry is the last send's
+	// outcome ("sent", or why not).
+	Admission wire.Admission `json:"admission,omitempty"`
+	Telemetry string         `json:"telemetry,omitempty"`
 }
 
 // StatusDir and StatusName place the daemon's status file in the root.
@@ -108,7 +115,7 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 	}
 	ch := d.cfg.Channel
 	if err := d.client.Refresh(ctx); err != nil {
-		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
 		return PollResult{Action: "failed", Why: "TUF refresh: " + err.Error()}
 	}
 	if r, ok := d.updateBinary(ctx); ok {
@@ -116,7 +123,7 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 	}
 	want, plan, why, err := d.desired(ctx)
 	if err != nil {
-		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
 		return PollResult{Action: "failed", Why: err.Error()}
 	}
 	rec, err := bootguard.Read(d.in.RecordPath())
@@ -128,11 +135,13 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 		active = *rec.Entry(rec.Active)
 	}
 	// A version the plan denies (rolled back upstream) is left at once,
-	// trial or already marked good: back to the other slot's good content.
-	// (With no good content to go back to, the host keeps running what it
-	// has rather than nothing, and says so.)
+	// trial or already marked good: back to the other slot's good content,
+	// or to no content when the plan gives nobody content (a first
+	// rollout, rolled back). With no good content to go back to and a plan
+	// that names another version, the host keeps running what it has
+	// rather than nothing until that version installs, and says so.
 	if plan != nil && active.Version != 0 && plan.Denied(active.Version) {
-		if rec.Entry(rec.Active.Other()).State != bootguard.StateGood {
+		if rec.Entry(rec.Active.Other()).State != bootguard.StateGood && !plan.NoContent() {
 			return PollResult{Action: "failed", Version: active.Version,
 				Why: "the rollout plan denies the running version, and no good content is left to go back to; run 'ringfence recover' or publish a fix"}
 		}
@@ -183,6 +192,9 @@ func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, er
 	}
 	if plan == nil {
 		return 0, nil, "no rollout plan for channel " + fmt.Sprint(ch), nil
+	}
+	if plan.NoContent() {
+		return 0, plan, "the plan gives no host content on this channel (a first rollout, rolled back)", nil
 	}
 	host := rollout.Host{ID: d.opts.HostID, Tags: d.cfg.HostTags()}
 	last := plan.Stages[len(plan.Stages)-1]
@@ -273,20 +285,20 @@ func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
 	name := rollout.ContentTarget(ch, v)
 	data, err := d.download(ctx, name, validator.MaxFileSize)
 	if err != nil {
-		d.event(state.OutboxEvent{Type: EventFetchFailed, Channel: ch, Version: v, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Version: v, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
 		return PollResult{Action: "failed", Version: v, Why: "download: " + err.Error()}
 	}
 	c, err := d.in.Check(data)
 	if err != nil {
 		if errors.Is(err, installer.ErrInvalid) {
-			return d.reject(EventRejectedValidation, v, err, problemCodes(err))
+			return d.reject(wire.EventRejectedValidation, v, err, problemCodes(err))
 		}
 		return PollResult{Action: "failed", Version: v, Why: err.Error()}
 	}
 	if probs, err := d.preflight(ctx, data); err != nil {
 		return PollResult{Action: "failed", Version: v, Why: "preflight could not run: " + err.Error()}
 	} else if probs.HasErrors() {
-		return d.reject(EventRejectedPreflight, v, fmt.Errorf("preflight: %w", probs.Err()), codes(probs))
+		return d.reject(wire.EventRejectedPreflight, v, fmt.Errorf("preflight: %w", probs.Err()), codes(probs))
 	}
 	staged, err := d.in.Stage(c, installer.StageOptions{})
 	if err != nil {
@@ -295,16 +307,16 @@ func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
 	if _, err := d.in.Activate(staged.Slot); err != nil {
 		return PollResult{Action: "failed", Version: v, Why: "activate: " + err.Error()}
 	}
-	d.event(state.OutboxEvent{Type: EventInstalled, Channel: ch, Version: v, Codes: codes(staged.Problems),
+	d.event(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: codes(staged.Problems),
 		Evidence: map[string]string{"slot": staged.Slot.String()}})
 	d.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", staged.Slot)
 	d.restartAgent()
 	return PollResult{Action: "installed", Version: v, Why: "staged and activated as a trial"}
 }
 
-func (d *Daemon) reject(typ string, v uint32, err error, cs []string) PollResult {
+func (d *Daemon) reject(typ wire.EventKind, v uint32, err error, cs []string) PollResult {
 	d.rejected[v] = err.Error()
-	d.event(state.OutboxEvent{Type: typ, Channel: d.cfg.Channel, Version: v, Reason: err.Error(), Codes: cs})
+	d.event(wire.Event{Kind: typ, Channel: d.cfg.Channel, Version: v, Reason: err.Error(), Codes: cs})
 	return PollResult{Action: "rejected", Version: v, Why: err.Error()}
 }
 

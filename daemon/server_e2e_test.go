@@ -20,6 +20,7 @@ import (
 	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/tufrepo"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // TestCanaryHaltThroughTheServer: real daemons and the real rollout server
@@ -55,21 +56,29 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	batches := make(chan struct{}, 100)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		srv.Handler().ServeHTTP(w, r)
-		if r.URL.Path == telemetry.Path {
+		if r.URL.Path == wire.Path {
 			batches <- struct{}{}
 		}
 	}))
 	defer hs.Close()
 	l := &lab{repo: repo, srv: hs, telemetry: hs, root: root}
 
+	// The hosts enrol with tokens the operator issued: the canary's puts it
+	// in the canary group (the server's record, not the host's say).
+	canaryToken, err := srv.CreateToken(server.TokenRequest{TTL: "1h", Tags: []string{"canary"}, MaxUses: 1})
+	require.NoError(t, err)
+	fleetToken, err := srv.CreateToken(server.TokenRequest{TTL: "1h"})
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	var hosts []*host
 	for i := range 4 {
 		hosts = append(hosts, startHost(t, ctx, l, clock, bin, i, func(o *daemon.Options) {
 			o.Config.Telemetry.Interval = config.Duration{Duration: time.Minute}
+			tok := fleetToken.Token
 			if i == 0 {
-				o.Config.Tags = []string{"canary"}
+				tok = canaryToken.Token
 			}
+			o.Sender.(*telemetry.Sender).EnrolmentToken = tok
 		}))
 	}
 	defer func() {

@@ -1,22 +1,26 @@
 // Package fleetdb is ringfence-server's embedded store, <state>/server.db
-// (bbolt): the hosts as they reported, every channel's rollout with its
-// decisions and gate evidence, and the telemetry event ids already taken
-// (the idempotency keys). A restart loads it and every rollout resumes
+// (bbolt): the hosts of the fleet, every channel's rollout with its
+// decisions and gate evidence, the keys not (or no longer) in the fleet,
+// and the enrolment tokens. A restart loads it and every rollout resumes
 // where it was.
 //
-// Sync policy: every telemetry batch and every decision is one bbolt
-// transaction, committed with fsync before the server answers, so an event
-// the server acknowledged is never lost and an acknowledged decision is
-// never forgotten.
+// Sync policy: every change (a telemetry batch's effects, a decision, an
+// admission) is one bbolt transaction, committed with fsync before the
+// server shows it, acts on it or answers: the server commits first and
+// applies after (server/commit.go).
 //
-// # Layout
+// # Layout (schema 2)
 //
-//	meta      "schema" -> schema version (JSON number)
-//	hosts     host id -> controller.Host (JSON)
-//	rollouts  4-byte big-endian channel -> controller.Rollout (JSON)
-//	events    host id, 0x00, event id -> 8-byte big-endian arrival (unix seconds)
+//	meta       "schema" -> schema version (JSON number)
+//	hosts      host id -> controller.Host (JSON): the admitted hosts
+//	rollouts   4-byte big-endian channel -> controller.Rollout (JSON)
+//	admission  host id -> admission.Record (JSON): pending, rejected, decommissioned keys
+//	tokens     token id -> admission.Token (JSON): enrolment tokens (hashes, not secrets)
 //
-// Values are JSON so `bbolt get` shows them to an operator in a crisis.
+// Schema 1 had an "events" bucket of event ids taken (60 days of them per
+// host); the per-host event seq replaced it, and opening a schema 1 file
+// drops it. Values are JSON so `bbolt get` shows them to an operator in a
+// crisis.
 package fleetdb
 
 import (
@@ -24,13 +28,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
 )
 
@@ -38,144 +39,112 @@ import (
 const FileName = "server.db"
 
 // schemaVersion is the layout above; Open refuses a newer one.
-const schemaVersion = 1
-
-// Retention of event ids: a host that resends an event older than this is
-// counted again (the controller counts a host's failure once per rollout
-// anyway).
-const Retention = 60 * 24 * time.Hour
+const schemaVersion = 2
 
 // ErrLocked is returned by Open when another process (a running server)
 // holds the database.
 var ErrLocked = errors.New("fleetdb: the state directory is in use by a running ringfence-server; talk to it with --server, or stop it")
 
 var (
-	bucketMeta     = []byte("meta")
-	bucketHosts    = []byte("hosts")
-	bucketRollouts = []byte("rollouts")
-	bucketEvents   = []byte("events")
-	keySchema      = []byte("schema")
+	bucketMeta      = []byte("meta")
+	bucketHosts     = []byte("hosts")
+	bucketRollouts  = []byte("rollouts")
+	bucketAdmission = []byte("admission")
+	bucketTokens    = []byte("tokens")
+	keySchema       = []byte("schema")
+
+	// buckets are the top-level buckets of the current schema.
+	buckets = [][]byte{bucketMeta, bucketHosts, bucketRollouts, bucketAdmission, bucketTokens}
+	// bucketEventsV1 is schema 1's event-id bucket, dropped on open.
+	bucketEventsV1 = []byte("events")
 )
-
-// DB is an open server.db.
-type DB struct{ db *bolt.DB }
-
-// Open opens (creating) dir/server.db. It fails with ErrLocked within
-// timeout when another process has it open.
-func Open(dir string, timeout time.Duration) (*DB, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("fleetdb: state directory: %w", err)
-	}
-	b, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{Timeout: timeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, ErrLocked
-	}
-	if err != nil {
-		return nil, fmt.Errorf("fleetdb: open %s: %w", filepath.Join(dir, FileName), err)
-	}
-	db := &DB{db: b}
-	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketHosts, bucketRollouts, bucketEvents} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil {
-			var n int
-			if err := json.Unmarshal(v, &n); err != nil || n > schemaVersion {
-				return fmt.Errorf("fleetdb: %s has schema %s; this server knows %d: upgrade ringfence-server", FileName, v, schemaVersion)
-			}
-			return nil
-		}
-		return meta.Put(keySchema, []byte(fmt.Sprint(schemaVersion)))
-	})
-	if err != nil {
-		b.Close()
-		return nil, err
-	}
-	return db, nil
-}
 
 // Close closes the database.
 func (db *DB) Close() error { return db.db.Close() }
 
 func channelKey(ch uint32) []byte { return binary.BigEndian.AppendUint32(nil, ch) }
 
-// Load reads every host and rollout.
-func (db *DB) Load() ([]*controller.Host, []*controller.Rollout, error) {
-	var hosts []*controller.Host
-	var rollouts []*controller.Rollout
-	err := db.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketHosts).ForEach(func(k, v []byte) error {
-			h := new(controller.Host)
-			if err := json.Unmarshal(v, h); err != nil {
-				return fmt.Errorf("fleetdb: host %q: %w", k, err)
+// State is everything the server keeps.
+type State struct {
+	Hosts    []*controller.Host
+	Rollouts []*controller.Rollout
+	Records  []*admission.Record
+	Tokens   []*admission.Token
+}
+
+// Load reads the whole state. A value that does not decode is damage: the
+// error wraps ErrDamaged and says what to do.
+func (db *DB) Load() (State, error) {
+	var st State
+	err := db.guard("load", func() error {
+		return db.db.View(func(tx *bolt.Tx) error {
+			if err := each(db.path, tx, bucketHosts, &st.Hosts); err != nil {
+				return err
 			}
-			hosts = append(hosts, h)
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketRollouts).ForEach(func(k, v []byte) error {
-			r := new(controller.Rollout)
-			if err := json.Unmarshal(v, r); err != nil {
-				return fmt.Errorf("fleetdb: rollout of channel %x: %w", k, err)
+			if err := each(db.path, tx, bucketRollouts, &st.Rollouts); err != nil {
+				return err
 			}
-			rollouts = append(rollouts, r)
-			return nil
+			if err := each(db.path, tx, bucketAdmission, &st.Records); err != nil {
+				return err
+			}
+			return each(db.path, tx, bucketTokens, &st.Tokens)
 		})
 	})
-	return hosts, rollouts, err
+	return st, err
 }
 
-func eventKey(host, id string) []byte {
-	k := make([]byte, 0, len(host)+1+len(id))
-	k = append(append(append(k, host...), 0), id...)
-	return k
-}
-
-// Fresh returns which of a host's event ids the store has not taken yet.
-func (db *DB) Fresh(host string, ids []string) ([]bool, error) {
-	out := make([]bool, len(ids))
-	err := db.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents)
-		for i, id := range ids {
-			out[i] = b.Get(eventKey(host, id)) == nil
+// each decodes every value of a bucket into a new element of out.
+// A bucket a read-only open of an older schema lacks is empty.
+func each[T any](path string, tx *bolt.Tx, bucket []byte, out *[]*T) error {
+	b := tx.Bucket(bucket)
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		x := new(T)
+		if err := json.Unmarshal(v, x); err != nil {
+			return damaged(path, "bucket %s, key %.64q: %v", bucket, k, err)
 		}
+		*out = append(*out, x)
 		return nil
 	})
-	return out, err
 }
 
-// Commit stores, in one transaction: the event ids taken from host (at
-// now), and the hosts and rollouts that changed.
-func (db *DB) Commit(host string, ids []string, now time.Time, ch controller.Changes) error {
+// Commit stores, in one transaction with fsync, what the controller and
+// the registry changed: all of it, or (on an error) nothing.
+func (db *DB) Commit(cc controller.Changes, rc admission.Changes) error {
 	return db.db.Update(func(tx *bolt.Tx) error {
-		ev := tx.Bucket(bucketEvents)
-		stamp := binary.BigEndian.AppendUint64(nil, uint64(now.Unix()))
-		for _, id := range ids {
-			if err := ev.Put(eventKey(host, id), stamp); err != nil {
+		hb := tx.Bucket(bucketHosts)
+		for _, h := range cc.Hosts {
+			if err := put(hb, []byte(h.ID), h); err != nil {
 				return err
 			}
 		}
-		hb := tx.Bucket(bucketHosts)
-		for _, h := range ch.Hosts {
-			v, err := json.Marshal(h)
-			if err != nil {
-				return err
-			}
-			if err := hb.Put([]byte(h.ID), v); err != nil {
+		for _, id := range cc.Removed {
+			if err := hb.Delete([]byte(id)); err != nil {
 				return err
 			}
 		}
 		rb := tx.Bucket(bucketRollouts)
-		for _, r := range ch.Rollouts {
-			v, err := json.Marshal(r)
-			if err != nil {
+		for _, r := range cc.Rollouts {
+			if err := put(rb, channelKey(r.Channel), r); err != nil {
 				return err
 			}
-			if err := rb.Put(channelKey(r.Channel), v); err != nil {
+		}
+		ab := tx.Bucket(bucketAdmission)
+		for _, r := range rc.Records {
+			if err := put(ab, []byte(r.ID), r); err != nil {
+				return err
+			}
+		}
+		for _, id := range rc.DeletedRecords {
+			if err := ab.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		tb := tx.Bucket(bucketTokens)
+		for _, t := range rc.Tokens {
+			if err := put(tb, []byte(t.ID), t); err != nil {
 				return err
 			}
 		}
@@ -183,29 +152,13 @@ func (db *DB) Commit(host string, ids []string, now time.Time, ch controller.Cha
 	})
 }
 
-// Prune forgets event ids taken before now-Retention and returns how many.
-func (db *DB) Prune(now time.Time) (int, error) {
-	n := 0
-	cut := uint64(now.Add(-Retention).Unix())
-	err := db.db.Update(func(tx *bolt.Tx) error {
-		// Collect first: deleting under a bbolt cursor skips the next key.
-		b := tx.Bucket(bucketEvents)
-		var old [][]byte
-		if err := b.ForEach(func(k, v []byte) error {
-			if len(v) == 8 && binary.BigEndian.Uint64(v) < cut {
-				old = append(old, append([]byte(nil), k...))
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(old)
-		return nil
-	})
-	return n, err
+func put(b *bolt.Bucket, k []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(k, raw); err != nil {
+		return fmt.Errorf("fleetdb: put %.64q: %w", k, err)
+	}
+	return nil
 }

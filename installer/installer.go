@@ -10,6 +10,7 @@ import (
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/fileperm"
 	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/validator"
 )
@@ -19,6 +20,9 @@ const (
 	RecordName = "bootrecord"
 	SlotsDir   = "slots"
 	StateName  = "state.db"
+	// IdentityDir holds the host key (telemetry.KeyName), kept by the
+	// daemon; the installer only checks its permissions.
+	IdentityDir = "identity"
 )
 
 // Clock tells the time; history and quarantine entries are stamped with it.
@@ -37,6 +41,13 @@ type Options struct {
 	ReadOnly bool
 	// Clock stamps history; nil means the system clock.
 	Clock Clock
+	// StrictPerms makes Open refuse a root that users other than its owner
+	// can change: the root directory, the boot record or the identity
+	// directory group- or world-writable (they could swap the content the
+	// host loads, or its key). The daemon sets it. Without it (the offline
+	// tools: status, recover) the same findings are warnings, so a host can
+	// still be inspected and repaired.
+	StrictPerms bool
 }
 
 // Installer manages the slots and the boot record under one root directory.
@@ -71,6 +82,9 @@ func Open(root string, opts Options) (*Installer, error) {
 	if in.clock == nil {
 		in.clock = systemClock{}
 	}
+	if err := in.checkPerms(opts.StrictPerms); err != nil {
+		return nil, err
+	}
 	if !in.readOnly {
 		if err := in.prepare(); err != nil {
 			if !isReadOnlyFS(err) {
@@ -90,6 +104,29 @@ func Open(root string, opts Options) (*Installer, error) {
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
+
+// checkPerms refuses (strict) or warns about a root directory, boot record
+// or identity directory that is group- or world-writable. What is missing
+// is not checked: prepare creates the boot record 0600, the daemon the
+// identity directory 0700, and a missing root is prepare's error. When
+// strict, a mode that cannot be read is refused too.
+func (in *Installer) checkPerms(strict bool) error {
+	for _, c := range []struct{ path, what string }{
+		{in.root, "root directory"},
+		{in.RecordPath(), "boot record"},
+		{filepath.Join(in.root, IdentityDir), "identity directory"},
+	} {
+		err := fileperm.CheckPrivate(c.path, c.what)
+		switch {
+		case err == nil || errors.Is(err, fs.ErrNotExist):
+		case strict:
+			return fmt.Errorf("installer: %w", err)
+		case errors.Is(err, fileperm.ErrTooOpen):
+			in.warn("%v (ringfenced refuses to start until it is fixed)", err)
+		}
+	}
+	return nil
+}
 
 // prepare creates the layout and cleans up after a crashed run.
 func (in *Installer) prepare() error {

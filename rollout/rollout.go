@@ -35,6 +35,8 @@ type Plan struct {
 	Channel uint32 `json:"channel"`
 	// Stages are nested rings, in order; a host is in a stage when its
 	// bucket is below Percent*100, or its id or one of its tags is listed.
+	// A plan with no stages gives no host any version: the channel's hosts
+	// run no content (a first rollout, rolled back).
 	Stages []Stage `json:"stages"`
 	// Deny lists versions hosts must never install (rolled back).
 	Deny []uint32 `json:"deny,omitempty"`
@@ -50,7 +52,8 @@ type Stage struct {
 }
 
 // Parse decodes and checks a plan: strict JSON, bounded, the format known,
-// at least one stage, every stage with a version and a percentage in 0..100.
+// a list of stages (empty: no content for anyone), every stage with a
+// version and a percentage in 0..100.
 func Parse(data []byte) (*Plan, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("rollout: plan is %d bytes; the limit is %d", len(data), MaxSize)
@@ -64,8 +67,8 @@ func Parse(data []byte) (*Plan, error) {
 	if p.Format != Format {
 		return nil, fmt.Errorf("rollout: plan format %q; want %q", p.Format, Format)
 	}
-	if len(p.Stages) == 0 {
-		return nil, errors.New("rollout: plan has no stages")
+	if p.Stages == nil {
+		return nil, errors.New("rollout: plan has no list of stages (an empty list means no content)")
 	}
 	for i, s := range p.Stages {
 		if !(s.Percent >= 0 && s.Percent <= 100) || s.Version == 0 {
@@ -118,6 +121,9 @@ func (p *Plan) StageFor(h Host) int {
 	}
 	return -1
 }
+
+// NoContent reports whether the plan gives no host any version.
+func (p *Plan) NoContent() bool { return len(p.Stages) == 0 }
 
 // Denied reports whether the plan forbids version v.
 func (p *Plan) Denied(v uint32) bool { return slices.Contains(p.Deny, v) }

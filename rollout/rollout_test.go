@@ -15,7 +15,8 @@ func TestParse(t *testing.T) {
 	}{
 		{"ok", `{"format":"ringfence-rollout/v1","channel":291,"stages":[{"name":"canary","percent":0,"hosts":["h1"],"version":1002}]}`, ""},
 		{"format", `{"format":"v0","channel":291,"stages":[{"name":"a","percent":1,"version":1}]}`, "format"},
-		{"no stages", `{"format":"ringfence-rollout/v1","channel":291,"stages":[]}`, "no stages"},
+		{"no content", `{"format":"ringfence-rollout/v1","channel":291,"stages":[],"deny":[1001]}`, ""},
+		{"no list of stages", `{"format":"ringfence-rollout/v1","channel":291}`, "no list of stages"},
 		{"percent", `{"format":"ringfence-rollout/v1","channel":291,"stages":[{"name":"a","percent":101,"version":1}]}`, "percent"},
 		{"version", `{"format":"ringfence-rollout/v1","channel":291,"stages":[{"name":"a","percent":1}]}`, "version"},
 		{"unknown", `{"format":"ringfence-rollout/v1","channel":291,"stages":[{"name":"a","percent":1,"version":1}],"x":1}`, "unknown field"},

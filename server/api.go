@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/rollout"
@@ -21,8 +22,8 @@ import (
 // maxRequest bounds an API request body.
 const maxRequest = 64 << 10
 
-// versionLabel names a running version; 0 is a host with no content.
-func versionLabel(v uint32) string {
+// versionName names a running version; 0 is a host with no content.
+func versionName(v uint32) string {
 	if v == 0 {
 		return "none"
 	}
@@ -34,7 +35,7 @@ type View struct {
 	Channel      uint32                `json:"channel"`
 	From         uint32                `json:"from_version"`
 	To           uint32                `json:"to_version"`
-	State        string                `json:"state"`
+	State        controller.State      `json:"state"`
 	Schedule     string                `json:"schedule"`
 	Stage        int                   `json:"stage"`
 	Started      time.Time             `json:"started"`
@@ -47,6 +48,11 @@ type View struct {
 	Decisions    []controller.Decision `json:"decisions"` // newest first
 	Deny         []uint32              `json:"deny"`
 	Plan         any                   `json:"plan"`
+	// PlanSigned is false while the plan for the rollout's state is
+	// committed but not yet signed into the repository (SignError says
+	// why; the server retries): hosts still follow the last signed plan.
+	PlanSigned bool   `json:"plan_signed"`
+	SignError  string `json:"sign_error,omitempty"`
 }
 
 // StageView is one stage as shown.
@@ -59,6 +65,9 @@ type StageView struct {
 	MinHosts    int      `json:"min_hosts"`
 	Status      string   `json:"status"` // done, current, pending
 	KnownHosts  int      `json:"known_hosts"`
+	// LeftOut counts hosts the stage's tags matched beyond the bound of
+	// hosts a stage names (controller.MaxStageHosts): not in the stage.
+	LeftOut int `json:"left_out,omitempty"`
 }
 
 // GateView is the gate's state as shown.
@@ -74,14 +83,17 @@ func (s *Server) view(r *controller.Rollout) View {
 	v := View{Channel: r.Channel, From: r.From, To: r.To, State: r.State, Schedule: r.Schedule, Stage: r.Stage,
 		Started: r.Started, StageStarted: r.StageStarted, Updated: r.Updated, Versions: map[string]int{},
 		Gate:    GateView{Statistic: controller.Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Alpha: r.Gate.Alpha, Counts: r.Counts},
-		History: r.History, Deny: r.Deny, Plan: r.Plan()}
+		History: r.History, Deny: r.Deny, Plan: s.ctl.Plan(r.Channel), PlanSigned: true}
+	if u, ok := s.unsigned[r.Channel]; ok {
+		v.PlanSigned, v.SignError = false, u.Error
+	}
 	if v.History == nil {
 		v.History = []controller.Point{}
 	}
 	if v.Deny == nil {
 		v.Deny = []uint32{}
 	}
-	sizes := s.ctl.StageSizes(r.Channel)
+	sizes, over := s.ctl.StageSizes(r.Channel), s.ctl.StageOverflow(r.Channel)
 	for i, st := range r.Stages {
 		status := "pending"
 		switch {
@@ -91,11 +103,9 @@ func (s *Server) view(r *controller.Rollout) View {
 			status = "current"
 		}
 		v.Stages = append(v.Stages, StageView{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags,
-			BakeSeconds: st.Bake.Seconds(), MinHosts: st.MinHosts, Status: status, KnownHosts: sizes[i]})
+			BakeSeconds: st.Bake.Seconds(), MinHosts: st.MinHosts, Status: status, KnownHosts: sizes[i], LeftOut: over[i]})
 	}
-	for ver, n := range s.ctl.Versions(r.Channel) {
-		v.Versions[versionLabel(ver)] = n
-	}
+	v.Versions = foldVersions(s.ctl.Versions(r.Channel), append([]uint32{r.From, r.To}, r.Deny...)...)
 	v.Decisions = make([]controller.Decision, 0, len(r.Decisions))
 	for i := len(r.Decisions) - 1; i >= 0; i-- {
 		v.Decisions = append(v.Decisions, r.Decisions[i])
@@ -103,14 +113,20 @@ func (s *Server) view(r *controller.Rollout) View {
 	return v
 }
 
+// Overview is GET /v1/rollouts: every rollout, the fleet's size, and the
+// store's health (a failing commit shows here until one succeeds).
+type Overview struct {
+	Rollouts []View      `json:"rollouts"`
+	Hosts    int         `json:"hosts"`
+	Pending  int         `json:"pending_hosts"`
+	Store    storeHealth `json:"store"`
+}
+
 func (s *Server) handleRollouts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	hosts := s.ctl.Hosts()
+	o := Overview{Rollouts: s.status(), Hosts: s.ctl.Hosts(), Pending: s.reg.PendingCount(), Store: s.health}
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, struct {
-		Rollouts []View `json:"rollouts"`
-		Hosts    int    `json:"hosts"`
-	}{s.Status(), hosts})
+	writeJSON(w, http.StatusOK, o)
 }
 
 func (s *Server) handleRollout(w http.ResponseWriter, r *http.Request) {
@@ -276,13 +292,13 @@ func (s *Server) Start(spec controller.Spec, who, why string) (controller.Decisi
 	if repo.Targets()[rollout.ContentTarget(spec.Channel, spec.To)] == nil {
 		return controller.Decision{}, View{}, fmt.Errorf("%w: version %d is not published on channel %d; run 'ringfence-server publish' first", errBadRequest, spec.To, spec.Channel)
 	}
-	now := s.clock.Now()
-	d, err := s.ctl.Start(spec, who, why, now)
+	var d controller.Decision
+	_, err = s.change(func() ([]controller.Decision, error) {
+		d, err = s.ctl.Start(spec, who, why, s.clock.Now())
+		return []controller.Decision{d}, err
+	})
 	if err != nil {
-		return d, View{}, err
-	}
-	if err := s.commit("", nil, now, []controller.Decision{d}); err != nil {
-		return d, View{}, err
+		return controller.Decision{}, View{}, err
 	}
 	ro, _ := s.ctl.Rollout(spec.Channel)
 	return d, s.view(ro), nil
@@ -292,13 +308,15 @@ var errBadRequest = errors.New("server")
 
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, controller.ErrNotFound):
+	case errors.Is(err, ErrStore):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, controller.ErrNotFound), errors.Is(err, admission.ErrNotFound), errors.Is(err, controller.ErrNotAdmitted):
 		return http.StatusNotFound
-	case errors.Is(err, controller.ErrState):
+	case errors.Is(err, controller.ErrState), errors.Is(err, admission.ErrState):
 		return http.StatusConflict
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest
-	case strings.HasPrefix(err.Error(), "controller:") || strings.HasPrefix(err.Error(), "gate:"):
+	case strings.HasPrefix(err.Error(), "controller:") || strings.HasPrefix(err.Error(), "gate:") || strings.HasPrefix(err.Error(), "admission:"):
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
@@ -315,7 +333,7 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	d, v, err := s.Act(uint32(ch), r.PathValue("action"), q.Who, q.Why)
+	d, v, err := s.Act(uint32(ch), controller.Kind(r.PathValue("action")), q.Who, q.Why)
 	if err != nil {
 		httpError(w, statusOf(err), err.Error())
 		return
@@ -328,28 +346,81 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 
 // Act applies an operator's action (pause, resume, halt, rollback,
 // promote) and records who and why.
-func (s *Server) Act(channel uint32, action, who, why string) (controller.Decision, View, error) {
+func (s *Server) Act(channel uint32, action controller.Kind, who, why string) (controller.Decision, View, error) {
+	return s.decideOn(channel, func(now time.Time) (controller.Decision, error) {
+		return s.ctl.Action(channel, action, who, why, now)
+	})
+}
+
+// Allow takes a version off a channel's deny list, recording who and why.
+func (s *Server) Allow(channel, version uint32, who, why string) (controller.Decision, View, error) {
+	return s.decideOn(channel, func(now time.Time) (controller.Decision, error) {
+		return s.ctl.Allow(channel, version, who, why, now)
+	})
+}
+
+// decideOn commits one operator decision on a channel's rollout and
+// returns it with the rollout after it.
+func (s *Server) decideOn(channel uint32, decide func(time.Time) (controller.Decision, error)) (controller.Decision, View, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.opts.ReadOnly {
 		return controller.Decision{}, View{}, ErrReadOnly
 	}
-	now := s.clock.Now()
-	d, err := s.ctl.Action(channel, action, who, why, now)
+	var d controller.Decision
+	_, err := s.change(func() ([]controller.Decision, error) {
+		var err error
+		d, err = decide(s.clock.Now())
+		return []controller.Decision{d}, err
+	})
 	if err != nil {
-		return d, View{}, err
-	}
-	if err := s.commit("", nil, now, []controller.Decision{d}); err != nil {
-		return d, View{}, err
+		return controller.Decision{}, View{}, err
 	}
 	ro, _ := s.ctl.Rollout(channel)
 	return d, s.view(ro), nil
+}
+
+// AllowRequest is the body of POST /v1/rollouts/{channel}/allow.
+type AllowRequest struct {
+	ActionRequest
+	Version uint32 `json:"version"`
+}
+
+func (s *Server) handleAllow(w http.ResponseWriter, r *http.Request) {
+	ch, err := strconv.ParseUint(r.PathValue("channel"), 10, 32)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "channel must be a number")
+		return
+	}
+	var q AllowRequest
+	if err := decode(r, &q); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if q.Version == 0 {
+		httpError(w, http.StatusBadRequest, "say which version to allow again (\"version\")")
+		return
+	}
+	d, v, err := s.Allow(uint32(ch), q.Version, q.Who, q.Why)
+	if err != nil {
+		httpError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Decision controller.Decision `json:"decision"`
+		Rollout  View                `json:"rollout"`
+	}{d, v})
 }
 
 // Status returns the view of every rollout.
 func (s *Server) Status() []View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.status()
+}
+
+// status is Status with s.mu held.
+func (s *Server) status() []View {
 	out := []View{}
 	for _, ro := range s.ctl.Rollouts() {
 		out = append(out, s.view(ro))

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/server"
-	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // checkins sends n conditional GETs of timestamp.json from workers
@@ -88,9 +88,9 @@ func BenchmarkIdleCheckins(b *testing.B) {
 }
 
 // BenchmarkTelemetryIngest: signed batches of 500 events (each from its own
-// host), posted over loopback by 4 clients; every batch is verified,
-// deduplicated, applied and committed to server.db with fsync before it is
-// acknowledged.
+// admitted host), posted over loopback by 4 clients; every batch is
+// verified, bounded, checked against the host's admission and last seq,
+// applied and committed to server.db with fsync before it is acknowledged.
 func BenchmarkTelemetryIngest(b *testing.B) {
 	l := newLab(b, server.Options{BatchesPerHost: 1e9, BatchBurst: 1 << 20})
 	defer l.stop()
@@ -98,15 +98,16 @@ func BenchmarkTelemetryIngest(b *testing.B) {
 	reqs := make([]req, b.N)
 	for i := range reqs {
 		h := newHost(b, "")
-		evs := make([]telemetry.Event, telemetry.MaxBatchEvents)
+		l.admit(b, h)
+		evs := make([]wire.Event, wire.MaxBatchEvents-1) // batch adds a heartbeat
 		for j := range evs {
-			evs[j] = telemetry.Event{ID: fmt.Sprintf("b%d-e%d", i, j), Type: "heartbeat", Version: 1001, Time: time.Now().UTC()}
+			evs[j] = wire.Event{ID: fmt.Sprintf("b%d-e%d", i, j), Kind: wire.EventHeartbeat, Version: 1001, Time: time.Now().UTC()}
 		}
 		body, err := json.Marshal(h.batch(1001, evs...))
 		if err != nil {
 			b.Fatal(err)
 		}
-		reqs[i] = req{body, []byte(telemetry.SignatureValue(h.id.Sign(body)))}
+		reqs[i] = req{body, []byte(wire.SignatureValue(h.id.Sign(body)))}
 	}
 	const workers = 4
 	tr := &http.Transport{MaxIdleConnsPerHost: workers}
@@ -120,8 +121,8 @@ func BenchmarkTelemetryIngest(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < len(reqs); i += workers {
-				r, _ := http.NewRequest(http.MethodPost, l.http.URL+telemetry.Path, bytes.NewReader(reqs[i].body))
-				r.Header.Set(telemetry.SignatureHeader, string(reqs[i].sig))
+				r, _ := http.NewRequest(http.MethodPost, l.http.URL+wire.Path, bytes.NewReader(reqs[i].body))
+				r.Header.Set(wire.SignatureHeader, string(reqs[i].sig))
 				resp, err := c.Do(r)
 				if err != nil {
 					b.Error(err)
@@ -139,6 +140,6 @@ func BenchmarkTelemetryIngest(b *testing.B) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
-	b.ReportMetric(float64(b.N*telemetry.MaxBatchEvents)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(b.N*wire.MaxBatchEvents)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "batches/s")
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/browsertest"
 	"github.com/ringfence/ringfence/server"
-	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // TestBrowserHaltedRollout loads the dashboard of a real server whose
@@ -35,8 +35,9 @@ func TestBrowserHaltedRollout(t *testing.T) {
 	for range 5 {
 		others = append(others, newHost(t, ""))
 	}
+	l.admit(t, append([]*host{canary}, others...)...)
 	for _, h := range append([]*host{canary}, others...) {
-		code, ans := l.post(t, h, h.batch(1001, telemetry.Event{Type: "heartbeat", Version: 1001}))
+		code, ans := l.post(t, h, h.batch(1001))
 		require.Equal(t, http.StatusOK, code, ans)
 	}
 	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "alice", Why: "weekly content"},
@@ -48,8 +49,8 @@ func TestBrowserHaltedRollout(t *testing.T) {
 		require.NoError(t, err)
 	}
 	code, ans := l.post(t, canary, canary.batch(1001,
-		telemetry.Event{Type: "installed", Version: 1002},
-		telemetry.Event{ID: "reverted-291-1002-load-crash", Type: "reverted", Version: 1002, Reason: "load-crash", Critical: true}))
+		wire.Event{Kind: wire.EventInstalled, Version: 1002},
+		wire.Event{ID: "reverted-291-1002-load-crash", Kind: wire.EventReverted, Version: 1002, Reason: "load-crash", Critical: true}))
 	require.Equal(t, http.StatusOK, code, ans)
 	require.Equal(t, controller.StateHalted, l.srv.Status()[0].State)
 

@@ -107,11 +107,59 @@ func (c *Client) Start(ctx context.Context, q StartRequest) (controller.Decision
 }
 
 // Act applies an operator action.
-func (c *Client) Act(ctx context.Context, channel uint32, action, who, why string) (controller.Decision, View, error) {
+func (c *Client) Act(ctx context.Context, channel uint32, action controller.Kind, who, why string) (controller.Decision, View, error) {
 	var out struct {
 		Decision controller.Decision `json:"decision"`
 		Rollout  View                `json:"rollout"`
 	}
 	err := c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/rollouts/%d/%s", channel, action), ActionRequest{Who: who, Why: why}, &out)
 	return out.Decision, out.Rollout, err
+}
+
+// Limits of Backup.
+const (
+	// maxBackup bounds the state backup Backup reads: server.db of
+	// DefaultMaxHosts hosts is a few GiB.
+	maxBackup = 64 << 30
+	// backupTimeout bounds a whole Backup when c.HTTP is nil (the API's
+	// other calls get 30 s).
+	backupTimeout = time.Hour
+)
+
+// Backup streams a consistent copy of the server's state (server.db, from
+// one read transaction) into w and returns its size. Write it with
+// fleetdb.SaveBackup, which checks it before it keeps it.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.URL, "/")+"/v1/state/backup", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: backupTimeout}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("server: %s: %w", c.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return 0, &APIError{Code: resp.StatusCode, Msg: e.Error}
+		}
+		return 0, &APIError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(raw))}
+	}
+	n, err := io.Copy(w, io.LimitReader(resp.Body, maxBackup+1))
+	if err != nil {
+		return n, fmt.Errorf("server: state backup from %s broke off after %d bytes: %w", c.URL, n, err)
+	}
+	if n > maxBackup {
+		return n, fmt.Errorf("server: state backup from %s is larger than %d bytes; refused", c.URL, int64(maxBackup))
+	}
+	return n, nil
 }

@@ -1,17 +1,22 @@
 // Package server is ringfence-server serve: one HTTP server on which the
 // TUF repository is served as static files (ETags, so an idle host's check
 // is one small conditional request), hosts post signed telemetry batches,
-// operators drive rollouts through a JSON API, Prometheus scrapes /metrics
-// and people watch the dashboard. Behind it the rollout controller decides
-// and the rollout role signs the plan each decision implies.
+// operators drive rollouts and admit hosts through a JSON API, Prometheus
+// scrapes /metrics and people watch the dashboard. Behind it the rollout
+// controller decides and the rollout role signs the plan each decision
+// implies.
 //
 // Order of effects for every change (a telemetry batch, a gate decision,
-// an operator's action), under one lock:
-//  1. the controller applies it in memory;
-//  2. fleetdb commits the hosts, rollouts, decisions and event ids, with
-//     fsync (only then is a batch acknowledged);
-//  3. the plans that changed are signed into the repository (rollout role,
-//     then snapshot and timestamp).
+// an operator's action, an admission), under one lock (commit.go):
+//  1. the controller and the admission registry decide, tentatively;
+//  2. the store commits what they changed, with fsync; a failed commit
+//     undoes it in memory, so nothing the API shows or the gate acts on is
+//     not on disk, and the change is retried (the host resends, the gate
+//     decides again, the operator repeats);
+//  3. only then is a batch acknowledged, and the plans that changed are
+//     signed into the repository (rollout role, then snapshot and
+//     timestamp); a signature that fails is retried by Run until it
+//     succeeds, and the API says the plan is not yet signed.
 //
 // A crash between 2 and 3 leaves a decision recorded but not yet signed:
 // New re-signs every plan that differs from its rollout's state, so a
@@ -37,10 +42,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/dashboard"
 	"github.com/ringfence/ringfence/fleetdb"
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/tufrepo"
 )
@@ -88,9 +95,20 @@ type Options struct {
 	// BatchesPerHost and BatchBurst rate-limit each host's telemetry.
 	BatchesPerHost float64
 	BatchBurst     int
-	// MaxHosts bounds the hosts kept; a batch from a new host beyond it is
-	// refused (403) until the fleet is pruned or the bound raised.
+	// MaxHosts bounds the hosts in the fleet (admitted); a host that
+	// would be admitted beyond it waits as pending until hosts are
+	// decommissioned or the bound raised.
 	MaxHosts int
+	// MaxPending bounds the keys waiting for admission, apart from the
+	// fleet; PendingTTL prunes one unheard for that long.
+	MaxPending int
+	PendingTTL time.Duration
+	// StartEmpty answers a damaged server.db by moving it aside and
+	// starting empty (loudly) instead of refusing to start.
+	StartEmpty bool
+	// Store replaces the state directory's server.db (tests inject one
+	// whose commits fail).
+	Store Store
 	// ReadOnly opens the state to look at it (rollout status without a
 	// running server): no repository or keys needed, nothing is signed,
 	// and Start and Act refuse.
@@ -104,9 +122,12 @@ type Server struct {
 	log   *slog.Logger
 	token string
 
-	mu  sync.Mutex // guards ctl, the repository's writes and db writes
-	ctl *controller.Controller
-	db  *fleetdb.DB
+	mu       sync.Mutex // guards ctl, reg, health, unsigned, the repository's writes and store writes
+	ctl      *controller.Controller
+	reg      *admission.Registry
+	store    Store
+	health   storeHealth
+	unsigned map[uint32]unsigned
 
 	static  *staticRepo
 	limits  *limiter
@@ -145,35 +166,52 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("server: %w (is --repo a repository made by 'ringfence-server repo init'?)", err)
 		}
 	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = admission.DefaultMaxPending
+	}
+	if opts.PendingTTL <= 0 {
+		opts.PendingTTL = admission.DefaultPendingTTL
+	}
+	if err := checkStateDir(opts.State); err != nil {
+		return nil, err
+	}
 	token, err := LoadOrCreateToken(opts.State)
 	if err != nil {
 		return nil, err
 	}
-	db, err := fleetdb.Open(opts.State, time.Second)
+	store := opts.Store
+	if store == nil {
+		db, err := fleetdb.Open(opts.State, fleetdb.Options{Timeout: time.Second, StartEmpty: opts.StartEmpty && !opts.ReadOnly, Now: opts.Clock.Now})
+		if err != nil {
+			return nil, err
+		}
+		if p := db.Recovered(); p != "" {
+			opts.Log.Error("server.db was damaged: moved aside, STARTED EMPTY; every rollout, deny list, host and token is gone; check the signed rollout plans and re-admit the fleet before starting a rollout", "moved_to", p)
+		}
+		store = db
+	}
+	st, err := store.Load()
 	if err != nil {
+		store.Close()
 		return nil, err
 	}
-	hosts, rollouts, err := db.Load()
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	ctl := controller.New(hosts, rollouts)
+	ctl := controller.New(st.Hosts, st.Rollouts)
 	ctl.CanaryHosts, ctl.CanaryTags = opts.CanaryHosts, opts.CanaryTags
-	s := &Server{opts: opts, clock: opts.Clock, log: opts.Log, token: token, ctl: ctl, db: db,
-		static:  newStaticRepo(opts.Repo),
-		limits:  newLimiter(opts.BatchesPerHost, opts.BatchBurst),
-		metrics: newMetrics()}
+	reg := admission.New(st.Records, st.Tokens)
+	reg.MaxPending, reg.PendingTTL = opts.MaxPending, opts.PendingTTL
+	s := &Server{opts: opts, clock: opts.Clock, log: opts.Log, token: token, ctl: ctl, reg: reg, store: store,
+		unsigned: map[uint32]unsigned{},
+		static:   newStaticRepo(opts.Repo),
+		limits:   newLimiter(opts.BatchesPerHost, opts.BatchBurst),
+		metrics:  newMetrics()}
 	if !opts.ReadOnly {
+		// Plans that lag their rollout (a crash after a commit, a signature
+		// that kept failing) are signed now, or retried by Run.
+		s.mu.Lock()
 		for _, r := range ctl.Rollouts() {
-			if err := s.signPlan(r); err != nil {
-				db.Close()
-				return nil, err
-			}
+			s.sign(r.Channel)
 		}
-		if _, err := db.Prune(s.clock.Now()); err != nil {
-			s.log.Warn("prune old event ids", "err", err)
-		}
+		s.mu.Unlock()
 	}
 	s.static.checkins = func() { s.metrics.checkins.Add(1) }
 	s.routes()
@@ -181,7 +219,7 @@ func New(opts Options) (*Server, error) {
 }
 
 // Close closes the state.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error { return s.store.Close() }
 
 // Token is the operator token.
 func (s *Server) Token() string { return s.token }
@@ -200,14 +238,17 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/rollouts/{channel}", s.handleRollout)
 	m.HandleFunc("POST /v1/rollouts", s.auth(s.handleStart))
 	m.HandleFunc("POST /v1/rollouts/{channel}/{action}", s.auth(s.handleAction))
+	m.HandleFunc("GET /v1/state/backup", s.auth(s.handleBackup))
+	s.hostRoutes(m)
 	m.HandleFunc("GET /metrics", s.handleMetrics)
 	m.Handle("/", dashboard.Handler())
 	s.mux = m
 }
 
-// Run evaluates the gates every EvalInterval and refreshes the repository's
-// timestamp and snapshot every RefreshInterval until ctx ends. tick, when
-// not nil, replaces the interval timer (tests drive it).
+// Run evaluates the gates every EvalInterval (and retries the plans not
+// yet signed, and prunes keys pending too long) and refreshes the
+// repository's timestamp and snapshot every RefreshInterval until ctx
+// ends. tick, when not nil, replaces the interval timer (tests drive it).
 func (s *Server) Run(ctx context.Context, tick <-chan time.Time) error {
 	if tick == nil {
 		t := time.NewTicker(s.opts.EvalInterval)
@@ -240,55 +281,38 @@ func (s *Server) Run(ctx context.Context, tick <-chan time.Time) error {
 // ErrReadOnly is returned by actions on a server opened ReadOnly.
 var ErrReadOnly = errors.New("server: the state was opened read-only; give --repo and --keys to act on it")
 
-// Evaluate runs the gates once and applies their decisions.
+// Evaluate runs the gates once and commits their decisions; then it signs
+// the plans still waiting to be signed and prunes keys pending too long.
 func (s *Server) Evaluate() ([]controller.Decision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.opts.ReadOnly {
 		return nil, ErrReadOnly
 	}
-	now := s.clock.Now()
-	ds := s.ctl.Evaluate(now)
-	return ds, s.commit("", nil, now, ds)
+	ds, err := s.change(func() ([]controller.Decision, error) {
+		s.reg.Prune(s.clock.Now())
+		return s.ctl.Evaluate(s.clock.Now()), nil
+	})
+	s.retrySigning()
+	return ds, err
 }
 
-// commit persists what changed (with the event ids taken from host), then
-// signs the plans that changed. The caller holds s.mu.
-func (s *Server) commit(host string, ids []string, now time.Time, ds []controller.Decision) error {
-	ch := s.ctl.TakeChanges()
-	if err := s.db.Commit(host, ids, now, ch); err != nil {
-		return fmt.Errorf("server: store: %w", err)
-	}
-	for _, d := range ds {
-		s.metrics.decision(d.Kind)
-		if d.Kind != controller.KindWait {
-			s.log.Info("rollout decision", "kind", d.Kind, "stage", d.Stage, "actor", d.Actor, "reason", d.Reason)
-		}
-	}
-	for _, c := range ch.Plans {
-		r, _ := s.ctl.Rollout(c)
-		if err := s.signPlan(r); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// signPlan signs r's plan unless the repository already has exactly it.
-func (s *Server) signPlan(r *controller.Rollout) error {
-	b, err := json.Marshal(r.Plan())
+// signPlan signs the channel's plan unless the repository already has
+// exactly it. The caller holds s.mu.
+func (s *Server) signPlan(ch uint32) error {
+	b, err := json.Marshal(s.ctl.Plan(ch))
 	if err != nil {
 		return err
 	}
 	return s.writeRepo(func(repo *tufrepo.Repo) error {
-		if t := repo.Targets()[rollout.RolloutTarget(r.Channel)]; t != nil {
+		if t := repo.Targets()[rollout.RolloutTarget(ch)]; t != nil {
 			sum := sha256.Sum256(b)
 			if bytes.Equal(t.Hashes["sha256"], sum[:]) {
 				return nil
 			}
 		}
-		if err := repo.SetRollout(r.Channel, b); err != nil {
-			return fmt.Errorf("server: sign the plan of channel %d: %w", r.Channel, err)
+		if err := repo.SetRollout(ch, b); err != nil {
+			return fmt.Errorf("server: sign the plan of channel %d: %w", ch, err)
 		}
 		return nil
 	})
@@ -301,12 +325,19 @@ func (s *Server) writeRepo(fn func(*tufrepo.Repo) error) error {
 	return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, fn)
 }
 
+// maxTokenFile bounds the operator token file read.
+const maxTokenFile = 4 << 10
+
 // LoadOrCreateToken reads dir/operator.token, or makes one (32 random
-// bytes, hex, 0600, written durably).
+// bytes, hex, 0600, written durably). A token file others can read or
+// write is refused with the chmod that fixes it (checkToken).
 func LoadOrCreateToken(dir string) (string, error) {
 	path := filepath.Join(dir, TokenFile)
-	b, err := os.ReadFile(path)
+	b, err := boundedio.ReadFile(path, maxTokenFile)
 	if err == nil {
+		if err := checkToken(path); err != nil {
+			return "", err
+		}
 		t := strings.TrimSpace(string(b))
 		if len(t) < 32 || len(t) > 256 {
 			return "", fmt.Errorf("server: %s is not a token; remove it and a new one is made", path)

@@ -29,6 +29,7 @@ import (
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/tufrepo"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // clock is the server's time; tests move it.
@@ -61,7 +62,13 @@ type lab struct {
 
 func newLab(t testing.TB, opts server.Options) *lab {
 	t.Helper()
-	l := &lab{repo: testtmp.Dir(t), keys: testtmp.Dir(t), state: testtmp.Dir(t), clock: &clock{now: time.Now().UTC()}}
+	return newLabAt(t, opts, testtmp.Dir(t))
+}
+
+// newLabAt is newLab with the server's state directory at state.
+func newLabAt(t testing.TB, opts server.Options, state string) *lab {
+	t.Helper()
+	l := &lab{repo: testtmp.Dir(t), keys: testtmp.Dir(t), state: state, clock: &clock{now: time.Now().UTC()}}
 	r, err := tufrepo.Init(l.repo, l.keys, tufrepo.InitOptions{Clock: l.clock})
 	require.NoError(t, err)
 	for _, name := range []string{"good-ipc-1001", "good-ipc-1002"} {
@@ -97,11 +104,12 @@ func (l *lab) stop() {
 
 func (l *lab) client() *server.Client { return &server.Client{URL: l.http.URL, Token: l.srv.Token()} }
 
-// host is a telemetry sender with its own key.
+// host is a telemetry sender with its own key; tag is the tag the server
+// gives it when admit admits it.
 type host struct {
 	id  *telemetry.Identity
 	tag string
-	seq int
+	seq uint64
 }
 
 func newHost(t testing.TB, tag string) *host {
@@ -110,19 +118,33 @@ func newHost(t testing.TB, tag string) *host {
 	return &host{id: telemetry.NewIdentity(k), tag: tag}
 }
 
-func (h *host) batch(running uint32, evs ...telemetry.Event) telemetry.Batch {
+// admit accepts h into the fleet (with its tag) through the operator's path.
+func (l *lab) admit(t testing.TB, hs ...*host) {
+	t.Helper()
+	for _, h := range hs {
+		var tags []string
+		if h.tag != "" {
+			tags = []string{h.tag}
+		}
+		_, err := l.srv.Accept(h.id.HostID(), server.HostRequest{ActionRequest: server.ActionRequest{Who: "test", Why: "test fleet"}, Tags: tags})
+		require.NoError(t, err)
+	}
+}
+
+// batch is a signed batch's content: a heartbeat, then evs, each with the
+// host's next seq (and an id unless given).
+func (h *host) batch(running uint32, evs ...wire.Event) wire.Batch {
+	evs = append([]wire.Event{{Kind: wire.EventHeartbeat, Version: running}}, evs...)
 	for i := range evs {
+		h.seq++
+		evs[i].Seq = h.seq
 		if evs[i].ID == "" {
-			h.seq++
 			evs[i].ID = fmt.Sprintf("e%d", h.seq)
 		}
 		evs[i].Channel = 291
 	}
-	b := telemetry.Batch{Format: telemetry.Format, HostID: h.id.HostID(), PublicKey: base64.StdEncoding.EncodeToString(h.id.PublicKey()),
+	b := wire.Batch{Format: wire.Format, HostID: h.id.HostID(), PublicKey: base64.StdEncoding.EncodeToString(h.id.PublicKey()),
 		SentAt: time.Now().UTC(), Versions: map[string]uint32{"291": running}, Events: evs}
-	if evs == nil {
-		b.Events = []telemetry.Event{}
-	}
 	if h.tag != "" {
 		b.Tags = []string{h.tag}
 	}
@@ -130,18 +152,18 @@ func (h *host) batch(running uint32, evs ...telemetry.Event) telemetry.Batch {
 }
 
 // post sends a signed batch and returns the status and the answer.
-func (l *lab) post(t *testing.T, h *host, b telemetry.Batch) (int, string) {
+func (l *lab) post(t *testing.T, h *host, b wire.Batch) (int, string) {
 	t.Helper()
 	body, err := json.Marshal(b)
 	require.NoError(t, err)
-	return l.postRaw(t, body, telemetry.SignatureValue(h.id.Sign(body)))
+	return l.postRaw(t, body, wire.SignatureValue(h.id.Sign(body)))
 }
 
 func (l *lab) postRaw(t *testing.T, body []byte, sig string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, l.http.URL+telemetry.Path, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, l.http.URL+wire.Path, bytes.NewReader(body))
 	require.NoError(t, err)
-	req.Header.Set(telemetry.SignatureHeader, sig)
+	req.Header.Set(wire.SignatureHeader, sig)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -208,18 +230,25 @@ func TestStaticRepository(t *testing.T) {
 func TestTelemetryIngest(t *testing.T) {
 	l := newLab(t, server.Options{BatchBurst: 3, BatchesPerHost: 0.001})
 	h := newHost(t, "")
-	b := h.batch(1001, telemetry.Event{Type: "heartbeat"}, telemetry.Event{Type: "healthy", Version: 1001})
+	l.admit(t, h)
+	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "t", Why: "t"}, Channel: 291, Version: 1002, From: 1001})
+	require.NoError(t, err)
+	b := h.batch(1001, wire.Event{Kind: wire.EventHealthy, Version: 1001})
 	code, ans := l.post(t, h, b)
 	require.Equal(t, http.StatusOK, code, ans)
-	var resp telemetry.Response
+	var resp wire.Response
 	require.NoError(t, json.Unmarshal([]byte(ans), &resp))
 	require.Equal(t, []string{"e1", "e2"}, resp.Accepted)
+	require.Equal(t, 2, resp.Applied)
 
 	code, ans = l.post(t, h, b)
 	require.Equal(t, http.StatusOK, code, "a resent batch is acknowledged again: %s", ans)
+	require.NoError(t, json.Unmarshal([]byte(ans), &resp))
+	require.Equal(t, 0, resp.Applied)
+	require.Equal(t, 2, resp.Stale, "and has no effect")
 	m := body(t, get(t, l.http.URL+"/metrics"))
 	require.Contains(t, m, `ringfence_telemetry_events_total{type="healthy",version="1001"} 1`, "taken once")
-	require.Contains(t, m, "ringfence_telemetry_duplicate_events_total 2")
+	require.Contains(t, m, "ringfence_telemetry_stale_events_total 2")
 	require.Contains(t, m, "ringfence_hosts 1")
 
 	raw, err := json.Marshal(b)
@@ -232,11 +261,11 @@ func TestTelemetryIngest(t *testing.T) {
 		code int
 		want string
 	}{
-		{"signed by another key", raw, telemetry.SignatureValue(other.id.Sign(raw)), http.StatusUnauthorized, "does not verify"},
+		{"signed by another key", raw, wire.SignatureValue(other.id.Sign(raw)), http.StatusUnauthorized, "does not verify"},
 		{"no signature", raw, "", http.StatusUnauthorized, "does not verify"},
 		{"not JSON", []byte("{"), "", http.StatusBadRequest, "malformed"},
-		{"unknown format", bytes.Replace(raw, []byte(telemetry.Format), []byte("ringfence-telemetry/v9"), 1), "", http.StatusBadRequest, "format"},
-		{"over 1 MiB", bytes.Repeat([]byte(" "), telemetry.MaxBody+1), "", http.StatusRequestEntityTooLarge, "over"},
+		{"unknown format", bytes.Replace(raw, []byte(wire.Format), []byte("ringfence-telemetry/v9"), 1), "", http.StatusBadRequest, "format"},
+		{"over 1 MiB", bytes.Repeat([]byte(" "), wire.MaxBody+1), "", http.StatusRequestEntityTooLarge, "over"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, ans := l.postRaw(t, tc.body, tc.sig)
@@ -247,6 +276,7 @@ func TestTelemetryIngest(t *testing.T) {
 
 	// Rate limit per host: a burst of 3, then 429 with Retry-After; another
 	// host is not affected.
+	l.admit(t, other)
 	code, _ = l.post(t, h, h.batch(1001))
 	require.Equal(t, http.StatusOK, code)
 	code, ans = l.post(t, h, h.batch(1001))
@@ -297,8 +327,9 @@ func (l *lab) plan(t *testing.T) *rollout.Plan {
 func TestCanaryHaltRollsBackThroughTUF(t *testing.T) {
 	l := newLab(t, server.Options{CanaryTags: []string{"canary"}})
 	canary, other := newHost(t, "canary"), newHost(t, "")
+	l.admit(t, canary, other)
 	for _, h := range []*host{canary, other} {
-		code, ans := l.post(t, h, h.batch(1001, telemetry.Event{Type: "heartbeat", Version: 1001}))
+		code, ans := l.post(t, h, h.batch(1001, wire.Event{Kind: wire.EventHeartbeat, Version: 1001}))
 		require.Equal(t, http.StatusOK, code, ans)
 	}
 	d, v, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "alice", Why: "weekly content"}, Channel: 291, Version: 1002})
@@ -306,13 +337,13 @@ func TestCanaryHaltRollsBackThroughTUF(t *testing.T) {
 	require.Equal(t, controller.KindStart, d.Kind)
 	require.Equal(t, uint32(1001), v.From, "from what the hosts run")
 	p := l.plan(t)
-	require.Equal(t, uint32(1002), p.Stages[p.StageFor(rollout.Host{ID: canary.id.HostID(), Tags: []string{"canary"}})].Version)
+	require.Equal(t, uint32(1002), p.Stages[p.StageFor(rollout.Host{ID: canary.id.HostID()})].Version, "the plan names the canary the server tagged")
 	require.Equal(t, uint32(1001), p.Stages[len(p.Stages)-1].Version)
 
 	l.clock.Advance(time.Minute)
 	code, ans := l.post(t, canary, canary.batch(1001,
-		telemetry.Event{Type: "installed", Version: 1002},
-		telemetry.Event{ID: "reverted-291-1002-load-crash", Type: "reverted", Version: 1002, Reason: "load-crash", Critical: true}))
+		wire.Event{Kind: wire.EventInstalled, Version: 1002},
+		wire.Event{ID: "reverted-291-1002-load-crash", Kind: wire.EventReverted, Version: 1002, Reason: "load-crash", Critical: true}))
 	require.Equal(t, http.StatusOK, code, ans)
 
 	vs, err := l.client().Rollouts(context.Background())
@@ -332,15 +363,15 @@ func TestCanaryHaltRollsBackThroughTUF(t *testing.T) {
 	require.Contains(t, m, `ringfence_gate_decisions_total{kind="halt"} 1`)
 	require.Contains(t, m, `ringfence_version_hosts{channel="291",version="1001"} 2`)
 
-	// Restart: everything is still there, and the same event resent is not
-	// counted twice.
+	// Restart: everything is still there, and the same revert reported
+	// again is not counted twice.
 	l.stop()
 	l.start(t, server.Options{CanaryTags: []string{"canary"}})
 	vs, err = l.client().Rollouts(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, controller.StateRolledBack, vs[0].State)
 	require.Equal(t, int64(1), vs[0].Gate.TreatedFailures)
-	code, _ = l.post(t, canary, canary.batch(1001, telemetry.Event{ID: "reverted-291-1002-load-crash", Type: "reverted", Version: 1002, Reason: "load-crash"}))
+	code, _ = l.post(t, canary, canary.batch(1001, wire.Event{ID: "reverted-291-1002-load-crash", Kind: wire.EventReverted, Version: 1002, Reason: "load-crash"}))
 	require.Equal(t, http.StatusOK, code)
 	vs, _ = l.client().Rollouts(context.Background())
 	require.Equal(t, int64(1), vs[0].Gate.TreatedFailures)
@@ -394,16 +425,22 @@ func restoreDir(t *testing.T, dir string, files map[string][]byte) {
 	}
 }
 
+// TestHostLimit: --max-hosts bounds the fleet; a host that would be
+// admitted beyond it waits as pending, and the fleet keeps reporting.
 func TestHostLimit(t *testing.T) {
 	l := newLab(t, server.Options{MaxHosts: 2})
 	a, b, c := newHost(t, ""), newHost(t, ""), newHost(t, "")
-	for _, h := range []*host{a, b} {
-		code, ans := l.post(t, h, h.batch(1001))
-		require.Equal(t, http.StatusOK, code, ans)
-	}
-	code, ans := l.post(t, c, c.batch(1001))
+	l.admit(t, a, b)
+	_, err := l.srv.Accept(c.id.HostID(), server.HostRequest{ActionRequest: server.ActionRequest{Why: "x"}})
+	require.ErrorContains(t, err, "--max-hosts")
+	tok, err := l.client().CreateToken(context.Background(), server.TokenRequest{TTL: "1h"})
+	require.NoError(t, err)
+	cb := c.batch(1001)
+	cb.EnrolmentToken = tok.Token
+	code, ans := l.post(t, c, cb)
 	require.Equal(t, http.StatusForbidden, code)
 	require.Contains(t, ans, "--max-hosts")
+	require.Contains(t, ans, `"admission":"pending"`)
 	code, ans = l.post(t, a, a.batch(1001))
 	require.Equal(t, http.StatusOK, code, "known hosts still report: %s", ans)
 }
@@ -436,13 +473,14 @@ func TestRunEvaluatesAndRefreshes(t *testing.T) {
 	step := func() { tick <- time.Time{}; tick <- time.Time{} } // the second send waits until the first was handled
 
 	canary := newHost(t, "canary")
+	l.admit(t, canary)
 	code, ans := l.post(t, canary, canary.batch(1001))
 	require.Equal(t, http.StatusOK, code, ans)
 	_, _, err := l.client().Start(context.Background(), server.StartRequest{ActionRequest: server.ActionRequest{Who: "a", Why: "b"}, Channel: 291, Version: 1002,
 		Stages: []server.StageRequest{{Name: "canary", Tags: []string{"canary"}, Bake: "10m", MinHosts: 1}, {Name: "all", Percent: 100, Bake: "24h", MinHosts: 1}}})
 	require.NoError(t, err)
 	l.clock.Advance(time.Minute)
-	code, ans = l.post(t, canary, canary.batch(1002, telemetry.Event{Type: "installed", Version: 1002}, telemetry.Event{Type: "healthy", Version: 1002}))
+	code, ans = l.post(t, canary, canary.batch(1002, wire.Event{Kind: wire.EventInstalled, Version: 1002}, wire.Event{Kind: wire.EventHealthy, Version: 1002}))
 	require.Equal(t, http.StatusOK, code, ans)
 	step()
 	require.Equal(t, 0, l.srv.Status()[0].Stage, "baking")

@@ -12,13 +12,19 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
-	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // maxLimiters bounds the per-host rate limiters kept in memory; past it the
 // table starts afresh (every host gets a full burst again).
 const maxLimiters = 1 << 20
+
+// pendingRetry is the Retry-After a host waiting for admission is given, in
+// seconds: it tries again about this often (telemetry.MaxPendingWait bounds
+// it on the host).
+const pendingRetry = 60
 
 // limiter rate-limits telemetry batches per host id (golang.org/x/time/rate:
 // a token bucket per host).
@@ -49,98 +55,142 @@ func (l *limiter) allow(host string) bool {
 
 // handleTelemetry takes one signed batch (docs/telemetry.md): bounded,
 // verified (the host id belongs to the key that signed the exact body),
-// rate-limited per host, idempotent on event ids, and acknowledged only
-// after it is committed.
+// rate-limited per host, and then, in order:
+//   - a host not in the fleet is admitted by a valid enrolment token, or
+//     recorded as pending (bounded) and refused with 403: nothing it says
+//     counts;
+//   - an admitted host's events above its last applied seq take effect
+//     (the rest are a replay or a resend and change nothing), and only
+//     where the signed plan gave its stage the version;
+//   - the effects are committed (fsync) before the batch is acknowledged;
+//     a failed commit changes nothing and answers 503, so the host resends.
 func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, telemetry.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.metrics.rejected("too-large")
-			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("telemetry batch over %d bytes; send fewer events per batch", telemetry.MaxBody))
+			refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("telemetry batch over %d bytes; send fewer events per batch", wire.MaxBody), "")
 			return
 		}
-		httpError(w, http.StatusBadRequest, "read the batch: "+err.Error())
+		refuse(w, http.StatusBadRequest, "read the batch: "+err.Error(), "")
 		return
 	}
-	b, err := telemetry.VerifyBatch(body, r.Header.Get(telemetry.SignatureHeader))
+	b, err := wire.VerifyBatch(body, r.Header.Get(wire.SignatureHeader))
 	switch {
-	case errors.Is(err, telemetry.ErrBadSignature):
+	case errors.Is(err, wire.ErrBadSignature):
 		s.metrics.rejected("bad-signature")
-		httpError(w, http.StatusUnauthorized, err.Error())
+		refuse(w, http.StatusUnauthorized, err.Error(), "")
 		return
-	case errors.Is(err, telemetry.ErrTooLarge):
+	case errors.Is(err, wire.ErrTooLarge):
 		s.metrics.rejected("too-large")
-		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+		refuse(w, http.StatusRequestEntityTooLarge, err.Error(), "")
 		return
 	case err != nil:
 		s.metrics.rejected("malformed")
-		httpError(w, http.StatusBadRequest, err.Error())
+		refuse(w, http.StatusBadRequest, err.Error(), "")
 		return
 	}
 	if !s.limits.allow(b.HostID) {
 		s.metrics.rejected("rate-limited")
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/s.opts.BatchesPerHost))))
-		httpError(w, http.StatusTooManyRequests, "too many batches from "+b.HostID+"; retry later")
+		refuse(w, http.StatusTooManyRequests, "too many batches from "+b.HostID+"; retry later", "")
 		return
 	}
-	rep := controller.Report{HostID: b.HostID, Tags: b.Tags}
-	if len(b.Versions) > 0 {
-		rep.Versions = map[uint32]uint32{}
-		for k, v := range b.Versions {
-			ch, err := strconv.ParseUint(k, 10, 32)
-			if err != nil {
-				s.metrics.rejected("malformed")
-				httpError(w, http.StatusBadRequest, fmt.Sprintf("versions: channel %q is not a number", k))
-				return
-			}
-			rep.Versions[uint32(ch)] = v
-		}
-	}
+	versions, _ := b.Channels() // VerifyBatch checked them
+	rep := controller.Report{HostID: b.HostID, Versions: versions, Events: make([]controller.Event, len(b.Events))}
 	ids := make([]string, len(b.Events))
 	for i, e := range b.Events {
 		ids[i] = e.ID
+		rep.Events[i] = controller.Event{Seq: e.Seq, Kind: e.Kind, Channel: e.Channel, Version: e.Version, Reason: e.Reason}
 	}
 
 	s.mu.Lock()
-	if !s.ctl.Known(b.HostID) && s.ctl.Hosts() >= s.opts.MaxHosts {
-		s.mu.Unlock()
-		s.metrics.rejected("host-limit")
-		httpError(w, http.StatusForbidden, fmt.Sprintf("the server keeps at most %d hosts and %s is new; raise serve --max-hosts", s.opts.MaxHosts, b.HostID))
-		return
-	}
-	fresh, err := s.db.Fresh(b.HostID, ids)
-	if err != nil {
-		s.mu.Unlock()
-		httpError(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return
-	}
-	var taken []string
-	for i, e := range b.Events {
-		if !fresh[i] {
-			continue
+	standing, why := wire.AdmissionAccepted, ""
+	var res controller.Ingested
+	var lastSeq uint64
+	_, err = s.change(func() ([]controller.Decision, error) {
+		if !s.ctl.Known(b.HostID) {
+			var err error
+			if standing, why, err = s.admit(b); err != nil || standing != wire.AdmissionAccepted {
+				return nil, err // a new pending record is committed; nothing else
+			}
 		}
-		taken = append(taken, e.ID)
-		rep.Events = append(rep.Events, controller.Event{Type: e.Type, Channel: e.Channel, Version: e.Version, Reason: e.Reason})
+		h, _ := s.ctl.Host(b.HostID)
+		lastSeq = h.LastSeq
+		var err error
+		res, err = s.ctl.Ingest(rep, s.clock.Now())
+		return res.Decisions, err
+	})
+	if err == nil && standing == wire.AdmissionAccepted {
+		s.metrics.batch(b, lastSeq, s.versionLabel)
 	}
-	now := s.clock.Now()
-	ds := s.ctl.Ingest(rep, now)
-	err = s.commit(b.HostID, taken, now, ds)
 	s.mu.Unlock()
-	if err != nil {
+	switch {
+	case errors.Is(err, admission.ErrPendingFull):
+		s.metrics.rejected("pending-full")
+		w.Header().Set("Retry-After", strconv.Itoa(10*pendingRetry))
+		refuse(w, http.StatusServiceUnavailable, err.Error(), "")
+		return
+	case err != nil:
 		s.log.Error("telemetry batch", "host", b.HostID, "err", err)
-		httpError(w, http.StatusServiceUnavailable, "the batch could not be stored; retry later")
+		refuse(w, http.StatusServiceUnavailable, "the batch could not be stored; retry later", "")
+		return
+	case standing != wire.AdmissionAccepted:
+		s.metrics.rejected("not-admitted")
+		if standing == wire.AdmissionPending {
+			w.Header().Set("Retry-After", strconv.Itoa(pendingRetry))
+		}
+		refuse(w, http.StatusForbidden, why, standing)
 		return
 	}
-	s.metrics.batch(b, fresh)
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(telemetry.Response{Accepted: ids})
+	_ = json.NewEncoder(w).Encode(wire.Response{Accepted: ids, Admission: wire.AdmissionAccepted, Applied: res.Applied, Stale: res.Stale})
 }
 
-// httpError answers a JSON error a person can act on.
-func httpError(w http.ResponseWriter, code int, msg string) {
+// admit decides about a host not in the fleet that sent a batch: a valid
+// enrolment token admits it with the token's fleet and tags (within
+// MaxHosts); otherwise its key waits as pending (or stays rejected or
+// decommissioned). It returns the host's standing and, when that is not
+// accepted, what to tell it; admission.ErrPendingFull when it cannot even
+// wait. The caller holds s.mu, inside change.
+func (s *Server) admit(b *wire.Batch) (wire.Admission, string, error) {
+	now := s.clock.Now()
+	if rec, ok := s.reg.Record(b.HostID); ok && rec.State != wire.AdmissionPending {
+		return rec.State, fmt.Sprintf("host %s is %s (by %s: %s); an operator can accept it again with 'ringfence-server hosts accept'", b.HostID, rec.State, rec.DecidedBy, rec.Why), nil
+	}
+	note := ""
+	if b.EnrolmentToken != "" {
+		if s.ctl.Hosts() >= s.opts.MaxHosts {
+			note = fmt.Sprintf("the fleet is at serve --max-hosts (%d hosts); the operator must raise it or decommission hosts", s.opts.MaxHosts)
+		} else if tok, err := s.reg.Redeem(b.EnrolmentToken, now); err != nil {
+			note = err.Error() + "; ask the operator for a new token (ringfence-server tokens create)"
+		} else if _, err := s.ctl.Admit(b.HostID, controller.Admission{Fleet: tok.Fleet, Tags: tok.Tags, By: "token:" + tok.ID}, now); err != nil {
+			note = err.Error()
+		} else {
+			s.reg.Admitted(b.HostID)
+			s.log.Info("host admitted by enrolment token", "host", b.HostID, "token", tok.ID, "fleet", tok.Fleet, "tags", tok.Tags)
+			return wire.AdmissionAccepted, "", nil
+		}
+	}
+	st, err := s.reg.Seen(b.HostID, b.Tags, note, now)
+	if err != nil {
+		return "", "", err
+	}
+	msg := fmt.Sprintf("host %s is pending admission: nothing it reports counts until an operator accepts it ('ringfence-server hosts accept %s') or it presents a valid enrolment token", b.HostID, b.HostID)
+	if note != "" {
+		msg += "; its token was refused: " + note
+	}
+	return st, msg, nil
+}
+
+// refuse answers an error a person (or a host) can act on.
+func refuse(w http.ResponseWriter, code int, msg string, standing wire.Admission) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	_ = json.NewEncoder(w).Encode(wire.Refusal{Error: msg, Admission: standing})
 }
+
+// httpError answers a JSON error a person can act on.
+func httpError(w http.ResponseWriter, code int, msg string) { refuse(w, code, msg, "") }

@@ -19,6 +19,8 @@
 //	history     8-byte big-endian sequence -> Transition (JSON)
 //	quarantine  4-byte channel + 4-byte version, big-endian -> Quarantine (JSON)
 //	pins        4-byte big-endian channel -> pin (JSON)
+//	outbox      8-byte big-endian event seq -> wire.Event (JSON)
+//	outbox-ids  deterministic event id -> 8-byte big-endian counter (queued once)
 //
 // Big-endian keys sort numerically, so cursors walk history in insertion
 // order and the quarantine list by channel, then version. Values are JSON

@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"time"
-	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Transition is one change of a content slot's state, as the installer and
@@ -107,17 +108,4 @@ func seqKey(seq uint64) []byte {
 
 // cut shortens s to at most MaxReasonLen bytes without splitting a UTF-8
 // sequence.
-func cut(s string) string {
-	if len(s) <= MaxReasonLen {
-		return s
-	}
-	s = s[:MaxReasonLen]
-	for len(s) > 0 {
-		r, size := utf8.DecodeLastRuneInString(s)
-		if r != utf8.RuneError || size > 1 {
-			break
-		}
-		s = s[:len(s)-1]
-	}
-	return s
-}
+func cut(s string) string { return wire.Cut(s, MaxReasonLen) }

@@ -6,6 +6,8 @@ import (
 	"hash/crc32"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Top-level buckets and meta keys; see the package documentation.
@@ -15,6 +17,7 @@ var (
 	bucketQuarantine = []byte("quarantine")
 	bucketPins       = []byte("pins")
 	bucketOutbox     = []byte("outbox")
+	bucketOutboxIDs  = []byte("outbox-ids")
 
 	keySchema = []byte("schema")
 )
@@ -36,7 +39,8 @@ var buckets = []bucketSpec{
 	{name: bucketHistory, keyLen: 8, newValue: func() any { return new(Transition) }},
 	{name: bucketQuarantine, keyLen: 8, newValue: func() any { return new(Quarantine) }},
 	{name: bucketPins, keyLen: 4, newValue: func() any { return new(pin) }},
-	{name: bucketOutbox, keyLen: 8, newValue: func() any { return new(OutboxEvent) }},
+	{name: bucketOutbox, keyLen: 8, newValue: func() any { return new(wire.Event) }},
+	{name: bucketOutboxIDs}, // event id -> 8-byte counter; checked by Enqueue
 }
 
 // init creates the buckets that are missing and records the schema version.

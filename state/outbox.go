@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Outbox bounds.
@@ -19,27 +21,10 @@ const (
 	// evicted, so the outbox may exceed MaxOutbox with them up to this; a
 	// non-critical event arriving beyond it is dropped and counted.
 	MaxOutboxCritical = 2 * MaxOutbox
-	// maxCodes and maxEvidence bound an event's lists; evidence values are
-	// cut like reasons.
-	maxCodes    = 64
-	maxEvidence = 32
+	// MaxOutboxIDs bounds the ids of deterministic events remembered
+	// (queued or sent), the oldest forgotten first.
+	MaxOutboxIDs = 1024
 )
-
-// OutboxEvent is a telemetry event waiting to be sent upstream.
-type OutboxEvent struct {
-	// ID is the idempotency key: the server stores an id once. Enqueue
-	// makes a random one when it is empty.
-	ID       string            `json:"id"`
-	Type     string            `json:"type"`
-	Time     time.Time         `json:"time"`
-	Channel  uint32            `json:"channel,omitempty"`
-	Version  uint32            `json:"version,omitempty"`
-	Reason   string            `json:"reason,omitempty"`
-	Codes    []string          `json:"codes,omitempty"`
-	Evidence map[string]string `json:"evidence,omitempty"`
-	// Critical events (reverts) are never evicted.
-	Critical bool `json:"critical,omitempty"`
-}
 
 // OutboxStats describes the outbox.
 type OutboxStats struct {
@@ -52,10 +37,25 @@ type OutboxStats struct {
 var keyOutboxDropped = []byte("outbox-dropped")
 
 // Enqueue appends ev to the outbox (after the newest) and returns it as
-// stored: with an id, a time, and its free text cut to the bounds. When the
-// outbox holds MaxOutbox events it first evicts a batch: the oldest
-// heartbeats, then the oldest other non-critical events; critical ones stay.
-func (db *DB) Enqueue(ev OutboxEvent) (OutboxEvent, error) {
+// stored: with an id, a time, a sequence number, and its fields cut to the
+// wire's bounds (wire.Event.Bound). When the outbox holds MaxOutbox events
+// it first evicts a batch: the oldest heartbeats, then the oldest other
+// non-critical events; critical ones stay.
+//
+// The sequence number is the event's key: the larger of the newest key
+// plus one and the time in microseconds since 1970. So it grows within a
+// database, and a database made afresh (lost, reset) starts above every
+// number the old one gave out as long as the clock did not go back: the
+// server, which applies a host's events only above the last seq it
+// applied (replay protection), keeps taking them.
+//
+// An event given its own id (a deterministic one, such as
+// "reverted-<channel>-<version>-<reason>") is queued once: the outbox
+// remembers the newest MaxOutboxIDs such ids, queued or sent, and Enqueue
+// of one of them again changes nothing. So a daemon that restarts and sees
+// the same revert in the boot record does not report it twice.
+func (db *DB) Enqueue(ev wire.Event) (wire.Event, error) {
+	deterministic := ev.ID != ""
 	if ev.ID == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
@@ -65,27 +65,18 @@ func (db *DB) Enqueue(ev OutboxEvent) (OutboxEvent, error) {
 		ev.Time = db.clock.Now()
 	}
 	ev.Time = ev.Time.UTC()
-	ev.ID, ev.Type, ev.Reason = cut(ev.ID), cut(ev.Type), cut(ev.Reason)
-	if len(ev.Codes) > maxCodes {
-		ev.Codes = append(ev.Codes[:maxCodes:maxCodes], "...")
-	}
-	if len(ev.Evidence) > 0 {
-		ev2 := make(map[string]string, min(len(ev.Evidence), maxEvidence))
-		for k, v := range ev.Evidence {
-			if len(ev2) == maxEvidence {
-				ev2["truncated"] = "more evidence was dropped"
-				break
-			}
-			ev2[cut(k)] = cut(v)
-		}
-		ev.Evidence = ev2
-	}
-	value, err := json.Marshal(ev)
-	if err != nil {
-		return ev, wrap("enqueue", err)
-	}
-	err = db.update("enqueue", func(tx *bolt.Tx) error {
+	ev = ev.Bound()
+	err := db.update("enqueue", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
+		if deterministic {
+			ids := tx.Bucket(bucketOutboxIDs)
+			if ids.Get([]byte(ev.ID)) != nil {
+				return nil // queued or sent before
+			}
+			if err := rememberID(ids, ev.ID); err != nil {
+				return err
+			}
+		}
 		// One eviction removes a tenth of the bound, so the scan it needs
 		// runs once per batch of enqueues, not per enqueue.
 		n := b.Stats().KeyN
@@ -102,13 +93,44 @@ func (db *DB) Enqueue(ev OutboxEvent) (OutboxEvent, error) {
 				return addDropped(tx, 1)
 			}
 		}
-		seq, err := b.NextSequence()
+		ev.Seq = max(uint64(db.clock.Now().UnixMicro()), 1)
+		if k, _ := b.Cursor().Last(); len(k) == 8 {
+			ev.Seq = max(ev.Seq, binary.BigEndian.Uint64(k)+1)
+		}
+		value, err := json.Marshal(ev)
 		if err != nil {
 			return err
 		}
-		return b.Put(binary.BigEndian.AppendUint64(nil, seq), value)
+		return b.Put(binary.BigEndian.AppendUint64(nil, ev.Seq), value)
 	})
 	return ev, err
+}
+
+// rememberID adds id to the remembered ids (value: a rising counter),
+// forgetting the oldest beyond MaxOutboxIDs.
+func rememberID(ids *bolt.Bucket, id string) error {
+	n, err := ids.NextSequence()
+	if err != nil {
+		return err
+	}
+	if ids.Stats().KeyN >= MaxOutboxIDs {
+		var oldest []byte
+		low := uint64(1<<64 - 1)
+		if err := ids.ForEach(func(k, v []byte) error {
+			if len(v) == 8 && binary.BigEndian.Uint64(v) < low {
+				low, oldest = binary.BigEndian.Uint64(v), append(oldest[:0], k...)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if oldest != nil {
+			if err := ids.Delete(oldest); err != nil {
+				return err
+			}
+		}
+	}
+	return ids.Put([]byte(id), binary.BigEndian.AppendUint64(nil, n))
 }
 
 // evictOutbox deletes up to n events: heartbeats first, oldest first, then
@@ -121,11 +143,11 @@ func evictOutbox(b *bolt.Bucket, n int) (int, error) {
 			if deleted+len(victims) >= n {
 				return nil
 			}
-			var ev OutboxEvent
+			var ev wire.Event
 			if err := decode(bucketOutbox, k, v, &ev); err != nil {
 				return err
 			}
-			if !ev.Critical && (!heartbeatsOnly || ev.Type == "heartbeat") {
+			if !ev.Critical && (!heartbeatsOnly || ev.Kind == wire.EventHeartbeat) {
 				victims = append(victims, append([]byte(nil), k...))
 			}
 			return nil
@@ -155,16 +177,18 @@ func addDropped(tx *bolt.Tx, n uint64) error {
 	return meta.Put(keyOutboxDropped, binary.BigEndian.AppendUint64(nil, cur+n))
 }
 
-// Pending returns up to limit queued events, oldest first.
-func (db *DB) Pending(limit int) ([]OutboxEvent, error) {
-	var out []OutboxEvent
+// Pending returns up to limit queued events, oldest first, each with its
+// key as its Seq.
+func (db *DB) Pending(limit int) ([]wire.Event, error) {
+	var out []wire.Event
 	err := db.view("pending", func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
-			var ev OutboxEvent
+			var ev wire.Event
 			if err := decode(bucketOutbox, k, v, &ev); err != nil {
 				return err
 			}
+			ev.Seq = binary.BigEndian.Uint64(k)
 			out = append(out, ev)
 		}
 		return nil
@@ -217,7 +241,7 @@ func (db *DB) OutboxStats() (OutboxStats, error) {
 			s.Dropped = binary.BigEndian.Uint64(v)
 		}
 		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
-			var ev OutboxEvent
+			var ev wire.Event
 			if err := decode(bucketOutbox, k, v, &ev); err != nil {
 				return err
 			}

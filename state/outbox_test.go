@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/internal/testtmp"
+	"github.com/ringfence/ringfence/wire"
 )
 
 func TestOutboxOrderAckReopen(t *testing.T) {
@@ -20,10 +21,10 @@ func TestOutboxOrderAckReopen(t *testing.T) {
 	var ids []string
 	for i := range 5 {
 		clock.now = epoch.Add(time.Duration(i) * time.Second)
-		ev, err := db.Enqueue(OutboxEvent{Type: "installed", Version: uint32(1000 + i), Reason: strings.Repeat("r", 2*MaxReasonLen)})
+		ev, err := db.Enqueue(wire.Event{Kind: wire.EventInstalled, Version: uint32(1000 + i), Reason: strings.Repeat("r", 2*wire.MaxReasonLen)})
 		require.NoError(t, err)
 		require.Len(t, ev.ID, 32, "a random id is made")
-		require.Len(t, ev.Reason, MaxReasonLen)
+		require.Len(t, ev.Reason, wire.MaxReasonLen)
 		ids = append(ids, ev.ID)
 	}
 	got, err := db.Pending(3)
@@ -61,15 +62,15 @@ func TestOutboxWeeksOffline(t *testing.T) {
 	var reverts []string
 	for i := range 2 * db.maxOutbox {
 		if i%20 == 10 {
-			ev, err := db.Enqueue(OutboxEvent{Type: "reverted", Version: uint32(i), Critical: true})
+			ev, err := db.Enqueue(wire.Event{Kind: wire.EventReverted, Version: uint32(i), Critical: true})
 			require.NoError(t, err)
 			reverts = append(reverts, ev.ID)
 		}
 		if i == 5 {
-			_, err := db.Enqueue(OutboxEvent{Type: "installed", Version: 7})
+			_, err := db.Enqueue(wire.Event{Kind: wire.EventInstalled, Version: 7})
 			require.NoError(t, err)
 		}
-		_, err := db.Enqueue(OutboxEvent{Type: "heartbeat"})
+		_, err := db.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
 		require.NoError(t, err)
 	}
 	st, err := db.OutboxStats()
@@ -83,7 +84,7 @@ func TestOutboxWeeksOffline(t *testing.T) {
 	installed := false
 	for _, ev := range all {
 		seen[ev.ID] = true
-		installed = installed || ev.Type == "installed"
+		installed = installed || ev.Kind == wire.EventInstalled
 	}
 	for _, id := range reverts {
 		require.True(t, seen[id], "revert %s was evicted", id)
@@ -97,14 +98,76 @@ func TestOutboxFullOfCritical(t *testing.T) {
 	db, _ := openTest(t)
 	db.maxOutbox = 50
 	for i := range 2 * db.maxOutbox {
-		_, err := db.Enqueue(OutboxEvent{Type: "reverted", ID: fmt.Sprint(i), Critical: true})
+		_, err := db.Enqueue(wire.Event{Kind: wire.EventReverted, ID: fmt.Sprint(i), Critical: true})
 		require.NoError(t, err)
 	}
-	_, err := db.Enqueue(OutboxEvent{Type: "heartbeat"})
+	_, err := db.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
 	require.NoError(t, err)
 	st, err := db.OutboxStats()
 	require.NoError(t, err)
 	require.Equal(t, 2*db.maxOutbox, st.Queued)
 	require.Equal(t, 2*db.maxOutbox, st.Critical)
 	require.Equal(t, uint64(1), st.Dropped)
+}
+
+// TestOutboxSeq: every event's seq is above the one before, even when the
+// clock goes back, and a fresh database (state.db lost) starts above the
+// old one's numbers while the clock did not go back.
+func TestOutboxSeq(t *testing.T) {
+	clock := &fakeClock{now: epoch}
+	db, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clock})
+	require.NoError(t, err)
+	defer db.Close()
+	var last uint64
+	for i := range 20 {
+		if i == 10 {
+			clock.now = epoch.Add(-time.Hour) // the clock goes back
+		}
+		ev, err := db.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
+		require.NoError(t, err)
+		require.Greater(t, ev.Seq, last)
+		last = ev.Seq
+	}
+	got, err := db.Pending(100)
+	require.NoError(t, err)
+	require.Equal(t, last, got[19].Seq, "Pending gives each event its seq")
+
+	clock.now = epoch.Add(time.Minute)
+	fresh, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clock})
+	require.NoError(t, err)
+	defer fresh.Close()
+	ev, err := fresh.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
+	require.NoError(t, err)
+	require.Greater(t, ev.Seq, last)
+}
+
+// TestOutboxDeterministicIDsOnce: an event given its own id is queued once,
+// also after it was sent, so a restarted daemon does not report a revert
+// twice; the remembered ids are bounded.
+func TestOutboxDeterministicIDsOnce(t *testing.T) {
+	db, _ := openTest(t)
+	revert := wire.Event{ID: "reverted-291-1004-load-crash", Kind: wire.EventReverted, Critical: true}
+	_, err := db.Enqueue(revert)
+	require.NoError(t, err)
+	_, err = db.Enqueue(revert)
+	require.NoError(t, err)
+	got, err := db.Pending(10)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "queued once")
+	require.NoError(t, db.Ack([]string{revert.ID}))
+	_, err = db.Enqueue(revert)
+	require.NoError(t, err)
+	got, err = db.Pending(10)
+	require.NoError(t, err)
+	require.Empty(t, got, "sent once")
+
+	for i := range MaxOutboxIDs {
+		_, err := db.Enqueue(wire.Event{ID: fmt.Sprintf("id-%d", i), Kind: wire.EventReverted})
+		require.NoError(t, err)
+	}
+	_, err = db.Enqueue(revert)
+	require.NoError(t, err)
+	got, err = db.Pending(2 * MaxOutboxIDs)
+	require.NoError(t, err)
+	require.Len(t, got, MaxOutboxIDs+1, "the oldest id was forgotten past the bound")
 }

@@ -3,9 +3,7 @@ package telemetry
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // KeyName is the host key's file name in the identity directory.
@@ -84,15 +83,8 @@ func NewIdentity(k ed25519.PrivateKey) *Identity { return &Identity{key: k} }
 // PublicKey is the host's public key.
 func (id *Identity) PublicKey() ed25519.PublicKey { return id.key.Public().(ed25519.PublicKey) }
 
-// HostID is the host's id: "h-" and the hex of the first 16 bytes of the
-// SHA-256 of its public key.
-func (id *Identity) HostID() string { return HostIDOf(id.PublicKey()) }
-
-// HostIDOf derives the host id of a public key.
-func HostIDOf(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return "h-" + hex.EncodeToString(sum[:16])
-}
+// HostID is the host's id (wire.HostIDOf its public key).
+func (id *Identity) HostID() string { return wire.HostIDOf(id.PublicKey()) }
 
 // Sign signs body.
 func (id *Identity) Sign(body []byte) []byte { return ed25519.Sign(id.key, body) }

@@ -10,41 +10,67 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ringfence/ringfence/state"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Backoff bounds after failed sends (full jitter between 0 and the bound).
 const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Hour
+	// MaxPendingWait bounds how long a host waiting for admission waits
+	// between tries, whatever the server's Retry-After says: an operator
+	// who accepts it sees it report within this.
+	MaxPendingWait = 10 * time.Minute
 )
 
-// ErrRejected is a 4xx answer other than 429: resending the same batch would
-// get the same answer, so the events stay queued and the sender backs off.
-var ErrRejected = errors.New("telemetry: the server rejected the batch")
+// Errors of Flush.
+var (
+	// ErrRejected is a 4xx answer other than 403 and 429: resending the
+	// same batch would get the same answer, so the events stay queued and
+	// the sender backs off.
+	ErrRejected = errors.New("telemetry: the server rejected the batch")
+	// ErrNotAdmitted is a 403: the server has not admitted this host
+	// (pending an operator, rejected or decommissioned; Admission says
+	// which). The events stay queued.
+	ErrNotAdmitted = errors.New("telemetry: the server has not admitted this host")
+)
+
+// Outbox is where the sender takes events from: state.DB is one.
+type Outbox interface {
+	// Pending returns up to limit queued events, oldest (lowest Seq) first.
+	Pending(limit int) ([]wire.Event, error)
+	// Ack removes events the server took.
+	Ack(ids []string) error
+}
 
 // Sender sends the outbox upstream in signed batches, at least once:
 // events leave the outbox only when the server lists them as accepted.
 type Sender struct {
-	// Endpoint is the server's base URL (Path is appended).
+	// Endpoint is the server's base URL (wire.Path is appended).
 	Endpoint string
 	Identity *Identity
+	// EnrolmentToken, when set, goes with every batch until the server
+	// answers that the host is admitted.
+	EnrolmentToken string
 	// Client makes the requests; nil means one with a 30 s timeout.
 	Client *http.Client
 	// Clock and Rand drive the backoff; nil means the system's.
 	Clock func() time.Time
 	Rand  *rand.Rand
-	// Info returns the tags and running versions sent with each batch.
+	// Info returns the tags (a request; the server's record decides) and
+	// running versions sent with each batch.
 	Info func() (tags []string, versions map[string]uint32)
 	// MinBackoff and MaxBackoff bound the wait after consecutive failures:
 	// full jitter in [0, min(MaxBackoff, MinBackoff*2^failures)).
 	MinBackoff, MaxBackoff time.Duration
 
-	failures int
-	next     time.Time
+	failures  int
+	next      time.Time
+	admission wire.Admission
 }
 
 // SetInfo sets Info (the daemon hands in its own).
@@ -56,6 +82,10 @@ func (s *Sender) Due(now time.Time) bool { return !now.Before(s.next) }
 // NextAttempt is when the sender will try again after a failure.
 func (s *Sender) NextAttempt() time.Time { return s.next }
 
+// Admission is the host's standing as the server last stated it ("" until
+// the server has answered).
+func (s *Sender) Admission() wire.Admission { return s.admission }
+
 func (s *Sender) now() time.Time {
 	if s.Clock != nil {
 		return s.Clock()
@@ -65,10 +95,10 @@ func (s *Sender) now() time.Time {
 
 // Flush sends batches of the outbox's oldest events until it is empty or a
 // send fails. It returns how many events were accepted.
-func (s *Sender) Flush(ctx context.Context, outbox *state.DB) (int, error) {
+func (s *Sender) Flush(ctx context.Context, outbox Outbox) (int, error) {
 	sent := 0
 	for {
-		evs, err := outbox.Pending(MaxBatchEvents)
+		evs, err := outbox.Pending(wire.MaxBatchEvents)
 		if err != nil || len(evs) == 0 {
 			return sent, err
 		}
@@ -77,7 +107,9 @@ func (s *Sender) Flush(ctx context.Context, outbox *state.DB) (int, error) {
 			err = errors.New("telemetry: the server accepted none of the batch")
 		}
 		if err != nil {
-			s.backoff()
+			if !errors.Is(err, ErrNotAdmitted) || s.admission != wire.AdmissionPending {
+				s.backoff() // a pending host waits as the server asked (refused)
+			}
 			return sent, err
 		}
 		if err := outbox.Ack(accepted); err != nil {
@@ -112,26 +144,29 @@ func (s *Sender) backoff() {
 }
 
 // send posts one batch and returns the ids the server accepted.
-func (s *Sender) send(ctx context.Context, evs []Event) ([]string, error) {
-	b := Batch{Format: Format, HostID: s.Identity.HostID(), PublicKey: base64.StdEncoding.EncodeToString(s.Identity.PublicKey()),
+func (s *Sender) send(ctx context.Context, evs []wire.Event) ([]string, error) {
+	b := wire.Batch{Format: wire.Format, HostID: s.Identity.HostID(), PublicKey: base64.StdEncoding.EncodeToString(s.Identity.PublicKey()),
 		SentAt: s.now().UTC(), Events: evs}
+	if s.admission != wire.AdmissionAccepted {
+		b.EnrolmentToken = s.EnrolmentToken
+	}
 	if s.Info != nil {
 		b.Tags, b.Versions = s.Info()
 	}
 	body, err := json.Marshal(b)
-	for err == nil && len(body) > MaxBody && len(b.Events) > 1 {
+	for err == nil && len(body) > wire.MaxBody && len(b.Events) > 1 {
 		b.Events = b.Events[:len(b.Events)/2]
 		body, err = json.Marshal(b)
 	}
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Endpoint, "/")+Path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.Endpoint, "/")+wire.Path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(SignatureHeader, SignatureValue(s.Identity.Sign(body)))
+	req.Header.Set(wire.SignatureHeader, wire.SignatureValue(s.Identity.Sign(body)))
 	client := s.Client
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
@@ -141,20 +176,47 @@ func (s *Sender) send(ctx context.Context, evs []Event) ([]string, error) {
 		return nil, fmt.Errorf("telemetry: send: %w", err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: read the answer: %w", err)
 	}
+	if len(raw) > wire.MaxBody {
+		return nil, fmt.Errorf("telemetry: the server's answer is over %d bytes", wire.MaxBody)
+	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusForbidden:
+		return nil, s.refused(resp, raw)
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		return nil, fmt.Errorf("telemetry: server answered %s; retrying later", resp.Status)
 	default:
 		return nil, fmt.Errorf("%w: %s: %s", ErrRejected, resp.Status, bytes.TrimSpace(raw[:min(len(raw), 512)]))
 	}
-	var r Response
-	if len(raw) > MaxBody || json.Unmarshal(raw, &r) != nil {
-		return nil, fmt.Errorf("telemetry: the server's answer is not a %s response", Format)
+	var r wire.Response
+	if json.Unmarshal(raw, &r) != nil {
+		return nil, fmt.Errorf("telemetry: the server's answer is not a %s response", wire.Format)
 	}
+	s.admission = r.Admission
 	return r.Accepted, nil
+}
+
+// refused reads a 403: the host's standing, and how long to wait. A
+// pending host tries again when the server says (bounded by
+// MaxPendingWait); a rejected or decommissioned one backs off as after any
+// failure, up to MaxBackoff.
+func (s *Sender) refused(resp *http.Response, raw []byte) error {
+	var r wire.Refusal
+	_ = json.Unmarshal(raw, &r)
+	if r.Admission == "" {
+		return fmt.Errorf("%w: %s: %s", ErrRejected, resp.Status, bytes.TrimSpace(raw[:min(len(raw), 512)]))
+	}
+	s.admission = r.Admission
+	if r.Admission == wire.AdmissionPending {
+		wait := DefaultMinBackoff
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+			wait = time.Duration(n) * time.Second
+		}
+		s.next = s.now().Add(min(max(wait, s.MinBackoff), MaxPendingWait))
+	}
+	return fmt.Errorf("%w (%s): %s", ErrNotAdmitted, r.Admission, wire.Cut(r.Error, 512))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/wire"
 )
 
 func TestIdentity(t *testing.T) {
@@ -46,16 +47,16 @@ type server struct {
 	mu      sync.Mutex
 	script  []int // status per request; 200 after it runs out
 	accept  func(ids []string) []string
-	batches []*telemetry.Batch
+	batches []*wire.Batch
 	errs    []error
 }
 
 func newServer(t *testing.T) *server {
 	s := &server{accept: func(ids []string) []string { return ids }}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		require.Equal(t, telemetry.Path, r.URL.Path)
+		require.Equal(t, wire.Path, r.URL.Path)
 		body, _ := io.ReadAll(r.Body)
-		b, err := telemetry.VerifyBatch(body, r.Header.Get(telemetry.SignatureHeader))
+		b, err := wire.VerifyBatch(body, r.Header.Get(wire.SignatureHeader))
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if err != nil {
@@ -76,7 +77,7 @@ func newServer(t *testing.T) *server {
 		for _, e := range b.Events {
 			ids = append(ids, e.ID)
 		}
-		_ = json.NewEncoder(w).Encode(telemetry.Response{Accepted: s.accept(ids)})
+		_ = json.NewEncoder(w).Encode(wire.Response{Accepted: s.accept(ids), Admission: wire.AdmissionAccepted})
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -88,11 +89,11 @@ func outbox(t *testing.T, n int) *state.DB {
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	for i := range n {
-		typ := "heartbeat"
+		kind := wire.EventHeartbeat
 		if i%3 == 0 {
-			typ = "reverted"
+			kind = wire.EventReverted
 		}
-		_, err := db.Enqueue(state.OutboxEvent{Type: typ, Version: uint32(i)})
+		_, err := db.Enqueue(wire.Event{Kind: kind, Version: uint32(i)})
 		require.NoError(t, err)
 	}
 	return db
@@ -131,7 +132,7 @@ func TestFlushAtLeastOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1200, n)
 	require.Zero(t, pending(t, db))
-	require.Len(t, srv.batches, 4, "one failed, then batches of at most %d", telemetry.MaxBatchEvents)
+	require.Len(t, srv.batches, 4, "one failed, then batches of at most %d", wire.MaxBatchEvents)
 	b := srv.batches[1]
 	require.Equal(t, s.Identity.HostID(), b.HostID)
 	require.Equal(t, []string{"lab"}, b.Tags)
@@ -187,32 +188,133 @@ func TestVerifyBatchRefuses(t *testing.T) {
 	var sig string
 	rec := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ = io.ReadAll(r.Body)
-		sig = r.Header.Get(telemetry.SignatureHeader)
-		_ = json.NewEncoder(w).Encode(telemetry.Response{})
+		sig = r.Header.Get(wire.SignatureHeader)
+		_ = json.NewEncoder(w).Encode(wire.Response{})
 	}))
 	defer rec.Close()
 	s.Endpoint = rec.URL
 	_, _ = s.Flush(context.Background(), outbox(t, 2))
-	_, err := telemetry.VerifyBatch(body, sig)
+	_, err := wire.VerifyBatch(body, sig)
 	require.NoError(t, err)
 
 	tampered := append([]byte(nil), body...)
 	tampered[len(tampered)/2] ^= 1
-	_, err = telemetry.VerifyBatch(tampered, sig)
+	_, err = wire.VerifyBatch(tampered, sig)
 	require.Error(t, err)
-	_, err = telemetry.VerifyBatch(body, telemetry.SignatureValue(other.Identity.Sign(body)))
-	require.ErrorIs(t, err, telemetry.ErrBadSignature, "signed by another host's key")
+	_, err = wire.VerifyBatch(body, wire.SignatureValue(other.Identity.Sign(body)))
+	require.ErrorIs(t, err, wire.ErrBadSignature, "signed by another host's key")
 
 	var b map[string]any
 	require.NoError(t, json.Unmarshal(body, &b))
 	b["host_id"] = other.Identity.HostID()
 	forged, _ := json.Marshal(b)
-	_, err = telemetry.VerifyBatch(forged, telemetry.SignatureValue(s.Identity.Sign(forged)))
-	require.ErrorIs(t, err, telemetry.ErrBadSignature, "host id of another key")
+	_, err = wire.VerifyBatch(forged, wire.SignatureValue(s.Identity.Sign(forged)))
+	require.ErrorIs(t, err, wire.ErrBadSignature, "host id of another key")
 	b["host_id"], b["extra"] = s.Identity.HostID(), 1
 	forged, _ = json.Marshal(b)
-	_, err = telemetry.VerifyBatch(forged, telemetry.SignatureValue(s.Identity.Sign(forged)))
-	require.ErrorIs(t, err, telemetry.ErrMalformed)
-	_, err = telemetry.VerifyBatch(make([]byte, telemetry.MaxBody+1), sig)
-	require.ErrorIs(t, err, telemetry.ErrTooLarge)
+	_, err = wire.VerifyBatch(forged, wire.SignatureValue(s.Identity.Sign(forged)))
+	require.ErrorIs(t, err, wire.ErrMalformed)
+	_, err = wire.VerifyBatch(make([]byte, wire.MaxBody+1), sig)
+	require.ErrorIs(t, err, wire.ErrTooLarge)
+}
+
+// TestEventsCarryARisingSeq: every batch's events carry the outbox's seq,
+// rising, so the server can tell a replay.
+func TestEventsCarryARisingSeq(t *testing.T) {
+	srv := newServer(t)
+	now := time.Now()
+	s := sender(t, srv.URL, &now)
+	db := outbox(t, 700)
+	_, err := s.Flush(context.Background(), db)
+	require.NoError(t, err)
+	var last uint64
+	for _, b := range srv.batches {
+		for _, e := range b.Events {
+			require.Greater(t, e.Seq, last)
+			last = e.Seq
+		}
+	}
+	// A new outbox (state.db lost) starts above the old one's numbers.
+	db2 := outbox(t, 1)
+	evs, err := db2.Pending(1)
+	require.NoError(t, err)
+	require.Greater(t, evs[0].Seq, last)
+}
+
+// admissionServer answers like ringfence-server for a host that is not
+// admitted until accept is set: 403 pending with a Retry-After, then 200.
+type admissionServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	accept  bool
+	state   wire.Admission
+	tokens  []string
+	retryIn string
+}
+
+func newAdmissionServer(t *testing.T) *admissionServer {
+	a := &admissionServer{state: wire.AdmissionPending, retryIn: "60"}
+	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		b, err := wire.VerifyBatch(body, r.Header.Get(wire.SignatureHeader))
+		require.NoError(t, err)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.tokens = append(a.tokens, b.EnrolmentToken)
+		if !a.accept {
+			w.Header().Set("Retry-After", a.retryIn)
+			w.WriteHeader(http.StatusForbidden)
+			_ = json.NewEncoder(w).Encode(wire.Refusal{Error: "host is " + string(a.state), Admission: a.state})
+			return
+		}
+		var ids []string
+		for _, e := range b.Events {
+			ids = append(ids, e.ID)
+		}
+		_ = json.NewEncoder(w).Encode(wire.Response{Accepted: ids, Admission: wire.AdmissionAccepted, Applied: len(ids)})
+	}))
+	t.Cleanup(a.Close)
+	return a
+}
+
+// TestNotAdmitted: a pending host keeps its events, tries again when the
+// server says (bounded), sends its enrolment token until it is admitted,
+// and says where it stands; a rejected one backs off.
+func TestNotAdmitted(t *testing.T) {
+	srv := newAdmissionServer(t)
+	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	s := sender(t, srv.URL, &now)
+	s.EnrolmentToken = "rft_abc_secret"
+	db := outbox(t, 5)
+
+	_, err := s.Flush(context.Background(), db)
+	require.ErrorIs(t, err, telemetry.ErrNotAdmitted)
+	require.Equal(t, wire.AdmissionPending, s.Admission())
+	require.Equal(t, 5, pending(t, db), "a pending host's events wait in its outbox")
+	require.Equal(t, now.Add(time.Minute), s.NextAttempt(), "it tries again when the server says")
+
+	srv.retryIn = "86400"
+	now = s.NextAttempt()
+	_, err = s.Flush(context.Background(), db)
+	require.ErrorIs(t, err, telemetry.ErrNotAdmitted)
+	require.Equal(t, now.Add(telemetry.MaxPendingWait), s.NextAttempt(), "however long the server says, at most MaxPendingWait")
+
+	srv.accept = true
+	now = s.NextAttempt()
+	n, err := s.Flush(context.Background(), db)
+	require.NoError(t, err)
+	require.Equal(t, 5, n)
+	require.Equal(t, wire.AdmissionAccepted, s.Admission())
+	_, _ = db.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
+	_, err = s.Flush(context.Background(), db)
+	require.NoError(t, err)
+	require.Equal(t, []string{"rft_abc_secret", "rft_abc_secret", "rft_abc_secret", ""}, srv.tokens,
+		"the token goes with every batch until the host is admitted, then no more")
+
+	srv.accept, srv.state = false, wire.AdmissionDecommissioned
+	_, _ = db.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
+	_, err = s.Flush(context.Background(), db)
+	require.ErrorIs(t, err, telemetry.ErrNotAdmitted)
+	require.Equal(t, wire.AdmissionDecommissioned, s.Admission())
+	require.True(t, s.NextAttempt().After(now), "a refused host backs off")
 }

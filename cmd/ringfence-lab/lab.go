@@ -379,14 +379,15 @@ type hostAgent struct {
 }
 
 type hostTelemetry struct {
-	Endpoint string `toml:"endpoint"`
-	Interval string `toml:"interval"`
+	Endpoint           string `toml:"endpoint"`
+	Interval           string `toml:"interval"`
+	EnrolmentTokenFile string `toml:"enrolment_token_file"`
 }
 
 // renderHostConfig writes h's configuration. Every host's manifest (what
 // validation and preflight use) says 7.12; a legacy host's agent is a 7.11
 // build.
-func (l *lab) renderHostConfig(h *host, trusted string) ([]byte, error) {
+func (l *lab) renderHostConfig(h *host, trusted, tokenFile string) ([]byte, error) {
 	agentCaps := l.capabilities("7.12")
 	header := "# ringfence-lab host " + h.Name + ": its manifest and its agent agree (sensor 7.12).\n"
 	if h.Legacy {
@@ -404,10 +405,7 @@ func (l *lab) renderHostConfig(h *host, trusted string) ([]byte, error) {
 			PreflightCommand: []string{l.bin("ringfenced"), "sensor", "preflight", "--capabilities", l.capabilities("7.12")},
 			RestartDelay:     l.cfg.Host.RestartDelay.String(),
 		},
-		Telemetry: hostTelemetry{Endpoint: l.url, Interval: l.cfg.Host.TelemetryInterval.String()},
-	}
-	if h.Canary {
-		c.Tags = []string{CanaryTag}
+		Telemetry: hostTelemetry{Endpoint: l.url, Interval: l.cfg.Host.TelemetryInterval.String(), EnrolmentTokenFile: tokenFile},
 	}
 	var b bytes.Buffer
 	b.WriteString(header)
@@ -428,6 +426,14 @@ func (l *lab) startFleet(ctx context.Context) error {
 	if err := os.WriteFile(trusted, root, 0o644); err != nil {
 		return err
 	}
+	// Every host enrols as a vendor's would: with an enrolment token the
+	// operator issued. The canaries' token puts them in the canary group
+	// (the server's record: a host's own claim of a tag counts for
+	// nothing); each token admits exactly the hosts it was made for.
+	tokens, err := l.enrolmentTokens(ctx)
+	if err != nil {
+		return err
+	}
 	for _, spec := range l.cfg.Fleet() {
 		dir := filepath.Join(l.opts.Work, "hosts", spec.Name)
 		h := &host{HostSpec: spec, dir: dir, root: filepath.Join(dir, "root"), config: filepath.Join(dir, "ringfenced.toml"),
@@ -435,7 +441,11 @@ func (l *lab) startFleet(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		b, err := l.renderHostConfig(h, trusted)
+		tokenFile := filepath.Join(dir, "enrolment.token")
+		if err := os.WriteFile(tokenFile, []byte(tokens[h.Canary]+"\n"), 0o600); err != nil {
+			return err
+		}
+		b, err := l.renderHostConfig(h, trusted, tokenFile)
 		if err != nil {
 			return err
 		}
@@ -491,8 +501,32 @@ func (l *lab) startFleet(ctx context.Context) error {
 	if err := l.writeHostList(); err != nil {
 		return err
 	}
-	l.tl.printf("fleet: all %d agents running (no content yet); the server has heard from all %d hosts", len(l.hosts), len(l.hosts))
+	l.tl.printf("fleet: all %d agents running (no content yet); all %d hosts admitted by their enrolment tokens", len(l.hosts), len(l.hosts))
 	return nil
+}
+
+// enrolmentTokens issues the fleet's two enrolment tokens through the
+// server's API: one for the canaries (tagged canary), one for the rest,
+// each for exactly its hosts. By canary: the token.
+func (l *lab) enrolmentTokens(ctx context.Context) (map[bool]string, error) {
+	n := map[bool]int{}
+	for _, spec := range l.cfg.Fleet() {
+		n[spec.Canary]++
+	}
+	out := map[bool]string{}
+	for _, canary := range []bool{true, false} {
+		q := server.TokenRequest{Who: "ringfence-lab", TTL: "24h", MaxUses: n[canary], Fleet: "lab", Note: "the lab's fleet"}
+		if canary {
+			q.Tags, q.Note = []string{CanaryTag}, "the lab's canaries"
+		}
+		t, err := l.client.CreateToken(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("issue an enrolment token: %w", err)
+		}
+		out[canary] = t.Token
+	}
+	l.tl.printf("fleet: two enrolment tokens issued: %d canaries (tag %s), %d other hosts", n[true], CanaryTag, n[false])
+	return out, nil
 }
 
 // writeHostList writes hosts.txt: each host's name, id and role.

@@ -429,7 +429,7 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 		}
 	}
 	row.Healthy, _ = l.onGood(end)
-	row.Outcome = view.State
+	row.Outcome = view.State.String()
 	if halt != nil {
 		row.Halted = true
 		row.HaltSeconds = halt.Time.Sub(start.Time).Seconds()

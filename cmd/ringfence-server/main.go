@@ -40,8 +40,11 @@ func commands() []command {
 		{"publish", "validate, preflight and publish a channel file as a signed content target", runPublish},
 		{"publish-agent", "publish a ringfenced binary as target agent/<os>-<arch>/<version> (hosts update themselves)", runPublishAgent},
 		{"serve", "serve the repository, take telemetry, run the rollouts and their gate, show the dashboard", runServe},
-		{"rollout", "rollouts: start|status|pause|resume|halt|rollback|promote, or 'set' to sign a plan by hand", runRollout},
+		{"rollout", "rollouts: start|status|pause|resume|halt|rollback|promote|allow, or 'set' to sign a plan by hand", runRollout},
+		{"hosts", "the fleet's admission: 'hosts list|show|accept|reject|decommission|tag'", runHosts},
+		{"tokens", "enrolment tokens that admit hosts: 'tokens create|list|revoke'", runTokens},
 		{"keys", "keys: 'keys rotate --role R' replaces a role's keys", runKeys},
+		{"state", "the server's state: 'state backup' copies server.db consistently, 'state check' checks one", runState},
 		{"sensor", "the reference sensor: 'sensor preflight' is publish's default preflight command", runSensor},
 	}
 }

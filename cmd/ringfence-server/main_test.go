@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -14,8 +16,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/wire"
 )
 
 const asMainEnv = "RINGFENCE_TEST_AS_MAIN"
@@ -101,8 +105,30 @@ func TestServeAndOperate(t *testing.T) {
 	var vs []server.View
 	require.NoError(t, json.Unmarshal([]byte(out), &vs))
 	require.Len(t, vs, 1)
-	require.Equal(t, "halted", vs[0].State)
+	require.Equal(t, controller.StateHalted, vs[0].State)
 	require.Equal(t, "bob", vs[0].Decisions[0].Actor)
+
+	// The fleet's admission from the command line.
+	out, errOut, code = runCLI(t, "tokens", "create", "--state", state, "--ttl", "1h", "--tags", "canary", "--max-uses", "5", "--quiet")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `^rft_[0-9a-f]{12}_\S+\n$`, out)
+	_, errOut, code = runCLI(t, "tokens", "create", "--state", state)
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--ttl is required")
+	pub, _, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	id := wire.HostIDOf(pub)
+	out, errOut, code = runCLI(t, "hosts", "accept", "--state", state, "--key", base64.StdEncoding.EncodeToString(pub), "--tags", "canary", "--fleet", "acme", "--why", "lab host")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, id+"  accepted")
+	require.Contains(t, out, "tags=canary")
+	out, errOut, code = runCLI(t, "hosts", "list", "--state", state, "--admission", "accepted")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "1 hosts in the fleet, 0 pending")
+	require.Contains(t, out, id)
+	_, errOut, code = runCLI(t, "hosts", "accept", "--state", state, "h-nothex", "--why", "x")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "is not a host id")
 
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	done := make(chan error, 1)
@@ -128,6 +154,15 @@ func TestServeAndOperate(t *testing.T) {
 	require.Contains(t, out, "ROLLED-BACK")
 	require.Contains(t, out, "denied:   [1002]")
 	require.Regexp(t, `rollback +canary +by carol: customer report`, out)
+
+	// An operator allows the denied version again, with a reason.
+	_, errOut, code = runCLI(t, "rollout", "allow", "--state", state, "--repo", repo, "--keys", keys, "--channel", "291", "--version", "1002")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--why are required")
+	out, errOut, code = runCLI(t, "rollout", "allow", "--state", state, "--repo", repo, "--keys", keys, "--channel", "291", "--version", "1002", "--who", "carol", "--why", "false alarm")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "allow by carol: version 1002 allowed again: false alarm")
+	require.NotContains(t, out, "denied:")
 
 	_, errOut, code = runCLI(t, "serve", "--repo", repo)
 	require.Equal(t, 2, code)

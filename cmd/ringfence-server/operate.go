@@ -48,9 +48,10 @@ func rolloutCommands() map[string]func([]string, io.Writer, io.Writer) int {
 	m := map[string]func([]string, io.Writer, io.Writer) int{
 		"set": rolloutSet, "start": rolloutStart, "status": rolloutStatus,
 	}
-	for _, a := range []string{controller.KindPause, controller.KindResume, controller.KindHalt, controller.KindRollback, controller.KindPromote} {
-		m[a] = func(args []string, stdout, stderr io.Writer) int { return rolloutAction(a, args, stdout, stderr) }
+	for _, a := range controller.Actions {
+		m[a.String()] = func(args []string, stdout, stderr io.Writer) int { return rolloutAction(a, args, stdout, stderr) }
 	}
+	m["allow"] = rolloutAllow
 	return m
 }
 
@@ -108,9 +109,9 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 	return decided(stdout, stderr, "rollout start", d, v, err)
 }
 
-func rolloutAction(action string, args []string, stdout, stderr io.Writer) int {
-	cmd := "rollout " + action
-	fs := newFlags(cmd, cmd+" --channel N --why TEXT (--state DIR | --server URL)", fmt.Sprintf(rolloutActionHelp, strings.ToUpper(action[:1])+action[1:]), stdout, stderr)
+func rolloutAction(action controller.Kind, args []string, stdout, stderr io.Writer) int {
+	cmd := "rollout " + action.String()
+	fs := newFlags(cmd, cmd+" --channel N --why TEXT (--state DIR | --server URL)", fmt.Sprintf(rolloutActionHelp, strings.ToUpper(action.String()[:1])+action.String()[1:]), stdout, stderr)
 	where := targetFlags(fs)
 	channel := fs.Uint("channel", 0, "channel number")
 	who := fs.String("who", whoAmI(), "who acts (recorded)")
@@ -192,7 +193,7 @@ func printView(w io.Writer, v server.View, decisions int) {
 		from = fmt.Sprint(v.From)
 	}
 	fmt.Fprintf(w, "channel %d: %s -> %d  %s  (%s schedule, stage %d of %d: %s)\n", v.Channel, from, v.To,
-		strings.ToUpper(v.State), v.Schedule, v.Stage+1, len(v.Stages), v.Stages[min(v.Stage, len(v.Stages)-1)].Name)
+		strings.ToUpper(v.State.String()), v.Schedule, v.Stage+1, len(v.Stages), v.Stages[min(v.Stage, len(v.Stages)-1)].Name)
 	var st []string
 	for _, s := range v.Stages {
 		mark := map[string]string{"done": "+", "current": ">", "pending": " "}[s.Status]

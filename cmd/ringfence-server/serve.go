@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/cli"
@@ -30,6 +31,8 @@ Serve runs the rollout server on one address:
   POST /v1/telemetry      signed host batches (docs/telemetry.md)
   /v1/rollouts            the rollouts as JSON; POST actions need the
                           operator token (Authorization: Bearer TOKEN)
+  /v1/hosts, /v1/enrolment-tokens
+                          the fleet's admission (operator token)
   /metrics                Prometheus text format
   /                       the dashboard (open the URL printed at start:
                           it carries the token in its #fragment)
@@ -40,9 +43,19 @@ not reject; a rejection (or any revert in the canary group) halts and rolls
 back by itself: every host is sent back to the version the rollout started
 from, and the bad version is denied (docs/gate.md). The rollout role, snapshot
 and timestamp keys must be in --keys (online keys); the root and content keys
-need not be. State (hosts, rollouts, decisions) lives in --state/server.db; a
-restart resumes every rollout where it was. Timestamp and snapshot are
-re-signed every 6 hours.`
+need not be. State (hosts, rollouts, decisions, tokens) lives in
+--state/server.db; a restart resumes every rollout where it was. Timestamp and
+snapshot are re-signed every 6 hours.
+
+What a host reports counts only once the fleet admitted it: by an enrolment
+token ('tokens create') or an operator ('hosts accept'). Other keys wait as
+pending (at most --max-pending, forgotten after --pending-ttl) and count for
+nothing (docs/server.md, "Admitting hosts").
+
+With --tls-cert and --tls-key it serves HTTPS only; hosts pin its CA with
+ca_file, operator commands with --ca-file. --max-conns and --read-timeout
+keep slow clients from taking every descriptor (docs/server.md, "TLS and
+limits").`
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", "serve --repo DIR --keys KEYDIR --state DIR [--addr HOST:PORT]", serveHelp, stdout, stderr)
@@ -51,15 +64,32 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free one)")
 	eval := fs.Duration("eval-interval", server.DefaultEvalInterval, "how often the gates are evaluated")
 	canaryHosts := fs.String("canary-hosts", "", "comma-separated host ids: the canary group of rollouts started without their own")
-	canaryTags := fs.String("canary-tags", "canary", "comma-separated host tags: hosts reporting one are in the canary group")
+	canaryTags := fs.String("canary-tags", "canary", "comma-separated tags: admitted hosts the server gave one (by token or 'hosts tag') are the canary group")
 	rateLimit := fs.Float64("host-rate", server.DefaultBatchesPerHost, "telemetry batches per second allowed per host (sustained)")
-	maxHosts := fs.Int("max-hosts", server.DefaultMaxHosts, "hosts the server keeps; a new host beyond it is refused (host ids are self-made keys)")
+	maxHosts := fs.Int("max-hosts", server.DefaultMaxHosts, "hosts in the fleet (admitted); one admitted beyond it waits as pending")
+	maxPending := fs.Int("max-pending", admission.DefaultMaxPending, "keys waiting for admission, kept apart from the fleet; a new one beyond it is refused until some are decided or pruned")
+	pendingTTL := fs.Duration("pending-ttl", admission.DefaultPendingTTL, "a pending key unheard for this long is forgotten")
+	startEmpty := fs.Bool("start-empty", false, "if server.db is damaged, move it aside and start with an empty state (every rollout, deny list, host and token is gone; restore a backup instead if you have one)")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate chain (PEM; with --tls-key)")
+	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert (PEM)")
+	maxConns := fs.Int("max-conns", defaultMaxConns(), "connections open at once; more wait in the accept queue (the default is 3/4 of the open-file limit, within 64..10000)")
+	readTimeout := fs.Duration("read-timeout", 15*time.Second, "time a client gets to send a whole request, body included")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
 	if !need(stderr, "serve", map[string]string{"repo": *repo, "keys": *keys, "state": *state}) {
 		return cli.ExitUsage
+	}
+	if *readTimeout <= 0 {
+		return fail(stderr, "serve", fmt.Errorf("--read-timeout %v: want a positive duration such as 15s", *readTimeout))
+	}
+	if *maxConns < 1 {
+		return fail(stderr, "serve", fmt.Errorf("--max-conns %d: want at least 1", *maxConns))
+	}
+	tlsConf, err := serverTLS(*tlsCert, *tlsKey)
+	if err != nil {
+		return fail(stderr, "serve", err)
 	}
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if *logJSON {
@@ -67,16 +97,21 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(h)
 	srv, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
-		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit, MaxHosts: *maxHosts})
+		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit, MaxHosts: *maxHosts,
+		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty})
 	if err != nil {
 		return fail(stderr, "serve", err)
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := listen(*addr, *maxConns)
 	if err != nil {
 		return fail(stderr, "serve", err)
 	}
-	url := "http://" + ln.Addr().String()
+	scheme := "http"
+	if tlsConf != nil {
+		scheme = "https"
+	}
+	url := scheme + "://" + ln.Addr().String()
 	urlFile := filepath.Join(*state, server.AddrFile)
 	if err := atomicfile.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
 		return fail(stderr, "serve", err)
@@ -88,10 +123,16 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
-		WriteTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	hs := httpServer(srv.Handler(), *readTimeout, tlsConf)
+	hs.ErrorLog = slog.NewLogLogger(h, slog.LevelWarn) // failed handshakes and the like, in the log's format
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if tlsConf != nil {
+			errc <- hs.ServeTLS(ln, "", "") // the certificate is in hs.TLSConfig
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	go func() { _ = srv.Run(ctx, nil) }()
 	select {
 	case <-ctx.Done():
@@ -132,7 +173,8 @@ func (t *target) close() {
 
 func (t *target) start(q server.StartRequest) (controller.Decision, server.View, error) {
 	if t.client != nil {
-		return t.client.Start(context.Background(), q)
+		d, v, err := t.client.Start(context.Background(), q)
+		return d, v, tlsHint(err)
 	}
 	spec, err := q.Spec()
 	if err != nil {
@@ -141,18 +183,35 @@ func (t *target) start(q server.StartRequest) (controller.Decision, server.View,
 	return t.local.Start(spec, q.Who, q.Why)
 }
 
-func (t *target) act(channel uint32, action, who, why string) (controller.Decision, server.View, error) {
+func (t *target) act(channel uint32, action controller.Kind, who, why string) (controller.Decision, server.View, error) {
 	if t.client != nil {
-		return t.client.Act(context.Background(), channel, action, who, why)
+		d, v, err := t.client.Act(context.Background(), channel, action, who, why)
+		return d, v, tlsHint(err)
 	}
 	return t.local.Act(channel, action, who, why)
 }
 
 func (t *target) status() ([]server.View, error) {
 	if t.client != nil {
-		return t.client.Rollouts(context.Background())
+		vs, err := t.client.Rollouts(context.Background())
+		return vs, tlsHint(err)
 	}
 	return t.local.Status(), nil
+}
+
+// untrusted reports whether err is a server certificate that the
+// operator command does not trust.
+func untrusted(err error) bool {
+	var cv *tls.CertificateVerificationError
+	return errors.As(err, &cv)
+}
+
+// tlsHint says what to do about an untrusted server certificate.
+func tlsHint(err error) error {
+	if untrusted(err) {
+		return fmt.Errorf("%w; give --ca-file with the server's CA certificate", err)
+	}
+	return err
 }
 
 // targetFlags adds the flags that say where an operator command acts.
@@ -160,8 +219,14 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 	srvURL := fs.String("server", "", "URL of a running server (with --token-file, or --state to find the token)")
 	tokenFile := fs.String("token-file", "", "file holding the operator token (default: STATE/"+server.TokenFile+")")
 	state := fs.String("state", "", "the server's state directory: talks to the server running on it, or, when none runs, acts on it directly (then --repo and --keys sign the plan)")
+	caFile := fs.String("ca-file", "", "PEM certificates to trust for an https server instead of the system's (its CA, or its self-signed certificate)")
 	repo, keys := repoFlags(fs)
 	return func(stderr io.Writer, cmd string) (*target, bool) {
+		hc, err := caClient(*caFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+			return nil, false
+		}
 		switch {
 		case *srvURL != "":
 			tf := *tokenFile
@@ -177,11 +242,20 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 				fmt.Fprintf(stderr, "ringfence-server %s: operator token: %v\n", cmd, err)
 				return nil, false
 			}
-			return &target{client: &server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok))}}, true
+			return &target{client: &server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok)), HTTP: hc}}, true
 		case *state != "":
 			if c, err := server.ClientFor(*state); err == nil {
-				if _, err := c.Rollouts(context.Background()); err == nil {
+				c.HTTP = hc
+				_, err := c.Rollouts(context.Background())
+				if err == nil {
 					return &target{client: c}, true
+				}
+				// A server that answers with a certificate we do not
+				// trust is running: acting on its state directory
+				// behind its back is no fallback.
+				if untrusted(err) {
+					fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, tlsHint(err))
+					return nil, false
 				}
 			}
 			readOnly := cmd == "rollout status" && (*repo == "" || *keys == "")

@@ -18,6 +18,7 @@ import (
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // hostFlags are the flags every host command shares.
@@ -377,6 +378,15 @@ func printDaemonStatus(w io.Writer, root string) {
 	if ds.LastCrash != "" {
 		first, _, _ := strings.Cut(ds.LastCrash, "\n")
 		fmt.Fprintf(w, "last crash:      %s\n", first)
+	}
+	switch ds.Admission {
+	case "":
+	case wire.AdmissionAccepted:
+		fmt.Fprintf(w, "rollout server:  admitted; telemetry %s\n", ds.Telemetry)
+	case wire.AdmissionPending:
+		fmt.Fprintf(w, "rollout server:  PENDING admission: nothing this host reports counts until an operator runs 'ringfence-server hosts accept %s' (or the host has a valid telemetry.enrolment_token_file)\n", ds.HostID)
+	default:
+		fmt.Fprintf(w, "rollout server:  %s: the server refuses this host's reports (%s)\n", strings.ToUpper(ds.Admission.String()), ds.Telemetry)
 	}
 }
 

@@ -2,18 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
+	"time"
 
 	"github.com/ringfence/ringfence/agentupdate"
-	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
-	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/telemetry"
@@ -105,6 +105,10 @@ func daemonOptions(cfg config.Config, log *slog.Logger) (daemon.Options, error) 
 	if err != nil {
 		return daemon.Options{}, fmt.Errorf("trusted_root: %w", err)
 	}
+	hc, err := httpClient(cfg)
+	if err != nil {
+		return daemon.Options{}, err
+	}
 	opts := daemon.Options{
 		Config:           cfg,
 		HostID:           id.HostID(),
@@ -112,28 +116,44 @@ func daemonOptions(cfg config.Config, log *slog.Logger) (daemon.Options, error) 
 		AgentCommand:     agentCmd,
 		PreflightCommand: preflightCmd,
 		TrustedRoot:      trusted,
+		HTTPClient:       hc,
 		Log:              log,
 	}
 	if cfg.Telemetry.Endpoint != "" {
-		opts.Sender = newSender(cfg, id)
+		if opts.Sender, err = newSender(cfg, id, hc); err != nil {
+			return daemon.Options{}, err
+		}
 	}
 	return opts, nil
 }
 
-// newSender is the telemetry sender: batches signed with the host key,
-// carrying the host's tags and the version it runs (from the boot record).
-func newSender(cfg config.Config, id *telemetry.Identity) *telemetry.Sender {
-	record := filepath.Join(cfg.Root, installer.RecordName)
-	return &telemetry.Sender{
-		Endpoint: cfg.Telemetry.Endpoint,
-		Identity: id,
-		Info: func() ([]string, map[string]uint32) {
-			rec, err := bootguard.Read(record)
-			if err != nil || rec.Active == bootguard.SlotNone {
-				return cfg.HostTags(), nil
-			}
-			e := rec.Entry(rec.Active)
-			return cfg.HostTags(), map[string]uint32{strconv.FormatUint(uint64(e.Channel), 10): e.Version}
-		},
+// httpTimeout bounds one request of the daemon, as the TUF client's and the
+// telemetry sender's own defaults did.
+const httpTimeout = 30 * time.Second
+
+// httpClient is the one client behind every request the daemon makes: to
+// the repository (TUF) and to the telemetry endpoint. With ca_file it
+// trusts only the certificates in that file: a certificate the system's
+// roots would accept, from any public CA, is refused.
+func httpClient(cfg config.Config) (*http.Client, error) {
+	pool, err := cfg.CAPool()
+	if err != nil {
+		return nil, err
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if pool != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Timeout: httpTimeout, Transport: tr}, nil
+}
+
+// newSender is the telemetry sender: batches signed with the host key, and
+// the enrolment token until the server admits the host. The daemon hands
+// it what each batch says of the host (daemon.New calls SetInfo).
+func newSender(cfg config.Config, id *telemetry.Identity, hc *http.Client) (*telemetry.Sender, error) {
+	tok, err := cfg.EnrolmentToken()
+	if err != nil {
+		return nil, err
+	}
+	return &telemetry.Sender{Endpoint: cfg.Telemetry.Endpoint, Identity: id, Client: hc, EnrolmentToken: tok}, nil
 }

@@ -21,9 +21,10 @@ var rooms = map[string][]string{
 	"github.com/minio/selfupdate":          {"agentupdate"},
 	"github.com/chromedp":                  {"internal/browsertest"}, // tests drive the browser through it
 	"golang.org/x/time/rate":               {"server"},
-	"golang.org/x/sys/windows":             {""}, // anywhere, but only in _windows.go files (checked below)
-	"github.com/ringfence/ringfence/cmd":   {},   // nothing imports a main package
-	"github.com/stretchr/testify":          {},   // tests only
+	"golang.org/x/net":                     {"cmd/ringfence-server"}, // the connection cap
+	"golang.org/x/sys/windows":             {""},                     // anywhere, but only in _windows.go files (checked below)
+	"github.com/ringfence/ringfence/cmd":   {},                       // nothing imports a main package
+	"github.com/stretchr/testify":          {},                       // tests only
 }
 
 type file struct {
@@ -146,4 +147,75 @@ func TestForbiddenCalls(t *testing.T) {
 			return true
 		})
 	}
+}
+
+// The two sides of the product and what they may share. The server side
+// (the vendor's rollout server) and the host side (ringfenced and the
+// recovery tools) meet only in shared packages: the wire contract, the
+// rollout plan, the validator, the TUF client and the internals.
+var (
+	serverSide = []string{"server", "controller", "admission", "fleetdb", "tufrepo", "dashboard", "fleetsim", "cmd/ringfence-server", "cmd/ringfence-sim"}
+	hostSide   = []string{"state", "installer", "bootguard", "loader", "daemon", "telemetry", "agentupdate", "config", "cmd/ringfenced", "cmd/ringfence"}
+)
+
+// TestSidesStayApart: no server-side package depends, directly or through
+// others, on a host-side one, and the reverse (`go list -deps ./server`
+// shows no state, installer, bootguard, loader, daemon or telemetry).
+// The lab and the tests that run both sides are exempt.
+func TestSidesStayApart(t *testing.T) {
+	const module = "github.com/ringfence/ringfence/"
+	deps := map[string]map[string]bool{} // package dir -> module dirs it imports
+	for _, f := range moduleFiles(t) {
+		if f.test {
+			continue
+		}
+		if deps[f.dir] == nil {
+			deps[f.dir] = map[string]bool{}
+		}
+		for _, imp := range f.ast.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if dir, ok := strings.CutPrefix(path, module); ok {
+				deps[f.dir][dir] = true
+			}
+		}
+	}
+	in := func(dir string, side []string) bool {
+		for _, s := range side {
+			if dir == s || strings.HasPrefix(dir, s+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	check := func(from, to []string, what string) {
+		for dir := range deps {
+			if !in(dir, from) {
+				continue
+			}
+			// Walk everything dir depends on, remembering the way there.
+			via := map[string]string{dir: ""}
+			queue := []string{dir}
+			for len(queue) > 0 {
+				d := queue[0]
+				queue = queue[1:]
+				for dep := range deps[d] {
+					if _, seen := via[dep]; seen {
+						continue
+					}
+					via[dep] = d
+					if in(dep, to) {
+						path := dep
+						for p := d; p != ""; p = via[p] {
+							path = p + " -> " + path
+						}
+						t.Errorf("%s package %s depends on %s (%s)", what, dir, dep, path)
+						continue
+					}
+					queue = append(queue, dep)
+				}
+			}
+		}
+	}
+	check(serverSide, hostSide, "server-side")
+	check(hostSide, serverSide, "host-side")
 }
