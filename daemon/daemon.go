@@ -528,11 +528,18 @@ func (d *Daemon) persist() {
 		return
 	}
 	for len(d.queue) > 0 {
-		if _, err := d.in.State().Enqueue(d.queue[0]); err != nil {
+		ev, err := d.in.State().Enqueue(d.queue[0])
+		if err != nil {
 			d.log.Warn("telemetry outbox", "err", err)
 			return
 		}
 		d.queue = d.queue[1:]
+		if ev.Seq == 0 {
+			continue // queued before (a deterministic id)
+		}
+		if err := journal(d.cfg.Root, ev); err != nil {
+			d.log.Warn("event journal", "err", err)
+		}
 	}
 }
 

@@ -423,3 +423,39 @@ func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
 	require.Equal(t, "nothing", r.Action)
 	require.Contains(t, r.Why, "gives no host content")
 }
+
+// TestJournal: the daemon's journal holds the events it queued, in order,
+// as the outbox stored them (ids, rising seqs): what a tool on the host
+// reads instead of the log.
+func TestJournal(t *testing.T) {
+	bin := buildRingfenced(t)
+	clock := newFakeClock(time.Now())
+	l := newLab(t, clock)
+	good := l.roll(t, "good-ipc-1001")
+	ctx, cancel := context.WithCancel(context.Background())
+	h := startHost(t, ctx, l, clock, bin, 0)
+	defer func() { cancel(); require.NoError(t, <-h.done) }()
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+	_, err := h.d.Poll(ctx)
+	require.NoError(t, err)
+	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
+	clock.Advance(config.Default().HealthWindow.Duration)
+	h.waitFor(t, "good", running(fmt.Sprintf("channel 291 version %d (GOOD)", good)))
+	cancel()
+	require.NoError(t, <-h.done)
+	h.done <- nil // for the deferred wait
+
+	evs, err := daemon.ReadJournal(h.root)
+	require.NoError(t, err)
+	var kinds []wire.EventKind
+	var last uint64
+	for _, e := range evs {
+		require.Greater(t, e.Seq, last)
+		require.NotEmpty(t, e.ID)
+		last = e.Seq
+		if e.Kind != wire.EventHeartbeat {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	require.Equal(t, []wire.EventKind{wire.EventInstalled, wire.EventTrialStarted, wire.EventHealthy}, kinds)
+}

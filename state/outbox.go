@@ -52,8 +52,9 @@ var keyOutboxDropped = []byte("outbox-dropped")
 // An event given its own id (a deterministic one, such as
 // "reverted-<channel>-<version>-<reason>") is queued once: the outbox
 // remembers the newest MaxOutboxIDs such ids, queued or sent, and Enqueue
-// of one of them again changes nothing. So a daemon that restarts and sees
-// the same revert in the boot record does not report it twice.
+// of one of them again changes nothing (the event it returns has Seq 0).
+// So a daemon that restarts and sees the same revert in the boot record
+// does not report it twice.
 func (db *DB) Enqueue(ev wire.Event) (wire.Event, error) {
 	deterministic := ev.ID != ""
 	if ev.ID == "" {

@@ -149,8 +149,9 @@ func TestOutboxDeterministicIDsOnce(t *testing.T) {
 	revert := wire.Event{ID: "reverted-291-1004-load-crash", Kind: wire.EventReverted, Critical: true}
 	_, err := db.Enqueue(revert)
 	require.NoError(t, err)
-	_, err = db.Enqueue(revert)
+	again, err := db.Enqueue(revert)
 	require.NoError(t, err)
+	require.Zero(t, again.Seq, "not queued again: no seq")
 	got, err := db.Pending(10)
 	require.NoError(t, err)
 	require.Len(t, got, 1, "queued once")
