@@ -25,11 +25,12 @@ cleanup() {
 trap cleanup EXIT
 rm -rf "$dir/repo" "$dir/gocache" "$dir/gomodcache"
 git clone -q --no-hardlinks "$src" "$dir/repo" || exit 1
+rev=$(git -C "$dir/repo" rev-parse --short HEAD)
 export GOCACHE=$dir/gocache GOMODCACHE=$dir/gomodcache GOFLAGS=
 start=$(date +%s)
 rc=0
 "$dir/repo/.ci/run" || rc=$?
 secs=$(( $(date +%s) - start ))
 printf 'fresh: .ci/run on a fresh clone of %s with empty caches: exit %d in %dm%02ds\n' \
-  "$(git -C "$src" rev-parse --short HEAD)" "$rc" $((secs / 60)) $((secs % 60))
+  "$rev" "$rc" $((secs / 60)) $((secs % 60))
 exit $rc
