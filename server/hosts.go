@@ -41,11 +41,13 @@ type HostView struct {
 	LastSeen  time.Time         `json:"last_seen,omitzero"`
 	Versions  map[uint32]uint32 `json:"versions,omitempty"`
 	Bucket    int               `json:"bucket,omitempty"`
+	// LastSeq is the highest event seq applied from the host.
+	LastSeq uint64 `json:"last_seq,omitempty"`
 }
 
 func hostView(h *controller.Host) HostView {
 	return HostView{ID: h.ID, State: wire.AdmissionAccepted, Fleet: h.Fleet, Tags: h.Tags, Admitted: h.Admitted, By: h.AdmittedBy,
-		LastSeen: h.LastSeen, Versions: h.Versions, Bucket: h.Bucket}
+		LastSeen: h.LastSeen, Versions: h.Versions, Bucket: h.Bucket, LastSeq: h.LastSeq}
 }
 
 func recordView(r admission.Record) HostView {
