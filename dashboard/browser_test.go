@@ -26,8 +26,10 @@ import (
 // haltedRollout is GET /v1/rollouts with one rollout that the gate halted in
 // its second stage. The decisions are oldest first, so the test also sees the
 // page put the newest first.
-const haltedRollout = `{"rollouts": [{
-  "channel": 291, "from_version": 1001, "to_version": 1002,
+const haltedRollout = `{"hosts": 50, "pending_hosts": 3,
+  "store": {"failures": 2, "last_error": "fleetdb: commit: no space left on device", "since": "2026-12-01T10:04:30Z"},
+  "rollouts": [{
+  "channel": 291, "from_version": 1001, "to_version": 1002, "plan_signed": false, "sign_error": "sign the plan of channel 291: disk full",
   "state": "halted", "schedule": "standard", "stage": 1, "stage_started": "2026-12-01T10:00:00Z",
   "updated": "2026-12-01T10:05:00Z",
   "stages": [
@@ -162,6 +164,19 @@ func TestBrowserHaltedRollout(t *testing.T) {
 		state, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(rollout+".state")))
 		require.NoError(t, err)
 		require.Equal(t, "halted", state)
+	})
+
+	t.Run("store and signing", func(t *testing.T) {
+		fleet, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("fleet")))
+		require.NoError(t, err)
+		require.Contains(t, fleet, "50 hosts")
+		require.Contains(t, fleet, "pending 3")
+		require.Contains(t, fleet, "STORE FAILING")
+		require.Contains(t, fleet, "no space left on device")
+		unsigned, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("sign-banner-291")))
+		require.NoError(t, err)
+		require.Contains(t, unsigned, "PLAN NOT YET SIGNED")
+		require.Contains(t, unsigned, "disk full")
 	})
 
 	t.Run("decision log newest first", func(t *testing.T) {

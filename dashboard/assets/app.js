@@ -193,6 +193,15 @@
     return banner;
   }
 
+  // signBanner warns that a committed decision is not yet in the signed
+  // plan hosts read (the server retries signing until it succeeds).
+  function signBanner(r, ch) {
+    if (r.plan_signed !== false) return null;
+    return el('div', { id: `sign-banner-${ch}`, class: 'banner banner-unsigned' },
+      el('div', { class: 'banner-title' }, el('strong', null, 'PLAN NOT YET SIGNED')),
+      el('div', { class: 'banner-reason' }, 'The decision is stored; hosts still follow the last signed plan until the server manages to sign this one (it retries): ' + (str(r.sign_error) || 'no error recorded')));
+  }
+
   function actionBar(ch) {
     const tok = token();
     const m = messages.get(ch);
@@ -482,6 +491,7 @@
     return el('article', { class: 'rollout', 'data-channel': ch, 'data-state': cls(state, KNOWN_STATES) },
       header(r, ch, state),
       haltBanner(r, ch, state, decisions),
+      signBanner(r, ch),
       actionBar(ch),
       section('Stages', 'stages-panel', stagesRow(r, state)),
       el('div', { class: 'columns' },
@@ -500,12 +510,31 @@
     access.className = 'access' + (tok ? ' operator' : '');
     access.title = tok ? 'The actions are enabled with the token from the URL.' : NO_TOKEN_HINT;
     if (lastData === null) return;
+    fleetLine(lastData);
     const list = arr(lastData && lastData.rollouts).filter((r) => r && typeof r === 'object');
     if (!list.length) {
       root.replaceChildren(el('p', { class: 'empty' }, 'No rollouts yet.'));
       return;
     }
     root.replaceChildren(...list.map(rollout));
+  }
+
+  // fleetLine shows the fleet's size, the keys waiting for admission and,
+  // when the latest commit failed, that nothing of it took effect.
+  function fleetLine(data) {
+    const f = document.getElementById('fleet');
+    if (!f) return;
+    const store = data && typeof data.store === 'object' && data.store ? data.store : {};
+    const parts = [
+      el('span', null, el('span', { class: 'k' }, 'fleet'), ' ', count(data.hosts), ' hosts'),
+      el('span', { class: data.pending_hosts > 0 ? 'pending' : null, title: 'keys waiting for admission: nothing they report counts' },
+        el('span', { class: 'k' }, 'pending'), ' ', count(data.pending_hosts)),
+    ];
+    if (str(store.last_error)) {
+      parts.push(el('span', { class: 'store-error' }, `STORE FAILING since ${when(store.since)}: ${str(store.last_error)} (nothing of the failed changes took effect; retried)`));
+    }
+    f.className = 'fleet' + (str(store.last_error) ? ' error' : '');
+    f.replaceChildren(...parts);
   }
 
   function setConn(text, error) {
