@@ -410,7 +410,7 @@ func TestHostileBatchesAreBounded(t *testing.T) {
 		for i, h := range hs {
 			evs := make([]wire.Event, 100)
 			for j := range evs {
-				evs[j] = wire.Event{ID: long(wire.MaxIDLen - 8) + fmt.Sprint(j), Kind: wire.EventKind(long(wire.MaxKindLen)), Version: uint32(round*1000 + j),
+				evs[j] = wire.Event{ID: long(wire.MaxIDLen-8) + fmt.Sprint(j), Kind: wire.EventKind(long(wire.MaxKindLen)), Version: uint32(round*1000 + j),
 					Reason: long(wire.MaxReasonLen), Codes: []string{long(wire.MaxCodeLen)}, Evidence: map[string]string{long(wire.MaxEvidenceKey): long(wire.MaxEvidenceVal)}}
 			}
 			b := h.batch(1001, evs...)
