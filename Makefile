@@ -90,8 +90,8 @@ unit: ## go test -race ./..., then the tests the race runtime cannot run (memory
 check: fmt vet staticcheck cross ## gofmt, go vet, staticcheck, cross-builds
 
 .PHONY: fmt
-fmt: ## fail if gofmt would change a file
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+fmt: ## fail if gofmt would change a file (tracked or new, not ignored)
+	@out=$$(gofmt -l $$( (git ls-files -co --exclude-standard '*.go' 2>/dev/null || find . -name '*.go') | while read -r f; do [ -f "$$f" ] && echo "$$f"; done)); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 .PHONY: vet
