@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -173,4 +174,23 @@ func BenchmarkValidate1MiB(b *testing.B) {
 			b.Fatal(ps)
 		}
 	}
+}
+
+// TestPreflightPeakIsTheChilds: a parent with a large peak of its own does
+// not make a small child's failure read as running out of memory (the
+// kernel reports a vfork child's peak from its parent's).
+func TestPreflightPeakIsTheChilds(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the peak comes from the kernel's rusage on Linux")
+	}
+	ballast := make([]byte, 512<<20)
+	for i := 0; i < len(ballast); i += 4096 {
+		ballast[i] = 1 // resident
+	}
+	ps, err := validator.Preflight(context.Background(), "/nonexistent-file", validator.PreflightOptions{
+		Command: []string{"/bin/sh", "-c", "exit 3", "sh"}, MaxMemory: 256 << 20})
+	runtime.KeepAlive(ballast)
+	require.NoError(t, err)
+	require.Len(t, ps, 1)
+	require.NotEqual(t, validator.CodePreflightMemory, ps[0].Code, "%v", ps[0])
 }
