@@ -22,7 +22,7 @@ build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
-demo: build ## a real fleet on loopback: ringfence-server and 50 ringfenced replay July 2024 (DEMOFLAGS='--hosts 20 --keep ...'; README)
+demo: build ## a real fleet on loopback: ringfence-server and 50 ringfenced replay July 2024 (DEMOFLAGS='--hosts 20 --keep ...'; docs/lab.md)
 	$(BIN)/ringfence-lab $(DEMOFLAGS)
 
 VMKERNEL  ?= $(BIN)/vmkernel

@@ -72,7 +72,7 @@ func b2i(b bool) int {
 	return 0
 }
 
-// Decide is the loader contract of DESIGN.md as a pure function of the
+// Decide is the loader contract of docs/design.md as a pure function of the
 // current record (ok false: no valid copy). It never looks at the clock, the
 // network or the slots' files; bootguard/c implements the same function and
 // the vectors in testdata/bootrecord hold the two to the same answers.

@@ -1,6 +1,6 @@
 // Package bootguard owns the boot record, the single source of truth for which
 // content slot the loader loads next, and implements the loader contract of
-// DESIGN.md: a host that crashes while loading trial content comes back on
+// docs/design.md: a host that crashes while loading trial content comes back on
 // last-known-good by itself at the next boot, and never retries that content.
 //
 // The record is a file of two fixed-size 512-byte copies (docs/boot-record.md

@@ -1,13 +1,21 @@
 // Package controller is the rollout controller of ringfence-server: it
-// keeps the fleet as the hosts report it (telemetry batches), moves each
-// channel's rollout ring by ring, and decides, from the hosts' reports and
-// the sequential test of package gate, whether a stage advances, waits,
-// halts or rolls back. Every decision is kept with its evidence.
+// keeps the fleet (the hosts admitted, with the fleet and tags the server
+// recorded for them, and what each reported), moves each channel's rollout
+// ring by ring, and decides, from the hosts' reports and the sequential
+// test of package gate, whether a stage advances, waits, halts or rolls
+// back. Every decision is kept with its evidence.
 //
 // The controller is pure logic: it does no I/O and reads no clock. The
-// server feeds it batches and the time, persists what it returns through a
-// Store, and signs the plans it produces; the fleet simulator drives the
-// same code with a modelled fleet.
+// server feeds it batches and the time; every change is tentative until
+// the server has committed what Changes returns (package fleetdb) and calls
+// Settle, or puts it back with Undo when the commit failed; the server then
+// signs the plans that changed (Plan). The fleet simulator drives the
+// rollout's decisions (Rollout.Observe, Step) with a modelled fleet.
+//
+// A host's report counts toward a rollout only where the plan gave the new
+// version to the host's stage; a host's stage follows from its bucket and
+// the hosts the stage names, resolved from the server's tags (never from
+// what a host says), and the signed plan names those hosts by id.
 //
 // The rules, in the order they apply at each evaluation of a running
 // rollout (docs/gate.md has the reasoning):

@@ -15,7 +15,7 @@ import (
 	"github.com/ringfence/ringfence/validator"
 )
 
-// Names under the root directory (DESIGN.md, host disk layout).
+// Names under the root directory (docs/design.md, "Host disk layout").
 const (
 	RecordName = "bootrecord"
 	SlotsDir   = "slots"

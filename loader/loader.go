@@ -1,4 +1,4 @@
-// Package loader is the loader of DESIGN.md for the reference sensor: it runs
+// Package loader is the loader of docs/design.md for the reference sensor: it runs
 // the loader contract (installer.Boot, which is bootguard.Select plus slot
 // verification), reads the chosen slot's content exactly as verified, loads it
 // into the interpreter, lets the interpreter survive its first events, and

@@ -1,5 +1,6 @@
-// Package archtest holds no code, only a test that enforces the house rules
-// of ../../../shared/STYLE.md mechanically: which packages may import which
+// Package archtest holds no code, only tests that enforce house rules
+// mechanically: the server side and the host side depend on no package of
+// the other (docs/design.md, the package map), which packages may import which
 // dependencies, one package doc comment per directory, no os.Rename outside
 // internal/atomicfile, no runtime.GOOS switches, and golang.org/x/sys/windows
 // only in _windows.go files.
