@@ -12,22 +12,19 @@ import (
 
 	"github.com/ringfence/ringfence/agentupdate"
 	"github.com/ringfence/ringfence/internal/failpoint"
+	"github.com/ringfence/ringfence/internal/testbin"
 )
 
-// build compiles the fake agent as version v.
-func build(t *testing.T, dir, v string, failTrial bool) string {
+// build compiles the fake agent as version v (once per test process for
+// each v).
+func build(t *testing.T, v string, failTrial bool) string {
 	t.Helper()
-	out := filepath.Join(dir, "fakeagent-"+v)
-	if failTrial {
-		out += "-broken"
-	}
 	ld := "-X main.version=" + v
 	if failTrial {
 		ld += " -X main.failTrial=yes"
 	}
-	b, err := exec.Command("go", "build", "-ldflags", ld, "-o", out, "./testdata/fakeagent").CombinedOutput()
-	require.NoError(t, err, "%s", b)
-	return out
+	const pkg = "./testdata/fakeagent"
+	return testbin.Exe(testbin.BuildWith(t, testbin.Options{Flags: []string{"-ldflags", ld}}, pkg), pkg)
 }
 
 type host struct {
@@ -61,8 +58,7 @@ func sum(t *testing.T, path string) [32]byte {
 }
 
 func TestApplyConfirmRollback(t *testing.T) {
-	bins := t.TempDir()
-	v1, v2, v2broken := build(t, bins, "1", false), build(t, bins, "2", false), build(t, bins, "3", true)
+	v1, v2, v2broken := build(t, "1", false), build(t, "2", false), build(t, "3", true)
 
 	t.Run("update and confirm", func(t *testing.T) {
 		h := newHost(t, v1)

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/telemetry"
@@ -79,14 +79,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.waiters = keep
 }
 
-// buildRingfenced builds the real daemon binary: the agent and the
-// preflight harness the daemons run are its subcommands.
+// buildRingfenced builds the real daemon binary (once per test process;
+// the tests share it): the agent and the preflight harness the daemons run
+// are its subcommands.
 func buildRingfenced(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ringfenced")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/ringfenced").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return bin
+	return testbin.Exe(testbin.Build(t, "../cmd/ringfenced"), "../cmd/ringfenced")
 }
 
 // lab is a TUF repository and a telemetry collector served on loopback.

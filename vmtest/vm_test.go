@@ -19,6 +19,7 @@ import (
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/internal/testfiles"
 )
 
@@ -74,16 +75,22 @@ var (
 	guestErr  error
 )
 
-// buildGuest builds the guest init (static, CGO_ENABLED=0) and packs it with
-// the modules into an initramfs, once per test binary.
+// guestBuild builds the guest init: static, for the guest's linux/amd64.
+var guestBuild = testbin.Options{Flags: []string{"-trimpath"}, Env: []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"}}
+
+// buildGuest builds the guest init and packs it with the modules into an
+// initramfs, once per test binary.
 func buildGuest(t *testing.T) guest {
 	t.Helper()
-	guestOnce.Do(func() { guestVal, guestErr = makeGuest(kernelDir(t)) })
+	kdir := kernelDir(t)
+	// A linux binary: its name has no .exe, whatever builds it.
+	initBin := filepath.Join(testbin.BuildWith(t, guestBuild, "./guest"), "guest")
+	guestOnce.Do(func() { guestVal, guestErr = makeGuest(kdir, initBin) })
 	require.NoError(t, guestErr)
 	return guestVal
 }
 
-func makeGuest(kdir string) (guest, error) {
+func makeGuest(kdir, initBin string) (guest, error) {
 	kernels, _ := filepath.Glob(filepath.Join(kdir, "boot", "vmlinuz-*"))
 	mods, _ := filepath.Glob(filepath.Join(kdir, "lib", "modules", "*"))
 	if len(kernels) != 1 || len(mods) != 1 {
@@ -96,12 +103,6 @@ func makeGuest(kdir string) (guest, error) {
 	work, err := os.MkdirTemp("", "rfvm-guest-")
 	if err != nil {
 		return guest{}, err
-	}
-	initBin := filepath.Join(work, "init")
-	build := exec.Command("go", "build", "-trimpath", "-o", initBin, "./guest")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		return guest{}, fmt.Errorf("build the guest init: %v\n%s", err, out)
 	}
 	var buf bytes.Buffer
 	c := NewCPIO(&buf)

@@ -45,7 +45,8 @@ const (
 	fleetStartTimeout  = 60 * time.Second
 	stopGrace          = 15 * time.Second
 	tick               = 500 * time.Millisecond
-	maxRolloutsSize    = 32 << 20 // GET /v1/rollouts
+	serverPoll         = 50 * time.Millisecond // while the server starts
+	maxRolloutsSize    = 32 << 20              // GET /v1/rollouts
 )
 
 // lab is one run: its processes, its hosts and what they did.
@@ -70,9 +71,10 @@ type lab struct {
 type host struct {
 	HostSpec
 	dir, root, config string
+	log               string // its daemon.log: for people; the lab reads the journal
 	id                string
 	proc              *proc
-	follow            *logFollower
+	journal           *journalFollower
 	events            []scenarioEvent
 	shown             map[string]int // failure lines printed, per scenario and kind
 }
@@ -320,32 +322,31 @@ func (l *lab) publish(ctx context.Context) error {
 }
 
 // startServer starts ringfence-server serve on a free loopback port and
-// reads its URL from its first line and its token from the state directory.
+// reads its URL and its operator token from its state directory (serve.url
+// appears once it listens).
 func (l *lab) startServer(ctx context.Context) error {
-	urls := make(chan string, 1)
 	cmd := exec.Command(l.bin("ringfence-server"), "serve", "--repo", l.repo, "--keys", l.keys, "--state", l.state,
 		"--addr", "127.0.0.1:0", "--eval-interval", l.cfg.Server.EvalInterval.String(), "--canary-tags", CanaryTag)
-	p, err := l.ps.start("ringfence-server", cmd, filepath.Join(l.opts.Work, "server.log"), func(line string) {
-		if rest, ok := strings.CutPrefix(line, "serving "); ok {
-			if i := strings.LastIndex(rest, " on "); i >= 0 {
-				select {
-				case urls <- strings.TrimSpace(rest[i+4:]):
-				default:
-				}
-			}
-		}
-	})
+	logPath := filepath.Join(l.opts.Work, "server.log")
+	p, err := l.ps.start("ringfence-server", cmd, logPath)
 	if err != nil {
 		return err
 	}
-	select {
-	case l.url = <-urls:
-	case <-p.done:
-		return fmt.Errorf("ringfence-server serve exited (%v); see %s", p.err, filepath.Join(l.opts.Work, "server.log"))
-	case <-time.After(serverStartTimeout):
-		return fmt.Errorf("ringfence-server serve printed no URL in %v; see %s", serverStartTimeout, filepath.Join(l.opts.Work, "server.log"))
-	case <-ctx.Done():
-		return ctx.Err()
+	deadline := time.Now().Add(serverStartTimeout)
+	for {
+		if u, err := os.ReadFile(filepath.Join(l.state, server.AddrFile)); err == nil && len(bytes.TrimSpace(u)) > 0 {
+			l.url = strings.TrimSpace(string(u))
+			break
+		}
+		if p.exited() {
+			return fmt.Errorf("ringfence-server serve exited (%v); see %s", p.err, logPath)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ringfence-server serve wrote no %s in %v; see %s", server.AddrFile, serverStartTimeout, logPath)
+		}
+		if err := sleep(ctx, serverPoll); err != nil {
+			return err
+		}
 	}
 	tok, err := os.ReadFile(filepath.Join(l.state, server.TokenFile))
 	if err != nil {
@@ -437,7 +438,8 @@ func (l *lab) startFleet(ctx context.Context) error {
 	for _, spec := range l.cfg.Fleet() {
 		dir := filepath.Join(l.opts.Work, "hosts", spec.Name)
 		h := &host{HostSpec: spec, dir: dir, root: filepath.Join(dir, "root"), config: filepath.Join(dir, "ringfenced.toml"),
-			follow: &logFollower{path: filepath.Join(dir, "daemon.log")}, shown: map[string]int{}}
+			log: filepath.Join(dir, "daemon.log"), shown: map[string]int{}}
+		h.journal = newJournalFollower(h.root)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -456,7 +458,7 @@ func (l *lab) startFleet(ctx context.Context) error {
 	}
 	for _, h := range l.hosts {
 		cmd := exec.Command(l.bin("ringfenced"), "run", "--config", h.config)
-		if h.proc, err = l.ps.start(daemonPrefix+h.Name, cmd, h.follow.path, nil); err != nil {
+		if h.proc, err = l.ps.start(daemonPrefix+h.Name, cmd, h.log); err != nil {
 			return err
 		}
 	}
@@ -477,7 +479,7 @@ func (l *lab) startFleet(ctx context.Context) error {
 		up := 0
 		for _, h := range l.hosts {
 			if h.proc.exited() {
-				return fmt.Errorf("ringfenced %s exited (%v); see %s", h.Name, h.proc.err, h.follow.path)
+				return fmt.Errorf("ringfenced %s exited (%v); see %s", h.Name, h.proc.err, h.log)
 			}
 			if st, err := h.status(); err == nil && st.HostID != "" && st.Agent == "running" {
 				if h.id == "" {

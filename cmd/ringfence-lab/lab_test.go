@@ -11,6 +11,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/testbin"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // labTestConfig is the lab scaled down for go test: 6 hosts, 2 canaries, 1
@@ -61,18 +65,6 @@ cf291 = "cf291-shape"
 bypassed = "cf291-field22"
 `
 
-// buildBinaries builds the three commands the lab drives into a temporary
-// directory.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/ringfence", "./cmd/ringfenced", "./cmd/ringfence-server")
-	cmd.Dir = filepath.Join("..", "..")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return dir
-}
-
 // TestLab runs the whole lab, scaled down, against freshly built binaries:
 // real daemons, the real server, the four scenarios. It checks the report:
 // every host ends on good content, the publisher refuses cf291 against 7.11,
@@ -87,7 +79,8 @@ func TestLab(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the lab stops its children with SIGINT and a parent-death signal: Linux")
 	}
-	bin := buildBinaries(t)
+	bin := testbin.Build(t, "github.com/ringfence/ringfence/cmd/ringfence", "github.com/ringfence/ringfence/cmd/ringfenced",
+		"github.com/ringfence/ringfence/cmd/ringfence-server")
 	cfgPath := filepath.Join(t.TempDir(), "lab.toml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(labTestConfig), 0o644))
 	work := filepath.Join(t.TempDir(), "work")
@@ -144,14 +137,15 @@ func TestLab(t *testing.T) {
 	require.Positive(t, crash.HaltSeconds)
 	require.Equal(t, 6, crash.Healthy)
 
-	// The logs back the report: no non-canary daemon ever installed 1004.
+	// The journals back the report: no non-canary daemon ever installed
+	// 1004 or 1005.
 	for _, h := range []string{"h03", "h04", "h05", "h06"} {
-		b, err := os.ReadFile(filepath.Join(work, "hosts", h, "daemon.log"))
+		evs, err := daemon.ReadJournal(filepath.Join(work, "hosts", h, "root"))
 		require.NoError(t, err)
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, msgInstalled) {
-				require.NotContains(t, line, "version=1004", h)
-				require.NotContains(t, line, "version=1005", h)
+		require.NotEmpty(t, evs, h)
+		for _, ev := range evs {
+			if ev.Kind == wire.EventInstalled {
+				require.NotContains(t, []uint32{1004, 1005}, ev.Version, h)
 			}
 		}
 	}

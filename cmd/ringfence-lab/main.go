@@ -66,7 +66,10 @@ Output: the timeline on stdout (stderr with --json), then the table, or the
 report as JSON on stdout with --json. The daemons' and the server's logs go to
 the work directory: server.log, publisher.log, hosts/hNN/daemon.log (each
 host's ringfenced.toml and root beside it), hosts.txt (names, host ids,
-roles). Settings come from the built-in lab.toml (--config replaces it).
+roles). The logs are for people: the lab learns what each host did from its
+daemon's journal and status file (root/daemon/events.jsonl, status.json)
+and the rollouts from the server's API. Settings come from the built-in
+lab.toml (--config replaces it).
 
 Every process the lab starts is stopped before it exits (SIGINT, then SIGKILL
 after 15 s), on errors and on Ctrl-C too; on Linux a child also gets SIGTERM

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -38,66 +36,24 @@ type procs struct {
 	list []*proc
 }
 
-// start starts cmd with its output appended to logPath. When lines is not
-// nil, stdout goes through it line by line (before reaching the log), so
-// the caller can read what the process prints.
-func (ps *procs) start(name string, cmd *exec.Cmd, logPath string, lines func(string)) (*proc, error) {
+// start starts cmd with its output appended to logPath.
+func (ps *procs) start(name string, cmd *exec.Cmd, logPath string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close() // the child has its own copy
-	cmd.Stderr = logf
-	var pr, pw *os.File
-	if lines != nil {
-		if pr, pw, err = os.Pipe(); err != nil {
-			return nil, err
-		}
-		cmd.Stdout = pw
-	} else {
-		cmd.Stdout = logf
-	}
+	cmd.Stdout, cmd.Stderr = logf, logf
 	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
-		if pr != nil {
-			pr.Close()
-			pw.Close()
-		}
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	ps.mu.Lock()
 	ps.list = append(ps.list, p)
 	ps.mu.Unlock()
-	var copied chan struct{}
-	if pr != nil {
-		pw.Close()
-		copied = make(chan struct{})
-		out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			out = nil
-		}
-		go func() {
-			defer close(copied)
-			defer pr.Close()
-			if out != nil {
-				defer out.Close()
-			}
-			sc := bufio.NewScanner(pr)
-			for sc.Scan() {
-				lines(sc.Text())
-				if out != nil {
-					fmt.Fprintln(out, sc.Text())
-				}
-			}
-			_, _ = io.Copy(io.Discard, pr)
-		}()
-	}
 	go func() {
 		p.err = cmd.Wait()
-		if copied != nil {
-			<-copied
-		}
 		close(p.done)
 	}()
 	return p, nil

@@ -193,7 +193,7 @@ func (l *lab) rollout(ctx context.Context, id, label, name string, want expect) 
 	var halt, back *controller.Decision
 	deadline := time.Now().Add(l.cfg.Rollout.Timeout.Duration)
 	for {
-		l.collect()
+		lines := l.collect()
 		views, err := l.client.Rollouts(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -212,7 +212,9 @@ func (l *lab) rollout(ctx context.Context, id, label, name string, want expect) 
 				continue
 			}
 			seen = d.Seq
-			l.printDecision(view, d)
+			if text := l.decisionLine(view, d); text != "" {
+				lines = append(lines, timedLine{d.Time, text})
+			}
 			switch d.Kind {
 			case controller.KindHalt:
 				halt = &d
@@ -220,6 +222,7 @@ func (l *lab) rollout(ctx context.Context, id, label, name string, want expect) 
 				back = &d
 			}
 		}
+		l.printLines(lines)
 		done := false
 		switch view.State {
 		case controller.StateCompleted:
@@ -251,15 +254,16 @@ func (l *lab) rollout(ctx context.Context, id, label, name string, want expect) 
 			return row, err
 		}
 	}
-	l.collect()
+	l.printLines(l.collect())
 	l.summarise(&row, view, start, halt, end, want)
 	row.Seconds = time.Since(began).Seconds()
 	l.tl.printf("scenario %s: %s after %.0fs; %d of %d hosts on %d (GOOD)", id, row.Outcome, row.Seconds, row.Healthy, len(l.hosts), end)
 	return row, nil
 }
 
-// printDecision prints one of the server's decisions as a timeline line.
-func (l *lab) printDecision(v server.View, d controller.Decision) {
+// decisionLine is one of the server's decisions as a timeline line (none
+// for a start or a wait).
+func (l *lab) decisionLine(v server.View, d controller.Decision) string {
 	stage := func(i int) string {
 		if i >= 0 && i < len(v.Stages) {
 			return v.Stages[i].Name
@@ -269,16 +273,17 @@ func (l *lab) printDecision(v server.View, d controller.Decision) {
 	ev := d.Evidence
 	switch d.Kind {
 	case controller.KindStart, controller.KindWait:
+		return ""
 	case controller.KindAdvance:
-		l.tl.printf("  stage %s: %d of %d hosts healthy on %d -> advance to %s (%s)", stage(d.Stage-1), ev.Healthy, ev.StageHosts, v.To, stage(d.Stage), l.fleetOn(v.To))
+		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> advance to %s (%s)", stage(d.Stage-1), ev.Healthy, ev.StageHosts, v.To, stage(d.Stage), l.fleetOn(v.To))
 	case controller.KindComplete:
-		l.tl.printf("  stage %s: %d of %d hosts healthy on %d -> completed (%s)", stage(d.Stage), ev.Healthy, ev.StageHosts, v.To, l.fleetOn(v.To))
+		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> completed (%s)", stage(d.Stage), ev.Healthy, ev.StageHosts, v.To, l.fleetOn(v.To))
 	case controller.KindHalt:
-		l.tl.printf("  HALT in stage %s by the %s: %s", stage(d.Stage), d.Actor, shortReason(l.names(d.Reason)))
+		return fmt.Sprintf("  HALT in stage %s by the %s: %s", stage(d.Stage), d.Actor, shortReason(l.names(d.Reason)))
 	case controller.KindRollback:
-		l.tl.printf("  ROLLBACK by the %s: %s (a signed plan)", d.Actor, l.names(d.Reason))
+		return fmt.Sprintf("  ROLLBACK by the %s: %s (a signed plan)", d.Actor, l.names(d.Reason))
 	default:
-		l.tl.printf("  %s in stage %s by %s: %s", d.Kind, stage(d.Stage), d.Actor, l.names(d.Reason))
+		return fmt.Sprintf("  %s in stage %s by %s: %s", d.Kind, stage(d.Stage), d.Actor, l.names(d.Reason))
 	}
 }
 
@@ -324,32 +329,54 @@ func (l *lab) names(s string) string {
 	return s
 }
 
-// collect reads what every host logged since the last call, keeps it for
-// the current scenario, and prints the failures (a few per kind).
-func (l *lab) collect() {
+// collect reads what every host's journal says it did since the last call,
+// keeps it for the current scenario, and returns the failures' lines (a few
+// per kind).
+func (l *lab) collect() []timedLine {
+	var out []timedLine
 	for _, h := range l.hosts {
-		for _, ev := range h.follow.read() {
+		for _, ev := range h.journal.read() {
 			h.events = append(h.events, scenarioEvent{scenario: l.current, hostEvent: ev})
 			var line string
 			switch ev.Kind {
 			case evCrashed:
-				line = fmt.Sprintf("%s: agent crashed: %s", h.label(), ev.Detail)
+				while := ""
+				if ev.During == "load" {
+					while = " while loading"
+				}
+				line = fmt.Sprintf("%s: agent crashed%s: %s", h.label(), while, ev.Detail)
 			case evReverted:
 				line = fmt.Sprintf("%s: boot guard reverted %d (%s), quarantined it", h.label(), ev.Version, ev.Detail)
 			case evRejected:
-				first, _, _ := strings.Cut(rejectSummary(ev.Detail), "; ")
-				line = fmt.Sprintf("%s: rejected %d, its own %s says %s", h.label(), ev.Version, checkName(rejectedBy(ev.Detail)), clip(first, 140))
+				line = fmt.Sprintf("%s: rejected %d, its own %s says %s", h.label(), ev.Version, checkName(ev.Check), clip(ev.Detail, 140))
 			case evRecalled:
-				line = fmt.Sprintf("%s: left %d, %s", h.label(), ev.Version, ev.Detail)
+				line = fmt.Sprintf("%s: left %d, which the signed plan denies (rolled back upstream); running %s", h.label(), ev.Version, ev.Detail)
 			default:
 				continue
 			}
 			key := fmt.Sprintf("%d/%s", l.current, ev.Kind)
 			h.shown[key]++
 			if l.shownCount(key) <= maxShown {
-				l.tl.printf("  %s", line)
+				out = append(out, timedLine{ev.Time, "  " + line})
 			}
 		}
+	}
+	return out
+}
+
+// timedLine is a timeline line and when what it says happened.
+type timedLine struct {
+	at   time.Time
+	text string
+}
+
+// printLines prints lines in the order they happened: the hosts' failures
+// (their clocks) among the server's decisions (its clock; the same
+// machine's).
+func (l *lab) printLines(lines []timedLine) {
+	slices.SortStableFunc(lines, func(a, b timedLine) int { return a.at.Compare(b.at) })
+	for _, x := range lines {
+		l.tl.printf("%s", x.text)
 	}
 }
 
@@ -363,8 +390,8 @@ func (l *lab) shownCount(key string) int {
 }
 
 // checkName names the host-side check that refused content.
-func checkName(by string) string {
-	if by == "preflight" {
+func checkName(check string) string {
+	if check == checkPreflight {
 		return "preflight"
 	}
 	return "validator"
@@ -398,7 +425,7 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 			case ev.Kind == evReverted && ev.Version == v:
 				reverted = true
 			case ev.Kind == evRejected && ev.Version == v:
-				rejected, by = true, rejectedBy(ev.Detail)
+				rejected, by = true, ev.Check
 			case ev.Kind == evRecalled && ev.Version == v:
 				recalled = true
 			default:
@@ -423,7 +450,7 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 			row.RejectedBy[by]++
 		}
 	}
-	for _, kind := range []string{evCrashed, evReverted, evRejected, evRecalled} {
+	for _, kind := range []eventKind{evCrashed, evReverted, evRejected, evRecalled} {
 		if c := l.shownCount(fmt.Sprintf("%d/%s", row.seq, kind)); c > maxShown {
 			l.tl.printf("  (and %d more hosts %s; the table counts them all)", c-maxShown, kind)
 		}
@@ -481,13 +508,11 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 
 func byText(by map[string]int) string {
 	var parts []string
-	for _, k := range []string{"validation", "preflight"} {
-		if by[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%d by their validator", by[k]))
-			if k == "preflight" {
-				parts[len(parts)-1] = fmt.Sprintf("%d by preflight", by[k])
-			}
-		}
+	if n := by[checkValidation]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d by their validator", n))
+	}
+	if n := by[checkPreflight]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d by preflight", n))
 	}
 	if len(parts) == 0 {
 		return "no host's check ran"

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -60,9 +61,7 @@ func TestSysVRoundTrip(t *testing.T) {
 		t.Skip("a ringfenced service is installed on this machine; not touching it")
 	}
 	dir := testtmp.Dir(t)
-	bin := filepath.Join(dir, "ringfenced")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	bin := testbin.Exe(testbin.Build(t, "."), ".")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "root.json"), []byte("{}"), 0o600))
 	cfg := filepath.Join(dir, "ringfenced.toml")
 	require.NoError(t, os.WriteFile(cfg, []byte(`root = "`+filepath.Join(dir, "root")+`"

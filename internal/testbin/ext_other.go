@@ -1,0 +1,6 @@
+//go:build !windows
+
+package testbin
+
+// Ext ends the name of a binary built for this system.
+const Ext = ""
