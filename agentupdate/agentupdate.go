@@ -40,6 +40,7 @@ import (
 	"github.com/minio/selfupdate"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/failpoint"
 )
 
@@ -228,17 +229,12 @@ func writeJSON(path string, v any) error {
 }
 
 func readJSON(path string, v any) (bool, error) {
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, maxState)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("agentupdate: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxState+1))
-	if err != nil || len(b) > maxState {
-		return false, fmt.Errorf("agentupdate: %s unreadable or larger than %d bytes", path, maxState)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

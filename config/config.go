@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -175,17 +174,12 @@ func Default() Config {
 // Load reads and checks the file at path. Relative paths in it are taken
 // relative to the file's directory.
 func Load(path string) (Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	b, err := boundedio.ReadFile(path, MaxSize)
+	switch {
+	case errors.Is(err, boundedio.ErrTooLarge):
+		return Config{}, fmt.Errorf("config: %w; a configuration is a few KiB: is --config the right file?", err)
+	case err != nil:
 		return Config{}, fmt.Errorf("config: %w (write one, or pass --config; docs/ringfenced.md lists the keys)", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return Config{}, fmt.Errorf("config: %s: %w", path, err)
-	}
-	if len(b) > MaxSize {
-		return Config{}, fmt.Errorf("config: %s is larger than %d bytes", path, MaxSize)
 	}
 	c, err := Parse(b, filepath.Dir(path))
 	if err != nil {

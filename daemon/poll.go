@@ -278,8 +278,9 @@ func (d *Daemon) download(ctx context.Context, name string, limit int64) ([]byte
 	return b, nil
 }
 
-// install takes version v through download, validation, preflight, stage and
-// activation, then restarts the agent so the loader loads the trial.
+// install takes version v through download, the product's check (validation,
+// preflight), stage and activation, then restarts the agent so the loader
+// loads the trial.
 func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
 	ch := d.cfg.Channel
 	name := rollout.ContentTarget(ch, v)
@@ -288,17 +289,19 @@ func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
 		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Version: v, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
 		return PollResult{Action: "failed", Version: v, Why: "download: " + err.Error()}
 	}
+	verdict, err := d.vet(ctx, data)
+	if err != nil {
+		return PollResult{Action: "failed", Version: v, Why: "preflight could not run: " + err.Error()}
+	}
+	if !verdict.Accepted() {
+		return d.reject(v, verdict)
+	}
+	// Only the installer's Check hands out the Content that Stage takes. It
+	// repeats Vet's static checks, so it refuses nothing Vet accepted unless
+	// the boot record changed in between; the next poll vets again.
 	c, err := d.in.Check(data)
 	if err != nil {
-		if errors.Is(err, installer.ErrInvalid) {
-			return d.reject(wire.EventRejectedValidation, v, err, problemCodes(err))
-		}
 		return PollResult{Action: "failed", Version: v, Why: err.Error()}
-	}
-	if probs, err := d.preflight(ctx, data); err != nil {
-		return PollResult{Action: "failed", Version: v, Why: "preflight could not run: " + err.Error()}
-	} else if probs.HasErrors() {
-		return d.reject(wire.EventRejectedPreflight, v, fmt.Errorf("preflight: %w", probs.Err()), codes(probs))
 	}
 	staged, err := d.in.Stage(c, installer.StageOptions{})
 	if err != nil {
@@ -307,54 +310,42 @@ func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
 	if _, err := d.in.Activate(staged.Slot); err != nil {
 		return PollResult{Action: "failed", Version: v, Why: "activate: " + err.Error()}
 	}
-	d.event(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: codes(staged.Problems),
+	d.event(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: verdict.Codes(),
 		Evidence: map[string]string{"slot": staged.Slot.String()}})
 	d.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", staged.Slot)
 	d.restartAgent()
 	return PollResult{Action: "installed", Version: v, Why: "staged and activated as a trial"}
 }
 
-func (d *Daemon) reject(typ wire.EventKind, v uint32, err error, cs []string) PollResult {
-	d.rejected[v] = err.Error()
-	d.event(wire.Event{Kind: typ, Channel: d.cfg.Channel, Version: v, Reason: err.Error(), Codes: cs})
-	return PollResult{Action: "rejected", Version: v, Why: err.Error()}
+// reject refuses version v for this run, as the check the verdict names
+// did, and reports it.
+func (d *Daemon) reject(v uint32, verdict validator.Verdict) PollResult {
+	kind := wire.EventRejectedValidation
+	if verdict.RefusedBy == validator.StagePreflight {
+		kind = wire.EventRejectedPreflight
+	}
+	why := verdict.Err().Error()
+	d.rejected[v] = why
+	d.event(wire.Event{Kind: kind, Channel: d.cfg.Channel, Version: v, Reason: why, Codes: verdict.Codes()})
+	return PollResult{Action: "rejected", Version: v, Why: why}
 }
 
-// preflight runs the interpreter on data in a sandboxed child process.
-func (d *Daemon) preflight(ctx context.Context, data []byte) (validator.Problems, error) {
-	dir := filepath.Join(d.cfg.Root, "downloads")
-	f, err := os.CreateTemp(dir, "preflight-*.rfch")
-	if err != nil {
-		return nil, err
+// vet runs the product's check on data: validation against the installed
+// interpreter and the active content (a file of its channel must be
+// newer), then preflight in a child process, on a copy in downloads/.
+func (d *Daemon) vet(ctx context.Context, data []byte) (validator.Verdict, error) {
+	opts := validator.VetOptions{
+		Preflight: &validator.PreflightOptions{
+			Command: d.opts.PreflightCommand,
+			Timeout: d.cfg.Agent.PreflightTimeout.Duration,
+		},
+		TempDir: filepath.Join(d.cfg.Root, "downloads"),
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return nil, err
+	if rec, err := bootguard.Read(d.in.RecordPath()); err == nil && rec.Active != bootguard.SlotNone {
+		e := rec.Entry(rec.Active)
+		opts.Installed = &validator.Installed{Channel: e.Channel, ContentVersion: e.Version}
 	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	return validator.Preflight(ctx, f.Name(), validator.PreflightOptions{
-		Command: d.opts.PreflightCommand,
-		Timeout: d.cfg.Agent.PreflightTimeout.Duration,
-	})
-}
-
-func problemCodes(err error) []string {
-	var rej *validator.RejectedError
-	if errors.As(err, &rej) {
-		return codes(rej.Problems)
-	}
-	return nil
-}
-
-func codes(probs validator.Problems) []string {
-	var out []string
-	for _, p := range probs {
-		out = append(out, string(p.Code))
-	}
-	return out
+	return validator.Vet(ctx, data, d.opts.Capabilities, opts)
 }
 
 // tufReason names a TUF failure by its sentinel, for telemetry.

@@ -17,42 +17,84 @@
 // Content that crashes a host on load crashes it at once; with the boot
 // guard the host is back on last-known-good after a reboot and reports the
 // revert with its next telemetry; without it the host crash-loops, silent,
-// until someone repairs it by hand. Healthy hosts report healthy after the
-// health window. Background sensor crashes are Poisson, per host-hour.
-// Time advances in fixed ticks (Resolution); the controller evaluates every
-// Step.
+// until someone repairs it by hand. Healthy hosts report healthy when the
+// health window ends (or when they are back, if they were away then).
+// Background sensor crashes are Poisson, per host-hour, and strike hosts at
+// risk; one that is talking reports its crash at once. Time advances in
+// fixed ticks (Resolution); the controller evaluates every Step.
+//
+// The server hears a host continuously while it talks (online, not
+// crash-looping, not holding back a revert report) and counts as the
+// controller does: the control group is the hosts heard from since the
+// start, and a host unheard for the silence window fails, on either side,
+// at the next step. The sim keeps these counts itself (ten million
+// controller.Hosts would take gigabytes and seconds per step);
+// differential_test.go drives the real controller with the same fleet and
+// holds the counts equal.
 package fleetsim
 
 import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/rollout"
 )
 
+// Scenario is what the new version does to the hosts that load it.
+type Scenario string
+
 // Scenarios.
 const (
-	CrashAll      = "crash-all"      // the new version crashes every host on load (2024)
-	CrashOnePct   = "crash-1pct"     // it crashes 1% of hosts on load (an event only some see)
-	Background10x = "background-10x" // hosts on it crash 10x as often, not at load
-	Healthy       = "healthy"        // a good update
+	CrashAll      Scenario = "crash-all"      // the new version crashes every host on load (2024)
+	CrashOnePct   Scenario = "crash-1pct"     // it crashes 1% of hosts on load (an event only some see)
+	Background10x Scenario = "background-10x" // hosts on it crash 10x as often, not at load
+	Healthy       Scenario = "healthy"        // a good update
 )
+
+func (s Scenario) String() string { return string(s) }
+
+// Policy is how the new version is rolled out.
+type Policy string
 
 // Policies.
 const (
-	AllAtOnce = "all-at-once" // everyone takes it at their next check-in
-	Waves     = "waves"       // time-based waves, no health gate
-	Ringfence = "ringfence"   // the real controller and gate, default plan
+	AllAtOnce Policy = "all-at-once" // everyone takes it at their next check-in
+	Waves     Policy = "waves"       // time-based waves, no health gate
+	Ringfence Policy = "ringfence"   // the real controller and gate, default plan
 )
+
+func (p Policy) String() string { return string(p) }
 
 // Scenarios and Policies list them in report order.
 var (
-	Scenarios = []string{CrashAll, CrashOnePct, Background10x, Healthy}
-	Policies  = []string{AllAtOnce, Waves, Ringfence}
+	Scenarios = []Scenario{CrashAll, CrashOnePct, Background10x, Healthy}
+	Policies  = []Policy{AllAtOnce, Waves, Ringfence}
 )
+
+// ParseScenario returns the scenario named s; the error of an unknown one
+// lists the scenarios.
+func ParseScenario(s string) (Scenario, error) { return parse("scenario", s, Scenarios) }
+
+// ParsePolicy returns the policy named s; the error of an unknown one lists
+// the policies.
+func ParsePolicy(s string) (Policy, error) { return parse("policy", s, Policies) }
+
+func parse[T ~string](what, s string, valid []T) (T, error) {
+	for _, v := range valid {
+		if string(v) == s {
+			return v, nil
+		}
+	}
+	names := make([]string, len(valid))
+	for i, v := range valid {
+		names[i] = string(v)
+	}
+	return "", fmt.Errorf("fleetsim: %s %q; want one of %s", what, s, strings.Join(names, ", "))
+}
 
 // Wave is one step of the waves policy: from At after the start, Percent of
 // buckets have the version.
@@ -71,8 +113,8 @@ var BottlerocketWaves = []Wave{
 type Params struct {
 	Hosts    int
 	Duration time.Duration
-	Scenario string
-	Policy   string
+	Scenario Scenario
+	Policy   Policy
 	Seed     uint64
 	// Guard is the host-side boot guard (a crash on load reverts to
 	// last-known-good after a reboot); off models hosts without Ringfence's
@@ -99,7 +141,7 @@ type Params struct {
 	Sample     time.Duration // how often the series is sampled
 }
 
-// Defaults returns the parameters of the README's runs.
+// Defaults returns the parameters of the runs in docs/fleetsim.md.
 func Defaults() Params {
 	return Params{Hosts: 10_000_000, Duration: 72 * time.Hour, Scenario: CrashAll, Policy: Ringfence, Guard: true, Canaries: 500,
 		CheckIn: 5 * time.Minute, Telemetry: time.Minute, Reboot: 3 * time.Minute, HealthWindow: 10 * time.Minute,
@@ -123,17 +165,11 @@ func (p Params) Check() error {
 	case p.CheckIn <= 0 || p.Telemetry <= 0 || p.Reboot < 0 || p.HealthWindow <= 0 || p.BackgroundRate < 0:
 		return fmt.Errorf("fleetsim: check-in, telemetry and health window must be positive; reboot and background rate not negative")
 	}
-	switch p.Scenario {
-	case CrashAll, CrashOnePct, Background10x, Healthy:
-	default:
-		return fmt.Errorf("fleetsim: scenario %q; want one of %v", p.Scenario, Scenarios)
+	if _, err := ParseScenario(string(p.Scenario)); err != nil {
+		return err
 	}
-	switch p.Policy {
-	case AllAtOnce, Waves, Ringfence:
-	default:
-		return fmt.Errorf("fleetsim: policy %q; want one of %v", p.Policy, Policies)
-	}
-	return nil
+	_, err := ParsePolicy(string(p.Policy))
+	return err
 }
 
 // Sample is a point of the series.
@@ -146,10 +182,10 @@ type Sample struct {
 
 // Result is what one run measured.
 type Result struct {
-	Scenario string `json:"scenario"`
-	Policy   string `json:"policy"`
-	Guard    bool   `json:"guard"`
-	Hosts    int    `json:"hosts"`
+	Scenario Scenario `json:"scenario"`
+	Policy   Policy   `json:"policy"`
+	Guard    bool     `json:"guard"`
+	Hosts    int      `json:"hosts"`
 	// Loaded: hosts that ever loaded the new version; Crashed: hosts that
 	// crashed on it (on load, or in the background at the raised rate);
 	// Down: hosts crash-looping at the end (needing hands without the
@@ -179,7 +215,7 @@ const (
 
 // host flags.
 const (
-	fCanary uint8 = 1 << iota
+	fCanary uint16 = 1 << iota
 	fSusceptible
 	fOffline
 	fPending // included by the plan, not yet taken
@@ -187,6 +223,7 @@ const (
 	fFailed     // a treated failure was counted
 	fCtrlFailed // a control failure was counted
 	fIncluded   // the plan includes it
+	fHealthDue  // its health window ended while it was offline: it reports healthy when back
 )
 
 // event kinds, in the low 4 bits of an event.
@@ -197,8 +234,9 @@ const (
 	evHealthy
 	evOffline
 	evOnline
-	evSilence  // a control host has been offline for the silence window
+	evSilence  // the host may have been unheard for the silence window
 	evRollback // the host takes the rollback plan at its check-in
+	evCrash    // not an event: what the hook hears of a background crash
 )
 
 // sim is one run.
@@ -208,9 +246,9 @@ type sim struct {
 	t0   time.Time
 	tick int // current tick
 
-	flags []uint8
+	flags []uint16
 	state []uint8
-	since []int32 // offline since (tick), for the silence check
+	since []int32 // last heard (tick) when it is not talking, for the silence check; unheard: not yet
 	byBkt [][]int32
 
 	wheel  [][]uint64    // per tick: host<<4 | kind
@@ -232,15 +270,31 @@ type sim struct {
 	res                            *Result
 
 	r *controller.Rollout
+
+	hook hook // nil but in the differential test
+}
+
+// hook watches a run from inside: the differential test drives the real
+// controller with what it sees.
+type hook interface {
+	// bucket is host h's bucket, in place of a random one.
+	bucket(h int) int
+	// event follows the sim's handling of host h's event of kind.
+	event(s *sim, h int, kind uint8)
+	// step comes at each step of a ringfence rollout, before the sim's
+	// counts go to the gate.
+	step(s *sim)
 }
 
 // Run simulates one rollout.
-func Run(p Params) (*Result, error) {
+func Run(p Params) (*Result, error) { return run(p, nil) }
+
+func run(p Params, hk hook) (*Result, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
 	s := &sim{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15)), t0: time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC),
-		firstReport: -1}
+		firstReport: -1, hook: hk}
 	s.res = &Result{Scenario: p.Scenario, Policy: p.Policy, Guard: p.Guard, Hosts: p.Hosts, HaltAfter: -1, HaltAfterReport: -1, Reach99: -1}
 	s.setup()
 	if err := s.start(); err != nil {
@@ -260,11 +314,33 @@ func (s *sim) at(tick int) time.Time { return s.t0.Add(time.Duration(tick) * s.p
 
 // schedule puts an event for host h d from now (at least the next tick).
 func (s *sim) schedule(h int, kind uint8, d time.Duration) {
-	t := s.tick + max(1, int(math.Ceil(float64(d)/float64(s.p.Resolution))))
+	s.scheduleAt(h, kind, s.tick+max(1, int(math.Ceil(float64(d)/float64(s.p.Resolution)))))
+}
+
+func (s *sim) scheduleAt(h int, kind uint8, t int) {
 	if t >= len(s.wheel) {
 		return // past the end of the run
 	}
 	s.wheel[t] = append(s.wheel[t], uint64(h)<<4|uint64(kind))
+}
+
+// scheduleSilence puts host h's silence check at the first step more than
+// the silence window after it was last heard: the controller judges
+// silence when it evaluates, and a host heard again before then is not
+// silent.
+func (s *sim) scheduleSilence(h int) {
+	step := s.ticks(s.p.Step)
+	t := int(s.since[h]) + s.ticks(controller.DefaultSilence) + 1
+	s.scheduleAt(h, evSilence, (t+step-1)/step*step)
+}
+
+// talking reports whether the server hears host h now (the model hears a
+// host continuously while it talks): it is online, not crash-looping, and
+// not holding back a revert it has yet to report (a host the rollback sent
+// back has none).
+func (s *sim) talking(h int) bool {
+	f, st := s.flags[h], s.state[h]
+	return f&fOffline == 0 && st != stDown && !(st == stReverted && f&fFailed == 0 && !s.rolled)
 }
 
 func (s *sim) uniform(d time.Duration) time.Duration {
@@ -278,13 +354,16 @@ func (s *sim) exp(mean time.Duration) time.Duration {
 func (s *sim) setup() {
 	n := s.p.Hosts
 	bucket := make([]uint16, n)
-	s.flags = make([]uint8, n)
+	s.flags = make([]uint16, n)
 	s.state = make([]uint8, n)
 	s.since = make([]int32, n)
 	s.wheel = make([][]uint64, s.ticks(s.p.Duration)+1)
 	counts := make([]int, rollout.Buckets)
 	for i := range n {
 		b := uint16(s.rng.IntN(rollout.Buckets))
+		if s.hook != nil {
+			b = uint16(s.hook.bucket(i))
+		}
 		bucket[i] = b
 		counts[b]++
 		if i < s.p.Canaries {
@@ -308,19 +387,26 @@ func (s *sim) setup() {
 	}
 	// Churn: a fraction offline now, each host's next change drawn from the
 	// exponential periods (online periods long enough for that fraction).
+	// The control group is the hosts heard from since the start (as the
+	// controller counts it): one offline now joins it when it is back.
+	s.controlAtRisk = int64(n)
 	if s.p.Offline > 0 {
 		s.onMean = time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
 		for i := range n {
 			if s.rng.Float64() < s.p.Offline {
 				s.flags[i] |= fOffline
+				s.since[i] = unheard
+				s.controlAtRisk--
 				s.schedule(i, evOnline, s.exp(s.p.OfflineMean))
 			} else {
 				s.schedule(i, evOffline, s.exp(s.onMean))
 			}
 		}
 	}
-	s.controlAtRisk = int64(n)
 }
+
+// unheard is since[h] of a host not heard from since the start.
+const unheard = -1
 
 // start publishes the version under the policy.
 func (s *sim) start() error {
@@ -394,10 +480,16 @@ func (s *sim) loop() {
 		s.wheel[s.tick] = nil
 		for _, e := range evs {
 			s.handle(int(e>>4), uint8(e&15))
+			if s.hook != nil {
+				s.hook.event(s, int(e>>4), uint8(e&15))
+			}
 		}
 		if s.tick%stepTicks == 0 {
 			s.background()
 			if s.r != nil && !s.stopped {
+				if s.hook != nil {
+					s.hook.step(s)
+				}
 				s.r.Observe(s.counts(), s.at(s.tick))
 				s.apply(s.r.Step(s.at(s.tick)))
 			}
@@ -413,32 +505,65 @@ func (s *sim) loop() {
 
 // background draws the step's background sensor crashes among hosts at
 // risk on each side (treated ones at ten times the rate in the
-// background-10x scenario). A host counts once, so a crash removes it from
-// the hosts at risk.
+// background-10x scenario) and picks the hosts they strike. A host that is
+// talking reports its crash at once; one that is not (away, crash-looping,
+// or holding back a revert report) says nothing, and its crash counts
+// nowhere. A host counts once, so a crash removes it from the hosts at
+// risk.
 func (s *sim) background() {
 	perStep := s.p.BackgroundRate * s.p.Step.Hours()
-	rate := [2]float64{perStep * float64(s.treatedAtRisk), perStep * float64(s.controlAtRisk)}
+	treatedRate := perStep
 	if s.p.Scenario == Background10x {
-		rate[0] *= 10
+		treatedRate *= 10
 	}
-	for side := range 2 {
-		k := s.poisson(rate[side])
-		if side == 0 {
-			k = min(k, s.treatedAtRisk)
-			s.treatedAtRisk -= k
-			s.treatedFail += k
-			if s.p.Scenario == Background10x {
-				s.crashed += int(k)
+	for _, side := range []struct {
+		treated bool
+		atRisk  int64
+		rate    float64
+	}{{true, s.treatedAtRisk, treatedRate}, {false, s.controlAtRisk, perStep}} {
+		k := s.poisson(side.rate * float64(side.atRisk))
+		if k == 0 {
+			continue
+		}
+		// Rejection sampling over the whole fleet: k*hosts/atRisk draws
+		// on average, which is rate*hosts a step however few hosts are at
+		// risk. The bound only guards against a miscount.
+		for tries := int64(0); k > 0 && tries < 16*k*int64(s.p.Hosts)/side.atRisk+64; tries++ {
+			h := s.rng.IntN(s.p.Hosts)
+			if !s.atRisk(h, side.treated) {
+				continue
 			}
-		} else {
-			k = min(k, s.controlAtRisk)
-			s.controlAtRisk -= k
-			s.controlFail += k
-		}
-		if k > 0 && s.firstReport < 0 && side == 0 {
-			s.firstReport = s.tick
+			k--
+			if !s.talking(h) {
+				continue
+			}
+			if side.treated {
+				s.failTreated(h)
+				if s.p.Scenario == Background10x && s.state[h] == stNew {
+					s.crashed++ // on the new version
+				}
+				if s.firstReport < 0 {
+					s.firstReport = s.tick
+				}
+			} else {
+				s.failControl(h)
+			}
+			if s.hook != nil {
+				s.hook.event(s, h, evCrash)
+			}
 		}
 	}
+}
+
+// atRisk reports whether host h is at risk on the treated side (it took
+// the version and has not failed) or on the control side (heard from since
+// the start, on the old version, not failed).
+func (s *sim) atRisk(h int, treated bool) bool {
+	f, st := s.flags[h], s.state[h]
+	if treated {
+		return st != stOld && f&fFailed == 0
+	}
+	return st == stOld && f&fCtrlFailed == 0 && s.since[h] != unheard
 }
 
 func (s *sim) poisson(mean float64) int64 {
@@ -480,18 +605,19 @@ func (s *sim) handle(h int, kind uint8) {
 			s.crashed++
 			s.state[h] = stDown
 			s.down++
+			// Its install was the last the server heard of it: without the
+			// guard it crash-loops and says nothing more (silence); with it,
+			// it speaks again once it reports the revert.
+			s.since[h] = int32(s.tick)
+			s.scheduleSilence(h)
 			if s.p.Guard {
 				s.schedule(h, evRevert, s.p.Reboot)
-			} else {
-				// It crash-loops and says nothing more: silence.
-				s.since[h] = int32(s.tick)
-				s.schedule(h, evSilence, controller.DefaultSilence+s.p.Resolution)
 			}
 			return
 		}
 		s.state[h] = stNew
 		s.running++
-		s.schedule(h, evHealthy, s.p.HealthWindow+s.uniform(s.p.Telemetry))
+		s.schedule(h, evHealthy, s.p.HealthWindow)
 	case evRevert:
 		if s.state[h] != stDown {
 			return
@@ -516,21 +642,36 @@ func (s *sim) handle(h int, kind uint8) {
 			return
 		}
 		if f&fOffline != 0 {
-			s.schedule(h, evHealthy, s.p.Telemetry) // reported when back
+			s.flags[h] |= fHealthDue // reported when back
 			return
 		}
 		s.flags[h] |= fHealthy
 		s.healthy++
 	case evOffline:
-		s.flags[h] |= fOffline
-		s.since[h] = int32(s.tick)
 		off := s.exp(s.p.OfflineMean)
 		s.schedule(h, evOnline, off)
-		if off > controller.DefaultSilence {
-			s.schedule(h, evSilence, controller.DefaultSilence+s.p.Resolution)
+		if s.talking(h) {
+			// Heard until now. A host that was not talking keeps the time
+			// it was last heard, and its silence check.
+			s.since[h] = int32(s.tick)
+			if off > controller.DefaultSilence {
+				s.scheduleSilence(h)
+			}
 		}
+		s.flags[h] |= fOffline
 	case evOnline:
 		s.flags[h] &^= fOffline
+		if s.since[h] == unheard {
+			s.since[h] = 0
+			s.controlAtRisk++ // heard from at last: a control host
+		}
+		if f&fHealthDue != 0 {
+			s.flags[h] &^= fHealthDue
+			if s.state[h] == stNew && f&fFailed == 0 {
+				s.flags[h] |= fHealthy // its first telemetry says so
+				s.healthy++
+			}
+		}
 		s.schedule(h, evOffline, s.exp(s.onMean))
 		if f&fPending != 0 {
 			s.schedule(h, evAdopt, s.uniform(s.p.CheckIn))
@@ -540,18 +681,17 @@ func (s *sim) handle(h int, kind uint8) {
 		}
 	case evSilence:
 		// Unheard for the silence window: a failure on whichever side the
-		// host is (the controller judges silence alike on both).
-		silent := s.state[h] == stDown || f&fOffline != 0 && s.tick-int(s.since[h]) >= s.ticks(controller.DefaultSilence)
+		// host is (the controller judges silence alike on both); a host
+		// that took the version is treated, whatever it runs now.
+		silent := !s.talking(h) && s.tick-int(s.since[h]) > s.ticks(controller.DefaultSilence)
 		switch {
 		case !silent:
-		case s.state[h] == stNew || s.state[h] == stDown:
+		case s.state[h] != stOld:
 			if s.failTreated(h) {
 				s.treatedSilent++
 			}
-		case s.state[h] == stOld && f&fCtrlFailed == 0:
-			s.flags[h] |= fCtrlFailed
-			s.controlAtRisk--
-			s.controlFail++
+		case f&fCtrlFailed == 0:
+			s.failControl(h)
 			s.controlSilent++
 		}
 	case evRollback:
@@ -578,6 +718,13 @@ func (s *sim) failTreated(h int) bool {
 		s.healthy--
 	}
 	return true
+}
+
+// failControl counts control host h's failure (it is not counted yet).
+func (s *sim) failControl(h int) {
+	s.flags[h] |= fCtrlFailed
+	s.controlAtRisk--
+	s.controlFail++
 }
 
 func (s *sim) rollbackHost(h int) {

@@ -10,7 +10,7 @@ import (
 	"github.com/ringfence/ringfence/fleetsim"
 )
 
-func params(scenario, policy string, seed uint64) fleetsim.Params {
+func params(scenario fleetsim.Scenario, policy fleetsim.Policy, seed uint64) fleetsim.Params {
 	p := fleetsim.Defaults()
 	p.Hosts = 200_000
 	p.Scenario, p.Policy, p.Seed = scenario, policy, seed
@@ -116,6 +116,23 @@ func TestCheck(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+func TestParse(t *testing.T) {
+	for _, sc := range fleetsim.Scenarios {
+		got, err := fleetsim.ParseScenario(sc.String())
+		require.NoError(t, err)
+		require.Equal(t, sc, got)
+	}
+	for _, pol := range fleetsim.Policies {
+		got, err := fleetsim.ParsePolicy(pol.String())
+		require.NoError(t, err)
+		require.Equal(t, pol, got)
+	}
+	_, err := fleetsim.ParseScenario("meteor")
+	require.EqualError(t, err, `fleetsim: scenario "meteor"; want one of crash-all, crash-1pct, background-10x, healthy`)
+	_, err = fleetsim.ParsePolicy("Ringfence")
+	require.EqualError(t, err, `fleetsim: policy "Ringfence"; want one of all-at-once, waves, ringfence`)
 }
 
 // BenchmarkTenMillionHosts: one healthy ringfence rollout over 10M hosts

@@ -130,7 +130,9 @@ func (in *Installer) checkPerms(strict bool) error {
 
 // prepare creates the layout and cleans up after a crashed run.
 func (in *Installer) prepare() error {
-	if _, err := os.Stat(in.root); err != nil {
+	if _, err := os.Stat(in.root); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("installer: root directory %s: %w; check the path, or create it for a new host (mkdir -m 700 %s)", in.root, fs.ErrNotExist, in.root)
+	} else if err != nil {
 		return fmt.Errorf("installer: root directory: %w", err)
 	}
 	if err := probeWritable(in.root); err != nil {

@@ -166,17 +166,17 @@ type RecoverReport struct {
 func (in *Installer) Recover(target string, dryRun bool) (RecoverReport, error) {
 	rep := RecoverReport{Target: target, DryRun: dryRun, ReadOnly: in.readOnly && !dryRun}
 	defer func() { rep.Warnings = append([]string{}, in.warnings...) }()
+	write := !dryRun && !in.readOnly
+	rec, err := bootguard.Read(in.RecordPath())
+	rep.Before = nextLoad(bootguard.Decide(rec, err == nil))
 	var version uint32
 	if target != TargetLastGood && target != TargetNone {
-		v, err := strconv.ParseUint(target, 10, 32)
-		if err != nil {
+		v, perr := strconv.ParseUint(target, 10, 32)
+		if perr != nil {
 			return rep, fmt.Errorf("%w: %q: use lkg, none or a content version number", ErrNoTarget, target)
 		}
 		version = uint32(v)
 	}
-	write := !dryRun && !in.readOnly
-	rec, err := bootguard.Read(in.RecordPath())
-	rep.Before = nextLoad(bootguard.Decide(rec, err == nil))
 	if err != nil {
 		return in.rebuild(rep, target, version, write)
 	}
@@ -251,7 +251,7 @@ func (in *Installer) recoverTarget(rec bootguard.Record, target string, version 
 		}
 		return s, nil
 	}
-	return bootguard.SlotNone, fmt.Errorf("%w: version %d is in neither slot", ErrNoTarget, version)
+	return bootguard.SlotNone, fmt.Errorf("%w: version %d is in neither slot ('ringfence status' shows what each holds)", ErrNoTarget, version)
 }
 
 func describe(rec bootguard.Record, s bootguard.Slot) string {
@@ -309,7 +309,7 @@ func (in *Installer) rebuild(rep RecoverReport, target string, version uint32, w
 			}
 		}
 		if pick < 0 {
-			return rep, fmt.Errorf("%w: version %d is in no slot that verifies", ErrNoTarget, version)
+			return rep, fmt.Errorf("%w: version %d is in no slot that verifies (the plan above lists the slots)", ErrNoTarget, version)
 		}
 	}
 	var rec bootguard.Record

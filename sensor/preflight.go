@@ -89,6 +89,29 @@ func evalGuarded(p *Program, ev Event, phase string, n int) (v Verdict, err erro
 	return p.Eval(ev), nil
 }
 
+// LoadCapabilities loads the capability manifest at path, the flag every
+// command that checks content against an interpreter takes, or returns the
+// built-in sensor's (DefaultCapabilities) when path is empty.
+func LoadCapabilities(path string) (*validator.Capabilities, error) {
+	if path == "" {
+		return DefaultCapabilities(), nil
+	}
+	return validator.LoadCapabilities(path)
+}
+
+// PreflightCommand is the reference sensor's preflight command as bin, a
+// Ringfence binary with a 'sensor' command that calls PreflightMain, runs it
+// against the capability manifest at capsPath (the built-in sensor's when
+// empty): the default validator.PreflightOptions.Command. The channel
+// file's path goes last.
+func PreflightCommand(bin, capsPath string) []string {
+	cmd := []string{bin, "sensor", "preflight"}
+	if capsPath != "" {
+		cmd = append(cmd, "--capabilities", capsPath)
+	}
+	return cmd
+}
+
 // PreflightMain is the preflight child's command line:
 //
 //	preflight [--capabilities FILE] [--seed N] [--events N] FILE
@@ -105,14 +128,10 @@ func PreflightMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: preflight [--capabilities FILE] [--seed N] [--events N] FILE")
 		return ExitUsage
 	}
-	caps := DefaultCapabilities()
-	if *capsPath != "" {
-		c, err := validator.LoadCapabilities(*capsPath)
-		if err != nil {
-			fmt.Fprintln(stderr, "preflight:", err)
-			return ExitUsage
-		}
-		caps = c
+	caps, err := LoadCapabilities(*capsPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "preflight:", err)
+		return ExitUsage
 	}
 	data, err := validator.ReadFile(fs.Arg(0))
 	if err != nil {

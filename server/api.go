@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/gate"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/tufrepo"
 )
@@ -238,12 +238,9 @@ func duration(what, s string, zeroOK bool) (time.Duration, error) {
 }
 
 func decode(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
+	body, err := boundedio.ReadAll(r.Body, maxRequest)
 	if err != nil {
-		return err
-	}
-	if len(body) > maxRequest {
-		return fmt.Errorf("request over %d bytes", maxRequest)
+		return fmt.Errorf("request body: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

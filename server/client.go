@@ -7,16 +7,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
-// maxResponse bounds an API answer the client reads.
-const maxResponse = 32 << 20
+// Limits of what the client reads.
+const (
+	// maxResponse bounds an API answer.
+	maxResponse = 32 << 20
+	// maxAddrFile bounds serve.url: one URL.
+	maxAddrFile = 4 << 10
+)
 
 // Client talks to a running server's API (the operator commands, the lab).
 type Client struct {
@@ -28,7 +33,7 @@ type Client struct {
 // ClientFor finds the server that runs on a state directory: its URL in
 // serve.url and its token in operator.token.
 func ClientFor(state string) (*Client, error) {
-	u, err := os.ReadFile(filepath.Join(state, AddrFile))
+	u, err := boundedio.ReadFile(filepath.Join(state, AddrFile), maxAddrFile)
 	if err != nil {
 		return nil, fmt.Errorf("server: no running server recorded in %s (%v); give --server URL", state, err)
 	}
@@ -63,9 +68,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("server: %s: %w", c.URL, err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	raw, err := boundedio.ReadAll(resp.Body, maxResponse)
 	if err != nil {
-		return err
+		return fmt.Errorf("server: read the answer from %s: %w", c.URL, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
@@ -145,6 +150,8 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		// Only the error message is wanted: a truncated one still says
+		// what went wrong.
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 		var e struct {
 			Error string `json:"error"`

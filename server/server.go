@@ -175,13 +175,19 @@ func New(opts Options) (*Server, error) {
 	if err := checkStateDir(opts.State); err != nil {
 		return nil, err
 	}
-	token, err := LoadOrCreateToken(opts.State)
-	if err != nil {
-		return nil, err
+	// Looking creates nothing: a mistyped state directory is an error, not
+	// a new empty fleet.
+	var token string
+	if !opts.ReadOnly {
+		t, err := LoadOrCreateToken(opts.State)
+		if err != nil {
+			return nil, err
+		}
+		token = t
 	}
 	store := opts.Store
 	if store == nil {
-		db, err := fleetdb.Open(opts.State, fleetdb.Options{Timeout: time.Second, StartEmpty: opts.StartEmpty && !opts.ReadOnly, Now: opts.Clock.Now})
+		db, err := fleetdb.Open(opts.State, fleetdb.Options{Timeout: time.Second, ReadOnly: opts.ReadOnly, StartEmpty: opts.StartEmpty && !opts.ReadOnly, Now: opts.Clock.Now})
 		if err != nil {
 			return nil, err
 		}
@@ -325,15 +331,15 @@ func (s *Server) writeRepo(fn func(*tufrepo.Repo) error) error {
 	return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, fn)
 }
 
-// maxTokenFile bounds the operator token file read.
-const maxTokenFile = 4 << 10
+// MaxTokenFile bounds the operator token file read.
+const MaxTokenFile = 4 << 10
 
 // LoadOrCreateToken reads dir/operator.token, or makes one (32 random
 // bytes, hex, 0600, written durably). A token file others can read or
 // write is refused with the chmod that fixes it (checkToken).
 func LoadOrCreateToken(dir string) (string, error) {
 	path := filepath.Join(dir, TokenFile)
-	b, err := boundedio.ReadFile(path, maxTokenFile)
+	b, err := boundedio.ReadFile(path, MaxTokenFile)
 	if err == nil {
 		if err := checkToken(path); err != nil {
 			return "", err

@@ -7,12 +7,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -35,20 +35,15 @@ type Identity struct {
 // would change under the server's feet.
 func LoadOrCreateIdentity(dir string) (*Identity, error) {
 	path := filepath.Join(dir, KeyName)
-	f, err := os.Open(path)
+	b, err := boundedio.ReadFile(path, maxKeyFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return createIdentity(dir, path)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: host key: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
+	if err != nil && !errors.Is(err, boundedio.ErrTooLarge) {
 		return nil, fmt.Errorf("telemetry: host key: %w", err)
 	}
 	block, _ := pem.Decode(b)
-	if len(b) > maxKeyFile || block == nil || block.Type != "PRIVATE KEY" {
+	if block == nil || block.Type != "PRIVATE KEY" {
 		return nil, fmt.Errorf("telemetry: %s is not a PEM private key; restore it from a backup, or remove it to give the host a new identity", path)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)

@@ -7,13 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -176,12 +176,9 @@ func (s *Sender) send(ctx context.Context, evs []wire.Event) ([]string, error) {
 		return nil, fmt.Errorf("telemetry: send: %w", err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
+	raw, err := boundedio.ReadAll(resp.Body, wire.MaxBody)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: read the answer: %w", err)
-	}
-	if len(raw) > wire.MaxBody {
-		return nil, fmt.Errorf("telemetry: the server's answer is over %d bytes", wire.MaxBody)
+		return nil, fmt.Errorf("telemetry: read the server's answer: %w", err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:

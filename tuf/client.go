@@ -112,7 +112,7 @@ func New(opts Options) (*Client, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(opts.Dir, "root.json")); errors.Is(err, fs.ErrNotExist) && len(opts.TrustedRoot) == 0 {
-		return nil, errors.New("tuf: no trusted root: install the repository's root.json with the agent (Options.TrustedRoot)")
+		return nil, fmt.Errorf("%w (Options.TrustedRoot)", ErrNoTrustedRoot)
 	}
 	return &Client{opts: opts}, nil
 }

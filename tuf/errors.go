@@ -36,6 +36,10 @@ var (
 	ErrInvalid = errors.New("tuf: invalid metadata")
 )
 
+// ErrNoTrustedRoot is returned by New when the host trusts no root yet:
+// none is persisted under Options.Dir and Options.TrustedRoot is empty.
+var ErrNoTrustedRoot = errors.New("tuf: no trusted root: install the repository's root.json with the agent")
+
 // mapError wraps a go-tuf error in the matching sentinel, keeping the
 // original text.
 func mapError(err error) error {

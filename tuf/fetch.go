@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
 // fetcher is go-tuf's Fetcher with a context, bounded reads and retries with
@@ -75,12 +76,12 @@ func (c *Client) get(ctx context.Context, url string, limit int64) ([]byte, erro
 	if resp.ContentLength > limit {
 		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s: %d bytes announced, at most %d allowed", url, resp.ContentLength, limit)}
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	data, err := boundedio.ReadAll(resp.Body, limit)
+	if errors.Is(err, boundedio.ErrTooLarge) {
+		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s: more than %d bytes", url, limit)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNetwork, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s: more than %d bytes", url, limit)}
 	}
 	return data, nil
 }

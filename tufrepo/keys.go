@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
 // KeyType names a signing algorithm.
@@ -52,7 +52,16 @@ func generateKey(kt KeyType) (crypto.Signer, error) {
 	case KeyECDSAP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
-	return nil, fmt.Errorf("tufrepo: unknown key type %q; use %s or %s", kt, KeyEd25519, KeyECDSAP256)
+	return nil, kt.check()
+}
+
+// check refuses a key type the repository cannot make.
+func (kt KeyType) check() error {
+	switch kt {
+	case KeyEd25519, KeyECDSAP256, "":
+		return nil
+	}
+	return fmt.Errorf("tufrepo: unknown key type %q; use %s or %s", kt, KeyEd25519, KeyECDSAP256)
 }
 
 func newPrivateKey(role, file string, s crypto.Signer) (*privateKey, error) {
@@ -92,17 +101,12 @@ func writeKey(dir, name string, s crypto.Signer) error {
 }
 
 func readKey(role, path string) (*privateKey, error) {
-	f, err := os.Open(path)
+	data, err := boundedio.ReadFile(path, maxKeyFile)
+	if errors.Is(err, boundedio.ErrTooLarge) {
+		return nil, fmt.Errorf("tufrepo: %w; not a key file: move it out of the key directory", err)
+	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxKeyFile {
-		return nil, fmt.Errorf("tufrepo: %s: larger than %d bytes; not a key file", path, maxKeyFile)
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {

@@ -3,6 +3,8 @@ package tufrepo
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -27,6 +29,9 @@ var ErrBusy = errors.New("tufrepo: the repository is being changed by another pr
 // fn on it and releases the lock. Any change fn makes is written before it
 // returns (the Repo's methods write as they go).
 func Update(dir, keys string, clock Clock, fn func(*Repo) error) error {
+	if _, err := os.Stat(filepath.Join(dir, "metadata", "root.json")); errors.Is(err, fs.ErrNotExist) {
+		return noRepository(dir) // and leave no lock file in a directory that is not one
+	}
 	unlock, err := filelock.Lock(filepath.Join(dir, LockName), LockTimeout)
 	if errors.Is(err, filelock.ErrLocked) {
 		return fmt.Errorf("%w for more than %v; retry", ErrBusy, LockTimeout)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -100,6 +101,9 @@ func Init(dir, keys string, opts InitOptions) (*Repo, error) {
 	if opts.Clock == nil {
 		opts.Clock = systemClock{}
 	}
+	if err := opts.KeyType.check(); err != nil {
+		return nil, err // before anything is created
+	}
 	r := &Repo{dir: dir, keys: keys, clock: opts.Clock}
 	if _, err := os.Stat(filepath.Join(r.metaDir(), "root.json")); err == nil {
 		return nil, fmt.Errorf("tufrepo: %s already holds a repository; use 'keys rotate' or start from an empty directory", dir)
@@ -170,6 +174,13 @@ func Init(dir, keys string, opts InitOptions) (*Repo, error) {
 	return r, nil
 }
 
+// ErrNoRepository is returned for a directory that holds no repository.
+var ErrNoRepository = errors.New("tufrepo: no repository")
+
+func noRepository(dir string) error {
+	return fmt.Errorf("%w in %s (no metadata/root.json): check the path, or make one with 'ringfence-server repo init'", ErrNoRepository, dir)
+}
+
 // Open reads the repository in dir; keys is the key directory (it may lack
 // the root keys, which only root changes need).
 func Open(dir, keys string, clock Clock) (*Repo, error) {
@@ -178,7 +189,9 @@ func Open(dir, keys string, clock Clock) (*Repo, error) {
 	}
 	r := &Repo{dir: dir, keys: keys, clock: clock}
 	var err error
-	if r.root, err = load[metadata.RootType](r, "root.json"); err != nil {
+	if r.root, err = load[metadata.RootType](r, "root.json"); errors.Is(err, fs.ErrNotExist) {
+		return nil, noRepository(dir)
+	} else if err != nil {
 		return nil, err
 	}
 	if r.timestamp, err = load[metadata.TimestampType](r, "timestamp.json"); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -38,6 +40,9 @@ func Verify(ctx context.Context, dir string, trustedRoot []byte, now time.Time) 
 	var rep VerifyReport
 	if trustedRoot == nil {
 		b, err := boundedio.ReadFile(filepath.Join(dir, "metadata", "1.root.json"), MaxMetadataSize)
+		if errors.Is(err, fs.ErrNotExist) {
+			return rep, noRepository(dir)
+		}
 		if err != nil {
 			return rep, fmt.Errorf("tufrepo: verify: %w", err)
 		}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 
 	"github.com/ringfence/ringfence/internal/boundedio"
@@ -158,18 +156,14 @@ func (t *TemplateType) versionList() string {
 	return string(b)
 }
 
-// ReadFile reads a channel file from disk, bounded by MaxFileSize. A larger
-// file is not an I/O error: ReadFile returns its first MaxFileSize+1 bytes, so
-// that Parse rejects it with CodeTooLarge like any other bad content.
+// ReadFile reads a channel file from disk. A file larger than MaxFileSize
+// cannot be a channel file: ReadFile refuses it, reading no more than
+// MaxFileSize+1 bytes, with an error that wraps boundedio.ErrTooLarge and
+// names the limit.
 func ReadFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	data, err := boundedio.ReadFile(path, MaxFileSize)
+	if errors.Is(err, boundedio.ErrTooLarge) {
+		return nil, fmt.Errorf("validator: %w (%d MiB), the most a channel file can be; check that it is the right file", err, MaxFileSize>>20)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return data, nil
+	return data, err
 }

@@ -42,16 +42,17 @@ digits); --key takes its public key instead. Tags and fleet are the server's
 record: what a host asks for is shown (requested_tags) and counts for nothing.`
 
 func runHosts(args []string, stdout, stderr io.Writer) int {
-	return sub("hosts", args, map[string]func([]string, io.Writer, io.Writer) int{
-		"list": hostsList, "show": hostsShow,
-		"accept":       func(a []string, o, e io.Writer) int { return hostsAction("accept", a, o, e) },
-		"reject":       func(a []string, o, e io.Writer) int { return hostsAction("reject", a, o, e) },
-		"decommission": func(a []string, o, e io.Writer) int { return hostsAction("decommission", a, o, e) },
-		"tag":          func(a []string, o, e io.Writer) int { return hostsAction("tags", a, o, e) },
-		"help": func(_ []string, o, _ io.Writer) int {
+	return sub("hosts", args, []cli.Command{
+		{Name: "list", Run: hostsList},
+		{Name: "show", Run: hostsShow},
+		{Name: "accept", Run: func(a []string, o, e io.Writer) int { return hostsAction("accept", a, o, e) }},
+		{Name: "reject", Run: func(a []string, o, e io.Writer) int { return hostsAction("reject", a, o, e) }},
+		{Name: "decommission", Run: func(a []string, o, e io.Writer) int { return hostsAction("decommission", a, o, e) }},
+		{Name: "tag", Run: func(a []string, o, e io.Writer) int { return hostsAction("tags", a, o, e) }},
+		{Name: "help", Run: func(_ []string, o, _ io.Writer) int {
 			fmt.Fprintf(o, "Usage: ringfence-server hosts SUBCOMMAND ...\n%s\n", hostsHelp)
 			return cli.ExitOK
-		},
+		}},
 	}, stdout, stderr)
 }
 
@@ -232,8 +233,10 @@ admitted.
   tokens revoke ID --why TEXT`
 
 func runTokens(args []string, stdout, stderr io.Writer) int {
-	return sub("tokens", args, map[string]func([]string, io.Writer, io.Writer) int{
-		"create": tokensCreate, "list": tokensList, "revoke": tokensRevoke,
+	return sub("tokens", args, []cli.Command{
+		{Name: "create", Summary: "make a token that admits hosts (printed once)", Run: tokensCreate},
+		{Name: "list", Summary: "list the tokens, never their secrets", Run: tokensList},
+		{Name: "revoke", Summary: "stop a token admitting hosts", Run: tokensRevoke},
 	}, stdout, stderr)
 }
 
@@ -306,6 +309,9 @@ func tokensList(args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON {
 		return printJSON(stdout, ts)
+	}
+	if len(ts) == 0 {
+		fmt.Fprintln(stdout, "no enrolment tokens; make one with 'ringfence-server tokens create --ttl 72h'")
 	}
 	now := time.Now()
 	for _, tk := range ts {

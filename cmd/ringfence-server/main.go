@@ -15,12 +15,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
+	"slices"
 	"time"
 
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/sensor"
@@ -28,50 +30,31 @@ import (
 	"github.com/ringfence/ringfence/validator"
 )
 
-type command struct {
-	name    string
-	summary string
-	run     func(args []string, stdout, stderr io.Writer) int
-}
-
-func commands() []command {
-	return []command{
-		{"repo", "repository: 'repo init', 'repo refresh', 'repo verify'", runRepo},
-		{"publish", "validate, preflight and publish a channel file as a signed content target", runPublish},
-		{"publish-agent", "publish a ringfenced binary as target agent/<os>-<arch>/<version> (hosts update themselves)", runPublishAgent},
-		{"serve", "serve the repository, take telemetry, run the rollouts and their gate, show the dashboard", runServe},
-		{"rollout", "rollouts: start|status|pause|resume|halt|rollback|promote|allow, or 'set' to sign a plan by hand", runRollout},
-		{"hosts", "the fleet's admission: 'hosts list|show|accept|reject|decommission|tag'", runHosts},
-		{"tokens", "enrolment tokens that admit hosts: 'tokens create|list|revoke'", runTokens},
-		{"keys", "keys: 'keys rotate --role R' replaces a role's keys", runKeys},
-		{"state", "the server's state: 'state backup' copies server.db consistently, 'state check' checks one", runState},
-		{"sensor", "the reference sensor: 'sensor preflight' is publish's default preflight command", runSensor},
+func commands() []cli.Command {
+	return []cli.Command{
+		{Name: "repo", Summary: "repository: 'repo init', 'repo refresh', 'repo verify'", Run: runRepo},
+		{Name: "publish", Summary: "validate, preflight and publish a channel file as a signed content target", Run: runPublish},
+		{Name: "publish-agent", Summary: "publish a ringfenced binary as target agent/<os>-<arch>/<version> (hosts update themselves)", Run: runPublishAgent},
+		{Name: "serve", Summary: "serve the repository, take telemetry, run the rollouts and their gate, show the dashboard", Run: runServe},
+		{Name: "rollout", Summary: "rollouts: start|status|pause|resume|halt|rollback|promote|allow, or 'set' to sign a plan by hand", Run: runRollout},
+		{Name: "hosts", Summary: "the fleet's admission: 'hosts list|show|accept|reject|decommission|tag'", Run: runHosts},
+		{Name: "tokens", Summary: "enrolment tokens that admit hosts: 'tokens create|list|revoke'", Run: runTokens},
+		{Name: "keys", Summary: "keys: 'keys rotate --role R' replaces a role's keys", Run: runKeys},
+		{Name: "state", Summary: "the server's state: 'state backup' copies server.db consistently, 'state check' checks one", Run: runState},
+		{Name: "sensor", Summary: "the reference sensor: 'sensor preflight' is publish's default preflight command", Run: runSensor},
 	}
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stdout, "ringfence-server: the signed content repository and its rollouts")
-		fmt.Fprintln(stdout, "\nUsage: ringfence-server COMMAND [SUBCOMMAND] [flags] [args]\n\nCommands:")
-		for _, c := range commands() {
-			fmt.Fprintf(stdout, "  %-13s %s\n", c.name, c.summary)
-		}
-		fmt.Fprintln(stdout, "\nRun 'ringfence-server COMMAND --help' for a command's flags.")
-		fmt.Fprintln(stdout, "Exit codes: 0 success, 1 rejected, 2 usage or I/O error.")
-		if len(args) == 0 {
-			return cli.ExitUsage
-		}
-		return cli.ExitOK
-	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "ringfence-server: unknown command %q; run 'ringfence-server help'\n", args[0])
-	return cli.ExitUsage
+	return cli.Table{
+		Prog:      "ringfence-server",
+		Title:     "the signed content repository and its rollouts",
+		Usage:     "COMMAND [SUBCOMMAND] [flags] [args]",
+		ExitCodes: "Exit codes: 0 success, 1 rejected, 2 usage or I/O error.",
+		Commands:  commands(),
+	}.Dispatch(args, stdout, stderr)
 }
 
 func newFlags(name, synopsis, help string, stdout, stderr io.Writer) *flag.FlagSet {
@@ -79,18 +62,8 @@ func newFlags(name, synopsis, help string, stdout, stderr io.Writer) *flag.FlagS
 }
 
 // sub dispatches "COMMAND SUB ...".
-func sub(cmd string, args []string, subs map[string]func([]string, io.Writer, io.Writer) int, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		if f := subs[args[0]]; f != nil {
-			return f(args[1:], stdout, stderr)
-		}
-	}
-	var names []string
-	for n := range subs {
-		names = append(names, n)
-	}
-	fmt.Fprintf(stderr, "ringfence-server %s: want one of: %s\n", cmd, strings.Join(names, ", "))
-	return cli.ExitUsage
+func sub(cmd string, args []string, subs []cli.Command, stdout, stderr io.Writer) int {
+	return cli.Sub("ringfence-server "+cmd, args, subs, stdout, stderr)
 }
 
 func fail(stderr io.Writer, cmd string, err error) int {
@@ -105,8 +78,8 @@ func repoFlags(fs *flag.FlagSet) (repo, keys *string) {
 }
 
 func need(stderr io.Writer, cmd string, vals map[string]string) bool {
-	for flagName, v := range vals {
-		if v == "" {
+	for _, flagName := range slices.Sorted(maps.Keys(vals)) {
+		if vals[flagName] == "" {
 			fmt.Fprintf(stderr, "ringfence-server %s: --%s is required\n", cmd, flagName)
 			return false
 		}
@@ -115,8 +88,10 @@ func need(stderr io.Writer, cmd string, vals map[string]string) bool {
 }
 
 func runRepo(args []string, stdout, stderr io.Writer) int {
-	return sub("repo", args, map[string]func([]string, io.Writer, io.Writer) int{
-		"init": repoInit, "refresh": repoRefresh, "verify": repoVerify,
+	return sub("repo", args, []cli.Command{
+		{Name: "init", Summary: "create a repository and its keys", Run: repoInit},
+		{Name: "refresh", Summary: "re-sign the timestamp and snapshot before they expire", Run: repoRefresh},
+		{Name: "verify", Summary: "check the repository end to end, as a host would", Run: repoVerify},
 	}, stdout, stderr)
 }
 
@@ -139,6 +114,10 @@ func repoInit(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if !need(stderr, "repo init", map[string]string{"repo": *repo, "keys": *keys}) {
+		return cli.ExitUsage
+	}
+	if *threshold < 1 {
+		fmt.Fprintf(stderr, "ringfence-server repo init: --threshold %d: root needs at least 1 key\n", *threshold)
 		return cli.ExitUsage
 	}
 	if _, err := tufrepo.Init(*repo, *keys, tufrepo.InitOptions{Threshold: *threshold, KeyType: tufrepo.KeyType(*kt)}); err != nil {
@@ -186,13 +165,16 @@ fails to verify.`, stdout, stderr)
 	}
 	var root []byte
 	if *rootFile != "" {
-		b, err := validator.ReadFile(*rootFile)
+		b, err := boundedio.ReadFile(*rootFile, tufrepo.MaxMetadataSize)
 		if err != nil {
-			return fail(stderr, "repo verify", err)
+			return fail(stderr, "repo verify", fmt.Errorf("--root: %w", err))
 		}
 		root = b
 	}
 	rep, err := tufrepo.Verify(context.Background(), *repo, root, time.Now())
+	if errors.Is(err, tufrepo.ErrNoRepository) {
+		return fail(stderr, "repo verify", err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server repo verify: %v\n", err)
 		return cli.ExitRejected
@@ -239,13 +221,9 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	path := files[0]
-	caps := sensor.DefaultCapabilities()
-	if *capsPath != "" {
-		c, err := validator.LoadCapabilities(*capsPath)
-		if err != nil {
-			return fail(stderr, "publish", err)
-		}
-		caps = c
+	caps, err := sensor.LoadCapabilities(*capsPath)
+	if err != nil {
+		return fail(stderr, "publish", err)
 	}
 	data, err := validator.ReadFile(path)
 	if err != nil {
@@ -260,37 +238,25 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence-server publish: %s is channel %d, not %d\n", path, f.Channel, *channel)
 		return cli.ExitRejected
 	}
-	if !*skipStatic {
-		if _, ps := validator.Validate(data, caps, validator.Options{}); ps.HasErrors() {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p.Line(path))
-			}
-			fmt.Fprintf(stderr, "ringfence-server publish: %s rejected by the validator; nothing was published\n", path)
-			return cli.ExitRejected
-		}
-	}
+	// The hosts' check, against the fleet's interpreter.
+	opts := validator.VetOptions{SkipStatic: *skipStatic}
 	if !*skipPreflight {
 		self, err := os.Executable()
 		if err != nil {
 			return fail(stderr, "publish", err)
 		}
-		cmd := []string{self, "sensor", "preflight"}
-		if *capsPath != "" {
-			cmd = append(cmd, "--capabilities", *capsPath)
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-		ps, err := validator.Preflight(ctx, path, validator.PreflightOptions{Command: cmd})
-		stop()
-		if err != nil {
-			return fail(stderr, "publish", err)
-		}
-		if ps.HasErrors() {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p.Line(path))
-			}
-			fmt.Fprintf(stderr, "ringfence-server publish: %s failed preflight; nothing was published\n", path)
-			return cli.ExitRejected
-		}
+		opts.Preflight = &validator.PreflightOptions{Command: sensor.PreflightCommand(self, *capsPath)}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	v, err := validator.Vet(ctx, data, caps, opts)
+	stop()
+	if err != nil {
+		return fail(stderr, "publish", err)
+	}
+	if !v.Accepted() {
+		v.Print(stderr, path)
+		fmt.Fprintf(stderr, "ringfence-server publish: %s; nothing was published\n", v.Refusal(path))
+		return cli.ExitRejected
 	}
 	var name string
 	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
@@ -330,13 +296,16 @@ every version it names must be published. Format:
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
-	if !need(stderr, "rollout set", map[string]string{"repo": *repo, "keys": *keys, "plan": *planPath}) || *channel == 0 {
+	if !need(stderr, "rollout set", map[string]string{"repo": *repo, "keys": *keys, "plan": *planPath}) {
+		return cli.ExitUsage
+	}
+	if *channel == 0 {
 		fmt.Fprintln(stderr, "ringfence-server rollout set: --channel is required")
 		return cli.ExitUsage
 	}
-	plan, err := validator.ReadFile(*planPath)
+	plan, err := boundedio.ReadFile(*planPath, rollout.MaxSize)
 	if err != nil {
-		return fail(stderr, "rollout set", err)
+		return fail(stderr, "rollout set", fmt.Errorf("--plan: %w", err))
 	}
 	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
 		err = r.SetRollout(uint32(*channel), plan)
@@ -377,17 +346,9 @@ fails its first start is rolled back on the host and never applied there again.`
 		fmt.Fprintln(stderr, "ringfence-server publish-agent: give exactly one binary")
 		return cli.ExitUsage
 	}
-	f, err := os.Open(pos[0])
+	data, err := boundedio.ReadFile(pos[0], maxAgentBinary)
 	if err != nil {
 		return fail(stderr, "publish-agent", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxAgentBinary+1))
-	if err != nil {
-		return fail(stderr, "publish-agent", err)
-	}
-	if len(data) > maxAgentBinary {
-		return fail(stderr, "publish-agent", fmt.Errorf("%s is larger than %d bytes", pos[0], maxAgentBinary))
 	}
 	var name string
 	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
@@ -405,7 +366,9 @@ fails its first start is rolled back on the host and never applied there again.`
 }
 
 func runKeys(args []string, stdout, stderr io.Writer) int {
-	return sub("keys", args, map[string]func([]string, io.Writer, io.Writer) int{"rotate": keysRotate}, stdout, stderr)
+	return sub("keys", args, []cli.Command{
+		{Name: "rotate", Summary: "replace a role's keys and re-sign what trusts them", Run: keysRotate},
+	}, stdout, stderr)
 }
 
 func keysRotate(args []string, stdout, stderr io.Writer) int {

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
-	"github.com/ringfence/ringfence/validator"
 )
 
 const rolloutStartHelp = `
@@ -44,15 +44,27 @@ rollout's decision log.
             and deny the new version (hosts that have it revert)
   promote   start the next stage now, without waiting for its bake time`
 
-func rolloutCommands() map[string]func([]string, io.Writer, io.Writer) int {
-	m := map[string]func([]string, io.Writer, io.Writer) int{
-		"set": rolloutSet, "start": rolloutStart, "status": rolloutStatus,
+// actionSummaries are the rollout actions' lines in 'rollout help'.
+var actionSummaries = map[controller.Kind]string{
+	controller.KindPause:    "stop advancing (the gate still watches, and still halts)",
+	controller.KindResume:   "continue a paused or halted rollout",
+	controller.KindHalt:     "freeze where it is: no host newly gets the version",
+	controller.KindRollback: "send every host back to the version the rollout started from, and deny the new one",
+	controller.KindPromote:  "start the next stage now, without waiting for its bake time",
+}
+
+func rolloutCommands() []cli.Command {
+	cmds := []cli.Command{
+		{Name: "start", Summary: "begin a rollout of a published content version", Run: rolloutStart},
+		{Name: "status", Summary: "show each channel's rollout: state, stages, gate, decisions", Run: rolloutStatus},
 	}
 	for _, a := range controller.Actions {
-		m[a.String()] = func(args []string, stdout, stderr io.Writer) int { return rolloutAction(a, args, stdout, stderr) }
+		cmds = append(cmds, cli.Command{Name: a.String(), Summary: actionSummaries[a],
+			Run: func(args []string, stdout, stderr io.Writer) int { return rolloutAction(a, args, stdout, stderr) }})
 	}
-	m["allow"] = rolloutAllow
-	return m
+	return append(cmds,
+		cli.Command{Name: "allow", Summary: "take a version off the channel's deny list", Run: rolloutAllow},
+		cli.Command{Name: "set", Summary: "sign a rollout plan by hand, without the server", Run: rolloutSet})
 }
 
 func whoAmI() string {
@@ -90,9 +102,9 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 		From: uint32(*from), Schedule: *schedule, CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags),
 		HealthWindow: *health, Grace: *grace, Silence: *silence, Alpha: *alpha, ManualRollback: *manual}
 	if *stagesFile != "" {
-		b, err := validator.ReadFile(*stagesFile)
+		b, err := boundedio.ReadFile(*stagesFile, maxStagesFile)
 		if err != nil {
-			return fail(stderr, "rollout start", err)
+			return fail(stderr, "rollout start", fmt.Errorf("--stages: %w", err))
 		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
@@ -108,6 +120,10 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 	d, v, err := t.start(q)
 	return decided(stdout, stderr, "rollout start", d, v, err)
 }
+
+// maxStagesFile bounds the --stages file: the stages travel in the start
+// request, whose body the server takes up to 64 KiB of.
+const maxStagesFile = 64 << 10
 
 func rolloutAction(action controller.Kind, args []string, stdout, stderr io.Writer) int {
 	cmd := "rollout " + action.String()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -19,9 +20,9 @@ import (
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
-	"github.com/ringfence/ringfence/validator"
 )
 
 const serveHelp = `
@@ -237,13 +238,17 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 				fmt.Fprintf(stderr, "ringfence-server %s: --server needs --token-file (or --state)\n", cmd)
 				return nil, false
 			}
-			tok, err := validator.ReadFile(tf)
+			tok, err := boundedio.ReadFile(tf, server.MaxTokenFile)
 			if err != nil {
 				fmt.Fprintf(stderr, "ringfence-server %s: operator token: %v\n", cmd, err)
 				return nil, false
 			}
 			return &target{client: &server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok)), HTTP: hc}}, true
 		case *state != "":
+			if _, err := os.Stat(*state); errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintf(stderr, "ringfence-server %s: state directory %s does not exist: check --state (the directory 'ringfence-server serve --state' keeps its state in)\n", cmd, *state)
+				return nil, false
+			}
 			if c, err := server.ClientFor(*state); err == nil {
 				c.HTTP = hc
 				_, err := c.Rollouts(context.Background())
@@ -258,9 +263,10 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 					return nil, false
 				}
 			}
-			readOnly := cmd == "rollout status" && (*repo == "" || *keys == "")
+			// Looking needs no keys; acting does.
+			readOnly := slices.Contains([]string{"rollout status", "hosts list", "hosts show", "tokens list"}, cmd) && (*repo == "" || *keys == "")
 			if !readOnly && (*repo == "" || *keys == "") {
-				fmt.Fprintf(stderr, "ringfence-server %s: no server is running on %s; give --repo and --keys to act on the state directory directly\n", cmd, *state)
+				fmt.Fprintf(stderr, "ringfence-server %s: no server is running on %s; start one ('ringfence-server serve'), or give --repo and --keys to act on the state directory directly\n", cmd, *state)
 				return nil, false
 			}
 			s, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, ReadOnly: readOnly})

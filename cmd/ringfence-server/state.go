@@ -11,14 +11,15 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/fleetdb"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
-	"github.com/ringfence/ringfence/validator"
 )
 
 func runState(args []string, stdout, stderr io.Writer) int {
-	return sub("state", args, map[string]func([]string, io.Writer, io.Writer) int{
-		"backup": stateBackup, "check": stateCheck,
+	return sub("state", args, []cli.Command{
+		{Name: "backup", Summary: "copy server.db consistently, from a running server or its state directory", Run: stateBackup},
+		{Name: "check", Summary: "check a copy of server.db before you restore it", Run: stateCheck},
 	}, stdout, stderr)
 }
 
@@ -66,7 +67,7 @@ func stateBackup(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ringfence-server %s: --server needs --token-file (or --state)\n", cmd)
 			return cli.ExitUsage
 		}
-		tok, err := validator.ReadFile(tf)
+		tok, err := boundedio.ReadFile(tf, server.MaxTokenFile)
 		if err != nil {
 			return fail(stderr, cmd, fmt.Errorf("operator token: %w", err))
 		}

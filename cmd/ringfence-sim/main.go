@@ -54,9 +54,9 @@ type row struct {
 
 // rates are the repeated ringfence runs of one scenario.
 type rates struct {
-	Scenario string `json:"scenario"`
-	Runs     int    `json:"runs"`
-	Halted   int    `json:"halted"`
+	Scenario fleetsim.Scenario `json:"scenario"`
+	Runs     int               `json:"runs"`
+	Halted   int               `json:"halted"`
 	// MaxLoaded is the most hosts any run exposed.
 	MaxLoaded int `json:"max_loaded"`
 	// MedianHaltAfterReport over the halted runs.
@@ -68,8 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	d := fleetsim.Defaults()
 	hosts := fs.Int("hosts", d.Hosts, "hosts in the fleet")
 	duration := fs.Duration("duration", d.Duration, "simulated time")
-	scenarios := fs.String("scenarios", strings.Join(fleetsim.Scenarios, ","), "scenarios to run")
-	policies := fs.String("policies", strings.Join(fleetsim.Policies, ","), "policies to run")
+	scenarios := fs.String("scenarios", join(fleetsim.Scenarios), "scenarios to run, comma-separated: "+join(fleetsim.Scenarios))
+	policies := fs.String("policies", join(fleetsim.Policies), "policies to run, comma-separated: "+join(fleetsim.Policies))
 	seed := fs.Uint64("seed", 1, "seed of the fleet and its events")
 	reps := fs.Int("reps", 0, "repeat the ringfence runs with this many seeds and report false-halt and detection rates")
 	emergency := fs.Bool("emergency", false, "the ringfence policy uses the emergency schedule")
@@ -85,7 +85,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	base := d
 	base.Hosts, base.Duration, base.Seed, base.Emergency, base.Canaries = *hosts, *duration, *seed, *emergency, *canaries
 	base.CheckIn, base.Offline, base.BackgroundRate = *checkIn, *offline, *background
-	scs, pols := split(*scenarios), split(*policies)
+	scs, err := parseList(*scenarios, fleetsim.ParseScenario)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence-sim: --scenarios: %v\n", err)
+		return cli.ExitUsage
+	}
+	pols, err := parseList(*policies, fleetsim.ParsePolicy)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence-sim: --policies: %v\n", err)
+		return cli.ExitUsage
+	}
 	for _, s := range scs {
 		p := base
 		p.Scenario = s
@@ -163,14 +172,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return cli.ExitOK
 }
 
-func split(s string) []string {
-	var out []string
+// parseList parses a comma-separated flag value with parse.
+func parseList[T any](s string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
 	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
+		if f = strings.TrimSpace(f); f == "" {
+			continue
 		}
+		v, err := parse(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
 	}
-	return out
+	return out, nil
+}
+
+// join is vs as a flag value: comma-separated.
+func join[T fmt.Stringer](vs []T) string {
+	names := make([]string, len(vs))
+	for i, v := range vs {
+		names[i] = v.String()
+	}
+	return strings.Join(names, ",")
 }
 
 // runAll runs jobs on every core, results in order.
@@ -201,7 +225,7 @@ func runAll(jobs []fleetsim.Params) ([]*fleetsim.Result, error) {
 	return out, nil
 }
 
-func summarize(scenario string, rs []*fleetsim.Result) rates {
+func summarize(scenario fleetsim.Scenario, rs []*fleetsim.Result) rates {
 	r := rates{Scenario: scenario, Runs: len(rs)}
 	var after []time.Duration
 	for _, x := range rs {
@@ -272,13 +296,13 @@ func table(w io.Writer, p fleetsim.Params, rows []row, rs []rates, elapsed time.
 	}(), elapsed.Round(100*time.Millisecond))
 }
 
-var colors = map[string]string{fleetsim.AllAtOnce: "#d62728", fleetsim.Waves: "#ff7f0e", fleetsim.Ringfence: "#1f77b4"}
+var colors = map[fleetsim.Policy]string{fleetsim.AllAtOnce: "#d62728", fleetsim.Waves: "#ff7f0e", fleetsim.Ringfence: "#1f77b4"}
 
 // chart draws one panel per scenario: hosts that ever loaded the version
 // over time, one line per policy, on a log scale (a canary group and a
 // whole fleet on one axis).
 func chart(rows []row, p fleetsim.Params) string {
-	var scs []string
+	var scs []fleetsim.Scenario
 	for _, r := range rows {
 		if len(scs) == 0 || scs[len(scs)-1] != r.Scenario {
 			scs = append(scs, r.Scenario)

@@ -79,7 +79,10 @@ func TestJSON(t *testing.T) {
 func TestBadFlags(t *testing.T) {
 	_, errOut, code := runCLI("--scenarios", "meteor")
 	require.Equal(t, 2, code)
-	require.Contains(t, errOut, `scenario "meteor"`)
+	require.Contains(t, errOut, `--scenarios: fleetsim: scenario "meteor"; want one of crash-all, crash-1pct, background-10x, healthy`)
+	_, errOut, code = runCLI("--policies", "ringfence,yolo")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `--policies: fleetsim: policy "yolo"; want one of all-at-once, waves, ringfence`)
 	out, _, code := runCLI("--help")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "Bottlerocket")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/tuf"
-	"github.com/ringfence/ringfence/validator"
 )
 
 const fetchHelp = `
@@ -47,9 +48,9 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 	}
 	var rootJSON []byte
 	if *trusted != "" {
-		b, err := validator.ReadFile(*trusted)
+		b, err := boundedio.ReadFile(*trusted, tuf.MaxRootSize)
 		if err != nil {
-			fmt.Fprintf(stderr, "ringfence fetch: %v\n", err)
+			fmt.Fprintf(stderr, "ringfence fetch: --trusted-root: %v\n", err)
 			return exitUsage
 		}
 		rootJSON = b
@@ -58,6 +59,10 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 		Dir: filepath.Join(*root, "tuf"), DownloadDir: filepath.Join(*root, "downloads"),
 		TrustedRoot: rootJSON, MetadataURL: *url + "/metadata", TargetsURL: *url + "/targets",
 	})
+	if errors.Is(err, tuf.ErrNoTrustedRoot) {
+		fmt.Fprintf(stderr, "ringfence fetch: this host trusts no repository yet (nothing in %s): pass --trusted-root FILE, the repository's metadata/root.json, the first time\n", filepath.Join(*root, "tuf"))
+		return exitUsage
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence fetch: %v\n", err)
 		return exitUsage
@@ -67,7 +72,11 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	if err := c.Refresh(ctx); err != nil {
-		fmt.Fprintf(stderr, "ringfence fetch: %v\n", err)
+		hint := ""
+		if *trusted != "" && errors.Is(err, tuf.ErrInvalid) {
+			hint = fmt.Sprintf(" (is %s the repository's metadata/root.json?)", *trusted)
+		}
+		fmt.Fprintf(stderr, "ringfence fetch: %v%s\n", err, hint)
 		return exitRejected
 	}
 	fmt.Fprintf(stdout, "metadata verified: %d content targets, %d rollout plans\n", len(c.Targets("content")), len(c.Targets("rollout")))

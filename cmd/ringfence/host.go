@@ -33,7 +33,7 @@ func addHostFlags(fs interface {
 }) hostFlags {
 	return hostFlags{
 		root:   fs.String("root", installer.DefaultRoot, "Ringfence root directory (boot record, slots, state.db)"),
-		asJSON: fs.Bool("json", false, "print the result as JSON (field names in the README)"),
+		asJSON: fs.Bool("json", false, "print the result as JSON (field names in docs/recovery.md)"),
 	}
 }
 
@@ -129,54 +129,43 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	path := files[0]
-	caps := sensor.DefaultCapabilities()
-	if *capsPath != "" {
-		c, err := validator.LoadCapabilities(*capsPath)
-		if err != nil {
-			fmt.Fprintf(stderr, "ringfence install: %v\n", err)
-			return exitUsage
-		}
-		caps = c
+	caps, err := sensor.LoadCapabilities(*capsPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence install: %v\n", err)
+		return exitUsage
+	}
+	pol := bootguard.Policy{Tries: uint8(min(*tries, 255)), LoadTries: uint8(min(*loadTries, 255))}
+	if err := pol.Check(); err != nil || *tries > 255 || *loadTries > 255 {
+		fmt.Fprintf(stderr, "ringfence install: --tries %d --load-tries %d: need 1 <= load tries <= tries <= 255\n", *tries, *loadTries)
+		return exitUsage
 	}
 	data, err := validator.ReadFile(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence install: %v\n", err)
 		return exitUsage
 	}
-	// Static checks first: they are cheap and say exactly what is wrong.
-	// Stage runs them again, with the installed version.
-	if _, ps := validator.Validate(data, caps, validator.Options{}); ps.HasErrors() {
-		for _, p := range ps {
-			fmt.Fprintln(stderr, p.Line(path))
-		}
-		fmt.Fprintf(stderr, "ringfence install: %s is invalid; nothing was changed\n", path)
-		return exitRejected
-	}
+	// The product's check before anything on the host changes. Install
+	// validates again against the installed version: a file must be newer.
+	var opts validator.VetOptions
 	if !*noPreflight {
 		cmd, err := referencePreflight(*capsPath)
 		if err != nil {
 			fmt.Fprintf(stderr, "ringfence install: %v\n", err)
 			return exitUsage
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-		ps, err := validator.Preflight(ctx, path, validator.PreflightOptions{Command: cmd})
-		stop()
-		if err != nil {
-			fmt.Fprintf(stderr, "ringfence install: %v\n", err)
-			return exitUsage
-		}
-		if ps.HasErrors() {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p.Line(path))
-			}
-			fmt.Fprintf(stderr, "ringfence install: %s failed preflight; nothing was changed\n", path)
-			return exitRejected
-		}
+		opts.Preflight = &validator.PreflightOptions{Command: cmd}
 	}
-	pol := bootguard.Policy{Tries: uint8(min(*tries, 255)), LoadTries: uint8(min(*loadTries, 255))}
-	if err := pol.Check(); err != nil || *tries > 255 || *loadTries > 255 {
-		fmt.Fprintf(stderr, "ringfence install: --tries %d --load-tries %d: need 1 <= load tries <= tries <= 255\n", *tries, *loadTries)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	v, err := validator.Vet(ctx, data, caps, opts)
+	stop()
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence install: %v\n", err)
 		return exitUsage
+	}
+	if !v.Accepted() {
+		v.Print(stderr, path)
+		fmt.Fprintf(stderr, "ringfence install: %s; nothing was changed\n", v.Refusal(path))
+		return exitRejected
 	}
 	in, ok := openRoot("install", hf, installer.Options{Capabilities: caps, Policy: pol}, stderr)
 	if !ok {
@@ -303,7 +292,11 @@ func runMarkGood(args []string, stdout, stderr io.Writer) int {
 	defer in.Close()
 	rec, err := in.MarkGood()
 	if err != nil {
-		fmt.Fprintf(stderr, "ringfence mark-good: %v\n", err)
+		hint := ""
+		if errors.Is(err, bootguard.ErrNoTrial) {
+			hint = "; nothing to mark good ('ringfence status' shows the slots)"
+		}
+		fmt.Fprintf(stderr, "ringfence mark-good: %v%s\n", err, hint)
 		if errors.Is(err, bootguard.ErrNoTrial) || errors.Is(err, bootguard.ErrNotLoaded) {
 			return exitRejected
 		}
@@ -338,7 +331,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if _, err := os.Stat(*hf.root); err != nil {
-		fmt.Fprintf(stderr, "ringfence status: %v\n", err)
+		fmt.Fprintf(stderr, "ringfence status: %v; pass the host's Ringfence directory as --root (the default is %s)\n", err, installer.DefaultRoot)
 		return exitUsage
 	}
 	quiet := true
@@ -552,9 +545,5 @@ func referencePreflight(capsPath string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own binary for the reference preflight: %w", err)
 	}
-	cmd := []string{self, "sensor", "preflight"}
-	if capsPath != "" {
-		cmd = append(cmd, "--capabilities", capsPath)
-	}
-	return cmd, nil
+	return sensor.PreflightCommand(self, capsPath), nil
 }

@@ -41,6 +41,8 @@ type fileResult struct {
 	Instances      int                `json:"instances,omitempty"`
 	Preflight      string             `json:"preflight"` // "passed", "failed", "not run"
 	Problems       validator.Problems `json:"problems"`
+
+	verdict validator.Verdict // for printResult
 }
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
@@ -65,16 +67,12 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ringfence validate: --skip-static without --preflight would check nothing; add --preflight")
 		return exitUsage
 	}
-	caps := sensor.DefaultCapabilities()
-	if *capsPath != "" {
-		c, err := validator.LoadCapabilities(*capsPath)
-		if err != nil {
-			fmt.Fprintf(stderr, "ringfence validate: %v\n", err)
-			return exitUsage
-		}
-		caps = c
+	caps, err := sensor.LoadCapabilities(*capsPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringfence validate: %v\n", err)
+		return exitUsage
 	}
-	var opts validator.Options
+	opts := validator.VetOptions{SkipStatic: *skipStatic}
 	if *installed != "" {
 		in, err := parseInstalled(*installed)
 		if err != nil {
@@ -83,17 +81,17 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Installed = in
 	}
-	popts := validator.PreflightOptions{Timeout: *timeout, MaxMemory: *memory << 20}
 	if *preflight {
+		opts.Preflight = &validator.PreflightOptions{Timeout: *timeout, MaxMemory: *memory << 20}
 		if *command != "" {
-			popts.Command = strings.Fields(*command)
+			opts.Preflight.Command = strings.Fields(*command)
 		} else {
 			cmd, err := referencePreflight(*capsPath)
 			if err != nil {
 				fmt.Fprintf(stderr, "ringfence validate: %v; pass --preflight-command\n", err)
 				return exitUsage
 			}
-			popts.Command = cmd
+			opts.Preflight.Command = cmd
 		}
 	}
 
@@ -102,7 +100,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	var results []fileResult
 	exit := exitOK
 	for _, path := range files {
-		r, err := validateOne(ctx, path, caps, opts, *skipStatic, *preflight, popts)
+		r, err := validateOne(ctx, path, caps, opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "ringfence validate: %s: %v\n", path, err)
 			return exitUsage
@@ -127,43 +125,34 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	return exit
 }
 
-func validateOne(ctx context.Context, path string, caps *validator.Capabilities, opts validator.Options, skipStatic, preflight bool, popts validator.PreflightOptions) (fileResult, error) {
+// validateOne vets the file at path as the hosts will.
+func validateOne(ctx context.Context, path string, caps *validator.Capabilities, opts validator.VetOptions) (fileResult, error) {
 	r := fileResult{File: path, Preflight: "not run", Problems: validator.Problems{}}
 	data, err := validator.ReadFile(path)
 	if err != nil {
 		return r, err
 	}
-	if !skipStatic {
-		f, ps := validator.Validate(data, caps, opts)
-		r.Problems = append(r.Problems, ps...)
-		if f != nil {
-			r.Channel, r.ContentVersion, r.Instances = f.Channel, f.ContentVersion, len(f.Instances)
-		}
+	v, err := validator.Vet(ctx, data, caps, opts)
+	if err != nil {
+		return r, err
 	}
-	if preflight && !r.Problems.HasErrors() {
-		ps, err := validator.Preflight(ctx, path, popts)
-		if err != nil {
-			return r, err
-		}
+	r.verdict = v
+	r.Valid = v.Accepted()
+	r.Problems = append(r.Problems, v.Problems...)
+	if v.File != nil {
+		r.Channel, r.ContentVersion, r.Instances = v.File.Channel, v.File.ContentVersion, len(v.File.Instances)
+	}
+	switch {
+	case v.RefusedBy == validator.StagePreflight:
+		r.Preflight = "failed"
+	case v.Preflighted:
 		r.Preflight = "passed"
-		if len(ps) > 0 {
-			r.Preflight = "failed"
-		}
-		r.Problems = append(r.Problems, ps...)
 	}
-	r.Valid = !r.Problems.HasErrors()
 	return r, nil
 }
 
 func printResult(w io.Writer, r fileResult) {
-	for _, p := range r.Problems {
-		fmt.Fprintln(w, p.Line(r.File))
-		if p.Detail != "" && p.Code == validator.CodePreflightCrash {
-			if frame := interpreterFrame(p.Detail); frame != "" {
-				fmt.Fprintf(w, "%s: %s: at %s\n", r.File, p.Code, frame)
-			}
-		}
-	}
+	r.verdict.Print(w, r.File)
 	if !r.Valid {
 		return
 	}
@@ -179,29 +168,6 @@ func printResult(w io.Writer, r fileResult) {
 		fmt.Fprintf(w, " (%s)", strings.Join(what, "; "))
 	}
 	fmt.Fprintln(w)
-}
-
-// interpreterFrame picks the innermost stack frame of the interpreter out of
-// a Go traceback, the line a content engineer wants to see.
-func interpreterFrame(stack string) string {
-	lines := strings.Split(stack, "\n")
-	for i, l := range lines {
-		if strings.Contains(l, "ringfence/sensor.") && !strings.Contains(l, "evalGuarded") && i+1 < len(lines) {
-			fn := strings.TrimSpace(l)
-			if j := strings.LastIndexByte(fn, '('); j > 0 {
-				fn = fn[:j]
-			}
-			loc := strings.TrimSpace(lines[i+1])
-			if j := strings.LastIndex(loc, "/sensor/"); j >= 0 {
-				loc = loc[j+1:]
-			}
-			if j := strings.IndexByte(loc, ' '); j > 0 {
-				loc = loc[:j]
-			}
-			return fn + " (" + loc + ")"
-		}
-	}
-	return ""
 }
 
 func parseInstalled(s string) (*validator.Installed, error) {

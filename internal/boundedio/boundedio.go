@@ -1,6 +1,7 @@
-// Package boundedio reads files whole, never more than a named limit: the
-// one helper behind every read of a file that came from outside (metadata,
-// manifests, keys, configurations, channel files).
+// Package boundedio reads files and streams whole, never more than a named
+// limit: the one helper behind every read of something that came from
+// outside (metadata, manifests, keys, configurations, channel files, HTTP
+// bodies).
 package boundedio
 
 import (
@@ -10,7 +11,7 @@ import (
 	"os"
 )
 
-// ErrTooLarge is returned by ReadFile for a file over its limit.
+// ErrTooLarge is returned by ReadFile and ReadAll for input over its limit.
 var ErrTooLarge = errors.New("larger than the limit")
 
 // ReadFile reads path whole if it holds at most limit bytes; a larger file
@@ -21,12 +22,27 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
+	b, err := ReadAll(f, limit)
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return nil, fmt.Errorf("%s is %w", path, err)
+	case err != nil:
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	return b, nil
+}
+
+// ReadAll reads r to its end if it holds at most limit bytes; more is
+// ErrTooLarge ("larger than the limit of N bytes"), and only limit+1 bytes
+// of r are read. Unlike io.ReadAll over an io.LimitReader, it never returns
+// a truncated read as if it were the whole.
+func ReadAll(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is %w of %d bytes", path, ErrTooLarge, limit)
+		return nil, fmt.Errorf("%w of %d bytes", ErrTooLarge, limit)
 	}
 	return b, nil
 }
