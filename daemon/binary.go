@@ -18,7 +18,7 @@ import (
 var ErrRestart = errors.New("daemon: a new ringfenced binary is in place; restart to run it")
 
 // BinaryUpdate is the daemon's update of its own binary, through the same
-// TUF repository: targets agent/<goos>-<goarch>/<version>, signed by the
+// TUF repository: targets ringfenced/<goos>-<goarch>/<version>, signed by the
 // top-level targets role.
 type BinaryUpdate struct {
 	// Version is the running binary's; Platform is "<goos>-<goarch>".
@@ -42,7 +42,7 @@ func (d *Daemon) updateBinary(ctx context.Context) (PollResult, bool) {
 	}
 	best, name := "", ""
 	for n := range d.client.Targets("targets") {
-		goos, goarch, v, ok := rollout.ParseAgentTarget(n)
+		goos, goarch, v, ok := rollout.ParseBinaryTarget(n)
 		if !ok || goos+"-"+goarch != b.Platform || slices.Contains(failed, v) || compareVersions(v, b.Version) <= 0 {
 			continue
 		}

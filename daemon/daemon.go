@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/telemetry"
@@ -58,7 +58,7 @@ type Sender interface {
 
 // Options configure a Daemon.
 type Options struct {
-	Config config.Config
+	Config hostconfig.Config
 	// HostID is this host's identity (telemetry.Identity.HostID); it
 	// decides the host's rollout bucket.
 	HostID string
@@ -90,7 +90,7 @@ type Options struct {
 
 // Daemon is the update loop for one root.
 type Daemon struct {
-	cfg    config.Config
+	cfg    hostconfig.Config
 	opts   Options
 	log    *slog.Logger
 	clock  Clock

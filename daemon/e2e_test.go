@@ -20,8 +20,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/rollout"
@@ -215,11 +215,11 @@ func startHost(t testing.TB, ctx context.Context, l *lab, clock *fakeClock, bin 
 	trusted := filepath.Join(t.TempDir(), "root.json")
 	require.NoError(t, os.WriteFile(trusted, l.root, 0o600))
 	caps := filepath.Join(testfiles.Dir(), "capabilities")
-	cfg := config.Default()
+	cfg := hostconfig.Default()
 	cfg.Root, cfg.Repository, cfg.TrustedRoot, cfg.Channel = root, l.srv.URL, trusted, 291
-	cfg.PollInterval = config.Duration{Duration: 1000 * time.Hour} // the test polls
-	cfg.PollJitter = config.Duration{}
-	cfg.Telemetry.Interval = config.Duration{Duration: 1000 * time.Hour}
+	cfg.PollInterval = hostconfig.Duration{Duration: 1000 * time.Hour} // the test polls
+	cfg.PollJitter = hostconfig.Duration{}
+	cfg.Telemetry.Interval = hostconfig.Duration{Duration: 1000 * time.Hour}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	id := telemetry.NewIdentity(key)
@@ -306,7 +306,7 @@ func TestEndToEnd(t *testing.T) {
 		require.NoError(t, err)
 		h.waitFor(t, "the trial of "+fmt.Sprint(good), running(trialOf(good)))
 	}
-	clock.Advance(config.Default().HealthWindow.Duration)
+	clock.Advance(hostconfig.Default().HealthWindow.Duration)
 	for _, h := range hosts {
 		h.waitFor(t, "good marked good", running(goodOf(good)))
 	}
@@ -320,7 +320,7 @@ func TestEndToEnd(t *testing.T) {
 		h.waitFor(t, "the agent's crash", func(s daemon.Status) bool { return s.Agent == "restarting" })
 		require.Contains(t, h.last.LastCrash, "index out of range")
 	}
-	clock.Advance(config.Default().Agent.RestartDelay.Duration)
+	clock.Advance(hostconfig.Default().Agent.RestartDelay.Duration)
 	for _, h := range hosts {
 		h.waitFor(t, "last-known-good running again", running(goodOf(good)))
 		r, err := h.d.Poll(ctx)
@@ -361,7 +361,7 @@ func TestSelfUpdate(t *testing.T) {
 	for _, a := range []struct{ os, arch, v string }{
 		{"linux", "amd64", "1.2"}, {"linux", "amd64", "1.10"}, {"linux", "amd64", "2.0"}, {"windows", "amd64", "9.0"}, {"linux", "arm64", "9.0"},
 	} {
-		_, err := l.repo.PublishAgent(a.os, a.arch, a.v, []byte("binary "+a.os+a.arch+a.v))
+		_, err := l.repo.PublishBinary(a.os, a.arch, a.v, []byte("binary "+a.os+a.arch+a.v))
 		require.NoError(t, err)
 	}
 	type applied struct {
@@ -408,7 +408,7 @@ func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
 	_, err := h.d.Poll(ctx)
 	require.NoError(t, err)
 	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", first)))
-	clock.Advance(config.Default().HealthWindow.Duration)
+	clock.Advance(hostconfig.Default().HealthWindow.Duration)
 	h.waitFor(t, "the first content marked good", running(fmt.Sprintf("channel 291 version %d (GOOD)", first)))
 
 	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[],"deny":[%d]}`, rollout.Format, first)))
@@ -437,7 +437,7 @@ func TestJournal(t *testing.T) {
 	_, err := h.d.Poll(ctx)
 	require.NoError(t, err)
 	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
-	clock.Advance(config.Default().HealthWindow.Duration)
+	clock.Advance(hostconfig.Default().HealthWindow.Duration)
 	h.waitFor(t, "good", running(fmt.Sprintf("channel 291 version %d (GOOD)", good)))
 	cancel()
 	require.NoError(t, <-h.done)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/fileperm"
 	"github.com/ringfence/ringfence/internal/testfiles"
@@ -60,7 +60,7 @@ func TestRefusesOpenRoot(t *testing.T) {
 				t.Skipf("chmod %04o does not stick here (%v, %v)", uint32(tc.mode), fi, err)
 			}
 
-			cfg := config.Default()
+			cfg := hostconfig.Default()
 			// Nothing listens there: a daemon that got past the check
 			// would fail its poll, not stop.
 			cfg.Root, cfg.Repository, cfg.TrustedRoot, cfg.Channel = root, "http://127.0.0.1:1/", trusted, 291

@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
+	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/rollout"
-	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/validator"
 	"github.com/ringfence/ringfence/wire"
@@ -162,7 +162,7 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 	if want == active.Version {
 		return PollResult{Action: "nothing", Version: want, Why: "running the version the plan gives this host"}
 	}
-	if q, _ := d.in.Quarantined(); slices.ContainsFunc(q, func(x state.Quarantine) bool { return x.Channel == ch && x.Version == want }) {
+	if q, _ := d.in.Quarantined(); slices.ContainsFunc(q, func(x hostdb.Quarantine) bool { return x.Channel == ch && x.Version == want }) {
 		return PollResult{Action: "skipped", Version: want, Why: "quarantined on this host (it was reverted here)"}
 	}
 	if prev, ok := d.rejected[want]; ok {
@@ -200,7 +200,7 @@ func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, er
 	last := plan.Stages[len(plan.Stages)-1]
 	var v uint32
 	switch {
-	case d.cfg.Rings == config.RingsLate:
+	case d.cfg.Rings == hostconfig.RingsLate:
 		if !last.Contains(host) {
 			return 0, plan, "refusing early rings; not in the last stage yet", nil
 		}

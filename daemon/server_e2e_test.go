@@ -11,9 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/server"
@@ -73,7 +73,7 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	var hosts []*host
 	for i := range 4 {
 		hosts = append(hosts, startHost(t, ctx, l, clock, bin, i, func(o *daemon.Options) {
-			o.Config.Telemetry.Interval = config.Duration{Duration: time.Minute}
+			o.Config.Telemetry.Interval = hostconfig.Duration{Duration: time.Minute}
 			tok := fleetToken.Token
 			if i == 0 {
 				tok = canaryToken.Token
@@ -96,7 +96,7 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 		require.NoError(t, err)
 		h.waitFor(t, "the trial running", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
 	}
-	clock.Advance(config.Default().HealthWindow.Duration)
+	clock.Advance(hostconfig.Default().HealthWindow.Duration)
 	for _, h := range hosts {
 		h.waitFor(t, "the good version marked good", running(goodOf(good)))
 	}
@@ -121,7 +121,7 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 		require.NotEqual(t, "installed", r.Action, "%s is outside the canary group: %+v", h.id, r)
 	}
 	canary.waitFor(t, "the crash on load", func(s daemon.Status) bool { return s.Agent == "restarting" })
-	clock.Advance(config.Default().Agent.RestartDelay.Duration)
+	clock.Advance(hostconfig.Default().Agent.RestartDelay.Duration)
 	canary.waitFor(t, "last-known-good again, by the boot guard", running(goodOf(good)))
 
 	// The canary's revert reaches the server: halt and rollback.
@@ -175,7 +175,7 @@ func TestDenyTakesBackAGoodVersion(t *testing.T) {
 		_, err := h.d.Poll(ctx)
 		require.NoError(t, err)
 		h.waitFor(t, "the trial", running(trialOf(v)))
-		clock.Advance(config.Default().HealthWindow.Duration)
+		clock.Advance(hostconfig.Default().HealthWindow.Duration)
 		h.waitFor(t, "marked good", running(goodOf(v)))
 	}
 	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"fleet","percent":100,"version":%d}],"deny":[1002]}`, rollout.Format, good)))

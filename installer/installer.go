@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/fileperm"
-	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -26,7 +26,7 @@ const (
 )
 
 // Clock tells the time; history and quarantine entries are stamped with it.
-type Clock = state.Clock
+type Clock = hostdb.Clock
 
 // Options configure Open.
 type Options struct {
@@ -59,7 +59,7 @@ type Installer struct {
 	pol      bootguard.Policy
 	clock    Clock
 	readOnly bool
-	db       *state.DB // nil when state.db cannot be used: see Warnings
+	db       *hostdb.DB // nil when state.db cannot be used: see Warnings
 	warnings []string
 }
 
@@ -192,13 +192,13 @@ func probeWritable(dir string) error {
 // because the boot record alone decides what loads.
 func (in *Installer) openState() {
 	path := filepath.Join(in.root, StateName)
-	opts := state.Options{ReadOnly: in.readOnly, Clock: in.clock}
+	opts := hostdb.Options{ReadOnly: in.readOnly, Clock: in.clock}
 	if in.readOnly {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			in.warn("state.db is missing: no history or quarantine list (the boot record alone decides what loads)")
 			return
 		}
-		db, err := state.Open(path, opts)
+		db, err := hostdb.Open(path, opts)
 		if err != nil {
 			in.warn("state.db cannot be read (%v): no history or quarantine list (the boot record alone decides what loads)", err)
 			return
@@ -206,7 +206,7 @@ func (in *Installer) openState() {
 		in.db = db
 		return
 	}
-	db, reset, err := state.OpenOrReset(path, opts)
+	db, reset, err := hostdb.OpenOrReset(path, opts)
 	if err != nil {
 		in.warn("state.db cannot be opened (%v): history and quarantine are not recorded (the boot record alone decides what loads)", err)
 		return
@@ -228,7 +228,7 @@ func (in *Installer) Close() error {
 // State returns state.db, or nil when it could not be opened (see
 // Warnings). It is valid until Close; the daemon keeps its telemetry outbox
 // there.
-func (in *Installer) State() *state.DB { return in.db }
+func (in *Installer) State() *hostdb.DB { return in.db }
 
 // Root returns the root directory.
 func (in *Installer) Root() string { return in.root }
@@ -282,7 +282,7 @@ func (in *Installer) quarantine(s bootguard.Slot, e bootguard.Entry, from bootgu
 	if in.db == nil {
 		return
 	}
-	if err := in.db.Quarantine(state.Quarantine{Channel: e.Channel, Version: e.Version, Reason: reason}); err != nil {
+	if err := in.db.Quarantine(hostdb.Quarantine{Channel: e.Channel, Version: e.Version, Reason: reason}); err != nil {
 		in.warn("quarantine %d:%d in state.db: %v", e.Channel, e.Version, err)
 	}
 	in.history(transition(s, e, from, bootguard.StateBad, reason))
@@ -290,7 +290,7 @@ func (in *Installer) quarantine(s bootguard.Slot, e bootguard.Entry, from bootgu
 
 // history appends transitions to state.db in one commit (a warning if it
 // cannot).
-func (in *Installer) history(ts ...state.Transition) {
+func (in *Installer) history(ts ...hostdb.Transition) {
 	if in.db == nil || len(ts) == 0 {
 		return
 	}
@@ -300,13 +300,13 @@ func (in *Installer) history(ts ...state.Transition) {
 }
 
 // transition describes slot s's content moving from one state to another.
-func transition(s bootguard.Slot, e bootguard.Entry, from, to bootguard.State, reason string) state.Transition {
-	return state.Transition{Channel: e.Channel, Version: e.Version, Slot: s.String(), From: from.String(), To: to.String(), Reason: reason}
+func transition(s bootguard.Slot, e bootguard.Entry, from, to bootguard.State, reason string) hostdb.Transition {
+	return hostdb.Transition{Channel: e.Channel, Version: e.Version, Slot: s.String(), From: from.String(), To: to.String(), Reason: reason}
 }
 
 // History returns the newest transitions, newest first (nil without
 // state.db).
-func (in *Installer) History(limit int) ([]state.Transition, error) {
+func (in *Installer) History(limit int) ([]hostdb.Transition, error) {
 	if in.db == nil {
 		return nil, nil
 	}
@@ -314,7 +314,7 @@ func (in *Installer) History(limit int) ([]state.Transition, error) {
 }
 
 // Quarantined returns the quarantine list (nil without state.db).
-func (in *Installer) Quarantined() ([]state.Quarantine, error) {
+func (in *Installer) Quarantined() ([]hostdb.Quarantine, error) {
 	if in.db == nil {
 		return nil, nil
 	}

@@ -9,9 +9,9 @@ import (
 	"strconv"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/failpoint"
-	"github.com/ringfence/ringfence/state"
 )
 
 // Failpoint of Recover, after the boot record was written and before
@@ -46,18 +46,18 @@ type NextLoad struct {
 
 // Status is the whole picture of a root, for `ringfence status`.
 type Status struct {
-	Root        string             `json:"root"`
-	RecordValid bool               `json:"record_valid"`
-	RecordError string             `json:"record_error,omitempty"`
-	Seq         uint64             `json:"seq"`
-	Active      string             `json:"active"`
-	Fallback    string             `json:"fallback"`
-	LastGood    string             `json:"last_known_good"`
-	Next        NextLoad           `json:"next_boot"`
-	Slots       []SlotStatus       `json:"slots"`
-	History     []state.Transition `json:"history"`
-	Quarantined []state.Quarantine `json:"quarantined"`
-	Warnings    []string           `json:"warnings"`
+	Root        string              `json:"root"`
+	RecordValid bool                `json:"record_valid"`
+	RecordError string              `json:"record_error,omitempty"`
+	Seq         uint64              `json:"seq"`
+	Active      string              `json:"active"`
+	Fallback    string              `json:"fallback"`
+	LastGood    string              `json:"last_known_good"`
+	Next        NextLoad            `json:"next_boot"`
+	Slots       []SlotStatus        `json:"slots"`
+	History     []hostdb.Transition `json:"history"`
+	Quarantined []hostdb.Quarantine `json:"quarantined"`
+	Warnings    []string            `json:"warnings"`
 }
 
 // StatusHistory is how many transitions Status shows.
@@ -66,7 +66,7 @@ const StatusHistory = 10
 // Status reads the boot record, verifies both slots, and collects history and
 // quarantine from state.db (when it can). It changes nothing.
 func (in *Installer) Status() Status {
-	st := Status{Root: in.root, Warnings: append([]string{}, in.warnings...), History: []state.Transition{}, Quarantined: []state.Quarantine{}}
+	st := Status{Root: in.root, Warnings: append([]string{}, in.warnings...), History: []hostdb.Transition{}, Quarantined: []hostdb.Quarantine{}}
 	rec, err := bootguard.Read(in.RecordPath())
 	st.RecordValid = err == nil
 	if err != nil {

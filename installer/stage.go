@@ -10,9 +10,9 @@ import (
 	"slices"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/failpoint"
-	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -95,29 +95,29 @@ func (in *Installer) Stage(c Content, opts StageOptions) (Staged, error) {
 
 // stage is Stage without the history write, which it returns for the caller
 // to record (Install records staging and activation in one commit).
-func (in *Installer) stage(c Content, opts StageOptions) (Staged, state.Transition, error) {
+func (in *Installer) stage(c Content, opts StageOptions) (Staged, hostdb.Transition, error) {
 	if in.readOnly {
-		return Staged{}, state.Transition{}, ErrReadOnly
+		return Staged{}, hostdb.Transition{}, ErrReadOnly
 	}
 	if c.data == nil {
-		return Staged{}, state.Transition{}, errors.New("installer: Stage needs content from Check")
+		return Staged{}, hostdb.Transition{}, errors.New("installer: Stage needs content from Check")
 	}
 	rec, err := bootguard.Read(in.RecordPath())
 	if err != nil {
-		return Staged{}, state.Transition{}, fmt.Errorf("%w; run 'ringfence recover' first", err)
+		return Staged{}, hostdb.Transition{}, fmt.Errorf("%w; run 'ringfence recover' first", err)
 	}
 	ch, ver := c.channel, c.version
 	if err := in.checkQuarantine(rec, ch, ver, opts.Unquarantine); err != nil {
-		return Staged{}, state.Transition{}, err
+		return Staged{}, hostdb.Transition{}, err
 	}
 	if rec.Active != bootguard.SlotNone {
 		e := rec.Entry(rec.Active)
 		if e.Channel == ch && e.Version == ver && (e.State == bootguard.StateGood || e.State == bootguard.StateTrial) {
-			return Staged{}, state.Transition{}, fmt.Errorf("%w: channel %d version %d in slot %v", ErrAlreadyInstalled, ch, ver, rec.Active)
+			return Staged{}, hostdb.Transition{}, fmt.Errorf("%w: channel %d version %d in slot %v", ErrAlreadyInstalled, ch, ver, rec.Active)
 		}
 		if e.Channel == ch && ver < e.Version {
 			// The active content changed since Check.
-			return Staged{}, state.Transition{}, fmt.Errorf("%w: version %d is older than the active version %d", ErrInvalid, ver, e.Version)
+			return Staged{}, hostdb.Transition{}, fmt.Errorf("%w: version %d is older than the active version %d", ErrInvalid, ver, e.Version)
 		}
 	}
 	slot := rec.Active.Other()
@@ -126,7 +126,7 @@ func (in *Installer) stage(c Content, opts StageOptions) (Staged, state.Transiti
 	}
 	before := *rec.Entry(slot)
 	if _, err := bootguard.BeginStage(in.RecordPath(), slot); err != nil {
-		return Staged{}, state.Transition{}, err
+		return Staged{}, hostdb.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageClaimed)
 	dir := in.SlotDir(slot)
@@ -137,27 +137,27 @@ func (in *Installer) stage(c Content, opts StageOptions) (Staged, state.Transiti
 	err = atomicfile.WriteFile(filepath.Join(dir, ContentName), c.data, 0o600)
 	contentSum := <-sum
 	if err != nil {
-		return Staged{}, state.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
+		return Staged{}, hostdb.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
 	}
 	failpoint.Hit(FailpointStageContent)
 	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{{Name: ContentName, Size: int64(len(c.data)), SHA256: hex.EncodeToString(contentSum[:])}}}
 	raw, digest, err := m.encode()
 	if err != nil {
-		return Staged{}, state.Transition{}, err
+		return Staged{}, hostdb.Transition{}, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, ManifestName), raw, 0o600); err != nil {
-		return Staged{}, state.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
+		return Staged{}, hostdb.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
 	}
 	failpoint.Hit(FailpointStageManifest)
 	if err := removeUnlisted(dir, m); err != nil {
-		return Staged{}, state.Transition{}, err
+		return Staged{}, hostdb.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageCleared)
 	if _, err := VerifySlot(dir, digest); err != nil {
-		return Staged{}, state.Transition{}, err
+		return Staged{}, hostdb.Transition{}, err
 	}
 	if _, err := bootguard.FinishStage(in.RecordPath(), slot, ch, ver, digest); err != nil {
-		return Staged{}, state.Transition{}, err
+		return Staged{}, hostdb.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageFinished)
 	if opts.Unquarantine && in.db != nil {
@@ -229,7 +229,7 @@ func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
 // activate flips the record; verify re-checks the slot's files first (Install
 // skips it: Stage verified them a moment ago). earlier are transitions to
 // record in the same state.db commit as the activation.
-func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...state.Transition) (bootguard.Record, error) {
+func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...hostdb.Transition) (bootguard.Record, error) {
 	if in.readOnly {
 		return bootguard.Record{}, ErrReadOnly
 	}

@@ -29,16 +29,16 @@ func ParseContentTarget(name string) (channel, version uint32, ok bool) {
 	return uint32(c), uint32(v), err1 == nil && err2 == nil
 }
 
-// AgentTarget is the target name of a ringfenced binary for a platform.
-func AgentTarget(goos, goarch, version string) string {
-	return fmt.Sprintf("agent/%s-%s/%s", goos, goarch, version)
+// BinaryTarget is the target name of a ringfenced binary for a platform.
+func BinaryTarget(goos, goarch, version string) string {
+	return fmt.Sprintf("ringfenced/%s-%s/%s", goos, goarch, version)
 }
 
-var agentTargetRE = regexp.MustCompile(`^agent/([a-z0-9]+)-([a-z0-9]+)/([0-9][0-9A-Za-z.+-]{0,63})$`)
+var binaryTargetRE = regexp.MustCompile(`^ringfenced/([a-z0-9]+)-([a-z0-9]+)/([0-9][0-9A-Za-z.+-]{0,63})$`)
 
-// ParseAgentTarget returns the platform and version an agent target names.
-func ParseAgentTarget(name string) (goos, goarch, version string, ok bool) {
-	m := agentTargetRE.FindStringSubmatch(name)
+// ParseBinaryTarget returns the platform and version a binary target names.
+func ParseBinaryTarget(name string) (goos, goarch, version string, ok bool) {
+	m := binaryTargetRE.FindStringSubmatch(name)
 	if m == nil {
 		return "", "", "", false
 	}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/internal/testtmp"
-	"github.com/ringfence/ringfence/state"
 	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/wire"
 )
@@ -83,9 +83,9 @@ func newServer(t *testing.T) *server {
 	return s
 }
 
-func outbox(t *testing.T, n int) *state.DB {
+func outbox(t *testing.T, n int) *hostdb.DB {
 	t.Helper()
-	db, err := state.Open(filepath.Join(testtmp.Dir(t), "state.db"), state.Options{})
+	db, err := hostdb.Open(filepath.Join(testtmp.Dir(t), "state.db"), hostdb.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	for i := range n {
@@ -99,7 +99,7 @@ func outbox(t *testing.T, n int) *state.DB {
 	return db
 }
 
-func pending(t *testing.T, db *state.DB) int {
+func pending(t *testing.T, db *hostdb.DB) int {
 	t.Helper()
 	evs, err := db.Pending(1 << 20)
 	require.NoError(t, err)

@@ -390,13 +390,13 @@ func (r *Repo) Publish(channel, version uint32, data []byte) (string, error) {
 	return name, r.commit(RoleContent)
 }
 
-// PublishAgent adds a ringfenced binary as target
-// agent/<goos>-<goarch>/<version>, signed by the top-level targets role (no
+// PublishBinary adds a ringfenced binary as target
+// ringfenced/<goos>-<goarch>/<version>, signed by the top-level targets role (no
 // delegation covers agent/), and re-signs targets, snapshot and timestamp.
-func (r *Repo) PublishAgent(goos, goarch, version string, data []byte) (string, error) {
-	name := rollout.AgentTarget(goos, goarch, version)
-	if _, _, _, ok := rollout.ParseAgentTarget(name); !ok {
-		return "", fmt.Errorf("tufrepo: %q is not a valid agent target (platform like linux-amd64, version starting with a digit)", name)
+func (r *Repo) PublishBinary(goos, goarch, version string, data []byte) (string, error) {
+	name := rollout.BinaryTarget(goos, goarch, version)
+	if _, _, _, ok := rollout.ParseBinaryTarget(name); !ok {
+		return "", fmt.Errorf("tufrepo: %q is not a valid binary target (platform like linux-amd64, version starting with a digit)", name)
 	}
 	if r.targets.Signed.Targets[name] != nil {
 		return "", fmt.Errorf("%w: %s", ErrExists, name)

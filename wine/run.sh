@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 pkgs=("$@")
-[ ${#pkgs[@]} -eq 0 ] && pkgs=(./internal/testtmp ./internal/atomicfile ./internal/filelock ./bootguard ./state ./installer ./loader ./validator ./config ./telemetry ./cmd/ringfenced)
+[ ${#pkgs[@]} -eq 0 ] && pkgs=(./internal/testtmp ./internal/atomicfile ./internal/filelock ./bootguard ./hostdb ./installer ./loader ./validator ./hostconfig ./telemetry ./cmd/ringfenced)
 
 WINE=$(command -v wine64 || command -v wine || true)
 if [ -z "$WINE" ] || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then

@@ -10,7 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 )
 
 // defaultConfig is the lab's built-in settings (lab.toml beside this file).
@@ -86,7 +86,7 @@ type ContentSettings struct {
 
 // Duration is ringfenced's configuration duration ("5s", "2m"): the lab's
 // settings are written like the hosts' own.
-type Duration = config.Duration
+type Duration = hostconfig.Duration
 
 // CanaryTag is the tag canary hosts report and the canary stage names.
 const CanaryTag = "canary"

@@ -34,7 +34,7 @@ func commands() []cli.Command {
 	return []cli.Command{
 		{Name: "repo", Summary: "repository: 'repo init', 'repo refresh', 'repo verify'", Run: runRepo},
 		{Name: "publish", Summary: "validate, preflight and publish a channel file as a signed content target", Run: runPublish},
-		{Name: "publish-agent", Summary: "publish a ringfenced binary as target agent/<os>-<arch>/<version> (hosts update themselves)", Run: runPublishAgent},
+		{Name: "publish-binary", Summary: "publish a ringfenced binary as target ringfenced/<os>-<arch>/<version> (hosts update themselves)", Run: runPublishBinary},
 		{Name: "serve", Summary: "serve the repository, take telemetry, run the rollouts and their gate, show the dashboard", Run: runServe},
 		{Name: "rollout", Summary: "rollouts: start|status|pause|resume|halt|rollback|promote|allow, or 'set' to sign a plan by hand", Run: runRollout},
 		{Name: "hosts", Summary: "the fleet's admission: 'hosts list|show|accept|reject|decommission|tag'", Run: runHosts},
@@ -324,9 +324,9 @@ every version it names must be published. Format:
 // maxAgentBinary bounds a ringfenced binary read for publishing.
 const maxAgentBinary = 512 << 20
 
-func runPublishAgent(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("publish-agent", "publish-agent --repo DIR --keys KEYDIR --os OS --arch ARCH --version V FILE", `
-Publish-agent adds a ringfenced binary as target agent/<os>-<arch>/<version>,
+func runPublishBinary(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("publish-binary", "publish-binary --repo DIR --keys KEYDIR --os OS --arch ARCH --version V FILE", `
+Publish-binary adds a ringfenced binary as target ringfenced/<os>-<arch>/<version>,
 signed by the top-level targets role (and re-signs snapshot and timestamp).
 Hosts on that platform running an older version download it through TUF,
 put it in place with the verified SHA-256, and restart into it; a binary that
@@ -339,26 +339,26 @@ fails its first start is rolled back on the host and never applied there again.`
 	if !ok {
 		return code
 	}
-	if !need(stderr, "publish-agent", map[string]string{"repo": *repo, "keys": *keys, "os": *goos, "arch": *goarch, "version": *ver}) {
+	if !need(stderr, "publish-binary", map[string]string{"repo": *repo, "keys": *keys, "os": *goos, "arch": *goarch, "version": *ver}) {
 		return cli.ExitUsage
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "ringfence-server publish-agent: give exactly one binary")
+		fmt.Fprintln(stderr, "ringfence-server publish-binary: give exactly one binary")
 		return cli.ExitUsage
 	}
 	data, err := boundedio.ReadFile(pos[0], maxAgentBinary)
 	if err != nil {
-		return fail(stderr, "publish-agent", err)
+		return fail(stderr, "publish-binary", err)
 	}
 	var name string
 	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
-		name, err = r.PublishAgent(*goos, *goarch, *ver, data)
+		name, err = r.PublishBinary(*goos, *goarch, *ver, data)
 		return nil
 	}); uerr != nil {
-		return fail(stderr, "publish-agent", uerr)
+		return fail(stderr, "publish-binary", uerr)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ringfence-server publish-agent: %v\n", err)
+		fmt.Fprintf(stderr, "ringfence-server publish-binary: %v\n", err)
 		return cli.ExitRejected
 	}
 	fmt.Fprintf(stdout, "published %s (%d bytes) with the targets role\n", name, len(data))

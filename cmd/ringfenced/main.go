@@ -17,7 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/sensor"
 )
@@ -39,7 +39,7 @@ Commands:
              the reference sensor's preflight harness
   version    print the version
 
-Every command takes --config FILE (default ` + config.DefaultPath + `).
+Every command takes --config FILE (default ` + hostconfig.DefaultPath + `).
 The configuration keys are in docs/ringfenced.md.
 `
 
@@ -83,7 +83,7 @@ the Windows event log when it runs as a Windows service.`, stdout, stderr)
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := hostconfig.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "ringfenced:", err)
 		return cli.ExitRejected
@@ -107,7 +107,7 @@ the Windows event log when it runs as a Windows service.`, stdout, stderr)
 
 func configFlags(cmd, synopsis, description string, stdout, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := cli.NewFlags("ringfenced", cmd, synopsis, description, stdout, stderr)
-	p := fs.String("config", config.DefaultPath, "configuration file (docs/ringfenced.md lists the keys)")
+	p := fs.String("config", hostconfig.DefaultPath, "configuration file (docs/ringfenced.md lists the keys)")
 	return fs, p
 }
 

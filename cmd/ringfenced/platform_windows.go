@@ -1,4 +1,4 @@
 package main
 
-// goos names this platform in agent targets (agent/<goos>-<goarch>/<version>).
+// goos names this platform in binary targets (ringfenced/<goos>-<goarch>/<version>).
 const goos = "windows"

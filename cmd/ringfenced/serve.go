@@ -11,10 +11,10 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/ringfence/ringfence/agentupdate"
-	"github.com/ringfence/ringfence/config"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/selfupdate"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/validator"
@@ -24,7 +24,7 @@ import (
 const maxTrustedRoot = 1 << 20
 
 // serve runs the daemon for cfg until ctx ends.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg hostconfig.Config, log *slog.Logger) error {
 	opts, err := daemonOptions(cfg, log)
 	if err != nil {
 		return err
@@ -34,16 +34,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	updates := filepath.Join(cfg.Root, "agent")
-	switch dec, err := agentupdate.Start(exe, updates, version); {
+	updates := filepath.Join(cfg.Root, selfupdate.DirName)
+	switch dec, err := selfupdate.Start(exe, updates, version); {
 	case err != nil:
 		log.Error("binary update record", "err", err)
-	case dec == agentupdate.Restart:
+	case dec == selfupdate.Restart:
 		return fmt.Errorf("ringfenced %s failed its first start; the previous binary is back in place and starts next", version)
-	case dec == agentupdate.Trial:
+	case dec == selfupdate.Trial:
 		log.Warn("first start of a new ringfenced binary; it is confirmed when the agent has loaded", "version", version)
 		opts.OnReady = func() {
-			if err := agentupdate.Confirm(updates); err != nil {
+			if err := selfupdate.Confirm(updates); err != nil {
 				log.Error("confirm the new binary", "err", err)
 				return
 			}
@@ -54,9 +54,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Version:  version,
 		Platform: goos + "-" + runtime.GOARCH,
 		Apply: func(path string, sum [32]byte, v string) error {
-			return agentupdate.Apply(exe, path, sum, version, v, updates)
+			return selfupdate.Apply(exe, path, sum, version, v, updates)
 		},
-		Failed: func() []string { f, _ := agentupdate.Failed(updates); return f },
+		Failed: func() []string { f, _ := selfupdate.Failed(updates); return f },
 	}
 	d, err := daemon.New(opts)
 	if err != nil {
@@ -70,7 +70,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // host identity (created on first start), the capabilities, the agent and
 // preflight commands (the reference sensor in this binary unless
 // configured), the trusted root and the telemetry sender.
-func daemonOptions(cfg config.Config, log *slog.Logger) (daemon.Options, error) {
+func daemonOptions(cfg hostconfig.Config, log *slog.Logger) (daemon.Options, error) {
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return daemon.Options{}, fmt.Errorf("root %s: %w", cfg.Root, err)
 	}
@@ -135,7 +135,7 @@ const httpTimeout = 30 * time.Second
 // the repository (TUF) and to the telemetry endpoint. With ca_file it
 // trusts only the certificates in that file: a certificate the system's
 // roots would accept, from any public CA, is refused.
-func httpClient(cfg config.Config) (*http.Client, error) {
+func httpClient(cfg hostconfig.Config) (*http.Client, error) {
 	pool, err := cfg.CAPool()
 	if err != nil {
 		return nil, err
@@ -150,7 +150,7 @@ func httpClient(cfg config.Config) (*http.Client, error) {
 // newSender is the telemetry sender: batches signed with the host key, and
 // the enrolment token until the server admits the host. The daemon hands
 // it what each batch says of the host (daemon.New calls SetInfo).
-func newSender(cfg config.Config, id *telemetry.Identity, hc *http.Client) (*telemetry.Sender, error) {
+func newSender(cfg hostconfig.Config, id *telemetry.Identity, hc *http.Client) (*telemetry.Sender, error) {
 	tok, err := cfg.EnrolmentToken()
 	if err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kardianos/service"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/cli"
 )
 
@@ -71,7 +71,7 @@ WantedBy=multi-user.target
 `
 
 // serviceConfig is the service's registration: `run --config <abs path>`.
-func serviceConfig(cfgPath string, cfg config.Config) (*service.Config, error) {
+func serviceConfig(cfgPath string, cfg hostconfig.Config) (*service.Config, error) {
 	abs, err := filepath.Abs(cfgPath)
 	if err != nil {
 		return nil, err
@@ -105,13 +105,13 @@ func serviceControl(action string, args []string, stdout, stderr io.Writer) int 
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := hostconfig.Load(*cfgPath)
 	if err != nil && action == "install" {
 		fmt.Fprintf(stderr, "ringfenced install: %v\nThe service would fail at start; fix the configuration first.\n", err)
 		return cli.ExitRejected
 	}
 	if err != nil {
-		cfg = config.Default()
+		cfg = hostconfig.Default()
 	}
 	sc, err := serviceConfig(*cfgPath, cfg)
 	if err != nil {

@@ -11,13 +11,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 func TestSystemdUnit(t *testing.T) {
-	cfg := config.Default()
+	cfg := hostconfig.Default()
 	cfg.Root = "/var/lib/ringfence"
 	sc, err := serviceConfig("/etc/ringfence/ringfenced.toml", cfg)
 	require.NoError(t, err)

@@ -24,7 +24,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/telemetry"
 )
@@ -103,7 +103,7 @@ func TestHTTPClientPinsCA(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := filepath.Join(dir, tc.name+".pem")
 			require.NoError(t, os.WriteFile(f, tc.caFile, 0o600))
-			c, err := httpClient(config.Config{CAFile: f})
+			c, err := httpClient(hostconfig.Config{CAFile: f})
 			require.NoError(t, err)
 			require.Equal(t, httpTimeout, c.Timeout)
 			err = get(c, srv.URL)
@@ -115,7 +115,7 @@ func TestHTTPClientPinsCA(t *testing.T) {
 			require.ErrorAs(t, err, &ua)
 		})
 	}
-	_, err := httpClient(config.Config{CAFile: filepath.Join(dir, "missing.pem")})
+	_, err := httpClient(hostconfig.Config{CAFile: filepath.Join(dir, "missing.pem")})
 	require.ErrorContains(t, err, "ca_file: open ")
 }
 
@@ -127,7 +127,7 @@ func TestDaemonOptionsShareClient(t *testing.T) {
 	srv := ca1.server(t)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "root.json"), []byte("{}"), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "ca.pem"), ca1.pem, 0o600))
-	cfg, err := config.Parse([]byte(`root = "root"
+	cfg, err := hostconfig.Parse([]byte(`root = "root"
 repository = "`+srv.URL+`/repo"
 trusted_root = "root.json"
 channel = 291
@@ -177,12 +177,12 @@ func TestPinnedCAIgnoresSystemRoots(t *testing.T) {
 
 func pinnedChild(t *testing.T) {
 	url := os.Getenv("RINGFENCED_TEST_URL")
-	plain, err := httpClient(config.Config{})
+	plain, err := httpClient(hostconfig.Config{})
 	require.NoError(t, err)
 	if err := get(plain, url); err != nil {
 		t.Skipf("SSL_CERT_FILE does not set the system roots here: %v", err)
 	}
-	pinned, err := httpClient(config.Config{CAFile: os.Getenv("RINGFENCED_TEST_CA2")})
+	pinned, err := httpClient(hostconfig.Config{CAFile: os.Getenv("RINGFENCED_TEST_CA2")})
 	require.NoError(t, err)
 	var ua x509.UnknownAuthorityError
 	require.ErrorAs(t, get(pinned, url), &ua, "ca_file CA2: the system roots (which hold CA1) are not consulted")

@@ -14,11 +14,11 @@ import (
 // rooms maps an import path prefix to the only directory trees (relative to
 // the module root; "" is anywhere) whose non-test code may import it.
 var rooms = map[string][]string{
-	"go.etcd.io/bbolt":                     {"state", "fleetdb"},
+	"go.etcd.io/bbolt":                     {"hostdb", "fleetdb"},
 	"github.com/kardianos/service":         {"cmd/ringfenced"},
 	"github.com/theupdateframework/go-tuf": {"tuf", "tufrepo"},
 	"github.com/sigstore/sigstore":         {"tufrepo"},
-	"github.com/minio/selfupdate":          {"agentupdate"},
+	"github.com/minio/selfupdate":          {"selfupdate"},
 	"github.com/chromedp":                  {"internal/browsertest"}, // tests drive the browser through it
 	"golang.org/x/time/rate":               {"server"},
 	"golang.org/x/net":                     {"cmd/ringfence-server"}, // the connection cap
@@ -155,12 +155,12 @@ func TestForbiddenCalls(t *testing.T) {
 // rollout plan, the validator, the TUF client and the internals.
 var (
 	serverSide = []string{"server", "controller", "admission", "fleetdb", "tufrepo", "dashboard", "fleetsim", "cmd/ringfence-server", "cmd/ringfence-sim"}
-	hostSide   = []string{"state", "installer", "bootguard", "loader", "daemon", "telemetry", "agentupdate", "config", "cmd/ringfenced", "cmd/ringfence"}
+	hostSide   = []string{"hostdb", "installer", "bootguard", "loader", "daemon", "telemetry", "selfupdate", "hostconfig", "cmd/ringfenced", "cmd/ringfence"}
 )
 
 // TestSidesStayApart: no server-side package depends, directly or through
 // others, on a host-side one, and the reverse (`go list -deps ./server`
-// shows no state, installer, bootguard, loader, daemon or telemetry).
+// shows no hostdb, installer, bootguard, loader, daemon or telemetry).
 // The lab and the tests that run both sides are exempt.
 func TestSidesStayApart(t *testing.T) {
 	const module = "github.com/ringfence/ringfence/"

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/ringfence/ringfence/agentupdate"
+	"github.com/ringfence/ringfence/selfupdate"
 )
 
 var (
@@ -18,19 +18,19 @@ var (
 
 func main() {
 	exe, state := os.Args[1], os.Args[2]
-	d, err := agentupdate.Start(exe, state, version)
+	d, err := selfupdate.Start(exe, state, version)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(2)
 	}
 	fmt.Println(version, d)
 	switch {
-	case d == agentupdate.Restart:
+	case d == selfupdate.Restart:
 		os.Exit(1)
-	case d == agentupdate.Trial && failTrial == "yes":
+	case d == selfupdate.Trial && failTrial == "yes":
 		os.Exit(3)
-	case d == agentupdate.Trial:
-		if err := agentupdate.Confirm(state); err != nil {
+	case d == selfupdate.Trial:
+		if err := selfupdate.Confirm(state); err != nil {
 			fmt.Println("error", err)
 			os.Exit(2)
 		}
@@ -45,7 +45,7 @@ func main() {
 		if len(os.Args) > 6 && os.Args[6] == "bad-sum" {
 			sum[0] ^= 1
 		}
-		if err := agentupdate.Apply(exe, os.Args[4], sum, version, os.Args[5], state); err != nil {
+		if err := selfupdate.Apply(exe, os.Args[4], sum, version, os.Args[5], state); err != nil {
 			fmt.Println("apply error", err)
 			os.Exit(4)
 		}

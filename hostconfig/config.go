@@ -1,4 +1,4 @@
-// Package config is ringfenced's local policy: a TOML file (docs/ringfenced.md
+// Package hostconfig is ringfenced's local policy: a TOML file (docs/ringfenced.md
 // lists every key) read once at start-up. Every mistake in it is reported
 // then, with the key and what is allowed, never as a failure later: unknown
 // keys (a typo is not silently ignored), bad durations, out-of-range numbers,
@@ -7,7 +7,7 @@
 // TOML is read with github.com/BurntSushi/toml: a maintained, widely used
 // parser that reports line numbers and which keys it did not decode, which is
 // what lets a typo become an error.
-package config
+package hostconfig
 
 import (
 	"crypto/x509"

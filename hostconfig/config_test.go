@@ -1,4 +1,4 @@
-package config_test
+package hostconfig_test
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -28,20 +28,20 @@ func dir(t *testing.T) string {
 
 func TestParseDefaults(t *testing.T) {
 	d := dir(t)
-	c, err := config.Parse([]byte(base), d)
+	c, err := hostconfig.Parse([]byte(base), d)
 	require.NoError(t, err)
 	require.Equal(t, filepath.Join(d, "root"), c.Root, "relative paths are taken from the file's directory")
 	require.Equal(t, filepath.Join(d, "root.json"), c.TrustedRoot)
 	require.Equal(t, 5*time.Minute, c.PollInterval.Duration)
 	require.Equal(t, 10*time.Minute, c.HealthWindow.Duration)
 	require.Equal(t, uint8(2), c.Tries)
-	require.Equal(t, config.RingsDefault, c.Rings)
+	require.Equal(t, hostconfig.RingsDefault, c.Rings)
 	require.Empty(t, c.HostTags())
 }
 
 func TestParseFull(t *testing.T) {
 	d := dir(t)
-	c, err := config.Parse([]byte(base+`poll_interval = "30s"
+	c, err := hostconfig.Parse([]byte(base+`poll_interval = "30s"
 poll_jitter = "5s"
 pin = 1001
 n_minus_1 = true
@@ -66,7 +66,7 @@ interval = "2m"
 	require.NoError(t, err)
 	require.Equal(t, uint32(1001), c.Pin)
 	require.True(t, c.NMinus1)
-	require.Equal(t, []string{"lab", config.EarlyTag}, c.HostTags())
+	require.Equal(t, []string{"lab", hostconfig.EarlyTag}, c.HostTags())
 	require.Equal(t, []string{"/opt/vendor/agent", "--fast"}, c.Agent.Command)
 	require.Equal(t, 500*time.Millisecond, c.Agent.RestartDelay.Duration)
 	require.Equal(t, "https://rollout.example.com", c.Telemetry.Endpoint)
@@ -96,7 +96,7 @@ repository = "https://x/"
 trusted_root = "root.json"
 ` + tc.extra + "\n"
 			}
-			_, err := config.Parse([]byte(src), dir(t))
+			_, err := hostconfig.Parse([]byte(src), dir(t))
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 		})
@@ -107,7 +107,7 @@ trusted_root = "root.json"
 		{"missing trusted root", "root = \"r\"\nrepository = \"https://x/\"\ntrusted_root = \"nope.json\"\nchannel = 1\n", "trusted_root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := config.Parse([]byte(tc.src), dir(t))
+			_, err := hostconfig.Parse([]byte(tc.src), dir(t))
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
@@ -117,14 +117,14 @@ func TestLoad(t *testing.T) {
 	d := dir(t)
 	p := filepath.Join(d, "ringfenced.toml")
 	require.NoError(t, os.WriteFile(p, []byte(base), 0o600))
-	c, err := config.Load(p)
+	c, err := hostconfig.Load(p)
 	require.NoError(t, err)
 	require.Equal(t, uint32(291), c.Channel)
 
-	_, err = config.Load(filepath.Join(d, "missing.toml"))
+	_, err = hostconfig.Load(filepath.Join(d, "missing.toml"))
 	require.ErrorContains(t, err, "--config")
 
-	require.NoError(t, os.WriteFile(p, make([]byte, config.MaxSize+1), 0o600))
-	_, err = config.Load(p)
+	require.NoError(t, os.WriteFile(p, make([]byte, hostconfig.MaxSize+1), 0o600))
+	_, err = hostconfig.Load(p)
 	require.ErrorContains(t, err, "larger than")
 }

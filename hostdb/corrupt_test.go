@@ -1,4 +1,4 @@
-package state
+package hostdb
 
 import (
 	"bytes"
@@ -152,7 +152,7 @@ func TestOpenCorrupt(t *testing.T) {
 				db, err := Open(path, Options{ReadOnly: readOnly, Clock: &fakeClock{now: epoch}})
 				if c.wantErr != nil {
 					require.ErrorIs(t, err, c.wantErr, "read-only=%v", readOnly)
-					assert.True(t, strings.HasPrefix(err.Error(), "state: "), err.Error())
+					assert.True(t, strings.HasPrefix(err.Error(), "hostdb: "), err.Error())
 					continue
 				}
 				require.NoError(t, err, "read-only=%v", readOnly)
@@ -341,7 +341,7 @@ func TestReadOnly(t *testing.T) {
 		t.Run(w.name, func(t *testing.T) {
 			err := w.write()
 			require.ErrorIs(t, err, ErrReadOnly)
-			assert.Contains(t, err.Error(), "state: database is open read-only: cannot ")
+			assert.Contains(t, err.Error(), "hostdb: database is open read-only: cannot ")
 		})
 	}
 

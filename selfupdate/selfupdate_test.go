@@ -1,4 +1,4 @@
-package agentupdate_test
+package selfupdate_test
 
 import (
 	"crypto/sha256"
@@ -10,9 +10,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/agentupdate"
 	"github.com/ringfence/ringfence/internal/failpoint"
 	"github.com/ringfence/ringfence/internal/testbin"
+	"github.com/ringfence/ringfence/selfupdate"
 )
 
 // build compiles the fake agent as version v (once per test process for
@@ -71,7 +71,7 @@ func TestApplyConfirmRollback(t *testing.T) {
 		require.Equal(t, "2 trial", out)
 		out, _ = h.start(t, nil)
 		require.Equal(t, "2 run", out, "confirmed: a normal start")
-		_, err := os.Stat(filepath.Join(h.state, agentupdate.OldName))
+		_, err := os.Stat(filepath.Join(h.state, selfupdate.OldName))
 		require.ErrorIs(t, err, os.ErrNotExist, "the kept binary goes after the confirm")
 	})
 
@@ -80,7 +80,7 @@ func TestApplyConfirmRollback(t *testing.T) {
 		out, code := h.start(t, nil, "apply", v2, "2", "bad-sum")
 		require.Equal(t, 4, code, out)
 		require.Equal(t, sum(t, v1), sum(t, h.exe), "the running binary is untouched")
-		_, err := os.Stat(filepath.Join(h.state, agentupdate.PendingName))
+		_, err := os.Stat(filepath.Join(h.state, selfupdate.PendingName))
 		require.ErrorIs(t, err, os.ErrNotExist)
 		out, _ = h.start(t, nil)
 		require.Equal(t, "1 run", out)
@@ -99,7 +99,7 @@ func TestApplyConfirmRollback(t *testing.T) {
 		out, code = h.start(t, nil)
 		require.Equal(t, 0, code)
 		require.Equal(t, "1 run", out)
-		failed, err := agentupdate.Failed(h.state)
+		failed, err := selfupdate.Failed(h.state)
 		require.NoError(t, err)
 		require.Equal(t, []string{"3"}, failed)
 		out, code = h.start(t, nil, "apply", v2broken, "3")
@@ -110,7 +110,7 @@ func TestApplyConfirmRollback(t *testing.T) {
 	// Crash points: the applying process dies at each failpoint; the
 	// binary in place is always v1 or v2 whole, and the next starts end on
 	// a working binary.
-	for _, fp := range []string{agentupdate.FailpointPendingWritten, agentupdate.FailpointSwapped} {
+	for _, fp := range []string{selfupdate.FailpointPendingWritten, selfupdate.FailpointSwapped} {
 		t.Run("crash at "+fp, func(t *testing.T) {
 			h := newHost(t, v1)
 			_, code := h.start(t, []string{failpoint.EnvKill + "=" + fp}, "apply", v2, "2")
@@ -123,11 +123,11 @@ func TestApplyConfirmRollback(t *testing.T) {
 			require.Regexp(t, `^[12] run$`, out)
 		})
 	}
-	t.Run("crash at "+agentupdate.FailpointTrialRecorded, func(t *testing.T) {
+	t.Run("crash at "+selfupdate.FailpointTrialRecorded, func(t *testing.T) {
 		h := newHost(t, v1)
 		_, code := h.start(t, nil, "apply", v2, "2")
 		require.Equal(t, 0, code)
-		_, code = h.start(t, []string{failpoint.EnvKill + "=" + agentupdate.FailpointTrialRecorded})
+		_, code = h.start(t, []string{failpoint.EnvKill + "=" + selfupdate.FailpointTrialRecorded})
 		require.NotEqual(t, 0, code)
 		out, code := h.start(t, nil)
 		require.Equal(t, "2 restart", out, "a trial that died is rolled back")

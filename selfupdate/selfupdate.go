@@ -1,12 +1,13 @@
-// Package agentupdate replaces the running ringfenced binary with a new one
+// Package selfupdate replaces the running ringfenced binary with a new one
 // that TUF verified, and brings the old one back if the new one fails its
 // first start: the boot-loop guard, for the binary.
 //
 // Apply records a pending update durably (from, to, where the old binary is
-// kept, attempts 0), then swaps the binary with github.com/minio/selfupdate,
-// always passing the TUF-verified SHA-256 so that selfupdate checks the bytes
-// it is about to put in place, keeping the old binary, and finally syncs the
-// new file and its directory (selfupdate renames without syncing).
+// kept, attempts 0), then swaps the binary with github.com/minio/selfupdate
+// ("minio" here), always passing the TUF-verified SHA-256 so that it checks
+// the bytes it is about to put in place, keeping the old binary, and finally
+// syncs the new file and its directory (minio's swap renames without
+// syncing).
 //
 // Start runs first thing at every start. With no pending update it says
 // Run. When the binary that starts is the pending version for the first
@@ -18,10 +19,10 @@
 // applies it again), and says Restart: the caller exits non-zero and the
 // service manager starts the old binary.
 //
-// selfupdate is a small, maintained library that does the part that differs
+// minio/selfupdate is a small, maintained library that does the part that differs
 // between platforms (on Windows a running .exe cannot be overwritten, only
 // renamed, and a leftover is hidden rather than removed).
-package agentupdate
+package selfupdate
 
 import (
 	"bytes"
@@ -37,17 +38,21 @@ import (
 	"slices"
 	"time"
 
-	"github.com/minio/selfupdate"
+	minio "github.com/minio/selfupdate"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/failpoint"
 )
 
+// DirName is the update state's directory under a host's root; the names
+// below are files in it.
+const DirName = "selfupdate"
+
 // File names in the state directory.
 const (
-	PendingName = "agent-update.json"
-	FailedName  = "agent-failed.json"
+	PendingName = "pending.json"
+	FailedName  = "failed.json"
 	OldName     = "ringfenced.old"
 	maxState    = 64 << 10
 	maxFailed   = 100
@@ -55,10 +60,10 @@ const (
 
 // Failpoints between the durable steps of Apply and Start.
 const (
-	FailpointPendingWritten = "agentupdate/apply/pending-written"
-	FailpointSwapped        = "agentupdate/apply/swapped"
-	FailpointTrialRecorded  = "agentupdate/start/trial-recorded"
-	FailpointRestored       = "agentupdate/start/restored"
+	FailpointPendingWritten = "selfupdate/apply/pending-written"
+	FailpointSwapped        = "selfupdate/apply/swapped"
+	FailpointTrialRecorded  = "selfupdate/start/trial-recorded"
+	FailpointRestored       = "selfupdate/start/restored"
 )
 
 // Decision is what Start tells the caller to do.
@@ -96,15 +101,15 @@ type pending struct {
 // RollbackError is reported if even that failed).
 func Apply(exe, newBinary string, sum [32]byte, from, to, stateDir string) error {
 	if slices.Contains(mustFailed(stateDir), to) {
-		return fmt.Errorf("agentupdate: version %s failed its first start here before; not applying it again", to)
+		return fmt.Errorf("selfupdate: version %s failed its first start here before; not applying it again", to)
 	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return fmt.Errorf("agentupdate: %w", err)
+		return fmt.Errorf("selfupdate: %w", err)
 	}
 	old := filepath.Join(stateDir, OldName)
 	oldSum, err := fileSHA256(exe)
 	if err != nil {
-		return fmt.Errorf("agentupdate: read the running binary: %w", err)
+		return fmt.Errorf("selfupdate: read the running binary: %w", err)
 	}
 	p := pending{From: from, To: to, Exe: exe, OldPath: old, OldSHA256: fmt.Sprintf("%x", oldSum), AppliedAt: time.Now().UTC()}
 	if err := writeJSON(filepath.Join(stateDir, PendingName), p); err != nil {
@@ -114,7 +119,7 @@ func Apply(exe, newBinary string, sum [32]byte, from, to, stateDir string) error
 	f, err := os.Open(newBinary)
 	if err != nil {
 		_ = os.Remove(filepath.Join(stateDir, PendingName))
-		return fmt.Errorf("agentupdate: %w", err)
+		return fmt.Errorf("selfupdate: %w", err)
 	}
 	defer f.Close()
 	if err := swap(exe, f, sum, old); err != nil {
@@ -128,12 +133,12 @@ func Apply(exe, newBinary string, sum [32]byte, from, to, stateDir string) error
 // swap puts the bytes of r in place of exe through selfupdate, keeping the
 // current exe at keep ("" to let selfupdate drop it), then syncs.
 func swap(exe string, r io.Reader, sum [32]byte, keep string) error {
-	err := selfupdate.Apply(r, selfupdate.Options{TargetPath: exe, Checksum: sum[:], Hash: crypto.SHA256, OldSavePath: keep})
+	err := minio.Apply(r, minio.Options{TargetPath: exe, Checksum: sum[:], Hash: crypto.SHA256, OldSavePath: keep})
 	if err != nil {
-		if rerr := selfupdate.RollbackError(err); rerr != nil {
-			return fmt.Errorf("agentupdate: the swap failed (%v) and so did putting the old binary back (%v): restore %s by hand", err, rerr, exe)
+		if rerr := minio.RollbackError(err); rerr != nil {
+			return fmt.Errorf("selfupdate: the swap failed (%v) and so did putting the old binary back (%v): restore %s by hand", err, rerr, exe)
 		}
-		return fmt.Errorf("agentupdate: %w", err)
+		return fmt.Errorf("selfupdate: %w", err)
 	}
 	return syncFile(exe)
 }
@@ -179,13 +184,13 @@ func Start(exe, stateDir, version string) (Decision, error) {
 func restore(p pending) error {
 	var want [32]byte
 	if b, err := hex.DecodeString(p.OldSHA256); err != nil || len(b) != len(want) {
-		return fmt.Errorf("agentupdate: the pending record has no checksum of the old binary; reinstall ringfenced %s", p.From)
+		return fmt.Errorf("selfupdate: the pending record has no checksum of the old binary; reinstall ringfenced %s", p.From)
 	} else {
 		copy(want[:], b)
 	}
 	f, err := os.Open(p.OldPath)
 	if err != nil {
-		return fmt.Errorf("agentupdate: the kept binary is gone (%w); reinstall ringfenced %s", err, p.From)
+		return fmt.Errorf("selfupdate: the kept binary is gone (%w); reinstall ringfenced %s", err, p.From)
 	}
 	defer f.Close()
 	return swap(p.Exe, f, want, "")
@@ -223,7 +228,7 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("agentupdate: %w", err)
+		return fmt.Errorf("selfupdate: %w", err)
 	}
 	return nil
 }
@@ -234,19 +239,19 @@ func readJSON(path string, v any) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("agentupdate: %w", err)
+		return false, fmt.Errorf("selfupdate: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return false, fmt.Errorf("agentupdate: %s: %w (remove it to drop the pending update)", path, err)
+		return false, fmt.Errorf("selfupdate: %s: %w (remove it to drop the pending update)", path, err)
 	}
 	return true, nil
 }
 
 func removeDurably(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("agentupdate: %w", err)
+		return fmt.Errorf("selfupdate: %w", err)
 	}
 	return atomicfile.SyncDir(filepath.Dir(path))
 }
@@ -256,7 +261,7 @@ func syncFile(path string) error {
 	if err != nil {
 		f, err = os.Open(path)
 		if err != nil {
-			return fmt.Errorf("agentupdate: %w", err)
+			return fmt.Errorf("selfupdate: %w", err)
 		}
 	}
 	err = f.Sync()
@@ -264,7 +269,7 @@ func syncFile(path string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("agentupdate: sync %s: %w", path, err)
+		return fmt.Errorf("selfupdate: sync %s: %w", path, err)
 	}
 	return atomicfile.SyncDir(filepath.Dir(path))
 }

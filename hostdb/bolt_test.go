@@ -1,4 +1,4 @@
-package state
+package hostdb
 
 import bolt "go.etcd.io/bbolt"
 

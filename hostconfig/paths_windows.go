@@ -1,4 +1,4 @@
-package config
+package hostconfig
 
 // DefaultPath is where ringfenced looks for its configuration.
 const DefaultPath = `C:\ProgramData\Ringfence\ringfenced.toml`

@@ -1,4 +1,4 @@
-// Package state keeps the host's local database, state.db: the install
+// Package hostdb keeps the host's local database, state.db: the install
 // history, the quarantine list, the per-channel pins and the telemetry
 // outbox. It is the only package that imports bbolt.
 //
@@ -35,7 +35,7 @@
 // then other non-critical events, are evicted oldest first; critical ones
 // up to MaxOutboxCritical never are), and free-text reasons at most
 // MaxReasonLen bytes.
-package state
+package hostdb
 
 import (
 	"encoding/json"
@@ -152,7 +152,7 @@ func Open(path string, opts Options) (*DB, error) {
 	case errors.Is(err, fs.ErrNotExist) && !opts.ReadOnly:
 		// bbolt creates it.
 	case err != nil:
-		return nil, fmt.Errorf("state: open %s: %w", path, err)
+		return nil, fmt.Errorf("hostdb: open %s: %w", path, err)
 	case info.Size() == 0 && opts.ReadOnly:
 		// bbolt would try to initialize it, which a read-only handle cannot.
 		return nil, fmt.Errorf("%w: %s is empty", ErrCorrupt, path)
@@ -188,7 +188,7 @@ func Open(path string, opts Options) (*DB, error) {
 // Close releases the database and its lock.
 func (db *DB) Close() error {
 	if err := db.bolt.Close(); err != nil {
-		return fmt.Errorf("state: close: %w", err)
+		return fmt.Errorf("hostdb: close: %w", err)
 	}
 	return nil
 }
@@ -201,7 +201,7 @@ func checkFile(path string, timeout time.Duration) error {
 	}
 	err = check(bdb, path)
 	if cerr := bdb.Close(); err == nil && cerr != nil {
-		return fmt.Errorf("state: open %s: %w", path, cerr)
+		return fmt.Errorf("hostdb: open %s: %w", path, cerr)
 	}
 	return err
 }
@@ -239,7 +239,7 @@ func openBolt(path string, readOnly bool, timeout time.Duration) (_ *bolt.DB, er
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("%w: %s (waited %v)", ErrLocked, path, timeout)
 	case file == nil || isSystemError(err):
-		return nil, fmt.Errorf("state: open %s: %w", path, err)
+		return nil, fmt.Errorf("hostdb: open %s: %w", path, err)
 	default:
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
@@ -291,7 +291,7 @@ func wrap(op string, err error) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("state: %s: %w", op, err)
+		return fmt.Errorf("hostdb: %s: %w", op, err)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package config
+package hostconfig
 
 // DefaultPath is where ringfenced looks for its configuration.
 const DefaultPath = "/etc/ringfence/ringfenced.toml"

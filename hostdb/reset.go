@@ -1,4 +1,4 @@
-package state
+package hostdb
 
 import (
 	"cmp"
@@ -45,11 +45,11 @@ func OpenOrReset(path string, opts Options) (db *DB, reset bool, err error) {
 	// The corrupt file is complete as it is (bbolt syncs its writes); the
 	// rename only has to be durable, which atomicfile.Rename makes it.
 	if err := atomicfile.Rename(path, aside); err != nil {
-		return nil, false, fmt.Errorf("state: reset after %v: move the corrupt database aside: %w", openErr, err)
+		return nil, false, fmt.Errorf("hostdb: reset after %v: move the corrupt database aside: %w", openErr, err)
 	}
 	db, err = Open(path, opts)
 	if err != nil {
-		return nil, false, fmt.Errorf("state: reset after %v: %w", openErr, err)
+		return nil, false, fmt.Errorf("hostdb: reset after %v: %w", openErr, err)
 	}
 	// Losing old diagnostics is no reason to fail; the fresh database works.
 	_ = pruneCorrupt(path)

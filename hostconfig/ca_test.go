@@ -1,4 +1,4 @@
-package config_test
+package hostconfig_test
 
 import (
 	"crypto/ecdsa"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ringfence/ringfence/config"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/capool"
 )
 
@@ -71,7 +71,7 @@ func TestCAFile(t *testing.T) {
 			if tc.repo != "" {
 				src = strings.Replace(src, "https://updates.example.com/repo", tc.repo, 1)
 			}
-			c, err := config.Parse([]byte(src+tc.extra+"\n"), d)
+			c, err := hostconfig.Parse([]byte(src+tc.extra+"\n"), d)
 			if tc.want != "" {
 				require.ErrorContains(t, err, strings.ReplaceAll(tc.want, "FILE", file))
 				return
@@ -92,7 +92,7 @@ func TestCAFile(t *testing.T) {
 
 // TestCAPoolUnset: no ca_file, no pool (the system's roots).
 func TestCAPoolUnset(t *testing.T) {
-	pool, err := config.Default().CAPool()
+	pool, err := hostconfig.Default().CAPool()
 	require.NoError(t, err)
 	require.Nil(t, pool)
 }
