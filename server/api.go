@@ -57,18 +57,30 @@ type View struct {
 
 // StageView is one stage as shown.
 type StageView struct {
-	Name        string   `json:"name"`
-	Percent     float64  `json:"percent"`
-	Hosts       []string `json:"hosts,omitempty"`
-	Tags        []string `json:"tags,omitempty"`
-	BakeSeconds float64  `json:"bake_seconds"`
-	MinHosts    int      `json:"min_hosts"`
-	Status      string   `json:"status"` // done, current, pending
-	KnownHosts  int      `json:"known_hosts"`
+	Name        string      `json:"name"`
+	Percent     float64     `json:"percent"`
+	Hosts       []string    `json:"hosts,omitempty"`
+	Tags        []string    `json:"tags,omitempty"`
+	BakeSeconds float64     `json:"bake_seconds"`
+	MinHosts    int         `json:"min_hosts"`
+	Status      StageStatus `json:"status"`
+	KnownHosts  int         `json:"known_hosts"`
 	// LeftOut counts hosts the stage's tags matched beyond the bound of
 	// hosts a stage names (controller.MaxStageHosts): not in the stage.
 	LeftOut int `json:"left_out,omitempty"`
 }
+
+// StageStatus is where a stage is in its rollout.
+type StageStatus string
+
+// Stage statuses.
+const (
+	StageDone    StageStatus = "done"
+	StageCurrent StageStatus = "current"
+	StagePending StageStatus = "pending"
+)
+
+func (s StageStatus) String() string { return string(s) }
 
 // GateView is the gate's state as shown.
 type GateView struct {
@@ -95,12 +107,12 @@ func (s *Server) view(r *controller.Rollout) View {
 	}
 	sizes, over := s.ctl.StageSizes(r.Channel), s.ctl.StageOverflow(r.Channel)
 	for i, st := range r.Stages {
-		status := "pending"
+		status := StagePending
 		switch {
 		case r.State == controller.StateCompleted || i < r.Stage:
-			status = "done"
+			status = StageDone
 		case i == r.Stage:
-			status = "current"
+			status = StageCurrent
 		}
 		v.Stages = append(v.Stages, StageView{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags,
 			BakeSeconds: st.Bake.Seconds(), MinHosts: st.MinHosts, Status: status, KnownHosts: sizes[i], LeftOut: over[i]})

@@ -212,7 +212,7 @@ func printView(w io.Writer, v server.View, decisions int) {
 		strings.ToUpper(v.State.String()), v.Schedule, v.Stage+1, len(v.Stages), v.Stages[min(v.Stage, len(v.Stages)-1)].Name)
 	var st []string
 	for _, s := range v.Stages {
-		mark := map[string]string{"done": "+", "current": ">", "pending": " "}[s.Status]
+		mark := map[server.StageStatus]string{server.StageDone: "+", server.StageCurrent: ">", server.StagePending: " "}[s.Status]
 		st = append(st, fmt.Sprintf("%s%s(%d)", mark, s.Name, s.KnownHosts))
 	}
 	fmt.Fprintf(w, "  stages:   %s\n", strings.Join(st, " "))
