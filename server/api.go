@@ -319,7 +319,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrStore):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, controller.ErrNotFound), errors.Is(err, admission.ErrNotFound), errors.Is(err, controller.ErrNotAdmitted):
+	case errors.Is(err, controller.ErrNotFound), errors.Is(err, admission.ErrNotFound), errors.Is(err, controller.ErrNotAdmitted), errors.Is(err, errUnknownAction):
 		return http.StatusNotFound
 	case errors.Is(err, controller.ErrState), errors.Is(err, admission.ErrState):
 		return http.StatusConflict

@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -345,28 +346,32 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, HostAction{Host: v})
 }
 
+// HostAction applies a host action by name: accept, reject, decommission
+// or tags.
+func (s *Server) HostAction(id, action string, q HostRequest) (HostView, error) {
+	switch action {
+	case "accept":
+		return s.Accept(id, q)
+	case "reject":
+		return s.Reject(id, q)
+	case "decommission":
+		return s.Decommission(id, q)
+	case "tags":
+		return s.SetTags(id, q)
+	}
+	return HostView{}, fmt.Errorf("%w: host actions are accept, reject, decommission and tags", errUnknownAction)
+}
+
+// errUnknownAction is an action the API does not have (404).
+var errUnknownAction = errors.New("server: no such action")
+
 func (s *Server) handleHostAction(w http.ResponseWriter, r *http.Request) {
 	var q HostRequest
 	if err := decode(r, &q); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	id := r.PathValue("id")
-	var v HostView
-	var err error
-	switch r.PathValue("action") {
-	case "accept":
-		v, err = s.Accept(id, q)
-	case "reject":
-		v, err = s.Reject(id, q)
-	case "decommission":
-		v, err = s.Decommission(id, q)
-	case "tags":
-		v, err = s.SetTags(id, q)
-	default:
-		httpError(w, http.StatusNotFound, "host actions are accept, reject, decommission and tags")
-		return
-	}
+	v, err := s.HostAction(r.PathValue("id"), r.PathValue("action"), q)
 	if err != nil {
 		httpError(w, statusOf(err), err.Error())
 		return

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/admission"
-	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
 	"github.com/ringfence/ringfence/wire"
@@ -71,13 +70,7 @@ func hostsList(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var l server.HostList
-	var err error
-	if t.client != nil {
-		l, err = t.client.Hosts(context.Background(), wire.Admission(*state), *after, *limit)
-	} else {
-		l = t.local.Hosts(wire.Admission(*state), *after, *limit)
-	}
+	l, err := t.ops.Hosts(context.Background(), wire.Admission(*state), *after, *limit)
 	if err != nil {
 		return fail(stderr, "hosts list", err)
 	}
@@ -111,13 +104,7 @@ func hostsShow(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var h server.HostView
-	var err error
-	if t.client != nil {
-		h, err = t.client.Host(context.Background(), pos[0])
-	} else {
-		h, err = t.local.HostInfo(pos[0])
-	}
+	h, err := t.ops.Host(context.Background(), pos[0])
 	if err != nil {
 		return fail(stderr, "hosts show", err)
 	}
@@ -170,15 +157,8 @@ func hostsAction(action string, args []string, stdout, stderr io.Writer) int {
 	}
 	defer t.close()
 	q := server.HostRequest{ActionRequest: server.ActionRequest{Who: *who, Why: *why}, Fleet: *fleet, Tags: splitList(*tags)}
-	var h server.HostView
-	var err error
-	if t.client != nil {
-		h, err = t.client.HostAction(context.Background(), id, action, q)
-	} else {
-		h, err = map[string]func(string, server.HostRequest) (server.HostView, error){
-			"accept": t.local.Accept, "reject": t.local.Reject, "decommission": t.local.Decommission, "tags": t.local.SetTags,
-		}[action](id, q)
-	}
+	h, err := t.ops.HostAction(context.Background(), id, action, q)
+
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
 		return cli.ExitRejected
@@ -263,13 +243,7 @@ func tokensCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	defer t.close()
 	q := server.TokenRequest{Who: *who, Fleet: *fleet, Tags: splitList(*tags), TTL: *ttl, MaxUses: *uses, Note: *note}
-	var nt server.NewToken
-	var err error
-	if t.client != nil {
-		nt, err = t.client.CreateToken(context.Background(), q)
-	} else {
-		nt, err = t.local.CreateToken(q)
-	}
+	nt, err := t.ops.CreateToken(context.Background(), q)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server tokens create: %v\n", err)
 		return cli.ExitRejected
@@ -297,13 +271,7 @@ func tokensList(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var ts []admission.Token
-	var err error
-	if t.client != nil {
-		ts, err = t.client.Tokens(context.Background())
-	} else {
-		ts = t.local.Tokens()
-	}
+	ts, err := t.ops.Tokens(context.Background())
 	if err != nil {
 		return fail(stderr, "tokens list", err)
 	}
@@ -343,13 +311,7 @@ func tokensRevoke(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var tk admission.Token
-	var err error
-	if t.client != nil {
-		tk, err = t.client.RevokeToken(context.Background(), pos[0], *who, *why)
-	} else {
-		tk, err = t.local.RevokeToken(pos[0], *who)
-	}
+	tk, err := t.ops.RevokeToken(context.Background(), pos[0], *who, *why)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence-server tokens revoke: %v\n", err)
 		return cli.ExitRejected
@@ -384,13 +346,6 @@ func rolloutAllow(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	var d controller.Decision
-	var v server.View
-	var err error
-	if t.client != nil {
-		d, v, err = t.client.Allow(context.Background(), uint32(*channel), uint32(*version), *who, *why)
-	} else {
-		d, v, err = t.local.Allow(uint32(*channel), uint32(*version), *who, *why)
-	}
+	d, v, err := t.ops.Allow(context.Background(), uint32(*channel), uint32(*version), *who, *why)
 	return decided(stdout, stderr, "rollout allow", d, v, err)
 }

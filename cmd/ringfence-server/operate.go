@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -117,7 +118,7 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	defer t.close()
-	d, v, err := t.start(q)
+	d, v, err := t.ops.Start(context.Background(), q)
 	return decided(stdout, stderr, "rollout start", d, v, err)
 }
 
@@ -144,7 +145,7 @@ func rolloutAction(action controller.Kind, args []string, stdout, stderr io.Writ
 		return cli.ExitUsage
 	}
 	defer t.close()
-	d, v, err := t.act(uint32(*channel), action, *who, *why)
+	d, v, err := t.ops.Act(context.Background(), uint32(*channel), action, *who, *why)
 	return decided(stdout, stderr, cmd, d, v, err)
 }
 
@@ -177,7 +178,7 @@ evidence. Without a running server it reads the state directory.`, stdout, stder
 		return cli.ExitUsage
 	}
 	defer t.close()
-	vs, err := t.status()
+	vs, err := t.ops.Rollouts(context.Background())
 	if err != nil {
 		return fail(stderr, "rollout status", err)
 	}

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/admission"
-	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
@@ -162,42 +161,8 @@ func splitList(s string) []string {
 // target is where an operator command acts: a running server's API, or the
 // state directory itself when no server holds it.
 type target struct {
-	client *server.Client
-	local  *server.Server
-}
-
-func (t *target) close() {
-	if t.local != nil {
-		t.local.Close()
-	}
-}
-
-func (t *target) start(q server.StartRequest) (controller.Decision, server.View, error) {
-	if t.client != nil {
-		d, v, err := t.client.Start(context.Background(), q)
-		return d, v, tlsHint(err)
-	}
-	spec, err := q.Spec()
-	if err != nil {
-		return controller.Decision{}, server.View{}, err
-	}
-	return t.local.Start(spec, q.Who, q.Why)
-}
-
-func (t *target) act(channel uint32, action controller.Kind, who, why string) (controller.Decision, server.View, error) {
-	if t.client != nil {
-		d, v, err := t.client.Act(context.Background(), channel, action, who, why)
-		return d, v, tlsHint(err)
-	}
-	return t.local.Act(channel, action, who, why)
-}
-
-func (t *target) status() ([]server.View, error) {
-	if t.client != nil {
-		vs, err := t.client.Rollouts(context.Background())
-		return vs, tlsHint(err)
-	}
-	return t.local.Status(), nil
+	ops   operations
+	close func()
 }
 
 // untrusted reports whether err is a server certificate that the
@@ -243,7 +208,7 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 				fmt.Fprintf(stderr, "ringfence-server %s: operator token: %v\n", cmd, err)
 				return nil, false
 			}
-			return &target{client: &server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok)), HTTP: hc}}, true
+			return &target{ops: remote{&server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok)), HTTP: hc}}, close: func() {}}, true
 		case *state != "":
 			if _, err := os.Stat(*state); errors.Is(err, os.ErrNotExist) {
 				fmt.Fprintf(stderr, "ringfence-server %s: state directory %s does not exist: check --state (the directory 'ringfence-server serve --state' keeps its state in)\n", cmd, *state)
@@ -253,7 +218,7 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 				c.HTTP = hc
 				_, err := c.Rollouts(context.Background())
 				if err == nil {
-					return &target{client: c}, true
+					return &target{ops: remote{c}, close: func() {}}, true
 				}
 				// A server that answers with a certificate we do not
 				// trust is running: acting on its state directory
@@ -274,7 +239,7 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 				fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
 				return nil, false
 			}
-			return &target{local: s}, true
+			return &target{ops: local{s}, close: func() { s.Close() }}, true
 		}
 		fmt.Fprintf(stderr, "ringfence-server %s: give --server URL or --state DIR\n", cmd)
 		return nil, false
