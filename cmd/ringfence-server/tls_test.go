@@ -2,17 +2,10 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,57 +16,18 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/testca"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/server"
 )
 
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+// caClientFor is an HTTP client that trusts only ca.
+func caClientFor(ca *testca.CA) *http.Client { return pinnedClient(ca.Pool()) }
 
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue makes a server certificate for 127.0.0.1 and localhost: the
-// certificate and its key, PEM.
-func (ca *testCA) issue(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "ringfence-server"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(t, err)
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-// client trusts only ca.
-func (ca *testCA) client() *http.Client {
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	return pinnedClient(pool)
+// issue is ca.Issue's PEM files.
+func issue(t *testing.T, ca *testca.CA) (certPEM, keyPEM []byte) {
+	_, certPEM, keyPEM = ca.Issue(t)
+	return certPEM, keyPEM
 }
 
 func writeFile(t *testing.T, dir, name string, b []byte) string {
@@ -131,9 +85,9 @@ func startServe(t *testing.T, repo, keys, state string, extra ...string) *serveP
 func TestServeTLS(t *testing.T) {
 	repo, keys := newRepo(t)
 	state, certs := testtmp.Dir(t), testtmp.Dir(t)
-	ca, other := newTestCA(t, "ringfence test CA"), newTestCA(t, "some other CA")
-	certPEM, keyPEM := ca.issue(t)
-	caFile := writeFile(t, certs, "ca.pem", ca.pem)
+	ca, other := testca.New(t, "ringfence test CA"), testca.New(t, "some other CA")
+	certPEM, keyPEM := issue(t, ca)
+	caFile := writeFile(t, certs, "ca.pem", ca.PEM)
 	srv := startServe(t, repo, keys, state,
 		"--tls-cert", writeFile(t, certs, "server.pem", certPEM), "--tls-key", writeFile(t, certs, "server.key", keyPEM))
 
@@ -143,7 +97,7 @@ func TestServeTLS(t *testing.T) {
 	require.Equal(t, srv.url, strings.TrimSpace(string(recorded)), "serve.url holds the https URL")
 
 	t.Run("pinned CA", func(t *testing.T) {
-		resp, err := ca.client().Get(srv.url + "/metadata/timestamp.json")
+		resp, err := caClientFor(ca).Get(srv.url + "/metadata/timestamp.json")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
@@ -164,7 +118,7 @@ func TestServeTLS(t *testing.T) {
 		require.NotContains(t, string(body), "timestamp")
 	})
 	t.Run("other CA", func(t *testing.T) {
-		_, err := other.client().Get(srv.url + "/metadata/timestamp.json")
+		_, err := caClientFor(other).Get(srv.url + "/metadata/timestamp.json")
 		var ua x509.UnknownAuthorityError
 		require.ErrorAs(t, err, &ua)
 	})
@@ -185,7 +139,7 @@ func TestServeTLS(t *testing.T) {
 		{"state and ca-file", []string{"--state", state, "--ca-file", caFile}, 0, "no rollouts"},
 		{"server without ca-file", []string{"--server", srv.url, "--token-file", tokenFile}, 2, "give --ca-file"},
 		{"state without ca-file", []string{"--state", state}, 2, "give --ca-file"},
-		{"wrong ca-file", []string{"--server", srv.url, "--token-file", tokenFile, "--ca-file", writeFile(t, certs, "other.pem", other.pem)}, 2, "certificate signed by unknown authority"},
+		{"wrong ca-file", []string{"--server", srv.url, "--token-file", tokenFile, "--ca-file", writeFile(t, certs, "other.pem", other.PEM)}, 2, "certificate signed by unknown authority"},
 		{"ca-file not PEM", []string{"--server", srv.url, "--token-file", tokenFile, "--ca-file", tokenFile}, 2, "--ca-file: " + tokenFile + " holds no PEM certificate"},
 	} {
 		t.Run("rollout status/"+tc.name, func(t *testing.T) {
@@ -216,9 +170,9 @@ func TestServeTLS(t *testing.T) {
 // start-up, saying which flag and what to give.
 func TestServeTLSFlags(t *testing.T) {
 	dir := testtmp.Dir(t)
-	ca := newTestCA(t, "ringfence test CA")
-	certPEM, keyPEM := ca.issue(t)
-	_, otherKey := ca.issue(t)
+	ca := testca.New(t, "ringfence test CA")
+	certPEM, keyPEM := issue(t, ca)
+	_, otherKey := issue(t, ca)
 	cert, key := writeFile(t, dir, "server.pem", certPEM), writeFile(t, dir, "server.key", keyPEM)
 	missing := filepath.Join(dir, "missing.pem")
 	for _, tc := range []struct {

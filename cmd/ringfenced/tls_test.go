@@ -1,18 +1,11 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,55 +13,23 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/hostconfig"
+	"github.com/ringfence/ringfence/internal/testca"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/telemetry"
 )
 
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
+// tlsServer is an HTTPS server on loopback whose certificate ca issued.
+func tlsServer(t *testing.T, ca *testca.CA) *httptest.Server {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// server is an HTTPS server on loopback whose certificate ca issued.
-func (ca *testCA) server(t *testing.T) *httptest.Server {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "repository"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(t, err)
+	cert, _, _ := ca.Issue(t)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "pinned")
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -89,16 +50,16 @@ func get(c *http.Client, url string) error {
 // server whose certificate that CA issued, and to no other.
 func TestHTTPClientPinsCA(t *testing.T) {
 	dir := testtmp.Dir(t)
-	ca1, ca2 := newTestCA(t, "CA1"), newTestCA(t, "CA2")
-	srv := ca1.server(t)
+	ca1, ca2 := testca.New(t, "CA1"), testca.New(t, "CA2")
+	srv := tlsServer(t, ca1)
 	for _, tc := range []struct {
 		name    string
 		caFile  []byte
 		trusted bool
 	}{
-		{"pinned CA1", ca1.pem, true},
-		{"pinned CA2", ca2.pem, false},
-		{"both", append(append([]byte{}, ca2.pem...), ca1.pem...), true},
+		{"pinned CA1", ca1.PEM, true},
+		{"pinned CA2", ca2.PEM, false},
+		{"both", append(append([]byte{}, ca2.PEM...), ca1.PEM...), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := filepath.Join(dir, tc.name+".pem")
@@ -123,10 +84,10 @@ func TestHTTPClientPinsCA(t *testing.T) {
 // the same pinned client.
 func TestDaemonOptionsShareClient(t *testing.T) {
 	dir := testtmp.Dir(t)
-	ca1 := newTestCA(t, "CA1")
-	srv := ca1.server(t)
+	ca1 := testca.New(t, "CA1")
+	srv := tlsServer(t, ca1)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "root.json"), []byte("{}"), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "ca.pem"), ca1.pem, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "ca.pem"), ca1.PEM, 0o600))
 	cfg, err := hostconfig.Parse([]byte(`root = "root"
 repository = "`+srv.URL+`/repo"
 trusted_root = "root.json"
@@ -158,11 +119,11 @@ func TestPinnedCAIgnoresSystemRoots(t *testing.T) {
 		return
 	}
 	dir := testtmp.Dir(t)
-	ca1, ca2 := newTestCA(t, "CA1"), newTestCA(t, "CA2")
-	srv := ca1.server(t)
-	ca1File, ca2File := filepath.Join(dir, "ca1.pem"), filepath.Join(dir, "ca2.pem")
-	require.NoError(t, os.WriteFile(ca1File, ca1.pem, 0o600))
-	require.NoError(t, os.WriteFile(ca2File, ca2.pem, 0o600))
+	ca1, ca2 := testca.New(t, "CA1"), testca.New(t, "CA2")
+	srv := tlsServer(t, ca1)
+	ca1File, ca2File := filepath.Join(dir, "ca1.PEM"), filepath.Join(dir, "ca2.PEM")
+	require.NoError(t, os.WriteFile(ca1File, ca1.PEM, 0o600))
+	require.NoError(t, os.WriteFile(ca2File, ca2.PEM, 0o600))
 	self, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(self, "-test.run=^TestPinnedCAIgnoresSystemRoots$", "-test.v")
