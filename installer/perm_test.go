@@ -13,23 +13,9 @@ import (
 
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/fileperm"
+	"github.com/ringfence/ringfence/internal/testperm"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
-
-// chmodOrSkip sets path's mode, skipping the test where modes mean nothing
-// (Windows: ACLs decide) or where chmod does not stick.
-func chmodOrSkip(t *testing.T, path string, mode fs.FileMode) {
-	t.Helper()
-	if !unixPerms {
-		t.Skip("file modes do not describe who may write on this platform")
-	}
-	require.NoError(t, os.Chmod(path, mode))
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	if fi.Mode().Perm() != mode {
-		t.Skipf("chmod %04o does not stick here (mode %04o)", uint32(mode), uint32(fi.Mode().Perm()))
-	}
-}
 
 // TestPerms: the daemon's open (StrictPerms) refuses a root, boot record or
 // identity directory others can write, with the chmod that fixes it, and
@@ -74,7 +60,7 @@ func TestPerms(t *testing.T) {
 				before, err := os.ReadFile(record)
 				require.NoError(t, err)
 				path := filepath.Join(root, tc.path)
-				chmodOrSkip(t, path, tc.mode)
+				testperm.Chmod(t, path, tc.mode)
 
 				in, err = installer.Open(root, installer.Options{
 					Capabilities: capabilities(t),

@@ -10,27 +10,9 @@ import (
 	"testing"
 
 	"github.com/ringfence/ringfence/internal/fileperm"
+	"github.com/ringfence/ringfence/internal/testperm"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
-
-// chmodOrSkip sets path's mode, skipping the test where modes mean nothing
-// (Windows: ACLs decide) or where chmod does not stick.
-func chmodOrSkip(t *testing.T, path string, mode fs.FileMode) {
-	t.Helper()
-	if !unixPerms {
-		t.Skip("file modes do not describe who may write on this platform")
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != mode {
-		t.Skipf("chmod %04o does not stick here (mode %04o)", uint32(mode), uint32(fi.Mode().Perm()))
-	}
-}
 
 // wantRefusal checks that err is a permission refusal that says what,
 // path, how, the mode and the chmod to run.
@@ -66,7 +48,7 @@ func TestCheckStateDir(t *testing.T) {
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			chmodOrSkip(t, dir, tc.mode)
+			testperm.Chmod(t, dir, tc.mode)
 			err := checkStateDir(dir)
 			if tc.how == "" {
 				if err != nil {
@@ -107,7 +89,7 @@ func TestTokenPerms(t *testing.T) {
 			if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			chmodOrSkip(t, path, tc.mode)
+			testperm.Chmod(t, path, tc.mode)
 			got, err := LoadOrCreateToken(dir)
 			if tc.how == "" {
 				if err != nil || got != token {
@@ -148,7 +130,7 @@ func TestTokenInOpenStateDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chmodOrSkip(t, dir, 0o777)
+	testperm.Chmod(t, dir, 0o777)
 	if got, err := LoadOrCreateToken(dir); err != nil || got != tok {
 		t.Fatalf("LoadOrCreateToken = %q, %v; want the token", got, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/hostdb"
+	"github.com/ringfence/ringfence/internal/testperm"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/telemetry"
 	"github.com/ringfence/ringfence/wire"
@@ -27,7 +28,7 @@ func TestIdentity(t *testing.T) {
 	require.NoError(t, err)
 	fi, err := os.Stat(filepath.Join(dir, telemetry.KeyName))
 	require.NoError(t, err)
-	if unixPerms {
+	if testperm.Meaningful {
 		require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 	}
 	b, err := telemetry.LoadOrCreateIdentity(dir)

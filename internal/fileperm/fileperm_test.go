@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ringfence/ringfence/internal/fileperm"
+	"github.com/ringfence/ringfence/internal/testperm"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -35,7 +36,7 @@ func makeWithMode(t *testing.T, name string, dir bool, mode fs.FileMode) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if unixPerms && fi.Mode().Perm() != mode {
+	if testperm.Meaningful && fi.Mode().Perm() != mode {
 		t.Skipf("chmod %04o does not stick here (mode %04o)", uint32(mode), uint32(fi.Mode().Perm()))
 	}
 	return path
@@ -74,7 +75,7 @@ func TestChecks(t *testing.T) {
 				path := makeWithMode(t, "x", dir, tc.mode)
 				what := "test " + kind
 				err := tc.check(path, what)
-				if tc.want == "" || !unixPerms {
+				if tc.want == "" || !testperm.Meaningful {
 					if err != nil {
 						t.Fatalf("%v, want nil", err)
 					}
@@ -107,7 +108,7 @@ func TestChecks(t *testing.T) {
 // TestMissing: a path that is not there is the stat error, not a refusal
 // (callers decide whether missing is fine).
 func TestMissing(t *testing.T) {
-	if !unixPerms {
+	if !testperm.Meaningful {
 		t.Skip("no checks on this platform")
 	}
 	path := filepath.Join(testtmp.Dir(t), "nothing")
@@ -122,7 +123,7 @@ func TestMissing(t *testing.T) {
 // TestAdviceQuotesPath: the chmod in the advice can be pasted into a shell
 // as it is, whatever the path holds.
 func TestAdviceQuotesPath(t *testing.T) {
-	if !unixPerms {
+	if !testperm.Meaningful {
 		t.Skip("no checks on this platform")
 	}
 	tests := []struct{ test, name, quoted string }{
@@ -146,7 +147,7 @@ func TestAdviceQuotesPath(t *testing.T) {
 // TestAdviceRelativeOption: a relative path that looks like an option is
 // advised as ./path, so chmod does not take it for one.
 func TestAdviceRelativeOption(t *testing.T) {
-	if !unixPerms {
+	if !testperm.Meaningful {
 		t.Skip("no checks on this platform")
 	}
 	path := makeWithMode(t, "-rf", false, 0o666)

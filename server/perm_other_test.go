@@ -1,6 +1,0 @@
-//go:build !windows
-
-package server
-
-// unixPerms: file modes are meaningful here.
-const unixPerms = true

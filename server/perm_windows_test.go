@@ -1,4 +1,0 @@
-package server
-
-// unixPerms: Windows modes do not describe ACLs; fileperm checks nothing.
-const unixPerms = false
