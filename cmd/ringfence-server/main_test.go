@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,29 +55,8 @@ func TestServeAndOperate(t *testing.T) {
 		require.Equal(t, 0, code, errOut)
 	}
 
-	self, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(self, "serve", "--repo", repo, "--keys", keys, "--state", state, "--addr", "127.0.0.1:0", "--eval-interval", "50ms")
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	logs := &lockedBuffer{}
-	cmd.Stderr = logs
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := bufio.NewScanner(stdout)
-	var dashboard string
-	for lines.Scan() {
-		if u, ok := strings.CutPrefix(lines.Text(), "dashboard: "); ok {
-			dashboard = u
-			break
-		}
-	}
-	require.Contains(t, dashboard, "/#token=", "serve prints the dashboard's URL with the token; logs: %s", logs.String())
-	go func() {
-		for lines.Scan() {
-		}
-	}()
+	srv := startServe(t, repo, keys, state, "--eval-interval", "50ms")
+	cmd, logs := srv.cmd, srv.logs
 
 	out, errOut, code := runCLI(t, "rollout", "start", "--state", state, "--channel", "291", "--version", "1002", "--from", "1001",
 		"--canary-tags", "canary", "--who", "alice", "--why", "weekly content")

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -97,29 +94,7 @@ func TestStateBackupFromRunningServer(t *testing.T) {
 	repo, keys, state := testtmp.Dir(t), testtmp.Dir(t), newState(t)
 	_, errOut, code := runCLI(t, "repo", "init", "--repo", repo, "--keys", keys)
 	require.Equal(t, 0, code, errOut)
-	self, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(self, "serve", "--repo", repo, "--keys", keys, "--state", state, "--addr", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	logs := &lockedBuffer{}
-	cmd.Stderr = logs
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := bufio.NewScanner(stdout)
-	var url string
-	for lines.Scan() {
-		if u, ok := strings.CutPrefix(lines.Text(), "dashboard: "); ok {
-			url, _, _ = strings.Cut(u, "/#token=")
-			break
-		}
-	}
-	require.NotEmpty(t, url, "serve prints its URL; logs: %s", logs.String())
-	go func() {
-		for lines.Scan() {
-		}
-	}()
+	url := startServe(t, repo, keys, state).url
 
 	backup := filepath.Join(testtmp.Dir(t), "backup.db")
 	out, errOut, code := runCLI(t, "state", "backup", "--state", state, "--out", backup)

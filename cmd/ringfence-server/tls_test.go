@@ -71,7 +71,9 @@ func startServe(t *testing.T, repo, keys, state string, extra ...string) *serveP
 	lines := bufio.NewScanner(stdout)
 	for lines.Scan() {
 		if u, ok := strings.CutPrefix(lines.Text(), "dashboard: "); ok {
-			p.url, _, _ = strings.Cut(u, "/#token=")
+			var token bool
+			p.url, _, token = strings.Cut(u, "/#token=")
+			require.True(t, token, "serve prints the dashboard's URL with the token in its fragment: %s", u)
 			break
 		}
 	}
