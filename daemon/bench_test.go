@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/validator"
 )
@@ -46,14 +47,14 @@ func (l *lab) publish(t testing.TB, data []byte) uint32 {
 // and its load. The health window is not included. One host, loopback.
 func BenchmarkPublishToRunning(b *testing.B) {
 	bin := buildRingfenced(b)
-	clock := newFakeClock(time.Now())
-	l := newLab(b, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(b, clk)
 	v := l.publish(b, versionOf(b, "good-ipc-1001", 5000))
 	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(b, ctx, l, clock, bin, 0)
+	h := startHost(b, ctx, l, clk, bin, 0)
 	defer func() { cancel(); <-h.done }()
 	h.waitFor(b, "the first version", running(fmt.Sprintf("channel 291 version %d (TRIAL)", v)))
-	clock.Advance(time.Hour) // past the health window
+	clk.Advance(time.Hour) // past the health window
 	h.waitFor(b, "good", running(fmt.Sprintf("channel 291 version %d (GOOD)", v)))
 	b.ResetTimer()
 	for i := range b.N {
@@ -62,7 +63,7 @@ func BenchmarkPublishToRunning(b *testing.B) {
 		require.NoError(b, err)
 		h.waitFor(b, "the new trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", v)))
 		b.StopTimer()
-		clock.Advance(time.Hour)
+		clk.Advance(time.Hour)
 		h.waitFor(b, "good", running(fmt.Sprintf("channel 291 version %d (GOOD)", v)))
 		b.StartTimer()
 	}
@@ -75,24 +76,26 @@ func BenchmarkPublishToRunning(b *testing.B) {
 // reports its load.
 func BenchmarkCrashToLastKnownGood(b *testing.B) {
 	bin := buildRingfenced(b)
-	clock := newFakeClock(time.Now())
-	l := newLab(b, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(b, clk)
 	good := l.publish(b, versionOf(b, "good-ipc-1001", 5000))
 	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(b, ctx, l, clock, bin, 0)
+	h := startHost(b, ctx, l, clk, bin, 0)
 	defer func() { cancel(); <-h.done }()
 	goodRunning := running(fmt.Sprintf("channel 291 version %d (GOOD)", good))
-	h.waitFor(b, "trial", func(s daemon.Status) bool { return strings.HasSuffix(s.Running, "(TRIAL)") && s.Agent == "running" })
-	clock.Advance(time.Hour)
+	h.waitFor(b, "trial", func(s daemon.Status) bool {
+		return strings.HasSuffix(s.Running, "(TRIAL)") && s.Agent == daemon.AgentRunning
+	})
+	clk.Advance(time.Hour)
 	h.waitFor(b, "good", goodRunning)
 	for i := range b.N {
 		b.StopTimer()
 		l.publish(b, versionOf(b, "cf291-shape", uint32(6000+i)))
 		_, err := h.d.Poll(ctx)
 		require.NoError(b, err)
-		h.waitFor(b, "the crash", func(s daemon.Status) bool { return s.Agent == "restarting" })
+		h.waitFor(b, "the crash", func(s daemon.Status) bool { return s.Agent == daemon.AgentRestarting })
 		b.StartTimer()
-		clock.Advance(time.Hour) // the restart delay, at once
+		clk.Advance(time.Hour) // the restart delay, at once
 		h.waitFor(b, "last-known-good again", goodRunning)
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // ErrRestart is what Run returns after it put a new ringfenced binary in
 // place: the caller exits non-zero so the service manager starts the new
-// binary (agentupdate rolls it back if that start fails).
+// binary (selfupdate rolls it back if that start fails).
 var ErrRestart = errors.New("daemon: a new ringfenced binary is in place; restart to run it")
 
 // BinaryUpdate is the daemon's update of its own binary, through the same
@@ -23,16 +23,16 @@ var ErrRestart = errors.New("daemon: a new ringfenced binary is in place; restar
 type BinaryUpdate struct {
 	// Version is the running binary's; Platform is "<goos>-<goarch>".
 	Version, Platform string
-	// Apply puts the TUF-verified file at path in place (agentupdate.Apply).
+	// Apply puts the TUF-verified file at path in place (selfupdate.Apply).
 	Apply func(path string, sum [32]byte, version string) error
 	// Failed lists versions that failed their first start here.
 	Failed func() []string
 }
 
-// updateBinary applies the newest agent binary for this platform if it is
-// newer than the running one and never failed here.
-func (d *Daemon) updateBinary(ctx context.Context) (PollResult, bool) {
-	b := d.opts.Binary
+// updateBinary applies the newest ringfenced binary for this platform if
+// it is newer than the running one and never failed here.
+func (p *poller) updateBinary(ctx context.Context) (PollResult, bool) {
+	b := p.binary
 	if b == nil || b.Apply == nil {
 		return PollResult{}, false
 	}
@@ -41,7 +41,7 @@ func (d *Daemon) updateBinary(ctx context.Context) (PollResult, bool) {
 		failed = b.Failed()
 	}
 	best, name := "", ""
-	for n := range d.client.Targets("targets") {
+	for n := range p.client.Targets("targets") {
 		goos, goarch, v, ok := rollout.ParseBinaryTarget(n)
 		if !ok || goos+"-"+goarch != b.Platform || slices.Contains(failed, v) || compareVersions(v, b.Version) <= 0 {
 			continue
@@ -53,26 +53,25 @@ func (d *Daemon) updateBinary(ctx context.Context) (PollResult, bool) {
 	if best == "" {
 		return PollResult{}, false
 	}
-	tf, err := d.client.Target(name)
+	tf, err := p.client.Target(name)
 	if err != nil {
-		return PollResult{Action: "failed", Why: "agent update: " + err.Error()}, true
+		return PollResult{Action: ActionFailed, Why: "self-update: " + err.Error()}, true
 	}
 	var sum [32]byte
 	if h := tf.Hashes["sha256"]; len(h) == len(sum) {
 		copy(sum[:], h)
 	} else {
-		return PollResult{Action: "failed", Why: "agent update: " + name + " has no sha256 in the metadata"}, true
+		return PollResult{Action: ActionFailed, Why: "self-update: " + name + " has no sha256 in the metadata"}, true
 	}
-	path, err := d.client.Download(ctx, name)
+	path, err := p.client.Download(ctx, name)
 	if err != nil {
-		return PollResult{Action: "failed", Why: "agent update: download: " + err.Error()}, true
+		return PollResult{Action: ActionFailed, Why: "self-update: download: " + err.Error()}, true
 	}
 	if err := b.Apply(path, sum, best); err != nil {
-		return PollResult{Action: "failed", Why: "agent update: " + err.Error()}, true
+		return PollResult{Action: ActionFailed, Why: "self-update: " + err.Error()}, true
 	}
-	d.event(wire.Event{Kind: wire.EventBinaryUpdated, Reason: fmt.Sprintf("%s -> %s", b.Version, best)})
-	d.restart = true
-	return PollResult{Action: "self-updated", Why: fmt.Sprintf("ringfenced %s is in place (running %s); restarting", best, b.Version)}, true
+	p.out.add(wire.Event{Kind: wire.EventBinaryUpdated, Reason: fmt.Sprintf("%s -> %s", b.Version, best)})
+	return PollResult{Action: ActionSelfUpdated, Why: fmt.Sprintf("ringfenced %s is in place (running %s); restarting", best, b.Version)}, true
 }
 
 // compareVersions compares dotted numeric versions ("1.10" > "1.9");

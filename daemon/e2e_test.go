@@ -22,6 +22,7 @@ import (
 
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/hostconfig"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/rollout"
@@ -30,54 +31,6 @@ import (
 	"github.com/ringfence/ringfence/validator"
 	"github.com/ringfence/ringfence/wire"
 )
-
-// fakeClock is the daemons' time: timers fire when the test advances it.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
-}
-
-type waiter struct {
-	at time.Time
-	c  chan time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), c: ch})
-	return ch
-}
-
-// Advance moves time on and fires every timer that is due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	keep := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			keep = append(keep, w)
-			continue
-		}
-		w.c <- c.now
-	}
-	c.waiters = keep
-}
 
 // buildRingfenced builds the real daemon binary (once per test process;
 // the tests share it): the agent and the preflight harness the daemons run
@@ -142,10 +95,10 @@ func (l *lab) reported(host string, kind wire.EventKind, v uint32) bool {
 	return false
 }
 
-func newLab(t testing.TB, clock *fakeClock) *lab {
+func newLab(t testing.TB, clk *clock.Fake) *lab {
 	t.Helper()
 	dir := t.TempDir()
-	repo, err := tufrepo.Init(dir, t.TempDir(), tufrepo.InitOptions{Clock: clock})
+	repo, err := tufrepo.Init(dir, t.TempDir(), tufrepo.InitOptions{Clock: clk})
 	require.NoError(t, err)
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	t.Cleanup(srv.Close)
@@ -205,10 +158,10 @@ func (h *host) waitFor(t testing.TB, what string, ok func(daemon.Status) bool) {
 }
 
 func running(s string) func(daemon.Status) bool {
-	return func(st daemon.Status) bool { return st.Agent == "running" && st.Running == s }
+	return func(st daemon.Status) bool { return st.Agent == daemon.AgentRunning && st.Running == s }
 }
 
-func startHost(t testing.TB, ctx context.Context, l *lab, clock *fakeClock, bin string, i int, adjust ...func(*daemon.Options)) *host {
+func startHost(t testing.TB, ctx context.Context, l *lab, clk *clock.Fake, bin string, i int, adjust ...func(*daemon.Options)) *host {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "root")
 	require.NoError(t, os.MkdirAll(root, 0o700))
@@ -235,9 +188,9 @@ func startHost(t testing.TB, ctx context.Context, l *lab, clock *fakeClock, bin 
 		AgentCommand:     []string{bin, "agent", "--capabilities", filepath.Join(caps, "sensor-7.11.json"), "--alive-interval", "1h"},
 		PreflightCommand: []string{bin, "sensor", "preflight", "--capabilities", filepath.Join(caps, "sensor-7.12.json")},
 		TrustedRoot:      l.root,
-		Clock:            clock,
+		Clock:            clk,
 		Log:              testLogger(t, h.id),
-		Sender:           &telemetry.Sender{Endpoint: l.telemetry.URL, Identity: id, Clock: clock.Now},
+		Sender:           &telemetry.Sender{Endpoint: l.telemetry.URL, Identity: id, Clock: clk},
 		Observe: func(s daemon.Status) {
 			select {
 			case h.status <- s:
@@ -281,14 +234,14 @@ func (w tlog) Write(p []byte) (int, error) {
 // quarantines the bad one, reports it, and never retries it.
 func TestEndToEnd(t *testing.T) {
 	bin := buildRingfenced(t)
-	clock := newFakeClock(time.Now())
-	l := newLab(t, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(t, clk)
 	good := l.roll(t, "good-ipc-1001")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var hosts []*host
 	for i := range 3 {
-		hosts = append(hosts, startHost(t, ctx, l, clock, bin, i))
+		hosts = append(hosts, startHost(t, ctx, l, clk, bin, i))
 	}
 	defer func() {
 		cancel()
@@ -301,12 +254,12 @@ func TestEndToEnd(t *testing.T) {
 	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
 
 	for _, h := range hosts {
-		h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+		h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
 		_, err := h.d.Poll(ctx)
 		require.NoError(t, err)
 		h.waitFor(t, "the trial of "+fmt.Sprint(good), running(trialOf(good)))
 	}
-	clock.Advance(hostconfig.Default().HealthWindow.Duration)
+	clk.Advance(hostconfig.Default().HealthWindow.Duration)
 	for _, h := range hosts {
 		h.waitFor(t, "good marked good", running(goodOf(good)))
 	}
@@ -315,22 +268,22 @@ func TestEndToEnd(t *testing.T) {
 	for _, h := range hosts {
 		r, err := h.d.Poll(ctx)
 		require.NoError(t, err)
-		require.Equal(t, "installed", r.Action, "%s: %+v", h.id, r)
+		require.Equal(t, daemon.ActionInstalled, r.Action, "%s: %+v", h.id, r)
 		require.Equal(t, bad, r.Version)
-		h.waitFor(t, "the agent's crash", func(s daemon.Status) bool { return s.Agent == "restarting" })
+		h.waitFor(t, "the agent's crash", func(s daemon.Status) bool { return s.Agent == daemon.AgentRestarting })
 		require.Contains(t, h.last.LastCrash, "index out of range")
 	}
-	clock.Advance(hostconfig.Default().Agent.RestartDelay.Duration)
+	clk.Advance(hostconfig.Default().Agent.RestartDelay.Duration)
 	for _, h := range hosts {
 		h.waitFor(t, "last-known-good running again", running(goodOf(good)))
 		r, err := h.d.Poll(ctx)
 		require.NoError(t, err)
-		require.Equal(t, "skipped", r.Action, "%s must never retry %d: %+v", h.id, bad, r)
+		require.Equal(t, daemon.ActionSkipped, r.Action, "%s must never retry %d: %+v", h.id, bad, r)
 		require.Contains(t, r.Why, "quarantined")
 	}
 
 	// Every host reports the revert and the quarantine upstream, signed.
-	clock.Advance(1000 * time.Hour) // the telemetry interval
+	clk.Advance(1000 * time.Hour) // the telemetry interval
 	deadline := time.After(60 * time.Second)
 	for _, h := range hosts {
 		for !(l.reported(h.id, wire.EventReverted, bad) && l.reported(h.id, wire.EventQuarantined, bad) &&
@@ -355,8 +308,8 @@ func TestEndToEnd(t *testing.T) {
 // TUF-verified file and checksum to Apply, and stops with ErrRestart.
 func TestSelfUpdate(t *testing.T) {
 	bin := buildRingfenced(t)
-	clock := newFakeClock(time.Now())
-	l := newLab(t, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(t, clk)
 	l.roll(t, "good-ipc-1001")
 	for _, a := range []struct{ os, arch, v string }{
 		{"linux", "amd64", "1.2"}, {"linux", "amd64", "1.10"}, {"linux", "amd64", "2.0"}, {"windows", "amd64", "9.0"}, {"linux", "arm64", "9.0"},
@@ -372,7 +325,7 @@ func TestSelfUpdate(t *testing.T) {
 	got := make(chan applied, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := startHost(t, ctx, l, clock, bin, 0, func(o *daemon.Options) {
+	h := startHost(t, ctx, l, clk, bin, 0, func(o *daemon.Options) {
 		o.Binary = &daemon.BinaryUpdate{
 			Version: "1.9", Platform: "linux-amd64",
 			Failed: func() []string { return []string{"2.0"} },
@@ -384,7 +337,7 @@ func TestSelfUpdate(t *testing.T) {
 		}
 	})
 	// The first poll runs by itself once the agent is up.
-	h.waitFor(t, "the self-update", func(s daemon.Status) bool { return s.Poll.Action == "self-updated" })
+	h.waitFor(t, "the self-update", func(s daemon.Status) bool { return s.Poll.Action == daemon.ActionSelfUpdated })
 	a := <-got
 	require.Equal(t, "1.10", a.version, "newer than 1.9, not failed here, this platform")
 	require.Equal(t, []byte("binary linuxamd641.10"), a.data)
@@ -398,27 +351,27 @@ func TestSelfUpdate(t *testing.T) {
 // no content, reports the revert, and does not take the version again.
 func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
 	bin := buildRingfenced(t)
-	clock := newFakeClock(time.Now())
-	l := newLab(t, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(t, clk)
 	first := l.roll(t, "good-ipc-1001")
 	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(t, ctx, l, clock, bin, 0)
+	h := startHost(t, ctx, l, clk, bin, 0)
 	defer func() { cancel(); require.NoError(t, <-h.done) }()
-	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
 	_, err := h.d.Poll(ctx)
 	require.NoError(t, err)
 	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", first)))
-	clock.Advance(hostconfig.Default().HealthWindow.Duration)
+	clk.Advance(hostconfig.Default().HealthWindow.Duration)
 	h.waitFor(t, "the first content marked good", running(fmt.Sprintf("channel 291 version %d (GOOD)", first)))
 
 	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[],"deny":[%d]}`, rollout.Format, first)))
 	r, err := h.d.Poll(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "reverted", r.Action, "%+v", r)
+	require.Equal(t, daemon.ActionReverted, r.Action, "%+v", r)
 	h.waitFor(t, "no content", running("no content"))
 	r, err = h.d.Poll(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "nothing", r.Action)
+	require.Equal(t, daemon.ActionNothing, r.Action)
 	require.Contains(t, r.Why, "gives no host content")
 }
 
@@ -427,17 +380,17 @@ func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
 // reads instead of the log.
 func TestJournal(t *testing.T) {
 	bin := buildRingfenced(t)
-	clock := newFakeClock(time.Now())
-	l := newLab(t, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(t, clk)
 	good := l.roll(t, "good-ipc-1001")
 	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(t, ctx, l, clock, bin, 0)
+	h := startHost(t, ctx, l, clk, bin, 0)
 	defer func() { cancel(); require.NoError(t, <-h.done) }()
-	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
 	_, err := h.d.Poll(ctx)
 	require.NoError(t, err)
 	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
-	clock.Advance(hostconfig.Default().HealthWindow.Duration)
+	clk.Advance(hostconfig.Default().HealthWindow.Duration)
 	h.waitFor(t, "good", running(fmt.Sprintf("channel 291 version %d (GOOD)", good)))
 	cancel()
 	require.NoError(t, <-h.done)

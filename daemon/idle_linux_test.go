@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 // procStat returns a process's CPU time (the sum of its threads' run time
@@ -67,8 +68,8 @@ func childOf(t testing.TB, pid int, log *bytes.Buffer) int {
 // 200 events a second: the sensor's work, not the updater's).
 func BenchmarkIdle(b *testing.B) {
 	bin := buildRingfenced(b)
-	clock := newFakeClock(time.Now())
-	l := newLab(b, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(b, clk)
 	l.publish(b, versionOf(b, "good-ipc-1001", 5000))
 	dir := b.TempDir()
 	require.NoError(b, os.WriteFile(filepath.Join(dir, "root.json"), l.root, 0o600))
@@ -98,7 +99,7 @@ endpoint = %q
 		status := filepath.Join(dir, "root", daemon.StatusDir, daemon.StatusName)
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 			var st daemon.Status
-			if b, err := os.ReadFile(status); err == nil && json.Unmarshal(b, &st) == nil && st.Agent == "running" && strings.HasSuffix(st.Running, "(TRIAL)") {
+			if b, err := os.ReadFile(status); err == nil && json.Unmarshal(b, &st) == nil && st.Agent == daemon.AgentRunning && strings.HasSuffix(st.Running, "(TRIAL)") {
 				break
 			}
 			require.True(b, time.Now().Before(deadline), "no trial running within a minute:\n%s", &stderr)

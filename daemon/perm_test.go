@@ -17,6 +17,7 @@ import (
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/fileperm"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/tufrepo"
@@ -26,8 +27,8 @@ import (
 // identity directory others can write; Run says which and the chmod that
 // fixes it, before the agent starts or anything is fetched.
 func TestRefusesOpenRoot(t *testing.T) {
-	clock := newFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
-	repo, err := tufrepo.Init(t.TempDir(), t.TempDir(), tufrepo.InitOptions{Clock: clock})
+	clk := clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	repo, err := tufrepo.Init(t.TempDir(), t.TempDir(), tufrepo.InitOptions{Clock: clk})
 	require.NoError(t, err)
 	rootJSON, err := repo.RootJSON()
 	require.NoError(t, err)
@@ -71,7 +72,7 @@ func TestRefusesOpenRoot(t *testing.T) {
 				AgentCommand:     []string{filepath.Join(t.TempDir(), "no-agent")},
 				PreflightCommand: []string{filepath.Join(t.TempDir(), "no-preflight")},
 				TrustedRoot:      rootJSON,
-				Clock:            clock,
+				Clock:            clk,
 				Log:              testLogger(t, "h-test"),
 			})
 			require.NoError(t, err)

@@ -2,10 +2,11 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,124 +17,146 @@ import (
 	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/installer"
-	"github.com/ringfence/ringfence/internal/atomicfile"
-	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/validator"
 	"github.com/ringfence/ringfence/wire"
 )
 
+// Action is what one poll did. It is a word of the status file (Status.Poll)
+// and of the log, which `ringfence status` and people read; its strings
+// stay as they are.
+type Action string
+
+// The actions of a poll.
+const (
+	ActionNothing     Action = "nothing"      // the host runs what it should, or nothing is for it
+	ActionInstalled   Action = "installed"    // a version is staged and activated as a trial; the agent restarts to load it
+	ActionReverted    Action = "reverted"     // the running version is denied by the plan: the host left it
+	ActionRejected    Action = "rejected"     // validation or preflight refused the version (for this run)
+	ActionSkipped     Action = "skipped"      // the version is quarantined here, or was rejected earlier
+	ActionWaiting     Action = "waiting"      // a trial is in its health window
+	ActionDeferred    Action = "deferred"     // the agent is loading: the poll runs after its load
+	ActionFailed      Action = "failed"       // something failed; Why says what
+	ActionSelfUpdated Action = "self-updated" // a new ringfenced binary is in place; the daemon restarts
+)
+
+// String returns the action's word.
+func (a Action) String() string { return string(a) }
+
 // PollResult says what one poll did.
 type PollResult struct {
-	// Action is one of: nothing, installed, reverted, rejected, skipped,
-	// waiting, deferred, failed.
-	Action  string `json:"action"`
+	Action  Action `json:"action"`
 	Version uint32 `json:"version,omitempty"`
 	Why     string `json:"why"`
 }
 
-// Status is what the daemon last did, written to <root>/daemon/status.json
-// for `ringfence status` and people. It lives in its own directory: the
-// agent's loader cleans the root's temporary files while the daemon may be
-// writing this one.
-type Status struct {
-	HostID    string     `json:"host_id"`
-	Channel   uint32     `json:"channel"`
-	Agent     string     `json:"agent"`
-	Running   string     `json:"running"`
-	LastPoll  time.Time  `json:"last_poll"`
-	Poll      PollResult `json:"poll"`
-	LastCrash string     `json:"last_crash,omitempty"`
-	// Admission is the host's standing with the rollout server, as its
-	// last answer said (pending: an operator has not admitted the host
-	// yet, and nothing it reports counts); Telemetry is the last send's
-	// outcome ("sent", or why not).
-	Admission wire.Admission `json:"admission,omitempty"`
-	Telemetry string         `json:"telemetry,omitempty"`
+// poller polls the repository and installs what this host should run: the
+// version the pin or the signed rollout plan and the local policy give it,
+// checked by the product's check (validator.Vet: validation, then
+// preflight) before it is staged and activated as a trial. A version
+// refused in this run is not tried again until the daemon restarts.
+type poller struct {
+	cfg       *hostconfig.Config // Channel, Pin, Rings, NMinus1, tags, PollJitter, Root, Agent.PreflightTimeout
+	hostID    string
+	caps      *validator.Capabilities
+	preflight []string      // Options.PreflightCommand
+	binary    *BinaryUpdate // nil: ringfenced does not update itself
+	client    *tuf.Client
+	rand      *rand.Rand // the jitter
+	log       *slog.Logger
+	out       *outbox
+
+	deferred bool              // a poll came while the agent loaded: it runs after the load
+	rejected map[uint32]string // versions refused this run, and why
 }
 
-// StatusDir and StatusName place the daemon's status file in the root.
-const (
-	StatusDir  = "daemon"
-	StatusName = "status.json"
-)
-
-// maxStatusFile bounds the status file ReadStatus reads.
-const maxStatusFile = 1 << 20
-
-// ReadStatus reads the status a daemon last wrote under root.
-func ReadStatus(root string) (Status, error) {
-	var st Status
-	b, err := boundedio.ReadFile(filepath.Join(root, StatusDir, StatusName), maxStatusFile)
-	if err != nil {
-		return st, err
+// jitter is a random wait in [0, poll_jitter): a fleet does not poll in
+// step.
+func (p *poller) jitter() time.Duration {
+	j := p.cfg.PollJitter.Duration
+	if j <= 0 {
+		return 0
 	}
-	return st, json.Unmarshal(b, &st)
+	return time.Duration(p.rand.Int64N(int64(j)))
 }
 
-func (d *Daemon) setStatus(f func(*Status)) {
-	d.status.HostID, d.status.Channel = d.opts.HostID, d.cfg.Channel
-	f(&d.status)
-	if d.opts.Observe != nil {
-		d.opts.Observe(d.status)
-	}
-	b, err := json.MarshalIndent(d.status, "", "  ")
-	if err != nil {
+// tryPoll polls now, or, while the agent loads (the root is its), once it
+// has loaded.
+func (d *Daemon) tryPoll(ctx context.Context, reply chan<- PollResult) {
+	if d.sup.starting() {
+		d.poller.deferred = true
+		if reply != nil {
+			reply <- PollResult{Action: ActionDeferred, Why: "the agent is loading"}
+		}
 		return
 	}
-	dir := filepath.Join(d.cfg.Root, StatusDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		d.log.Warn("status directory", "err", err)
-		return
-	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, StatusName), append(b, '\n'), 0o644); err != nil {
-		d.log.Warn("write the status file", "err", err)
+	r := d.poll(ctx)
+	if reply != nil {
+		reply <- r
 	}
 }
 
-// poll runs one update cycle and records its outcome.
+// poll runs one update cycle, acts on its outcome (a new trial or a revert
+// restarts the agent; a new ringfenced binary stops the loop) and records
+// it.
 func (d *Daemon) poll(ctx context.Context) PollResult {
 	r := d.update(ctx)
 	lvl := d.log.Info
-	if r.Action == "failed" || r.Action == "rejected" {
+	if r.Action == ActionFailed || r.Action == ActionRejected {
 		lvl = d.log.Warn
 	}
-	if r.Action != "nothing" {
+	if r.Action != ActionNothing {
 		lvl("poll", "action", r.Action, "version", r.Version, "why", r.Why)
 	} else {
 		d.log.Debug("poll", "action", r.Action, "why", r.Why)
 	}
 	d.setStatus(func(s *Status) { s.LastPoll, s.Poll = d.clock.Now().UTC(), r })
-	d.persist()
+	d.out.persist(d.in)
 	return r
 }
 
+// update takes the root and has the poller decide and install; then it
+// acts on what the poller did.
 func (d *Daemon) update(ctx context.Context) PollResult {
 	if err := d.open(); err != nil {
-		return PollResult{Action: "failed", Why: err.Error()}
+		return PollResult{Action: ActionFailed, Why: err.Error()}
 	}
-	ch := d.cfg.Channel
-	if err := d.client.Refresh(ctx); err != nil {
-		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
-		return PollResult{Action: "failed", Why: "TUF refresh: " + err.Error()}
+	r := d.poller.update(ctx, d.in)
+	switch r.Action {
+	case ActionInstalled:
+		d.restartAgent() // its loader loads the trial
+	case ActionReverted:
+		d.trial.end()
+		d.observe()
+		d.restartAgent()
+	case ActionSelfUpdated:
+		d.restart = true
 	}
-	if r, ok := d.updateBinary(ctx); ok {
+	return r
+}
+
+// update decides what this host should run and installs it through in:
+// first ringfenced's own binary, then the content.
+func (p *poller) update(ctx context.Context, in *installer.Installer) PollResult {
+	ch := p.cfg.Channel
+	if err := p.client.Refresh(ctx); err != nil {
+		p.out.add(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		return PollResult{Action: ActionFailed, Why: "TUF refresh: " + err.Error()}
+	}
+	if r, ok := p.updateBinary(ctx); ok {
 		return r
 	}
-	want, plan, why, err := d.desired(ctx)
+	want, plan, why, err := p.desired(ctx)
 	if err != nil {
-		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
-		return PollResult{Action: "failed", Why: err.Error()}
+		p.out.add(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		return PollResult{Action: ActionFailed, Why: err.Error()}
 	}
-	rec, err := bootguard.Read(d.in.RecordPath())
+	rec, err := bootguard.Read(in.RecordPath())
 	if err != nil {
-		return PollResult{Action: "failed", Why: fmt.Sprintf("boot record: %v (run 'ringfence recover')", err)}
+		return PollResult{Action: ActionFailed, Why: fmt.Sprintf("boot record: %v (run 'ringfence recover')", err)}
 	}
-	var active bootguard.Entry
-	if rec.Active != bootguard.SlotNone {
-		active = *rec.Entry(rec.Active)
-	}
+	active, _ := activeEntry(rec)
 	// A version the plan denies (rolled back upstream) is left at once,
 	// trial or already marked good: back to the other slot's good content,
 	// or to no content when the plan gives nobody content (a first
@@ -142,53 +165,50 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 	// rather than nothing until that version installs, and says so.
 	if plan != nil && active.Version != 0 && plan.Denied(active.Version) {
 		if rec.Entry(rec.Active.Other()).State != bootguard.StateGood && !plan.NoContent() {
-			return PollResult{Action: "failed", Version: active.Version,
+			return PollResult{Action: ActionFailed, Version: active.Version,
 				Why: "the rollout plan denies the running version, and no good content is left to go back to; run 'ringfence recover' or publish a fix"}
 		}
-		if _, err := d.in.Revert(bootguard.ReasonManual); err != nil {
-			return PollResult{Action: "failed", Version: active.Version, Why: "revert a denied version: " + err.Error()}
+		if _, err := in.Revert(bootguard.ReasonManual); err != nil {
+			return PollResult{Action: ActionFailed, Version: active.Version, Why: "revert a denied version: " + err.Error()}
 		}
-		d.trial = nil
-		d.observe("")
-		d.restartAgent()
-		return PollResult{Action: "reverted", Version: active.Version, Why: "the rollout plan denies it (rolled back upstream)"}
+		return PollResult{Action: ActionReverted, Version: active.Version, Why: "the rollout plan denies it (rolled back upstream)"}
 	}
 	if active.State == bootguard.StateTrial {
-		return PollResult{Action: "waiting", Version: active.Version, Why: "a trial is in its health window"}
+		return PollResult{Action: ActionWaiting, Version: active.Version, Why: "a trial is in its health window"}
 	}
 	if want == 0 {
-		return PollResult{Action: "nothing", Why: why}
+		return PollResult{Action: ActionNothing, Why: why}
 	}
 	if want == active.Version {
-		return PollResult{Action: "nothing", Version: want, Why: "running the version the plan gives this host"}
+		return PollResult{Action: ActionNothing, Version: want, Why: "running the version the plan gives this host"}
 	}
-	if q, _ := d.in.Quarantined(); slices.ContainsFunc(q, func(x hostdb.Quarantine) bool { return x.Channel == ch && x.Version == want }) {
-		return PollResult{Action: "skipped", Version: want, Why: "quarantined on this host (it was reverted here)"}
+	if q, _ := in.Quarantined(); slices.ContainsFunc(q, func(x hostdb.Quarantine) bool { return x.Channel == ch && x.Version == want }) {
+		return PollResult{Action: ActionSkipped, Version: want, Why: "quarantined on this host (it was reverted here)"}
 	}
-	if prev, ok := d.rejected[want]; ok {
-		return PollResult{Action: "skipped", Version: want, Why: "rejected earlier: " + prev}
+	if prev, ok := p.rejected[want]; ok {
+		return PollResult{Action: ActionSkipped, Version: want, Why: "rejected earlier: " + prev}
 	}
-	return d.install(ctx, want)
+	return p.install(ctx, in, want)
 }
 
 // desired is the version this host should run: the pin, or the plan's
 // version for the host's stage, adjusted by the ring policy and N-1.
-func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, error) {
-	ch := d.cfg.Channel
-	published := d.published()
+func (p *poller) desired(ctx context.Context) (uint32, *rollout.Plan, string, error) {
+	ch := p.cfg.Channel
+	published := p.published()
 	var plan *rollout.Plan
-	if name := rollout.RolloutTarget(ch); d.client.Targets("rollout")[name] != nil {
-		p, err := d.fetchPlan(ctx, name)
+	if name := rollout.RolloutTarget(ch); p.client.Targets("rollout")[name] != nil {
+		fetched, err := p.fetchPlan(ctx, name)
 		if err != nil {
 			return 0, nil, "", err
 		}
-		plan = p
+		plan = fetched
 	}
-	if d.cfg.Pin != 0 {
-		if !slices.Contains(published, d.cfg.Pin) {
-			return 0, plan, fmt.Sprintf("pinned to version %d, which is not published", d.cfg.Pin), nil
+	if p.cfg.Pin != 0 {
+		if !slices.Contains(published, p.cfg.Pin) {
+			return 0, plan, fmt.Sprintf("pinned to version %d, which is not published", p.cfg.Pin), nil
 		}
-		return d.cfg.Pin, plan, "pinned", nil
+		return p.cfg.Pin, plan, "pinned", nil
 	}
 	if plan == nil {
 		return 0, nil, "no rollout plan for channel " + fmt.Sprint(ch), nil
@@ -196,11 +216,11 @@ func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, er
 	if plan.NoContent() {
 		return 0, plan, "the plan gives no host content on this channel (a first rollout, rolled back)", nil
 	}
-	host := rollout.Host{ID: d.opts.HostID, Tags: d.cfg.HostTags()}
+	host := rollout.Host{ID: p.hostID, Tags: p.cfg.HostTags()}
 	last := plan.Stages[len(plan.Stages)-1]
 	var v uint32
 	switch {
-	case d.cfg.Rings == hostconfig.RingsLate:
+	case p.cfg.Rings == hostconfig.RingsLate:
 		if !last.Contains(host) {
 			return 0, plan, "refusing early rings; not in the last stage yet", nil
 		}
@@ -212,11 +232,11 @@ func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, er
 		}
 		v = plan.Stages[i].Version
 	}
-	if d.cfg.NMinus1 {
+	if p.cfg.NMinus1 {
 		v = 0
-		for _, p := range published {
-			if p < last.Version && p > v && !plan.Denied(p) {
-				v = p
+		for _, pv := range published {
+			if pv < last.Version && pv > v && !plan.Denied(pv) {
+				v = pv
 			}
 		}
 		if v == 0 {
@@ -230,10 +250,10 @@ func (d *Daemon) desired(ctx context.Context) (uint32, *rollout.Plan, string, er
 }
 
 // published lists the channel's content versions the repository signs.
-func (d *Daemon) published() []uint32 {
+func (p *poller) published() []uint32 {
 	var out []uint32
-	for name := range d.client.Targets("content") {
-		if c, v, ok := rollout.ParseContentTarget(name); ok && c == d.cfg.Channel {
+	for name := range p.client.Targets("content") {
+		if c, v, ok := rollout.ParseContentTarget(name); ok && c == p.cfg.Channel {
 			out = append(out, v)
 		}
 	}
@@ -241,24 +261,24 @@ func (d *Daemon) published() []uint32 {
 	return out
 }
 
-func (d *Daemon) fetchPlan(ctx context.Context, name string) (*rollout.Plan, error) {
-	data, err := d.download(ctx, name, rollout.MaxSize)
+func (p *poller) fetchPlan(ctx context.Context, name string) (*rollout.Plan, error) {
+	data, err := p.download(ctx, name, rollout.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("rollout plan: %w", err)
 	}
-	p, err := rollout.Parse(data)
+	plan, err := rollout.Parse(data)
 	if err != nil {
 		return nil, err
 	}
-	if p.Channel != d.cfg.Channel {
-		return nil, fmt.Errorf("rollout plan %s is for channel %d", name, p.Channel)
+	if plan.Channel != p.cfg.Channel {
+		return nil, fmt.Errorf("rollout plan %s is for channel %d", name, plan.Channel)
 	}
-	return p, nil
+	return plan, nil
 }
 
 // download fetches and verifies a target through TUF and reads it, bounded.
-func (d *Daemon) download(ctx context.Context, name string, limit int64) ([]byte, error) {
-	path, err := d.client.Download(ctx, name)
+func (p *poller) download(ctx context.Context, name string, limit int64) ([]byte, error) {
+	path, err := p.client.Download(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -281,71 +301,69 @@ func (d *Daemon) download(ctx context.Context, name string, limit int64) ([]byte
 // install takes version v through download, the product's check (validation,
 // preflight), stage and activation, then restarts the agent so the loader
 // loads the trial.
-func (d *Daemon) install(ctx context.Context, v uint32) PollResult {
-	ch := d.cfg.Channel
+func (p *poller) install(ctx context.Context, in *installer.Installer, v uint32) PollResult {
+	ch := p.cfg.Channel
 	name := rollout.ContentTarget(ch, v)
-	data, err := d.download(ctx, name, validator.MaxFileSize)
+	data, err := p.download(ctx, name, validator.MaxFileSize)
 	if err != nil {
-		d.event(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Version: v, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
-		return PollResult{Action: "failed", Version: v, Why: "download: " + err.Error()}
+		p.out.add(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Version: v, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		return PollResult{Action: ActionFailed, Version: v, Why: "download: " + err.Error()}
 	}
-	verdict, err := d.vet(ctx, data)
+	verdict, err := p.vet(ctx, in, data)
 	if err != nil {
-		return PollResult{Action: "failed", Version: v, Why: "preflight could not run: " + err.Error()}
+		return PollResult{Action: ActionFailed, Version: v, Why: "preflight could not run: " + err.Error()}
 	}
 	if !verdict.Accepted() {
-		return d.reject(v, verdict)
+		return p.reject(v, verdict)
 	}
 	// Only the installer's Check hands out the Content that Stage takes. It
 	// repeats Vet's static checks, so it refuses nothing Vet accepted unless
 	// the boot record changed in between; the next poll vets again.
-	c, err := d.in.Check(data)
+	c, err := in.Check(data)
 	if err != nil {
-		return PollResult{Action: "failed", Version: v, Why: err.Error()}
+		return PollResult{Action: ActionFailed, Version: v, Why: err.Error()}
 	}
-	staged, err := d.in.Stage(c, installer.StageOptions{})
+	staged, err := in.Stage(c, installer.StageOptions{})
 	if err != nil {
-		return PollResult{Action: "failed", Version: v, Why: "stage: " + err.Error()}
+		return PollResult{Action: ActionFailed, Version: v, Why: "stage: " + err.Error()}
 	}
-	if _, err := d.in.Activate(staged.Slot); err != nil {
-		return PollResult{Action: "failed", Version: v, Why: "activate: " + err.Error()}
+	if _, err := in.Activate(staged.Slot); err != nil {
+		return PollResult{Action: ActionFailed, Version: v, Why: "activate: " + err.Error()}
 	}
-	d.event(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: verdict.Codes(),
+	p.out.add(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: verdict.Codes(),
 		Evidence: map[string]string{"slot": staged.Slot.String()}})
-	d.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", staged.Slot)
-	d.restartAgent()
-	return PollResult{Action: "installed", Version: v, Why: "staged and activated as a trial"}
+	p.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", staged.Slot)
+	return PollResult{Action: ActionInstalled, Version: v, Why: "staged and activated as a trial"}
 }
 
 // reject refuses version v for this run, as the check the verdict names
 // did, and reports it.
-func (d *Daemon) reject(v uint32, verdict validator.Verdict) PollResult {
+func (p *poller) reject(v uint32, verdict validator.Verdict) PollResult {
 	kind := wire.EventRejectedValidation
 	if verdict.RefusedBy == validator.StagePreflight {
 		kind = wire.EventRejectedPreflight
 	}
 	why := verdict.Err().Error()
-	d.rejected[v] = why
-	d.event(wire.Event{Kind: kind, Channel: d.cfg.Channel, Version: v, Reason: why, Codes: verdict.Codes()})
-	return PollResult{Action: "rejected", Version: v, Why: why}
+	p.rejected[v] = why
+	p.out.add(wire.Event{Kind: kind, Channel: p.cfg.Channel, Version: v, Reason: why, Codes: verdict.Codes()})
+	return PollResult{Action: ActionRejected, Version: v, Why: why}
 }
 
 // vet runs the product's check on data: validation against the installed
 // interpreter and the active content (a file of its channel must be
 // newer), then preflight in a child process, on a copy in downloads/.
-func (d *Daemon) vet(ctx context.Context, data []byte) (validator.Verdict, error) {
+func (p *poller) vet(ctx context.Context, in *installer.Installer, data []byte) (validator.Verdict, error) {
 	opts := validator.VetOptions{
 		Preflight: &validator.PreflightOptions{
-			Command: d.opts.PreflightCommand,
-			Timeout: d.cfg.Agent.PreflightTimeout.Duration,
+			Command: p.preflight,
+			Timeout: p.cfg.Agent.PreflightTimeout.Duration,
 		},
-		TempDir: filepath.Join(d.cfg.Root, "downloads"),
+		TempDir: filepath.Join(p.cfg.Root, "downloads"),
 	}
-	if rec, err := bootguard.Read(d.in.RecordPath()); err == nil && rec.Active != bootguard.SlotNone {
-		e := rec.Entry(rec.Active)
+	if e, ok := activeEntry(readBoot(in.RecordPath())); ok {
 		opts.Installed = &validator.Installed{Channel: e.Channel, ContentVersion: e.Version}
 	}
-	return validator.Vet(ctx, data, d.opts.Capabilities, opts)
+	return validator.Vet(ctx, data, p.caps, opts)
 }
 
 // tufReason names a TUF failure by its sentinel, for telemetry.

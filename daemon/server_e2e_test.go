@@ -14,6 +14,7 @@ import (
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/hostconfig"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/server"
@@ -32,9 +33,9 @@ import (
 // retries it.
 func TestCanaryHaltThroughTheServer(t *testing.T) {
 	bin := buildRingfenced(t)
-	clock := newFakeClock(time.Now())
+	clk := clock.NewFake(time.Now())
 	repoDir, keys := t.TempDir(), t.TempDir()
-	repo, err := tufrepo.Init(repoDir, keys, tufrepo.InitOptions{Clock: clock})
+	repo, err := tufrepo.Init(repoDir, keys, tufrepo.InitOptions{Clock: clk})
 	require.NoError(t, err)
 	versions := map[string]uint32{}
 	for _, name := range []string{"good-ipc-1001", "cf291-shape"} {
@@ -50,7 +51,7 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	root, err := repo.RootJSON()
 	require.NoError(t, err)
 
-	srv, err := server.New(server.Options{Repo: repoDir, Keys: keys, State: t.TempDir(), Clock: clock, CanaryTags: []string{"canary"}})
+	srv, err := server.New(server.Options{Repo: repoDir, Keys: keys, State: t.TempDir(), Clock: clk, CanaryTags: []string{"canary"}})
 	require.NoError(t, err)
 	defer srv.Close()
 	batches := make(chan struct{}, 100)
@@ -72,7 +73,7 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var hosts []*host
 	for i := range 4 {
-		hosts = append(hosts, startHost(t, ctx, l, clock, bin, i, func(o *daemon.Options) {
+		hosts = append(hosts, startHost(t, ctx, l, clk, bin, i, func(o *daemon.Options) {
 			o.Config.Telemetry.Interval = hostconfig.Duration{Duration: time.Minute}
 			tok := fleetToken.Token
 			if i == 0 {
@@ -91,17 +92,17 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
 
 	for _, h := range hosts {
-		h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+		h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
 		_, err := h.d.Poll(ctx)
 		require.NoError(t, err)
 		h.waitFor(t, "the trial running", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
 	}
-	clock.Advance(hostconfig.Default().HealthWindow.Duration)
+	clk.Advance(hostconfig.Default().HealthWindow.Duration)
 	for _, h := range hosts {
 		h.waitFor(t, "the good version marked good", running(goodOf(good)))
 	}
 	// Telemetry: every host reports in, so the server knows the fleet.
-	clock.Advance(time.Minute)
+	clk.Advance(time.Minute)
 	for range hosts {
 		<-batches
 	}
@@ -114,18 +115,18 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 
 	r, err := canary.d.Poll(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "installed", r.Action, "the canary takes it: %+v", r)
+	require.Equal(t, daemon.ActionInstalled, r.Action, "the canary takes it: %+v", r)
 	for _, h := range others {
 		r, err := h.d.Poll(ctx)
 		require.NoError(t, err)
-		require.NotEqual(t, "installed", r.Action, "%s is outside the canary group: %+v", h.id, r)
+		require.NotEqual(t, daemon.ActionInstalled, r.Action, "%s is outside the canary group: %+v", h.id, r)
 	}
-	canary.waitFor(t, "the crash on load", func(s daemon.Status) bool { return s.Agent == "restarting" })
-	clock.Advance(hostconfig.Default().Agent.RestartDelay.Duration)
+	canary.waitFor(t, "the crash on load", func(s daemon.Status) bool { return s.Agent == daemon.AgentRestarting })
+	clk.Advance(hostconfig.Default().Agent.RestartDelay.Duration)
 	canary.waitFor(t, "last-known-good again, by the boot guard", running(goodOf(good)))
 
 	// The canary's revert reaches the server: halt and rollback.
-	clock.Advance(time.Minute)
+	clk.Advance(time.Minute)
 	deadline := time.After(60 * time.Second)
 	for {
 		vs := srv.Status()
@@ -148,7 +149,7 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	for _, h := range hosts {
 		r, err := h.d.Poll(ctx)
 		require.NoError(t, err)
-		require.NotEqual(t, "installed", r.Action, "%s: %+v", h.id, r)
+		require.NotEqual(t, daemon.ActionInstalled, r.Action, "%s: %+v", h.id, r)
 		require.Equal(t, goodOf(good), h.last.Running, h.id)
 	}
 	require.Equal(t, map[string]int{fmt.Sprint(good): 4}, srv.Status()[0].Versions, "every host reports the good version")
@@ -159,31 +160,31 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 // slot's good content.
 func TestDenyTakesBackAGoodVersion(t *testing.T) {
 	bin := buildRingfenced(t)
-	clock := newFakeClock(time.Now())
-	l := newLab(t, clock)
+	clk := clock.NewFake(time.Now())
+	l := newLab(t, clk)
 	good := l.roll(t, "good-ipc-1001")
 	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(t, ctx, l, clock, bin, 0, func(o *daemon.Options) {
+	h := startHost(t, ctx, l, clk, bin, 0, func(o *daemon.Options) {
 		// This host's agent runs the interpreter its manifest describes.
 		o.AgentCommand = []string{bin, "agent", "--capabilities", filepath.Join(testfiles.Dir(), "capabilities", "sensor-7.12.json"), "--alive-interval", "1h"}
 	})
 	defer func() { cancel(); require.NoError(t, <-h.done) }()
-	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == "running" })
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
 	trialOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (TRIAL)", v) }
 	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
 	for _, v := range []uint32{good, l.roll(t, "good-ipc-1002")} {
 		_, err := h.d.Poll(ctx)
 		require.NoError(t, err)
 		h.waitFor(t, "the trial", running(trialOf(v)))
-		clock.Advance(hostconfig.Default().HealthWindow.Duration)
+		clk.Advance(hostconfig.Default().HealthWindow.Duration)
 		h.waitFor(t, "marked good", running(goodOf(v)))
 	}
 	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"fleet","percent":100,"version":%d}],"deny":[1002]}`, rollout.Format, good)))
 	r, err := h.d.Poll(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "reverted", r.Action, "%+v", r)
+	require.Equal(t, daemon.ActionReverted, r.Action, "%+v", r)
 	h.waitFor(t, "the older good version again", running(goodOf(good)))
 	r, err = h.d.Poll(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "nothing", r.Action, "settled on the plan's version: %+v", r)
+	require.Equal(t, daemon.ActionNothing, r.Action, "settled on the plan's version: %+v", r)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -184,7 +185,7 @@ func TestDamagedDatabase(t *testing.T) {
 			require.ErrorIs(t, err, ErrDamaged)
 			require.ErrorIs(t, CheckFile(path), ErrDamaged)
 
-			db, err = Open(dir, Options{Timeout: time.Second, StartEmpty: true, Now: func() time.Time { return testNow }})
+			db, err = Open(dir, Options{Timeout: time.Second, StartEmpty: true, Clock: clock.NewFake(testNow)})
 			require.NoError(t, err)
 			aside := path + ".damaged-20261201T100000Z"
 			require.Equal(t, aside, db.Recovered())
@@ -211,11 +212,11 @@ func TestDamagedDatabase(t *testing.T) {
 func TestStartEmptyKeepsEveryDamagedFile(t *testing.T) {
 	dir := testtmp.Dir(t)
 	path := filepath.Join(dir, FileName)
-	now := func() time.Time { return testNow }
+	clk := clock.NewFake(testNow)
 	var asides []string
 	for i := range 3 {
 		require.NoError(t, os.WriteFile(path, []byte{byte(i)}, 0o600))
-		db, err := Open(dir, Options{Timeout: time.Second, StartEmpty: true, Now: now})
+		db, err := Open(dir, Options{Timeout: time.Second, StartEmpty: true, Clock: clk})
 		require.NoError(t, err)
 		asides = append(asides, db.Recovered())
 		require.NoError(t, db.Close())

@@ -19,6 +19,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 // ErrDamaged is returned when server.db (or a backup of it) is not a
@@ -57,8 +58,8 @@ type Options struct {
 	// refuses such a file), and a file that changes while Open reads it
 	// is ErrLocked, not damaged.
 	StartEmpty bool
-	// Now is the clock that names a moved-aside file; nil is time.Now.
-	Now func() time.Time
+	// Clock names a moved-aside file by its time; nil means clock.System.
+	Clock clock.Clock
 }
 
 // DB is an open server.db.
@@ -131,11 +132,11 @@ func openFile(path string, opts Options) (*DB, error) {
 	if err == nil || !opts.StartEmpty || !errors.Is(err, ErrDamaged) {
 		return db, err
 	}
-	now := time.Now
-	if opts.Now != nil {
-		now = opts.Now
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.System{}
 	}
-	aside, merr := moveAside(path, now())
+	aside, merr := moveAside(path, clk.Now())
 	if merr != nil {
 		return nil, fmt.Errorf("%w; starting empty failed: %w", err, merr)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -26,7 +27,7 @@ const scribbleReason = "scribble-me"
 // branch pages, overflow pages and a freelist, and returns its bytes.
 func populate(t *testing.T, path string) []byte {
 	t.Helper()
-	db, err := Open(path, Options{Clock: &fakeClock{now: epoch}})
+	db, err := Open(path, Options{Clock: clock.NewFake(epoch)})
 	require.NoError(t, err)
 	db.bolt.NoSync = true // durability is not under test here; Close writes the file out
 	for i := range 300 {
@@ -149,7 +150,7 @@ func TestOpenCorrupt(t *testing.T) {
 				path := filepath.Join(testtmp.Dir(t), "state.db")
 				require.NoError(t, os.WriteFile(path, c.data, 0o600))
 
-				db, err := Open(path, Options{ReadOnly: readOnly, Clock: &fakeClock{now: epoch}})
+				db, err := Open(path, Options{ReadOnly: readOnly, Clock: clock.NewFake(epoch)})
 				if c.wantErr != nil {
 					require.ErrorIs(t, err, c.wantErr, "read-only=%v", readOnly)
 					assert.True(t, strings.HasPrefix(err.Error(), "hostdb: "), err.Error())
@@ -170,9 +171,9 @@ func TestOpenOrReset(t *testing.T) {
 			dir := testtmp.Dir(t)
 			path := filepath.Join(dir, "state.db")
 			require.NoError(t, os.WriteFile(path, c.data, 0o600))
-			clock := &fakeClock{now: epoch}
+			clk := clock.NewFake(epoch)
 
-			db, reset, err := OpenOrReset(path, Options{Clock: clock})
+			db, reset, err := OpenOrReset(path, Options{Clock: clk})
 			require.NoError(t, err)
 			defer db.Close()
 			assert.Equal(t, c.wantErr != nil, reset)
@@ -221,7 +222,7 @@ func TestOpenOrResetHealthy(t *testing.T) {
 				}
 			}
 
-			db, reset, err := OpenOrReset(path, Options{Clock: &fakeClock{now: epoch}})
+			db, reset, err := OpenOrReset(path, Options{Clock: clock.NewFake(epoch)})
 			require.NoError(t, err)
 			defer db.Close()
 			assert.False(t, reset)
@@ -238,11 +239,11 @@ func TestOpenOrResetHealthy(t *testing.T) {
 func TestOpenOrResetKeepsNewestCorrupt(t *testing.T) {
 	dir := testtmp.Dir(t)
 	path := filepath.Join(dir, "state.db")
-	clock := &fakeClock{now: epoch}
+	clk := clock.NewFake(epoch)
 	for i := range MaxCorruptKept + 2 {
-		clock.now = epoch.Add(time.Duration(i) * time.Minute)
+		clk.Set(epoch.Add(time.Duration(i) * time.Minute))
 		require.NoError(t, os.WriteFile(path, randomBytes(100, uint64(i)), 0o600))
-		db, reset, err := OpenOrReset(path, Options{Clock: clock})
+		db, reset, err := OpenOrReset(path, Options{Clock: clk})
 		require.NoError(t, err)
 		require.True(t, reset)
 		require.NoError(t, db.Close())
@@ -252,8 +253,8 @@ func TestOpenOrResetKeepsNewestCorrupt(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), nil, 0o600))
 	}
 	require.NoError(t, os.WriteFile(path, randomBytes(100, 99), 0o600))
-	clock.now = epoch.Add(time.Hour)
-	db, reset, err := OpenOrReset(path, Options{Clock: clock})
+	clk.Set(epoch.Add(time.Hour))
+	db, reset, err := OpenOrReset(path, Options{Clock: clk})
 	require.NoError(t, err)
 	require.True(t, reset)
 	require.NoError(t, db.Close())
@@ -275,7 +276,7 @@ func TestOpenOrResetKeepsNewestCorrupt(t *testing.T) {
 
 func TestLocked(t *testing.T) {
 	path := filepath.Join(testtmp.Dir(t), "state.db")
-	holder, err := Open(path, Options{Clock: &fakeClock{now: epoch}})
+	holder, err := Open(path, Options{Clock: clock.NewFake(epoch)})
 	require.NoError(t, err)
 	require.NoError(t, holder.Record(Transition{Channel: 1}))
 	before, err := os.ReadFile(path)
@@ -417,7 +418,7 @@ func TestNewerSchema(t *testing.T) {
 
 	for _, readOnly := range []bool{false, true} {
 		t.Run(fmt.Sprintf("read-only=%v", readOnly), func(t *testing.T) {
-			_, reset, err := OpenOrReset(path, Options{ReadOnly: readOnly, Clock: &fakeClock{now: epoch}})
+			_, reset, err := OpenOrReset(path, Options{ReadOnly: readOnly, Clock: clock.NewFake(epoch)})
 			require.ErrorIs(t, err, ErrSchema)
 			assert.NotErrorIs(t, err, ErrCorrupt)
 			assert.False(t, reset, "a newer database is not reset")
@@ -443,7 +444,7 @@ func TestUnknownBucketIsKept(t *testing.T) {
 	}))
 	require.NoError(t, bdb.Close())
 
-	db, reset, err := OpenOrReset(path, Options{Clock: &fakeClock{now: epoch}})
+	db, reset, err := OpenOrReset(path, Options{Clock: clock.NewFake(epoch)})
 	require.NoError(t, err)
 	defer db.Close()
 	assert.False(t, reset)

@@ -52,6 +52,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 // Bounds on what state.db holds.
@@ -79,17 +80,6 @@ const schemaVersion = 1
 // fileMode is the mode of a newly created state.db.
 const fileMode = 0o600
 
-// Clock tells the time. DB uses it to stamp transitions and quarantine
-// entries that carry none, and OpenOrReset to name a moved-aside file.
-type Clock interface {
-	Now() time.Time
-}
-
-// systemClock is the Clock used when Options.Clock is nil.
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
 // Options configure Open and OpenOrReset.
 type Options struct {
 	// ReadOnly opens state.db with a shared lock and refuses every write
@@ -98,8 +88,9 @@ type Options struct {
 	// status`). While a read-write DB is open, a read-only Open gets
 	// ErrLocked.
 	ReadOnly bool
-	// Clock stamps records; nil means the system clock.
-	Clock Clock
+	// Clock stamps transitions and quarantine entries that carry no time,
+	// and names a file OpenOrReset moves aside; nil means clock.System.
+	Clock clock.Clock
 	// Timeout is how long to wait for the file lock; zero or less means
 	// DefaultTimeout.
 	Timeout time.Duration
@@ -111,7 +102,7 @@ type Options struct {
 // could not: close the DB and open it again with OpenOrReset.
 type DB struct {
 	bolt     *bolt.DB
-	clock    Clock
+	clock    clock.Clock
 	readOnly bool
 
 	// Bounds; the Max constants, lowered by tests.
@@ -132,7 +123,7 @@ type DB struct {
 // cleanly before OpenOrReset moves it aside.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout

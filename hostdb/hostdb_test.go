@@ -10,30 +10,26 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
-
-// fakeClock is a Clock that says what the test sets.
-type fakeClock struct{ now time.Time }
-
-func (c *fakeClock) Now() time.Time { return c.now }
 
 // epoch is the fake clock's start: the day of Channel File 291.
 var epoch = time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC)
 
 // openTest opens a database in a new temporary directory and closes it when
 // the test ends.
-func openTest(t *testing.T) (*DB, *fakeClock) {
+func openTest(t *testing.T) (*DB, *clock.Fake) {
 	t.Helper()
-	clock := &fakeClock{now: epoch}
-	db, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clock})
+	clk := clock.NewFake(epoch)
+	db, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clk})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	return db, clock
+	return db, clk
 }
 
 func TestHistoryRoundTrip(t *testing.T) {
-	db, clock := openTest(t)
+	db, clk := openTest(t)
 	stamped := epoch.Add(-time.Hour)
 	in := []Transition{
 		{Time: stamped, Channel: 291, Version: 1, Slot: "a", From: "empty", To: "staged", Reason: "new version"},
@@ -41,7 +37,7 @@ func TestHistoryRoundTrip(t *testing.T) {
 		{Channel: 291, Version: 1, Slot: "a", From: "trial", To: "good", Reason: "health window passed"},
 	}
 	for i, tr := range in {
-		clock.now = epoch.Add(time.Duration(i) * time.Minute)
+		clk.Set(epoch.Add(time.Duration(i) * time.Minute))
 		require.NoError(t, db.Record(tr))
 	}
 
@@ -115,7 +111,7 @@ func TestHistoryBound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(testtmp.Dir(t), "state.db")
-			db, err := Open(path, Options{Clock: &fakeClock{now: epoch}})
+			db, err := Open(path, Options{Clock: clock.NewFake(epoch)})
 			require.NoError(t, err)
 			db.maxHistory = tt.bound
 			for v := range tt.records {
@@ -169,9 +165,9 @@ func TestReasonIsCut(t *testing.T) {
 }
 
 func TestQuarantine(t *testing.T) {
-	db, clock := openTest(t)
+	db, clk := openTest(t)
 	require.NoError(t, db.Quarantine(Quarantine{Channel: 291, Version: 7, Reason: "crash while loading"}))
-	clock.now = epoch.Add(time.Hour)
+	clk.Set(epoch.Add(time.Hour))
 	require.NoError(t, db.Quarantine(Quarantine{Channel: 291, Version: 5, Reason: "tries used up"}))
 	require.NoError(t, db.Quarantine(Quarantine{Channel: 12, Version: 9, Reason: "rejected", Time: epoch.Add(-time.Hour)}))
 
@@ -287,8 +283,8 @@ func TestPinBound(t *testing.T) {
 
 func TestPersistsAcrossReopen(t *testing.T) {
 	path := filepath.Join(testtmp.Dir(t), "state.db")
-	clock := &fakeClock{now: epoch}
-	db, err := Open(path, Options{Clock: clock})
+	clk := clock.NewFake(epoch)
+	db, err := Open(path, Options{Clock: clk})
 	require.NoError(t, err)
 	require.NoError(t, db.Record(Transition{Channel: 291, Version: 2, Slot: "b", From: "trial", To: "bad", Reason: "crash while loading"}))
 	require.NoError(t, db.Quarantine(Quarantine{Channel: 291, Version: 2, Reason: "crash while loading"}))
@@ -297,7 +293,7 @@ func TestPersistsAcrossReopen(t *testing.T) {
 
 	for _, readOnly := range []bool{false, true} {
 		t.Run(fmt.Sprintf("read-only=%v", readOnly), func(t *testing.T) {
-			db, err := Open(path, Options{ReadOnly: readOnly, Clock: clock})
+			db, err := Open(path, Options{ReadOnly: readOnly, Clock: clk})
 			require.NoError(t, err)
 			defer db.Close()
 			h, err := db.History(0)

@@ -9,18 +9,19 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/wire"
 )
 
 func TestOutboxOrderAckReopen(t *testing.T) {
 	path := filepath.Join(testtmp.Dir(t), "state.db")
-	clock := &fakeClock{now: epoch}
-	db, err := Open(path, Options{Clock: clock})
+	clk := clock.NewFake(epoch)
+	db, err := Open(path, Options{Clock: clk})
 	require.NoError(t, err)
 	var ids []string
 	for i := range 5 {
-		clock.now = epoch.Add(time.Duration(i) * time.Second)
+		clk.Set(epoch.Add(time.Duration(i) * time.Second))
 		ev, err := db.Enqueue(wire.Event{Kind: wire.EventInstalled, Version: uint32(1000 + i), Reason: strings.Repeat("r", 2*wire.MaxReasonLen)})
 		require.NoError(t, err)
 		require.Len(t, ev.ID, 32, "a random id is made")
@@ -37,7 +38,7 @@ func TestOutboxOrderAckReopen(t *testing.T) {
 	require.NoError(t, db.Ack([]string{ids[0], ids[2], "unknown"}))
 	require.NoError(t, db.Close())
 
-	db, err = Open(path, Options{Clock: clock})
+	db, err = Open(path, Options{Clock: clk})
 	require.NoError(t, err)
 	defer db.Close()
 	got, err = db.Pending(10)
@@ -114,14 +115,14 @@ func TestOutboxFullOfCritical(t *testing.T) {
 // clock goes back, and a fresh database (state.db lost) starts above the
 // old one's numbers while the clock did not go back.
 func TestOutboxSeq(t *testing.T) {
-	clock := &fakeClock{now: epoch}
-	db, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clock})
+	clk := clock.NewFake(epoch)
+	db, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clk})
 	require.NoError(t, err)
 	defer db.Close()
 	var last uint64
 	for i := range 20 {
 		if i == 10 {
-			clock.now = epoch.Add(-time.Hour) // the clock goes back
+			clk.Set(epoch.Add(-time.Hour)) // the clock goes back
 		}
 		ev, err := db.Enqueue(wire.Event{Kind: wire.EventHeartbeat})
 		require.NoError(t, err)
@@ -132,8 +133,8 @@ func TestOutboxSeq(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, last, got[19].Seq, "Pending gives each event its seq")
 
-	clock.now = epoch.Add(time.Minute)
-	fresh, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clock})
+	clk.Set(epoch.Add(time.Minute))
+	fresh, err := Open(filepath.Join(testtmp.Dir(t), "state.db"), Options{Clock: clk})
 	require.NoError(t, err)
 	defer fresh.Close()
 	ev, err := fresh.Enqueue(wire.Event{Kind: wire.EventHeartbeat})

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 // MaxCorruptKept is how many moved-aside corrupt databases OpenOrReset keeps
@@ -37,11 +38,11 @@ func OpenOrReset(path string, opts Options) (db *DB, reset bool, err error) {
 		return db, false, err
 	}
 	openErr := err
-	clock := opts.Clock
-	if clock == nil {
-		clock = systemClock{}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.System{}
 	}
-	aside := path + corruptInfix + strconv.FormatInt(clock.Now().Unix(), 10)
+	aside := path + corruptInfix + strconv.FormatInt(clk.Now().Unix(), 10)
 	// The corrupt file is complete as it is (bbolt syncs its writes); the
 	// rename only has to be durable, which atomicfile.Rename makes it.
 	if err := atomicfile.Rename(path, aside); err != nil {

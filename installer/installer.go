@@ -6,11 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/internal/atomicfile"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/fileperm"
 	"github.com/ringfence/ringfence/validator"
 )
@@ -25,9 +25,6 @@ const (
 	IdentityDir = "identity"
 )
 
-// Clock tells the time; history and quarantine entries are stamped with it.
-type Clock = hostdb.Clock
-
 // Options configure Open.
 type Options struct {
 	// Capabilities of the installed interpreter, which staged content is
@@ -39,8 +36,9 @@ type Options struct {
 	// are created, nothing is cleaned up, and every change returns
 	// ErrReadOnly. Open falls back to it by itself on a read-only disk.
 	ReadOnly bool
-	// Clock stamps history; nil means the system clock.
-	Clock Clock
+	// Clock stamps history and quarantine entries (hostdb.Options.Clock);
+	// nil means clock.System.
+	Clock clock.Clock
 	// StrictPerms makes Open refuse a root that users other than its owner
 	// can change: the root directory, the boot record or the identity
 	// directory group- or world-writable (they could swap the content the
@@ -57,7 +55,7 @@ type Installer struct {
 	root     string
 	caps     *validator.Capabilities
 	pol      bootguard.Policy
-	clock    Clock
+	clock    clock.Clock // nil: hostdb's default
 	readOnly bool
 	db       *hostdb.DB // nil when state.db cannot be used: see Warnings
 	warnings []string
@@ -79,9 +77,6 @@ func Open(root string, opts Options) (*Installer, error) {
 	if err := in.pol.Check(); err != nil {
 		return nil, err
 	}
-	if in.clock == nil {
-		in.clock = systemClock{}
-	}
 	if err := in.checkPerms(opts.StrictPerms); err != nil {
 		return nil, err
 	}
@@ -100,10 +95,6 @@ func Open(root string, opts Options) (*Installer, error) {
 	}
 	return in, nil
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // checkPerms refuses (strict) or warns about a root directory, boot record
 // or identity directory that is group- or world-writable. What is missing

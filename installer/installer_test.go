@@ -10,14 +10,15 @@ import (
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/validator"
 )
 
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
+// epoch is the installer tests' time: what history and quarantine entries
+// are stamped with.
+var epoch = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 func content(t testing.TB, name string) []byte { return testfiles.Channel(t, name) }
 
@@ -25,7 +26,7 @@ func capabilities(t testing.TB) *validator.Capabilities { return testfiles.Capab
 
 func open(t testing.TB, root string) *installer.Installer {
 	t.Helper()
-	in, err := installer.Open(root, installer.Options{Capabilities: capabilities(t), Clock: fixedClock{time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}})
+	in, err := installer.Open(root, installer.Options{Capabilities: capabilities(t), Clock: clock.NewFake(epoch)})
 	require.NoError(t, err)
 	t.Cleanup(func() { in.Close() })
 	return in

@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/fileperm"
 	"github.com/ringfence/ringfence/internal/testperm"
 	"github.com/ringfence/ringfence/internal/testtmp"
@@ -64,7 +64,7 @@ func TestPerms(t *testing.T) {
 
 				in, err = installer.Open(root, installer.Options{
 					Capabilities: capabilities(t),
-					Clock:        fixedClock{time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)},
+					Clock:        clock.NewFake(epoch),
 					ReadOnly:     m.readOnly,
 					StrictPerms:  m.strict,
 				})

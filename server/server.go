@@ -48,6 +48,7 @@ import (
 	"github.com/ringfence/ringfence/fleetdb"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/tufrepo"
 )
@@ -74,18 +75,13 @@ const (
 	DefaultMaxHosts = 5_000_000
 )
 
-// Clock tells the time.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
 // Options configure a Server.
 type Options struct {
 	Repo, Keys, State string
-	Clock             Clock
-	Log               *slog.Logger
+	// Clock is the server's time: decisions, bakes, tokens, signatures'
+	// expiry and backups' names; nil means clock.System.
+	Clock clock.Clock
+	Log   *slog.Logger
 	// CanaryHosts and CanaryTags make the canary group of rollouts started
 	// without their own stages.
 	CanaryHosts, CanaryTags []string
@@ -118,7 +114,7 @@ type Options struct {
 // Server is a running ringfence-server.
 type Server struct {
 	opts  Options
-	clock Clock
+	clock clock.Clock
 	log   *slog.Logger
 	token string
 
@@ -139,7 +135,7 @@ type Server struct {
 // and re-signs any plan that lags its rollout's state.
 func New(opts Options) (*Server, error) {
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -187,7 +183,7 @@ func New(opts Options) (*Server, error) {
 	}
 	store := opts.Store
 	if store == nil {
-		db, err := fleetdb.Open(opts.State, fleetdb.Options{Timeout: time.Second, ReadOnly: opts.ReadOnly, StartEmpty: opts.StartEmpty && !opts.ReadOnly, Now: opts.Clock.Now})
+		db, err := fleetdb.Open(opts.State, fleetdb.Options{Timeout: time.Second, ReadOnly: opts.ReadOnly, StartEmpty: opts.StartEmpty && !opts.ReadOnly, Clock: opts.Clock})
 		if err != nil {
 			return nil, err
 		}

@@ -14,13 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/rollout"
@@ -32,29 +32,11 @@ import (
 	"github.com/ringfence/ringfence/wire"
 )
 
-// clock is the server's time; tests move it.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // lab is a repository with versions 1001 and 1002 of channel 291 published
 // and a server over it on loopback.
 type lab struct {
 	repo, keys, state string
-	clock             *clock
+	clock             *clock.Fake // the server's time; tests move it
 	srv               *server.Server
 	http              *httptest.Server
 	root              []byte
@@ -68,7 +50,7 @@ func newLab(t testing.TB, opts server.Options) *lab {
 // newLabAt is newLab with the server's state directory at state.
 func newLabAt(t testing.TB, opts server.Options, state string) *lab {
 	t.Helper()
-	l := &lab{repo: testtmp.Dir(t), keys: testtmp.Dir(t), state: state, clock: &clock{now: time.Now().UTC()}}
+	l := &lab{repo: testtmp.Dir(t), keys: testtmp.Dir(t), state: state, clock: clock.NewFake(time.Now().UTC())}
 	r, err := tufrepo.Init(l.repo, l.keys, tufrepo.InitOptions{Clock: l.clock})
 	require.NoError(t, err)
 	for _, name := range []string{"good-ipc-1001", "good-ipc-1002"} {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -58,8 +59,9 @@ type Sender struct {
 	EnrolmentToken string
 	// Client makes the requests; nil means one with a 30 s timeout.
 	Client *http.Client
-	// Clock and Rand drive the backoff; nil means the system's.
-	Clock func() time.Time
+	// Clock and Rand drive the backoff and stamp batches; nil means
+	// clock.System and a random seed.
+	Clock clock.Clock
 	Rand  *rand.Rand
 	// Info returns the tags (a request; the server's record decides) and
 	// running versions sent with each batch.
@@ -88,9 +90,9 @@ func (s *Sender) Admission() wire.Admission { return s.admission }
 
 func (s *Sender) now() time.Time {
 	if s.Clock != nil {
-		return s.Clock()
+		return s.Clock.Now()
 	}
-	return time.Now()
+	return clock.System{}.Now()
 }
 
 // Flush sends batches of the outbox's oldest events until it is empty or a

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/hostdb"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testperm"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/telemetry"
@@ -107,27 +108,27 @@ func pending(t *testing.T, db *hostdb.DB) int {
 	return len(evs)
 }
 
-func sender(t *testing.T, url string, now *time.Time) *telemetry.Sender {
+func sender(t *testing.T, url string, clk *clock.Fake) *telemetry.Sender {
 	id, err := telemetry.LoadOrCreateIdentity(testtmp.Dir(t))
 	require.NoError(t, err)
-	return &telemetry.Sender{Endpoint: url, Identity: id, Clock: func() time.Time { return *now },
+	return &telemetry.Sender{Endpoint: url, Identity: id, Clock: clk,
 		Rand: rand.New(rand.NewPCG(1, 2)), Info: func() ([]string, map[string]uint32) { return []string{"lab"}, map[string]uint32{"291": 1001} }}
 }
 
 func TestFlushAtLeastOnce(t *testing.T) {
 	srv := newServer(t)
 	srv.script = []int{http.StatusInternalServerError}
-	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-	s := sender(t, srv.URL, &now)
+	clk := clock.NewFake(time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC))
+	s := sender(t, srv.URL, clk)
 	db := outbox(t, 1200)
 
 	n, err := s.Flush(context.Background(), db)
 	require.Error(t, err)
 	require.Zero(t, n)
 	require.Equal(t, 1200, pending(t, db), "nothing is lost when the server fails")
-	require.False(t, s.Due(now), "backing off")
-	now = s.NextAttempt()
-	require.True(t, s.Due(now))
+	require.False(t, s.Due(clk.Now()), "backing off")
+	clk.Set(s.NextAttempt())
+	require.True(t, s.Due(clk.Now()))
 
 	n, err = s.Flush(context.Background(), db)
 	require.NoError(t, err)
@@ -144,8 +145,8 @@ func TestFlushAtLeastOnce(t *testing.T) {
 func TestFlushPartialAck(t *testing.T) {
 	srv := newServer(t)
 	srv.accept = func(ids []string) []string { return ids[:len(ids)/2] }
-	now := time.Now()
-	s := sender(t, srv.URL, &now)
+	clk := clock.NewFake(time.Now())
+	s := sender(t, srv.URL, clk)
 	db := outbox(t, 10)
 	n, err := s.Flush(context.Background(), db)
 	require.NoError(t, err)
@@ -161,16 +162,16 @@ func TestFlushPartialAck(t *testing.T) {
 func TestFlushRejectedBacksOff(t *testing.T) {
 	srv := newServer(t)
 	srv.script = []int{http.StatusBadRequest, http.StatusBadRequest, http.StatusBadRequest, http.StatusBadRequest}
-	now := time.Now()
-	s := sender(t, srv.URL, &now)
+	clk := clock.NewFake(time.Now())
+	s := sender(t, srv.URL, clk)
 	s.MinBackoff, s.MaxBackoff = time.Second, 5*time.Second
 	db := outbox(t, 3)
 	var waits []time.Duration
 	for range 4 {
 		_, err := s.Flush(context.Background(), db)
 		require.ErrorIs(t, err, telemetry.ErrRejected)
-		waits = append(waits, s.NextAttempt().Sub(now))
-		now = s.NextAttempt()
+		waits = append(waits, s.NextAttempt().Sub(clk.Now()))
+		clk.Set(s.NextAttempt())
 	}
 	require.Equal(t, 3, pending(t, db), "a 4xx keeps the events")
 	for i, w := range waits {
@@ -181,9 +182,9 @@ func TestFlushRejectedBacksOff(t *testing.T) {
 
 func TestVerifyBatchRefuses(t *testing.T) {
 	srv := newServer(t)
-	now := time.Now()
-	s := sender(t, srv.URL, &now)
-	other := sender(t, srv.URL, &now)
+	clk := clock.NewFake(time.Now())
+	s := sender(t, srv.URL, clk)
+	other := sender(t, srv.URL, clk)
 	// Capture a real signed body by pointing the sender at a recorder.
 	var body []byte
 	var sig string
@@ -223,8 +224,8 @@ func TestVerifyBatchRefuses(t *testing.T) {
 // rising, so the server can tell a replay.
 func TestEventsCarryARisingSeq(t *testing.T) {
 	srv := newServer(t)
-	now := time.Now()
-	s := sender(t, srv.URL, &now)
+	clk := clock.NewFake(time.Now())
+	s := sender(t, srv.URL, clk)
 	db := outbox(t, 700)
 	_, err := s.Flush(context.Background(), db)
 	require.NoError(t, err)
@@ -283,8 +284,8 @@ func newAdmissionServer(t *testing.T) *admissionServer {
 // and says where it stands; a rejected one backs off.
 func TestNotAdmitted(t *testing.T) {
 	srv := newAdmissionServer(t)
-	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-	s := sender(t, srv.URL, &now)
+	clk := clock.NewFake(time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC))
+	s := sender(t, srv.URL, clk)
 	s.EnrolmentToken = "rft_abc_secret"
 	db := outbox(t, 5)
 
@@ -292,16 +293,16 @@ func TestNotAdmitted(t *testing.T) {
 	require.ErrorIs(t, err, telemetry.ErrNotAdmitted)
 	require.Equal(t, wire.AdmissionPending, s.Admission())
 	require.Equal(t, 5, pending(t, db), "a pending host's events wait in its outbox")
-	require.Equal(t, now.Add(time.Minute), s.NextAttempt(), "it tries again when the server says")
+	require.Equal(t, clk.Now().Add(time.Minute), s.NextAttempt(), "it tries again when the server says")
 
 	srv.retryIn = "86400"
-	now = s.NextAttempt()
+	clk.Set(s.NextAttempt())
 	_, err = s.Flush(context.Background(), db)
 	require.ErrorIs(t, err, telemetry.ErrNotAdmitted)
-	require.Equal(t, now.Add(telemetry.MaxPendingWait), s.NextAttempt(), "however long the server says, at most MaxPendingWait")
+	require.Equal(t, clk.Now().Add(telemetry.MaxPendingWait), s.NextAttempt(), "however long the server says, at most MaxPendingWait")
 
 	srv.accept = true
-	now = s.NextAttempt()
+	clk.Set(s.NextAttempt())
 	n, err := s.Flush(context.Background(), db)
 	require.NoError(t, err)
 	require.Equal(t, 5, n)
@@ -317,5 +318,5 @@ func TestNotAdmitted(t *testing.T) {
 	_, err = s.Flush(context.Background(), db)
 	require.ErrorIs(t, err, telemetry.ErrNotAdmitted)
 	require.Equal(t, wire.AdmissionDecommissioned, s.Admission())
-	require.True(t, s.NextAttempt().After(now), "a refused host backs off")
+	require.True(t, s.NextAttempt().After(clk.Now()), "a refused host backs off")
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/tufrepo"
 )
@@ -175,18 +176,18 @@ func TestAttackTargetLargerThanDeclared(t *testing.T) {
 func TestAttackFreeze(t *testing.T) {
 	t.Run("timestamp", func(t *testing.T) {
 		f, c := published(t)
-		f.clock.t = t0.Add(25 * time.Hour) // the mirror keeps serving yesterday's timestamp
+		f.clock.Set(t0.Add(25 * time.Hour)) // the mirror keeps serving yesterday's timestamp
 		require.ErrorIs(t, c.Refresh(context.Background()), tuf.ErrExpired)
 	})
 	t.Run("snapshot", func(t *testing.T) {
 		f, c := published(t)
-		f.clock.t = t0.Add(8 * 24 * time.Hour)
+		f.clock.Set(t0.Add(8 * 24 * time.Hour))
 		f.resignTimestamp(f.version("snapshot")) // fresh timestamp, stale snapshot
 		require.ErrorIs(t, c.Refresh(context.Background()), tuf.ErrExpired)
 	})
 	t.Run("content", func(t *testing.T) {
 		f, c := published(t)
-		f.clock.t = t0.Add(91 * 24 * time.Hour)
+		f.clock.Set(t0.Add(91 * 24 * time.Hour))
 		// Fresh snapshot and timestamp over 90-day-old content metadata.
 		sv := f.version("snapshot")
 		forge(f, fmt.Sprintf("%d.snapshot.json", sv), func(m *metadata.Metadata[metadata.SnapshotType]) {
@@ -198,7 +199,7 @@ func TestAttackFreeze(t *testing.T) {
 	})
 	t.Run("root", func(t *testing.T) {
 		f, c := published(t)
-		f.clock.t = t0.Add(366 * 24 * time.Hour)
+		f.clock.Set(t0.Add(366 * 24 * time.Hour))
 		require.ErrorIs(t, c.Refresh(context.Background()), tuf.ErrExpired)
 	})
 }
@@ -284,7 +285,7 @@ func TestAttackFastForward(t *testing.T) {
 }
 
 func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
-	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: &clock{t0}, host: t.TempDir()}
+	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: clock.NewFake(t0), host: t.TempDir()}
 	var err error
 	f.repo, err = tufrepo.Init(f.repoDir, f.keys, tufrepo.InitOptions{Clock: f.clock, Threshold: 2})
 	require.NoError(t, err)

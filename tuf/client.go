@@ -21,6 +21,7 @@ import (
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 // Bounds on what a refresh reads.
@@ -55,7 +56,9 @@ type Options struct {
 	Retries   int
 	RetryBase time.Duration
 	// Clock gives the time metadata expiry is checked against; nil means
-	// the system clock.
+	// clock.System's. It is a func, not a clock.Clock, because expiry needs
+	// only Now and callers shift it: the conformance client by FAKETIME,
+	// ringfenced and the tests with a clock's Now method value.
 	Clock func() time.Time
 	// MaxTargetSize bounds a target download (DefaultMaxTarget if zero).
 	MaxTargetSize int64
@@ -101,7 +104,7 @@ func New(opts Options) (*Client, error) {
 		opts.RetryBase = 500 * time.Millisecond
 	}
 	if opts.Clock == nil {
-		opts.Clock = time.Now
+		opts.Clock = clock.System{}.Now
 	}
 	if opts.MaxTargetSize == 0 {
 		opts.MaxTargetSize = DefaultMaxTarget

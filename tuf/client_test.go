@@ -17,15 +17,12 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/tufrepo"
 )
 
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-
-type clock struct{ t time.Time }
-
-func (c *clock) Now() time.Time { return c.t }
 
 // fixture is a repository on disk served over real HTTP on loopback, and a
 // host root directory.
@@ -34,7 +31,7 @@ type fixture struct {
 	repoDir  string
 	keys     string
 	repo     *tufrepo.Repo
-	clock    *clock
+	clock    *clock.Fake // the time of the repository and of the client
 	srv      *httptest.Server
 	host     string
 	root     []byte // the root.json installed with the agent
@@ -45,7 +42,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: &clock{t0}, host: t.TempDir()}
+	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: clock.NewFake(t0), host: t.TempDir()}
 	var err error
 	f.repo, err = tufrepo.Init(f.repoDir, f.keys, tufrepo.InitOptions{Clock: f.clock})
 	require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/filelock"
 )
 
@@ -25,10 +26,10 @@ const LockTimeout = 30 * time.Second
 // whole LockTimeout.
 var ErrBusy = errors.New("tufrepo: the repository is being changed by another process")
 
-// Update opens the repository in dir fresh from disk under its lock, runs
-// fn on it and releases the lock. Any change fn makes is written before it
+// Update opens the repository in dir fresh from disk under its lock (as
+// Open does, with clk), runs fn on it and releases the lock. Any change fn makes is written before it
 // returns (the Repo's methods write as they go).
-func Update(dir, keys string, clock Clock, fn func(*Repo) error) error {
+func Update(dir, keys string, clk clock.Clock, fn func(*Repo) error) error {
 	if _, err := os.Stat(filepath.Join(dir, "metadata", "root.json")); errors.Is(err, fs.ErrNotExist) {
 		return noRepository(dir) // and leave no lock file in a directory that is not one
 	}
@@ -40,7 +41,7 @@ func Update(dir, keys string, clock Clock, fn func(*Repo) error) error {
 		return fmt.Errorf("tufrepo: lock %s: %w", dir, err)
 	}
 	defer unlock()
-	r, err := Open(dir, keys, clock)
+	r, err := Open(dir, keys, clk)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/rollout"
 )
 
@@ -51,20 +52,13 @@ var Expiry = map[string]time.Duration{
 // MaxMetadataSize bounds a metadata file the repository reads back.
 const MaxMetadataSize = 8 << 20
 
-// Clock tells the time; expiry is computed from it.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
 // Repo is an open repository: its metadata (read from REPO/metadata) and the
 // key directory. Methods that change it write targets first, then delegated
 // metadata, snapshot, and the timestamp last, each through the durable-write
 // helper, so a client never sees a timestamp naming files not yet there.
 type Repo struct {
 	dir, keys string
-	clock     Clock
+	clock     clock.Clock // expiry is computed from its time
 
 	root      *metadata.Metadata[metadata.RootType]
 	targets   *metadata.Metadata[metadata.TargetsType]
@@ -80,7 +74,8 @@ type InitOptions struct {
 	// Init makes that many root keys.
 	Threshold int
 	KeyType   KeyType
-	Clock     Clock
+	// Clock is the time expiry is computed from; nil means clock.System.
+	Clock clock.Clock
 }
 
 func (r *Repo) metaDir() string    { return filepath.Join(r.dir, "metadata") }
@@ -99,7 +94,7 @@ func Init(dir, keys string, opts InitOptions) (*Repo, error) {
 		opts.Threshold = 1
 	}
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 	}
 	if err := opts.KeyType.check(); err != nil {
 		return nil, err // before anything is created
@@ -182,12 +177,13 @@ func noRepository(dir string) error {
 }
 
 // Open reads the repository in dir; keys is the key directory (it may lack
-// the root keys, which only root changes need).
-func Open(dir, keys string, clock Clock) (*Repo, error) {
-	if clock == nil {
-		clock = systemClock{}
+// the root keys, which only root changes need). clk is the time expiry is
+// computed from; nil means clock.System.
+func Open(dir, keys string, clk clock.Clock) (*Repo, error) {
+	if clk == nil {
+		clk = clock.System{}
 	}
-	r := &Repo{dir: dir, keys: keys, clock: clock}
+	r := &Repo{dir: dir, keys: keys, clock: clk}
 	var err error
 	if r.root, err = load[metadata.RootType](r, "root.json"); errors.Is(err, fs.ErrNotExist) {
 		return nil, noRepository(dir)

@@ -17,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/server"
 	"github.com/ringfence/ringfence/validator"
 )
@@ -105,7 +106,7 @@ func (h *host) status() (daemon.Status, error) { return daemon.ReadStatus(h.root
 // Every process it starts is stopped before it returns, on every path.
 func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	start := time.Now()
-	l := &lab{opts: opts, cfg: opts.Config, tl: &timeline{w: opts.Out, start: start, now: time.Now},
+	l := &lab{opts: opts, cfg: opts.Config, tl: &timeline{w: opts.Out, start: start, clock: clock.System{}},
 		byID: map[string]*host{}, version: map[string]uint32{}}
 	rep.Hosts = l.cfg.Hosts
 	defer func() {
@@ -481,7 +482,7 @@ func (l *lab) startFleet(ctx context.Context) error {
 			if h.proc.exited() {
 				return fmt.Errorf("ringfenced %s exited (%v); see %s", h.Name, h.proc.err, h.log)
 			}
-			if st, err := h.status(); err == nil && st.HostID != "" && st.Agent == "running" {
+			if st, err := h.status(); err == nil && st.HostID != "" && st.Agent == daemon.AgentRunning {
 				if h.id == "" {
 					h.id = st.HostID
 					l.byID[h.id] = h

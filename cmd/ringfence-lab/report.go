@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 // Row is what one scenario did to the fleet. Counts are hosts.
@@ -182,11 +184,11 @@ type timeline struct {
 	mu    sync.Mutex
 	w     io.Writer
 	start time.Time
-	now   func() time.Time
+	clock clock.Clock
 }
 
 func (t *timeline) printf(format string, args ...any) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, "[%6.1fs] %s\n", t.now().Sub(t.start).Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintf(t.w, "[%6.1fs] %s\n", t.clock.Now().Sub(t.start).Seconds(), fmt.Sprintf(format, args...))
 }

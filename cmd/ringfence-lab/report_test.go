@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/clock"
 )
 
 func sampleRows() []Row {
@@ -78,10 +80,10 @@ func TestReportJSON(t *testing.T) {
 func TestTimeline(t *testing.T) {
 	var b bytes.Buffer
 	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	now := start.Add(12345 * time.Millisecond)
-	tl := &timeline{w: &b, start: start, now: func() time.Time { return now }}
+	clk := clock.NewFake(start.Add(12345 * time.Millisecond))
+	tl := &timeline{w: &b, start: start, clock: clk}
 	tl.printf("scenario %s: rollout %d started", "1a", 1001)
-	now = start.Add(125 * time.Second)
+	clk.Set(start.Add(125 * time.Second))
 	tl.printf("  stage canary")
 	require.Equal(t, "[  12.3s] scenario 1a: rollout 1001 started\n[ 125.0s]   stage canary\n", b.String())
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/server"
 )
@@ -69,7 +70,7 @@ func (l *lab) lastGood() uint32 {
 func (l *lab) onGood(v uint32) (int, bool) {
 	want, n := goodText(l.cfg.Channel, v), 0
 	for _, h := range l.hosts {
-		if st, err := h.status(); err == nil && st.Running == want && st.Agent == "running" {
+		if st, err := h.status(); err == nil && st.Running == want && st.Agent == daemon.AgentRunning {
 			n++
 		}
 	}
