@@ -345,25 +345,35 @@ func TestSelfUpdate(t *testing.T) {
 	require.ErrorIs(t, <-h.done, daemon.ErrRestart)
 }
 
+// onGood starts one host on a lab whose plan gives it testdata channel
+// file name, and returns once that version runs GOOD; stop ends the daemon
+// (once) and checks that it stopped cleanly.
+func onGood(t *testing.T, name string) (l *lab, h *host, v uint32, ctx context.Context, stop func()) {
+	t.Helper()
+	bin := buildRingfenced(t)
+	clk := clock.NewFake(time.Now())
+	l = newLab(t, clk)
+	v = l.roll(t, name)
+	ctx, cancel := context.WithCancel(context.Background())
+	h = startHost(t, ctx, l, clk, bin, 0)
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); require.NoError(t, <-h.done) }) }
+	t.Cleanup(stop)
+	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
+	_, err := h.d.Poll(ctx)
+	require.NoError(t, err)
+	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", v)))
+	clk.Advance(hostconfig.Default().HealthWindow.Duration)
+	h.waitFor(t, "the version marked good", running(fmt.Sprintf("channel 291 version %d (GOOD)", v)))
+	return l, h, v, ctx, stop
+}
+
 // TestFirstRolloutRolledBackToNoContent: a host that took a channel's
 // first content, marked good, reads a signed plan that gives nobody content
 // and denies that version (a first rollout, rolled back): it goes back to
 // no content, reports the revert, and does not take the version again.
 func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
-	bin := buildRingfenced(t)
-	clk := clock.NewFake(time.Now())
-	l := newLab(t, clk)
-	first := l.roll(t, "good-ipc-1001")
-	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(t, ctx, l, clk, bin, 0)
-	defer func() { cancel(); require.NoError(t, <-h.done) }()
-	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
-	_, err := h.d.Poll(ctx)
-	require.NoError(t, err)
-	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", first)))
-	clk.Advance(hostconfig.Default().HealthWindow.Duration)
-	h.waitFor(t, "the first content marked good", running(fmt.Sprintf("channel 291 version %d (GOOD)", first)))
-
+	l, h, first, ctx, _ := onGood(t, "good-ipc-1001")
 	require.NoError(t, l.repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[],"deny":[%d]}`, rollout.Format, first)))
 	r, err := h.d.Poll(ctx)
 	require.NoError(t, err)
@@ -379,23 +389,8 @@ func TestFirstRolloutRolledBackToNoContent(t *testing.T) {
 // as the outbox stored them (ids, rising seqs): what a tool on the host
 // reads instead of the log.
 func TestJournal(t *testing.T) {
-	bin := buildRingfenced(t)
-	clk := clock.NewFake(time.Now())
-	l := newLab(t, clk)
-	good := l.roll(t, "good-ipc-1001")
-	ctx, cancel := context.WithCancel(context.Background())
-	h := startHost(t, ctx, l, clk, bin, 0)
-	defer func() { cancel(); require.NoError(t, <-h.done) }()
-	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
-	_, err := h.d.Poll(ctx)
-	require.NoError(t, err)
-	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
-	clk.Advance(hostconfig.Default().HealthWindow.Duration)
-	h.waitFor(t, "good", running(fmt.Sprintf("channel 291 version %d (GOOD)", good)))
-	cancel()
-	require.NoError(t, <-h.done)
-	h.done <- nil // for the deferred wait
-
+	_, h, _, _, stop := onGood(t, "good-ipc-1001")
+	stop()
 	evs, err := daemon.ReadJournal(h.root)
 	require.NoError(t, err)
 	var kinds []wire.EventKind

@@ -274,14 +274,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, v, err := s.Start(spec, q.Who, q.Why)
-	if err != nil {
-		httpError(w, statusOf(err), err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Decision controller.Decision `json:"decision"`
-		Rollout  View                `json:"rollout"`
-	}{d, v})
+	answerDecision(w, d, v, err)
 }
 
 // Start begins a rollout; the version must be published content.
@@ -331,26 +324,46 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
+// decisionResponse is what an operator's decision answers: the decision
+// and the rollout after it.
+type decisionResponse struct {
+	Decision controller.Decision `json:"decision"`
+	Rollout  View                `json:"rollout"`
+}
+
+// channelRequest reads a decision request on /v1/rollouts/{channel}/...:
+// the channel from the path and the body into q. It answers the error
+// itself and reports false when the request is malformed.
+func channelRequest(w http.ResponseWriter, r *http.Request, q any) (uint32, bool) {
 	ch, err := strconv.ParseUint(r.PathValue("channel"), 10, 32)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "channel must be a number")
-		return
+		return 0, false
 	}
-	var q ActionRequest
-	if err := decode(r, &q); err != nil {
+	if err := decode(r, q); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return 0, false
 	}
-	d, v, err := s.Act(uint32(ch), controller.Kind(r.PathValue("action")), q.Who, q.Why)
+	return uint32(ch), true
+}
+
+// answerDecision answers a decision, or why it was refused.
+func answerDecision(w http.ResponseWriter, d controller.Decision, v View, err error) {
 	if err != nil {
 		httpError(w, statusOf(err), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Decision controller.Decision `json:"decision"`
-		Rollout  View                `json:"rollout"`
-	}{d, v})
+	writeJSON(w, http.StatusOK, decisionResponse{d, v})
+}
+
+func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
+	var q ActionRequest
+	ch, ok := channelRequest(w, r, &q)
+	if !ok {
+		return
+	}
+	d, v, err := s.Act(ch, controller.Kind(r.PathValue("action")), q.Who, q.Why)
+	answerDecision(w, d, v, err)
 }
 
 // Act applies an operator's action (pause, resume, halt, rollback,
@@ -396,29 +409,17 @@ type AllowRequest struct {
 }
 
 func (s *Server) handleAllow(w http.ResponseWriter, r *http.Request) {
-	ch, err := strconv.ParseUint(r.PathValue("channel"), 10, 32)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "channel must be a number")
-		return
-	}
 	var q AllowRequest
-	if err := decode(r, &q); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
+	ch, ok := channelRequest(w, r, &q)
+	if !ok {
 		return
 	}
 	if q.Version == 0 {
 		httpError(w, http.StatusBadRequest, "say which version to allow again (\"version\")")
 		return
 	}
-	d, v, err := s.Allow(uint32(ch), q.Version, q.Who, q.Why)
-	if err != nil {
-		httpError(w, statusOf(err), err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Decision controller.Decision `json:"decision"`
-		Rollout  View                `json:"rollout"`
-	}{d, v})
+	d, v, err := s.Allow(ch, q.Version, q.Who, q.Why)
+	answerDecision(w, d, v, err)
 }
 
 // Status returns the view of every rollout.

@@ -103,20 +103,14 @@ func (c *Client) Rollouts(ctx context.Context) ([]View, error) {
 
 // Start begins a rollout.
 func (c *Client) Start(ctx context.Context, q StartRequest) (controller.Decision, View, error) {
-	var out struct {
-		Decision controller.Decision `json:"decision"`
-		Rollout  View                `json:"rollout"`
-	}
+	var out decisionResponse
 	err := c.do(ctx, http.MethodPost, "/v1/rollouts", q, &out)
 	return out.Decision, out.Rollout, err
 }
 
 // Act applies an operator action.
 func (c *Client) Act(ctx context.Context, channel uint32, action controller.Kind, who, why string) (controller.Decision, View, error) {
-	var out struct {
-		Decision controller.Decision `json:"decision"`
-		Rollout  View                `json:"rollout"`
-	}
+	var out decisionResponse
 	err := c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/rollouts/%d/%s", channel, action), ActionRequest{Who: who, Why: why}, &out)
 	return out.Decision, out.Rollout, err
 }

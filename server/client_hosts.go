@@ -72,10 +72,7 @@ func (c *Client) RevokeToken(ctx context.Context, id, who, why string) (admissio
 
 // Allow takes a version off a channel's deny list.
 func (c *Client) Allow(ctx context.Context, channel, version uint32, who, why string) (controller.Decision, View, error) {
-	var out struct {
-		Decision controller.Decision `json:"decision"`
-		Rollout  View                `json:"rollout"`
-	}
+	var out decisionResponse
 	err := c.do(ctx, http.MethodPost, fmt.Sprintf("/v1/rollouts/%d/allow", channel), AllowRequest{ActionRequest: ActionRequest{Who: who, Why: why}, Version: version}, &out)
 	return out.Decision, out.Rollout, err
 }
