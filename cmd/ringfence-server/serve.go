@@ -19,7 +19,6 @@ import (
 
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/internal/atomicfile"
-	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
 )
@@ -182,66 +181,29 @@ func tlsHint(err error) error {
 
 // targetFlags adds the flags that say where an operator command acts.
 func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, bool) {
-	srvURL := fs.String("server", "", "URL of a running server (with --token-file, or --state to find the token)")
-	tokenFile := fs.String("token-file", "", "file holding the operator token (default: STATE/"+server.TokenFile+")")
-	state := fs.String("state", "", "the server's state directory: talks to the server running on it, or, when none runs, acts on it directly (then --repo and --keys sign the plan)")
-	caFile := fs.String("ca-file", "", "PEM certificates to trust for an https server instead of the system's (its CA, or its self-signed certificate)")
+	where := addServerFlags(fs, "the server's state directory: talks to the server running on it, or, when none runs, acts on it directly (then --repo and --keys sign the plan)")
 	repo, keys := repoFlags(fs)
 	return func(stderr io.Writer, cmd string) (*target, bool) {
-		hc, err := caClient(*caFile)
+		c, running, err := where.client()
 		if err != nil {
 			fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
 			return nil, false
 		}
-		switch {
-		case *srvURL != "":
-			tf := *tokenFile
-			if tf == "" && *state != "" {
-				tf = filepath.Join(*state, server.TokenFile)
-			}
-			if tf == "" {
-				fmt.Fprintf(stderr, "ringfence-server %s: --server needs --token-file (or --state)\n", cmd)
-				return nil, false
-			}
-			tok, err := boundedio.ReadFile(tf, server.MaxTokenFile)
-			if err != nil {
-				fmt.Fprintf(stderr, "ringfence-server %s: operator token: %v\n", cmd, err)
-				return nil, false
-			}
-			return &target{ops: remote{&server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok)), HTTP: hc}}, close: func() {}}, true
-		case *state != "":
-			if _, err := os.Stat(*state); errors.Is(err, os.ErrNotExist) {
-				fmt.Fprintf(stderr, "ringfence-server %s: state directory %s does not exist: check --state (the directory 'ringfence-server serve --state' keeps its state in)\n", cmd, *state)
-				return nil, false
-			}
-			if c, err := server.ClientFor(*state); err == nil {
-				c.HTTP = hc
-				_, err := c.Rollouts(context.Background())
-				if err == nil {
-					return &target{ops: remote{c}, close: func() {}}, true
-				}
-				// A server that answers with a certificate we do not
-				// trust is running: acting on its state directory
-				// behind its back is no fallback.
-				if untrusted(err) {
-					fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, tlsHint(err))
-					return nil, false
-				}
-			}
-			// Looking needs no keys; acting does.
-			readOnly := slices.Contains([]string{"rollout status", "hosts list", "hosts show", "tokens list"}, cmd) && (*repo == "" || *keys == "")
-			if !readOnly && (*repo == "" || *keys == "") {
-				fmt.Fprintf(stderr, "ringfence-server %s: no server is running on %s; start one ('ringfence-server serve'), or give --repo and --keys to act on the state directory directly\n", cmd, *state)
-				return nil, false
-			}
-			s, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, ReadOnly: readOnly})
-			if err != nil {
-				fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
-				return nil, false
-			}
-			return &target{ops: local{s}, close: func() { s.Close() }}, true
+		if running {
+			return &target{ops: remote{c}, close: func() {}}, true
 		}
-		fmt.Fprintf(stderr, "ringfence-server %s: give --server URL or --state DIR\n", cmd)
-		return nil, false
+		state := *where.state
+		// Looking needs no keys; acting does.
+		readOnly := slices.Contains([]string{"rollout status", "hosts list", "hosts show", "tokens list"}, cmd) && (*repo == "" || *keys == "")
+		if !readOnly && (*repo == "" || *keys == "") {
+			fmt.Fprintf(stderr, "ringfence-server %s: no server is running on %s; start one ('ringfence-server serve'), or give --repo and --keys to act on the state directory directly\n", cmd, state)
+			return nil, false
+		}
+		s, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: state, ReadOnly: readOnly})
+		if err != nil {
+			fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+			return nil, false
+		}
+		return &target{ops: local{s}, close: func() { s.Close() }}, true
 	}
 }

@@ -7,11 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ringfence/ringfence/fleetdb"
-	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
 )
@@ -40,11 +38,10 @@ STATE/server.db, start the server.`
 
 func stateBackup(args []string, stdout, stderr io.Writer) int {
 	const cmd = "state backup"
-	fs := newFlags(cmd, "state backup --out FILE (--state DIR | --server URL [--token-file F])", stateBackupHelp, stdout, stderr)
+	fs := newFlags(cmd, "state backup --out FILE (--state DIR | --server URL [--token-file F]) [--ca-file F]", stateBackupHelp, stdout, stderr)
 	out := fs.String("out", "", "the backup file to write")
-	state := fs.String("state", "", "the server's state directory")
-	srvURL := fs.String("server", "", "URL of a running server (with --token-file, or --state to find the token)")
-	tokenFile := fs.String("token-file", "", "file holding the operator token (default: STATE/"+server.TokenFile+")")
+	where := addServerFlags(fs, "the server's state directory")
+	state := where.state
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
@@ -56,37 +53,27 @@ func stateBackup(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, cmd, fmt.Errorf("--out %s is the database itself; write the backup somewhere else", *out))
 		}
 	}
-	var client *server.Client
-	switch {
-	case *srvURL != "":
-		tf := *tokenFile
-		if tf == "" && *state != "" {
-			tf = filepath.Join(*state, server.TokenFile)
-		}
-		if tf == "" {
-			fmt.Fprintf(stderr, "ringfence-server %s: --server needs --token-file (or --state)\n", cmd)
-			return cli.ExitUsage
-		}
-		tok, err := boundedio.ReadFile(tf, server.MaxTokenFile)
-		if err != nil {
-			return fail(stderr, cmd, fmt.Errorf("operator token: %w", err))
-		}
-		client = &server.Client{URL: *srvURL, Token: strings.TrimSpace(string(tok))}
-	case *state != "":
-		if c, err := server.ClientFor(*state); err == nil {
-			if _, err := c.Rollouts(context.Background()); err == nil {
-				client = c
-			}
-		}
-	default:
-		fmt.Fprintf(stderr, "ringfence-server %s: give --state DIR or --server URL\n", cmd)
+	client, running, err := where.client()
+	if errors.Is(err, errNoServer) {
+		fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
 		return cli.ExitUsage
+	}
+	if err != nil {
+		return fail(stderr, cmd, err)
+	}
+	if !running {
+		client = nil
+	} else if client.HTTP != nil {
+		// A pinned client's 30 s timeout would cut a large backup short:
+		// an hour, as Backup gives its own default client.
+		hc := *client.HTTP
+		hc.Timeout = time.Hour
+		client.HTTP = &hc
 	}
 
 	var n int64
 	var from string
 	if client != nil {
-		var err error
 		n, err = fleetdb.SaveBackup(*out, func(w io.Writer) (int64, error) { return client.Backup(context.Background(), w) })
 		if err != nil {
 			return fail(stderr, cmd, err)

@@ -47,7 +47,7 @@ func TestStateCommands(t *testing.T) {
 		backupExists bool // after the command
 	}{
 		{name: "backup needs --out", args: []string{"state", "backup", "--state", state}, code: 2, stderr: []string{"--out is required"}},
-		{name: "backup needs a source", args: []string{"state", "backup", "--out", backup}, code: 2, stderr: []string{"give --state DIR or --server URL"}},
+		{name: "backup needs a source", args: []string{"state", "backup", "--out", backup}, code: 2, stderr: []string{"give --server URL or --state DIR"}},
 		{name: "backup over the database itself", args: []string{"state", "backup", "--state", state, "--out", filepath.Join(state, fleetdb.FileName)},
 			code: 2, stderr: []string{"is the database itself"}},
 		{name: "backup without a server", args: []string{"state", "backup", "--state", state, "--out", backup}, code: 0, backupExists: true,
