@@ -35,6 +35,7 @@ sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every
 .PHONY: test
 test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, Windows tests under Wine and the VM test where they can run
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
+	@[ "$$(id -u)" = 0 ] || echo "SKIPPED the tests that need root: a real ENOSPC on a tmpfs (server.TestENOSPC, TestSigningRetried) and the SysV service install; run make test as root (CI does)" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
 	@rm -f $(SKIPPED)
 	@echo "make test: all suites passed"
