@@ -22,13 +22,13 @@ type eventKind string
 // the same contract. The lab never reads the daemons' logs, whose wording
 // is for people and may change.
 const (
-	evInstalled eventKind = "installed" // staged, activated as a trial, handed to the agent's loader
-	evTrial     eventKind = "trial"     // the agent loaded it and runs: its health window started
-	evHealthy   eventKind = "healthy"   // the trial passed its health window: last-known-good
-	evCrashed   eventKind = "crashed"   // the agent died
-	evReverted  eventKind = "reverted"  // the boot guard fell back to last-known-good and quarantined it
-	evRejected  eventKind = "rejected"  // the host's validator or preflight refused it
-	evRecalled  eventKind = "recalled"  // the signed plan denies it (rolled back upstream): back to last-known-good
+	evInstalled           = eventKind(wire.EventInstalled) // staged, activated as a trial, handed to the agent's loader
+	evTrial     eventKind = "trial"                        // the agent loaded it and runs: its health window started
+	evHealthy             = eventKind(wire.EventHealthy)   // the trial passed its health window: last-known-good
+	evCrashed   eventKind = "crashed"                      // the agent died
+	evReverted            = eventKind(wire.EventReverted)  // the boot guard fell back to last-known-good and quarantined it
+	evRejected  eventKind = "rejected"                     // the host's validator or preflight refused it
+	evRecalled  eventKind = "recalled"                     // the signed plan denies it (rolled back upstream): back to last-known-good
 )
 
 func (k eventKind) String() string { return string(k) }
