@@ -9,10 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 func TestReadFile(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	for _, tc := range []struct {
 		name string
 		size int64

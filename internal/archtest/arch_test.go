@@ -5,7 +5,9 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -218,4 +220,39 @@ func TestSidesStayApart(t *testing.T) {
 	}
 	check(serverSide, hostSide, "server-side")
 	check(hostSide, serverSide, "host-side")
+}
+
+// TestWineTestsUseTesttmp: the packages whose tests run under Wine (the
+// list in wine/run.sh) make their temporary directories with
+// internal/testtmp, never t.TempDir: Go's RemoveAll fails under Wine, and
+// t.TempDir's cleanup then fails the test (a fresh CI run caught one).
+func TestWineTestsUseTesttmp(t *testing.T) {
+	script, err := os.ReadFile(filepath.Join("..", "..", "wine", "run.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`pkgs=\(([^)]*\./[^)]*)\)`).FindSubmatch(script)
+	if m == nil {
+		t.Fatal("wine/run.sh no longer lists its packages as pkgs=(./...); update this test")
+	}
+	dirs := map[string]bool{}
+	for _, p := range strings.Fields(string(m[1])) {
+		dirs[strings.TrimPrefix(p, "./")] = true
+	}
+	if len(dirs) < 5 {
+		t.Fatalf("found only %v in wine/run.sh", dirs)
+	}
+	for _, f := range moduleFiles(t) {
+		if !f.test || !dirs[f.dir] {
+			continue
+		}
+		ast.Inspect(f.ast, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "TempDir" {
+				if x, ok := sel.X.(*ast.Ident); ok && x.Name != "os" {
+					t.Errorf("%s calls %s.TempDir; its tests run under Wine: use testtmp.Dir", f.rel, x.Name)
+				}
+			}
+			return true
+		})
+	}
 }
