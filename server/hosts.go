@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -46,9 +47,11 @@ type HostView struct {
 	LastSeq uint64 `json:"last_seq,omitempty"`
 }
 
+// hostView copies what it shows of h: the caller encodes it after s.mu is
+// released, while batches keep changing the host.
 func hostView(h *controller.Host) HostView {
 	return HostView{ID: h.ID, State: wire.AdmissionAccepted, Fleet: h.Fleet, Tags: h.Tags, Admitted: h.Admitted, By: h.AdmittedBy,
-		LastSeen: h.LastSeen, Versions: h.Versions, Bucket: h.Bucket, LastSeq: h.LastSeq}
+		LastSeen: h.LastSeen, Versions: maps.Clone(h.Versions), Bucket: h.Bucket, LastSeq: h.LastSeq}
 }
 
 func recordView(r admission.Record) HostView {
