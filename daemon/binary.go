@@ -53,7 +53,7 @@ func (p *poller) updateBinary(ctx context.Context) (PollResult, bool) {
 	if best == "" {
 		return PollResult{}, false
 	}
-	tf, err := p.client.Target(name)
+	tf, err := p.client.Target(ctx, name)
 	if err != nil {
 		return PollResult{Action: ActionFailed, Why: "self-update: " + err.Error()}, true
 	}
@@ -61,7 +61,7 @@ func (p *poller) updateBinary(ctx context.Context) (PollResult, bool) {
 	if h := tf.Hashes["sha256"]; len(h) == len(sum) {
 		copy(sum[:], h)
 	} else {
-		return PollResult{Action: ActionFailed, Why: "self-update: " + name + " has no sha256 in the metadata"}, true
+		return PollResult{Action: ActionFailed, Why: "self-update: " + name + " has no sha256 in the metadata (ringfenced pins its binary by SHA-256; publish it with publish-binary)"}, true
 	}
 	path, err := p.client.Download(ctx, name)
 	if err != nil {

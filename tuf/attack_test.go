@@ -21,6 +21,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/ringfence/ringfence/internal/clock"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/tufrepo"
 )
@@ -285,7 +286,7 @@ func TestAttackFastForward(t *testing.T) {
 }
 
 func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
-	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: clock.NewFake(t0), host: t.TempDir()}
+	f := &fixture{t: t, repoDir: filepath.Join(testtmp.Dir(t), "repo"), keys: filepath.Join(testtmp.Dir(t), "keys"), clock: clock.NewFake(t0), host: testtmp.Dir(t)}
 	var err error
 	f.repo, err = tufrepo.Init(f.repoDir, f.keys, tufrepo.InitOptions{Clock: f.clock, Threshold: 2})
 	require.NoError(t, err)
@@ -327,10 +328,10 @@ func TestAttackRolloutRoleOutsideItsPaths(t *testing.T) {
 	forge(f, fmt.Sprintf("%d.snapshot.json", sv), func(m *metadata.Metadata[metadata.SnapshotType]) {}, f.roleKey("snapshot"))
 	f.resignTimestamp(sv)
 	require.NoError(t, c.Refresh(context.Background()))
-	_, err := c.Target("channels/291/1003.rfch")
+	_, err := c.Target(context.Background(), "channels/291/1003.rfch")
 	require.ErrorIs(t, err, tuf.ErrNotFound, "only the content role speaks for channels/*")
 	// A plan naming a version content never signed leads nowhere either.
-	_, err = c.Target("channels/291/1005.rfch")
+	_, err = c.Target(context.Background(), "channels/291/1005.rfch")
 	require.ErrorIs(t, err, tuf.ErrNotFound)
 }
 
@@ -355,7 +356,7 @@ func TestRootRotationChain(t *testing.T) {
 	require.NoError(t, c.Refresh(context.Background()))
 	_, err := c.Download(context.Background(), "channels/291/1002.rfch")
 	require.NoError(t, err)
-	f.host = t.TempDir()
+	f.host = testtmp.Dir(t)
 	fresh := f.client()
 	require.NoError(t, fresh.Refresh(context.Background()))
 	root, err := os.ReadFile(filepath.Join(f.host, "tuf", "root.json"))

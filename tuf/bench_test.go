@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
 // BenchmarkIdleRefresh: a refresh when nothing changed costs the request for
@@ -48,7 +50,7 @@ func BenchmarkDownload1MiB(b *testing.B) {
 	var tufTime, plainTime time.Duration
 	b.SetBytes(1 << 20)
 	for b.Loop() {
-		f.host = b.TempDir() // a host that has not seen it
+		f.host = testtmp.Dir(b) // a host that has not seen it
 		c := f.client()
 		t0 := time.Now()
 		if err := c.Refresh(context.Background()); err != nil {
@@ -90,7 +92,7 @@ func BenchmarkRefresh10kTargets(b *testing.B) {
 	require.NoError(b, f.repo.PublishMany(291, files, 1))
 	for b.Loop() {
 		b.StopTimer()
-		f.host = b.TempDir()
+		f.host = testtmp.Dir(b)
 		c := f.client()
 		b.StartTimer()
 		if err := c.Refresh(context.Background()); err != nil {

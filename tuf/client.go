@@ -1,7 +1,6 @@
 package tuf
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,16 +9,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
-	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
-	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/clock"
 )
@@ -39,8 +34,12 @@ const (
 type Options struct {
 	// Dir is where trusted metadata is persisted (<root>/tuf).
 	Dir string
-	// DownloadDir is where targets are downloaded (<root>/downloads).
+	// DownloadDir is where verified targets are stored (<root>/downloads).
 	DownloadDir string
+	// PartialDir holds downloads in progress (<name>.part), resumed from
+	// there; default DownloadDir. It must be on DownloadDir's file system:
+	// a verified file is renamed from one to the other.
+	PartialDir string
 	// TrustedRoot is the root.json installed with the agent; used until a
 	// newer root is persisted in Dir.
 	TrustedRoot []byte
@@ -67,16 +66,12 @@ type Options struct {
 	MaxRootRotations int64
 }
 
-// maxMetadataFiles bounds the metadata files a refresh persists (top-level
-// roles plus delegations).
-const maxMetadataFiles = 64
-
 // Client is the host's TUF client. It is safe for concurrent use; Refresh
 // calls are serialized.
 type Client struct {
 	opts Options
 	mu   sync.Mutex
-	up   *updater.Updater // the last successful refresh
+	sess *session // the last successful refresh
 }
 
 // New checks opts and returns a client. It does not touch the network.
@@ -109,10 +104,12 @@ func New(opts Options) (*Client, error) {
 	if opts.MaxTargetSize == 0 {
 		opts.MaxTargetSize = DefaultMaxTarget
 	}
-	for _, d := range []string{opts.Dir, opts.DownloadDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("tuf: %w", err)
-		}
+	if opts.PartialDir == "" {
+		opts.PartialDir = opts.DownloadDir
+	}
+	// The download directories are made by the first Download.
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tuf: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(opts.Dir, "root.json")); errors.Is(err, fs.ErrNotExist) && len(opts.TrustedRoot) == 0 {
 		return nil, fmt.Errorf("%w (Options.TrustedRoot)", ErrNoTrustedRoot)
@@ -120,176 +117,61 @@ func New(opts Options) (*Client, error) {
 	return &Client{opts: opts}, nil
 }
 
-// trustedRoot is the newest root this host trusts: the persisted one, else
-// the installed one.
-func (c *Client) trustedRoot() ([]byte, error) {
-	b, err := readBounded(filepath.Join(c.opts.Dir, "root.json"), MaxRootSize)
-	if errors.Is(err, fs.ErrNotExist) {
-		return c.opts.TrustedRoot, nil
-	}
-	return b, err
-}
-
-// Refresh runs the TUF client workflow with a fresh go-tuf Updater (its
-// Refresh runs once per Updater): root rotations, timestamp, snapshot,
-// targets, and the content and rollout delegations, every step verified
-// against what this host already trusts, expiry checked against the
-// client's clock. On success the new metadata is persisted under Dir with
-// durable writes (go-tuf's own cache does not fsync), root first and the
-// timestamp last, so a crash leaves a consistent, never older, trusted set.
+// Refresh runs the TUF client workflow (specification 5.3 to 5.6): root
+// rotations, timestamp, snapshot and targets, every step verified by go-tuf's
+// trustedmetadata against what this host already trusts, expiry checked
+// against the client's clock, and each role persisted under Dir, durably, as
+// soon as it verified. It then loads the content and rollout delegations,
+// which the daemon lists. Delegations beyond them are loaded when a lookup
+// (Target, Download) needs them, through the same session.
 func (c *Client) Refresh(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	root, err := c.trustedRoot()
-	if err != nil {
-		return fmt.Errorf("tuf: trusted root: %w", err)
-	}
-	// go-tuf reads and writes its working copy in a scratch directory;
-	// only a refresh that succeeded is copied into Dir.
-	work := filepath.Join(c.opts.Dir, ".work")
-	if err := os.RemoveAll(work); err != nil {
-		return fmt.Errorf("tuf: %w", err)
-	}
-	if err := os.MkdirAll(work, 0o700); err != nil {
-		return fmt.Errorf("tuf: %w", err)
-	}
-	defer os.RemoveAll(work)
-	ents, err := os.ReadDir(c.opts.Dir)
-	if err != nil {
-		return fmt.Errorf("tuf: %w", err)
-	}
-	copied := 0
-	for _, e := range ents {
-		name := e.Name()
-		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".json") || name == "root.json" {
-			continue
-		}
-		if copied++; copied > maxMetadataFiles {
-			return fmt.Errorf("%w: more than %d trusted metadata files in %s", ErrTooLarge, maxMetadataFiles, c.opts.Dir)
-		}
-		b, err := readBounded(filepath.Join(c.opts.Dir, name), MaxTargetsSize)
-		if err != nil {
-			return fmt.Errorf("tuf: trusted metadata %s: %w", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(work, name), b, 0o600); err != nil {
-			return fmt.Errorf("tuf: %w", err)
-		}
-	}
-	cfg, err := config.New(c.opts.MetadataURL, root)
-	if err != nil {
-		return fmt.Errorf("tuf: %w", err)
-	}
-	cfg.LocalMetadataDir = work
-	cfg.LocalTargetsDir = work
-	cfg.RemoteTargetsURL = c.opts.TargetsURL
-	cfg.PrefixTargetsWithHash = true
-	cfg.RootMaxLength, cfg.TimestampMaxLength = MaxRootSize, MaxTimestampSize
-	cfg.SnapshotMaxLength, cfg.TargetsMaxLength = MaxSnapshotSize, MaxTargetsSize
-	cfg.Fetcher = &fetcher{ctx: ctx, c: c}
-	if c.opts.MaxRootRotations > 0 {
-		cfg.MaxRootRotations = c.opts.MaxRootRotations
-	}
-	up, err := updater.New(cfg)
+	// A failed refresh leaves nothing to look targets up in: the roles it
+	// persisted are newer than the last session's, which must not write
+	// older delegated metadata over them.
+	c.sess = nil
+	s, err := c.newSession()
 	if err != nil {
 		return mapError(err)
 	}
-	up.UnsafeSetRefTime(c.opts.Clock().UTC())
-	if err := up.Refresh(); err != nil {
+	if err := s.refresh(ctx); err != nil {
 		return mapError(err)
 	}
 	// Load both delegations now, so they are verified and persisted with
-	// the rest (go-tuf loads delegated metadata on demand).
+	// the rest and Targets can list them.
 	for _, probe := range []string{"channels/0/0.rfch", "rollout/0.json"} {
-		if _, err := up.GetTargetInfo(probe); err != nil && !isNotFound(err) {
+		if _, err := s.lookup(ctx, probe); err != nil && !errors.Is(err, ErrNotFound) {
 			return mapError(err)
 		}
 	}
-	if err := c.persist(work); err != nil {
-		return err
-	}
-	c.up = up
+	c.sess = s
 	return nil
 }
 
-// persist copies the refreshed metadata from the scratch directory into Dir
-// through the durable-write helper, skipping files that did not change: root
-// first, then delegated and top-level targets, snapshot, and the timestamp
-// last, so a crash in between leaves a set a later refresh accepts.
-func (c *Client) persist(work string) error {
-	ents, err := os.ReadDir(work)
-	if err != nil {
-		return fmt.Errorf("tuf: %w", err)
-	}
-	if len(ents) > maxMetadataFiles {
-		return fmt.Errorf("%w: %d metadata files; at most %d", ErrTooLarge, len(ents), maxMetadataFiles)
-	}
-	rank := func(name string) int {
-		switch name {
-		case "root.json":
-			return 0
-		case "snapshot.json":
-			return 2
-		case "timestamp.json":
-			return 3
-		}
-		return 1
-	}
-	names := make([]string, 0, len(ents))
-	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".json") {
-			names = append(names, e.Name())
-		}
-	}
-	sort.SliceStable(names, func(i, j int) bool { return rank(names[i]) < rank(names[j]) })
-	for _, name := range names {
-		b, err := readBounded(filepath.Join(work, name), MaxTargetsSize)
-		if err != nil {
-			return fmt.Errorf("tuf: %w", err)
-		}
-		dst := filepath.Join(c.opts.Dir, name)
-		if old, err := readBounded(dst, MaxTargetsSize); err == nil && bytes.Equal(old, b) {
-			continue
-		}
-		if err := atomicfile.WriteFile(dst, b, 0o600); err != nil {
-			return fmt.Errorf("tuf: persist %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func isNotFound(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "target ") && strings.HasSuffix(err.Error(), " not found")
-}
-
-// Target returns the signed length and hashes of target name, from the
-// last successful Refresh.
-func (c *Client) Target(name string) (*metadata.TargetFiles, error) {
+// Target returns the signed length and hashes of target name, walking the
+// delegation graph of the last successful Refresh; delegated metadata it
+// needs is fetched, verified and persisted on the way.
+func (c *Client) Target(ctx context.Context, name string) (*metadata.TargetFiles, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.up == nil {
+	if c.sess == nil {
 		return nil, errors.New("tuf: Refresh first")
 	}
-	tf, err := c.up.GetTargetInfo(name)
-	if isNotFound(err) {
-		return nil, fmt.Errorf("%w: no signed metadata names target %s", ErrNotFound, name)
-	}
+	tf, err := c.sess.lookup(ctx, name)
 	if err != nil {
 		return nil, mapError(err)
 	}
 	return tf, nil
 }
 
-// ConsistentSnapshot reports whether the trusted root asks for hash-prefixed
-// target names (false before the first Refresh).
+// consistentSnapshot reports whether the trusted root asks for hash-prefixed
+// target names (false before the first Refresh). c.mu is held.
 func (c *Client) consistentSnapshot() bool {
-	if c.up == nil {
-		return false
-	}
-	r := c.up.GetTrustedMetadataSet().Root
-	return r != nil && r.Signed.ConsistentSnapshot
+	return c.sess != nil && c.sess.trusted.Root.Signed.ConsistentSnapshot
 }
 
 // Targets returns every target the role (content or rollout) lists, from the
@@ -297,10 +179,10 @@ func (c *Client) consistentSnapshot() bool {
 func (c *Client) Targets(role string) map[string]*metadata.TargetFiles {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.up == nil {
+	if c.sess == nil {
 		return nil
 	}
-	t := c.up.GetTrustedMetadataSet().Targets[role]
+	t := c.sess.trusted.Targets[role]
 	if t == nil {
 		return nil
 	}

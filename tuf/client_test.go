@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/ringfence/ringfence/internal/clock"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/tufrepo"
 )
@@ -42,7 +43,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{t: t, repoDir: filepath.Join(t.TempDir(), "repo"), keys: filepath.Join(t.TempDir(), "keys"), clock: clock.NewFake(t0), host: t.TempDir()}
+	f := &fixture{t: t, repoDir: filepath.Join(testtmp.Dir(t), "repo"), keys: filepath.Join(testtmp.Dir(t), "keys"), clock: clock.NewFake(t0), host: testtmp.Dir(t)}
 	var err error
 	f.repo, err = tufrepo.Init(f.repoDir, f.keys, tufrepo.InitOptions{Clock: f.clock})
 	require.NoError(t, err)
@@ -140,7 +141,7 @@ func TestGoTUFReadsRepository(t *testing.T) {
 	f.publish(291, 1002, data)
 	cfg, err := config.New(f.srv.URL+"/metadata", f.root)
 	require.NoError(t, err)
-	dir := t.TempDir()
+	dir := testtmp.Dir(t)
 	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
 	cfg.RemoteTargetsURL = f.srv.URL + "/targets"
 	cfg.PrefixTargetsWithHash = true
@@ -183,7 +184,7 @@ func TestKeyRotationAndRootChain(t *testing.T) {
 	_, err := c.Download(context.Background(), "channels/291/1002.rfch")
 	require.NoError(t, err)
 	// A fresh host that installed the original root.json gets there too.
-	f.host = t.TempDir()
+	f.host = testtmp.Dir(t)
 	c2 := f.client()
 	require.NoError(t, c2.Refresh(context.Background()))
 	_, err = c2.Download(context.Background(), "channels/291/1002.rfch")

@@ -6,29 +6,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/ringfence/ringfence/internal/boundedio"
 )
-
-// fetcher is go-tuf's Fetcher with a context, bounded reads and retries with
-// exponential backoff and full jitter.
-type fetcher struct {
-	ctx context.Context
-	c   *Client
-}
-
-func (f *fetcher) DownloadFile(urlPath string, maxLength int64, _ time.Duration) ([]byte, error) {
-	var data []byte
-	err := f.c.retry(f.ctx, func() error {
-		var err error
-		data, err = f.c.get(f.ctx, urlPath, maxLength)
-		return err
-	})
-	return data, err
-}
 
 // retry runs op up to 1+Retries times while it fails with a retryable error
 // (network, 5xx, 429).
@@ -84,4 +68,26 @@ func (c *Client) get(ctx context.Context, url string, limit int64) ([]byte, erro
 		return nil, fmt.Errorf("%w: %v", ErrNetwork, err)
 	}
 	return data, nil
+}
+
+// fetchMetadata fetches file name (root.json, 3.snapshot.json, ...) from the
+// repository's metadata URL, reading at most limit bytes, with retries.
+func (c *Client) fetchMetadata(ctx context.Context, name string, limit int64) ([]byte, error) {
+	// name is already escaped (a delegated role's name through
+	// url.PathEscape): join it as text, as go-tuf does, not as a path.
+	u := strings.TrimSuffix(c.opts.MetadataURL, "/") + "/" + name
+	var data []byte
+	err := c.retry(ctx, func() error {
+		var err error
+		data, err = c.get(ctx, u, limit)
+		return err
+	})
+	return data, err
+}
+
+// isHTTPNotFound reports a 404 or 403, which ends the walk of root versions
+// (5.3.3).
+func isHTTPNotFound(err error) bool {
+	var h *metadata.ErrDownloadHTTP
+	return errors.As(err, &h) && (h.StatusCode == http.StatusNotFound || h.StatusCode == http.StatusForbidden)
 }

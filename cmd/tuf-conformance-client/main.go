@@ -9,7 +9,12 @@
 //	    --target-name NAME [--target-name NAME...] --target-base-url URL --target-dir DIR
 //
 // Exit 0 on success, 1 on any failure. Metadata is stored under non-versioned
-// names (root.json, timestamp.json, ...) in the metadata directory.
+// names (root.json, timestamp.json, a delegated role's escaped name + .json)
+// in the metadata directory, each role as soon as it verified. The target
+// directory holds only verified files: a download in progress lives in
+// <metadata-dir>/partial/<name>.part (no .json name, so it is never taken for
+// metadata) and is renamed into the target directory once its length and
+// hashes match.
 //
 // Time: the suite moves the clock with libfaketime, which Go programs do not
 // see (they read the clock through the vDSO). Like the suite's own go-tuf
@@ -109,9 +114,10 @@ func run(args []string, faketime string, now func() time.Time) error {
 	if opts.TargetsURL == "" {
 		opts.TargetsURL = strings.TrimSuffix(*metaURL, "/") + "/../targets"
 	}
-	if opts.DownloadDir == "" {
-		opts.DownloadDir = filepath.Join(*metaDir, "targets")
+	if rest[0] == "download" && opts.DownloadDir == "" {
+		return errors.New("download needs --target-dir")
 	}
+	opts.PartialDir = filepath.Join(*metaDir, "partial")
 	c, err := tuf.New(opts)
 	if err != nil {
 		return err

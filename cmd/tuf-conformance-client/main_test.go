@@ -41,6 +41,32 @@ func TestProtocol(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, got)
 
+	// A target whose file the mirror lost: the download fails, and the
+	// target directory still holds only verified files; nothing in the
+	// metadata directory looks like metadata but metadata.
+	_, err = repo.Publish(291, 1002, data[:len(data)-1])
+	require.NoError(t, err)
+	lost, err := filepath.Glob(filepath.Join(dir, "repo", "targets", "channels", "291", "*.1002.rfch"))
+	require.NoError(t, err)
+	require.Len(t, lost, 1)
+	require.NoError(t, os.Remove(lost[0]))
+	require.Error(t, run(append(base, "download", "--target-name", "channels/291/1002.rfch",
+		"--target-base-url", srv.URL+"/targets", "--target-dir", out), "", time.Now))
+	ents, err := os.ReadDir(out)
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "only the verified file")
+	require.Equal(t, "channels%2F291%2F1001.rfch", ents[0].Name())
+	ents, err = os.ReadDir(meta)
+	require.NoError(t, err)
+	for _, e := range ents {
+		if filepath.Ext(e.Name()) == ".json" {
+			_, err := os.ReadFile(filepath.Join(meta, e.Name()))
+			require.NoError(t, err)
+			continue
+		}
+		require.Equal(t, "partial", e.Name(), "the metadata directory holds role files and the partial directory")
+	}
+
 	// The suite's libfaketime setting moves the clock past the timestamp's expiry.
 	require.ErrorContains(t, run(append(base, "refresh"), "+2d", time.Now), "expired")
 	require.ErrorContains(t, run(append(base, "refresh"), "@2030-01-01 00:00:00", time.Now), "expired")
