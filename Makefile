@@ -33,7 +33,7 @@ sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every
 	$(BIN)/ringfence-sim $(SIMFLAGS)
 
 .PHONY: test
-test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, Windows tests under Wine and the VM test where they can run
+test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@[ "$$(id -u)" = 0 ] || echo "SKIPPED the tests that need root: a real ENOSPC on a tmpfs (server.TestENOSPC, TestSigningRetried) and the SysV service install; run make test as root (CI does)" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
@@ -55,6 +55,17 @@ test-browser-if-possible:
 	@mkdir -p $(BIN); if [ -z "$$RINGFENCE_CHROMIUM" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then \
 	  echo "SKIPPED the dashboard in a headless browser (no chromium); 'make deps' installs chromium" >> $(SKIPPED); exit 0; fi; \
 	$(MAKE) --no-print-directory test-browser
+
+.PHONY: test-tufjs
+test-tufjs: ## tuf-js (the npm TUF client) reads a tufrepo repository over HTTP, root rotation and ECDSA keys included (needs node; 'make deps' installs tuf-js into bin/tufjs)
+	RINGFENCE_TUFJS=$(abspath $(BIN)/tufjs) RINGFENCE_REQUIRE_TUFJS=1 $(GO) test -count=1 -run TestTufJSReadsRepository ./tufrepo
+
+# test-tufjs where node and tuf-js are; elsewhere a SKIPPED line that says why.
+.PHONY: test-tufjs-if-possible
+test-tufjs-if-possible:
+	@mkdir -p $(BIN); if ! command -v node >/dev/null || [ ! -d $(BIN)/tufjs/node_modules/tuf-js ]; then \
+	  echo "SKIPPED the tuf-js interop test (no node or tuf-js); 'make deps' installs tuf-js with npm" >> $(SKIPPED); exit 0; fi; \
+	$(MAKE) --no-print-directory test-tufjs
 
 .PHONY: test-windows
 test-windows: ## run the Windows test binaries under Wine (needs wine, gcc-mingw-w64-x86-64)
@@ -135,7 +146,7 @@ bench-compare: ## one benchmark of HEAD's tree against BASE, in turns, in one ru
 	./bench/compare.sh $(BASE) $(PKG) $(BENCH) $(or $(METRIC),ns/op) $(or $(ROUNDS),5) $(BENCHTIME)
 
 .PHONY: deps
-deps: ## install optional system packages the extra suites use (apt-get; tolerant of missing packages)
+deps: ## install optional system packages the extra suites use (apt-get; tolerant of missing packages), and tuf-js with npm into bin/tufjs
 	./.ci/deps.sh
 
 .PHONY: clean

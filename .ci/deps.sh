@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the optional system packages the extra test suites use. Each
-# package is tried on its own, so one that cannot be had does not stop the
-# others; the suites that need a missing one skip with a message.
+# Installs the optional system packages the extra test suites use, then
+# tuf-js (with npm, into bin/tufjs) for the tuf-js interop test. Each package
+# is tried on its own, so one that cannot be had does not stop the others;
+# the suites that need a missing one skip with a message.
 set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(
   gcc              # C compiler: the boot-record vectors run against the C loader
   qemu-system-x86  # the VM crash-loop test (make test-vm)
@@ -12,22 +14,36 @@ pkgs=(
   gcc-mingw-w64-x86-64  # builds the bcryptprimitives.dll stand-in Wine 8 lacks
   chromium         # the dashboard in a headless browser (make test-browser)
 )
-if [ "$(id -u)" -ne 0 ]; then
-  echo "deps: not root; install these yourself if missing: ${pkgs[*]}"
-  exit 0
+apt_deps() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: not root; install these yourself if missing: ${pkgs[*]}"
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null; then
+    echo "deps: no apt-get; install these yourself if missing: ${pkgs[*]}"
+    return 0
+  fi
+  missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && { echo "deps: all present (${pkgs[*]})"; return 0; }
+  dpkg --configure -a >/dev/null 2>&1 || true   # an install interrupted earlier blocks apt
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+  for p in "${missing[@]}"; do
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 \
+      && echo "deps: installed $p" || echo "deps: could not install $p (its suite will be skipped)"
+  done
+}
+apt_deps
+
+# tuf-js, the npm TUF client: tufrepo's TestTufJSReadsRepository (make
+# test-tufjs) reads a repository with it. npm needs no root.
+tufjs="$repo/bin/tufjs"
+if [ -d "$tufjs/node_modules/tuf-js" ]; then
+  echo "deps: tuf-js already installed in $tufjs"
+elif command -v npm >/dev/null && npm install --prefix "$tufjs" --no-audit --no-fund tuf-js@5 >/dev/null 2>&1; then
+  echo "deps: installed tuf-js in $tufjs"
+else
+  echo "deps: could not install tuf-js (the tuf-js interop test will be skipped)"
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "deps: no apt-get; install these yourself if missing: ${pkgs[*]}"
-  exit 0
-fi
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && { echo "deps: all present (${pkgs[*]})"; exit 0; }
-dpkg --configure -a >/dev/null 2>&1 || true   # an install interrupted earlier blocks apt
-DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
-for p in "${missing[@]}"; do
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 \
-    && echo "deps: installed $p" || echo "deps: could not install $p (its suite will be skipped)"
-done
