@@ -131,7 +131,7 @@ func New(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: opts.Config, caps: opts.Capabilities, log: opts.Log, clock: opts.Clock, onStatus: opts.Observe,
-		status:  Status{HostID: opts.HostID, Channel: opts.Config.Channel},
+		status:  Status{HostID: opts.HostID, Channels: opts.Config.Followed()},
 		pollNow: make(chan chan<- PollResult), stopped: make(chan struct{}),
 	}
 	// The concerns share the daemon's configuration, clock and log; each
@@ -141,7 +141,7 @@ func New(opts Options) (*Daemon, error) {
 		restartDelay: opts.Config.Agent.RestartDelay.Duration}
 	d.trial = trial{cfg: &d.cfg, clock: opts.Clock, log: opts.Log, out: &d.out}
 	d.poller = poller{cfg: &d.cfg, hostID: opts.HostID, caps: opts.Capabilities, preflight: opts.PreflightCommand,
-		binary: opts.Binary, client: client, rand: opts.Rand, log: opts.Log, out: &d.out, rejected: map[uint32]string{}}
+		binary: opts.Binary, client: client, rand: opts.Rand, log: opts.Log, out: &d.out, rejected: map[[2]uint32]string{}}
 	if opts.Sender != nil {
 		opts.Sender.SetInfo(d.out.info)
 	}
@@ -241,13 +241,18 @@ func (d *Daemon) onReady(ctx context.Context) {
 		return
 	}
 	d.observe()
-	rec := readBoot(d.in.RecordPath())
-	if e, ok := activeEntry(rec); ok && e.State == bootguard.StateTrial {
-		d.trial.begin(rec.Active, e)
+	// One trial at a time: the first channel in its trial is the one (a
+	// root set up by hand with several gets their windows one by one).
+	for _, ch := range d.cfg.Followed() {
+		rec := readBoot(installer.RecordPathOf(d.cfg.Root, ch))
+		if e, ok := activeEntry(rec); ok && e.State == bootguard.StateTrial {
+			d.trial.begin(rec.Active, e)
+			break
+		}
 	}
 	// The status goes out after the health timer is set: a watcher that
 	// sees the trial running may advance the clock at once.
-	d.setStatus(func(s *Status) { s.Agent, s.Running = AgentRunning, describeActive(rec) })
+	d.setStatus(func(s *Status) { s.Agent, s.Running = AgentRunning, d.describeRunning() })
 	d.out.persist(d.in)
 	if d.poller.deferred {
 		d.poller.deferred = false
@@ -262,6 +267,7 @@ func (d *Daemon) open() error {
 	}
 	in, err := installer.Open(d.cfg.Root, installer.Options{
 		Capabilities: d.caps,
+		Channels:     d.cfg.Followed(),
 		Policy:       bootguard.Policy{Tries: d.cfg.Tries, LoadTries: d.cfg.LoadTries},
 		Clock:        d.clock,
 		// The daemon acts on the root unattended: it refuses a root others

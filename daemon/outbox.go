@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -70,27 +69,36 @@ func (o *outbox) persist(in *installer.Installer) {
 	}
 }
 
-// heartbeat queues a heartbeat, with what runs when the root is held.
+// heartbeat queues a heartbeat, with what runs when the root is held: one
+// per channel that has content, or one with none.
 func (o *outbox) heartbeat(in *installer.Installer) {
-	ev := wire.Event{Kind: wire.EventHeartbeat}
+	sent := false
 	if in != nil {
-		if e, ok := activeEntry(readBoot(in.RecordPath())); ok {
-			ev.Channel, ev.Version = e.Channel, e.Version
-			ev.Evidence = map[string]string{"state": e.State.String()}
+		for _, ch := range o.cfg.Followed() {
+			if e, ok := activeEntry(readBoot(installer.RecordPathOf(o.cfg.Root, ch))); ok {
+				o.add(wire.Event{Kind: wire.EventHeartbeat, Channel: e.Channel, Version: e.Version,
+					Evidence: map[string]string{"state": e.State.String()}})
+				sent = true
+			}
 		}
 	}
-	o.add(ev)
+	if !sent {
+		o.add(wire.Event{Kind: wire.EventHeartbeat})
+	}
 }
 
-// info is what every telemetry batch says of the host: its tags, and the
-// version of its channel the boot record has active (none when it runs no
-// content).
+// info is what every telemetry batch says of the host: its tags, and for
+// each channel it follows the version the channel's boot record has active
+// (0: no content; the host is on the channel and counts in a first
+// rollout's stages).
 func (o *outbox) info() ([]string, map[string]uint32) {
-	// Version 0 is "no content": the host is on the channel and counts in
-	// a first rollout's stages.
-	versions := map[string]uint32{strconv.FormatUint(uint64(o.cfg.Channel), 10): 0}
-	if e, ok := activeEntry(readBoot(filepath.Join(o.cfg.Root, installer.RecordName))); ok {
-		versions[strconv.FormatUint(uint64(e.Channel), 10)] = e.Version
+	versions := map[string]uint32{}
+	for _, ch := range o.cfg.Followed() {
+		v := uint32(0)
+		if e, ok := activeEntry(readBoot(installer.RecordPathOf(o.cfg.Root, ch))); ok && e.Channel == ch {
+			v = e.Version
+		}
+		versions[strconv.FormatUint(uint64(ch), 10)] = v
 	}
 	return o.cfg.HostTags(), versions
 }
@@ -99,9 +107,19 @@ func (o *outbox) info() ([]string, map[string]uint32) {
 // the guard made them alone (a crash while loading, tries used up) or an
 // admin did offline. Event ids are derived from the record, so a restarted
 // daemon that reports one again is deduplicated upstream. It returns the
-// versions it reported.
-func (o *outbox) reportReverts(in *installer.Installer) []uint32 {
-	rec := readBoot(in.RecordPath())
+// versions it reported, by channel.
+func (o *outbox) reportReverts(in *installer.Installer) map[uint32][]uint32 {
+	reverted := map[uint32][]uint32{}
+	for _, ch := range in.Channels() {
+		if vs := o.reportChannelReverts(readBoot(installer.RecordPathOf(in.Root(), ch))); len(vs) > 0 {
+			reverted[ch] = vs
+		}
+	}
+	return reverted
+}
+
+// reportChannelReverts is reportReverts for one channel's record.
+func (o *outbox) reportChannelReverts(rec bootguard.Record) []uint32 {
 	var reverted []uint32
 	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
 		e := rec.Entry(s)
@@ -151,8 +169,10 @@ func (o *outbox) send(ctx context.Context, in *installer.Installer) (adm wire.Ad
 // observe reports the reverts the boot record holds that were not reported
 // yet, and forgets a trial among them.
 func (d *Daemon) observe() {
-	for _, v := range d.out.reportReverts(d.in) {
-		d.trial.reverted(v)
+	for ch, vs := range d.out.reportReverts(d.in) {
+		for _, v := range vs {
+			d.trial.reverted(ch, v)
+		}
 	}
 }
 

@@ -44,7 +44,7 @@ func TestRefusesOpenRoot(t *testing.T) {
 	}{
 		{"root 0777", ".", 0o777, "root directory", "chmod 700"},
 		{"root 0770", ".", 0o770, "root directory", "chmod 700"},
-		{"boot record 0666", installer.RecordName, 0o666, "boot record", "chmod 600"},
+		{"boot record 0666", filepath.Join(installer.ChannelsDir, "291", installer.RecordName), 0o666, "boot record of channel 291", "chmod 600"},
 		{"identity 0777", installer.IdentityDir, 0o777, "identity directory", "chmod 700"},
 	}
 	for _, tc := range tests {
@@ -52,7 +52,7 @@ func TestRefusesOpenRoot(t *testing.T) {
 			// A host that has run: a boot record and a host key.
 			root := filepath.Join(t.TempDir(), "root")
 			require.NoError(t, os.MkdirAll(filepath.Join(root, installer.IdentityDir), 0o700))
-			in, err := installer.Open(root, installer.Options{Capabilities: testfiles.Capabilities(t, "7.11")})
+			in, err := installer.Open(root, installer.Options{Capabilities: testfiles.Capabilities(t, "7.11"), Channels: []uint32{291}})
 			require.NoError(t, err)
 			require.NoError(t, in.Close())
 			path := filepath.Join(root, tc.path)

@@ -44,11 +44,35 @@ const (
 // String returns the action's word.
 func (a Action) String() string { return string(a) }
 
-// PollResult says what one poll did.
+// PollResult says what one poll did. On a host that follows several
+// channels, Channels holds what it did on each, and the rest is the result
+// that weighs most (rank): an install before a revert before a failure ...
+// before nothing.
 type PollResult struct {
-	Action  Action `json:"action"`
-	Version uint32 `json:"version,omitempty"`
-	Why     string `json:"why"`
+	Action   Action       `json:"action"`
+	Channel  uint32       `json:"channel,omitempty"`
+	Version  uint32       `json:"version,omitempty"`
+	Why      string       `json:"why"`
+	Channels []PollResult `json:"channels,omitempty"`
+}
+
+// rank orders actions by how much they say about a poll.
+var rank = map[Action]int{ActionSelfUpdated: 9, ActionInstalled: 8, ActionReverted: 7, ActionFailed: 6, ActionRejected: 5,
+	ActionSkipped: 4, ActionWaiting: 3, ActionDeferred: 2, ActionNothing: 1}
+
+// combine makes one result of the channels' results.
+func combine(rs []PollResult) PollResult {
+	if len(rs) == 1 {
+		return rs[0]
+	}
+	top := PollResult{Action: ActionNothing, Why: "no channel"}
+	for _, r := range rs {
+		if rank[r.Action] > rank[top.Action] || top.Why == "no channel" {
+			top = r
+		}
+	}
+	top.Channels = rs
+	return top
 }
 
 // poller polls the repository and installs what this host should run: the
@@ -57,7 +81,7 @@ type PollResult struct {
 // preflight) before it is staged and activated as a trial. A version
 // refused in this run is not tried again until the daemon restarts.
 type poller struct {
-	cfg       *hostconfig.Config // Channel, Pin, Rings, NMinus1, tags, PollJitter, Root, Agent.PreflightTimeout
+	cfg       *hostconfig.Config // Followed, PinFor, Rings, NMinus1, tags, PollJitter, Root, Agent.PreflightTimeout
 	hostID    string
 	caps      *validator.Capabilities
 	preflight []string      // Options.PreflightCommand
@@ -67,8 +91,8 @@ type poller struct {
 	log       *slog.Logger
 	out       *outbox
 
-	deferred bool              // a poll came while the agent loaded: it runs after the load
-	rejected map[uint32]string // versions refused this run, and why
+	deferred bool                 // a poll came while the agent loaded: it runs after the load
+	rejected map[[2]uint32]string // {channel, version}s refused this run, and why
 }
 
 // jitter is a random wait in [0, poll_jitter): a fleet does not poll in
@@ -137,24 +161,47 @@ func (d *Daemon) update(ctx context.Context) PollResult {
 }
 
 // update decides what this host should run and installs it through in:
-// first ringfenced's own binary, then the content.
+// first ringfenced's own binary, then the content of each channel it
+// follows, in ascending order. At most one channel goes on trial per poll:
+// a host runs one trial at a time (docs/boot-record.md, "Several
+// channels"), so a channel whose new version arrives during another's trial
+// is staged and waits.
 func (p *poller) update(ctx context.Context, in *installer.Installer) PollResult {
-	ch := p.cfg.Channel
 	if err := p.client.Refresh(ctx); err != nil {
-		p.out.add(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		for _, ch := range p.cfg.Followed() {
+			p.out.add(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
+		}
 		return PollResult{Action: ActionFailed, Why: "TUF refresh: " + err.Error()}
 	}
 	if r, ok := p.updateBinary(ctx); ok {
 		return r
 	}
-	want, plan, why, err := p.desired(ctx)
+	var rs []PollResult
+	for _, ch := range p.cfg.Followed() {
+		r := p.updateChannel(ctx, in, ch)
+		r.Channel = ch
+		rs = append(rs, r)
+		if r.Action == ActionInstalled || r.Action == ActionReverted {
+			break // the agent restarts; the other channels wait for the next poll
+		}
+	}
+	return combine(rs)
+}
+
+// updateChannel decides and installs the content of channel ch.
+func (p *poller) updateChannel(ctx context.Context, root *installer.Installer, ch uint32) PollResult {
+	in, err := root.Channel(ch)
+	if err != nil {
+		return PollResult{Action: ActionFailed, Why: err.Error()}
+	}
+	want, plan, why, err := p.desired(ctx, ch)
 	if err != nil {
 		p.out.add(wire.Event{Kind: wire.EventFetchFailed, Channel: ch, Reason: tufReason(err), Evidence: map[string]string{"error": err.Error()}})
 		return PollResult{Action: ActionFailed, Why: err.Error()}
 	}
 	rec, err := bootguard.Read(in.RecordPath())
 	if err != nil {
-		return PollResult{Action: ActionFailed, Why: fmt.Sprintf("boot record: %v (run 'ringfence recover')", err)}
+		return PollResult{Action: ActionFailed, Why: fmt.Sprintf("boot record of channel %d: %v (run 'ringfence recover --channel %d')", ch, err, ch)}
 	}
 	active, _ := activeEntry(rec)
 	// A version the plan denies (rolled back upstream) is left at once,
@@ -185,30 +232,39 @@ func (p *poller) update(ctx context.Context, in *installer.Installer) PollResult
 	if q, _ := in.Quarantined(); slices.ContainsFunc(q, func(x hostdb.Quarantine) bool { return x.Channel == ch && x.Version == want }) {
 		return PollResult{Action: ActionSkipped, Version: want, Why: "quarantined on this host (it was reverted here)"}
 	}
-	if prev, ok := p.rejected[want]; ok {
+	if prev, ok := p.rejected[[2]uint32{ch, want}]; ok {
 		return PollResult{Action: ActionSkipped, Version: want, Why: "rejected earlier: " + prev}
 	}
-	return p.install(ctx, in, want)
+	// Staged earlier, while another channel was in its trial: activate it
+	// now if that trial is over (Activate verifies the slot first).
+	if s := rec.Active.Other(); s != bootguard.SlotNone || rec.Active == bootguard.SlotNone {
+		if s == bootguard.SlotNone {
+			s = bootguard.SlotA
+		}
+		if e := rec.Entry(s); e.State == bootguard.StateStaged && e.Channel == ch && e.Version == want {
+			return p.activate(in, ch, want, s, nil)
+		}
+	}
+	return p.install(ctx, in, ch, want)
 }
 
 // desired is the version this host should run: the pin, or the plan's
 // version for the host's stage, adjusted by the ring policy and N-1.
-func (p *poller) desired(ctx context.Context) (uint32, *rollout.Plan, string, error) {
-	ch := p.cfg.Channel
-	published := p.published()
+func (p *poller) desired(ctx context.Context, ch uint32) (uint32, *rollout.Plan, string, error) {
+	published := p.published(ch)
 	var plan *rollout.Plan
 	if name := rollout.RolloutTarget(ch); p.client.Targets("rollout")[name] != nil {
-		fetched, err := p.fetchPlan(ctx, name)
+		fetched, err := p.fetchPlan(ctx, name, ch)
 		if err != nil {
 			return 0, nil, "", err
 		}
 		plan = fetched
 	}
-	if p.cfg.Pin != 0 {
-		if !slices.Contains(published, p.cfg.Pin) {
-			return 0, plan, fmt.Sprintf("pinned to version %d, which is not published", p.cfg.Pin), nil
+	if pin := p.cfg.PinFor(ch); pin != 0 {
+		if !slices.Contains(published, pin) {
+			return 0, plan, fmt.Sprintf("pinned to version %d, which is not published", pin), nil
 		}
-		return p.cfg.Pin, plan, "pinned", nil
+		return pin, plan, "pinned", nil
 	}
 	if plan == nil {
 		return 0, nil, "no rollout plan for channel " + fmt.Sprint(ch), nil
@@ -249,11 +305,11 @@ func (p *poller) desired(ctx context.Context) (uint32, *rollout.Plan, string, er
 	return v, plan, "the plan's version for this host", nil
 }
 
-// published lists the channel's content versions the repository signs.
-func (p *poller) published() []uint32 {
+// published lists channel ch's content versions the repository signs.
+func (p *poller) published(ch uint32) []uint32 {
 	var out []uint32
 	for name := range p.client.Targets("content") {
-		if c, v, ok := rollout.ParseContentTarget(name); ok && c == p.cfg.Channel {
+		if c, v, ok := rollout.ParseContentTarget(name); ok && c == ch {
 			out = append(out, v)
 		}
 	}
@@ -261,7 +317,7 @@ func (p *poller) published() []uint32 {
 	return out
 }
 
-func (p *poller) fetchPlan(ctx context.Context, name string) (*rollout.Plan, error) {
+func (p *poller) fetchPlan(ctx context.Context, name string, ch uint32) (*rollout.Plan, error) {
 	data, err := p.download(ctx, name, rollout.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("rollout plan: %w", err)
@@ -270,7 +326,7 @@ func (p *poller) fetchPlan(ctx context.Context, name string) (*rollout.Plan, err
 	if err != nil {
 		return nil, err
 	}
-	if plan.Channel != p.cfg.Channel {
+	if plan.Channel != ch {
 		return nil, fmt.Errorf("rollout plan %s is for channel %d", name, plan.Channel)
 	}
 	return plan, nil
@@ -298,11 +354,11 @@ func (p *poller) download(ctx context.Context, name string, limit int64) ([]byte
 	return b, nil
 }
 
-// install takes version v through download, the product's check (validation,
-// preflight), stage and activation, then restarts the agent so the loader
-// loads the trial.
-func (p *poller) install(ctx context.Context, in *installer.Installer, v uint32) PollResult {
-	ch := p.cfg.Channel
+// install takes version v of channel ch through download, the product's
+// check (validation, preflight), stage and activation; the agent then
+// restarts so the loader loads the trial. While another channel is in its
+// trial, v is staged and waits (ActionWaiting).
+func (p *poller) install(ctx context.Context, in *installer.Installer, ch, v uint32) PollResult {
 	name := rollout.ContentTarget(ch, v)
 	data, err := p.download(ctx, name, validator.MaxFileSize)
 	if err != nil {
@@ -314,7 +370,7 @@ func (p *poller) install(ctx context.Context, in *installer.Installer, v uint32)
 		return PollResult{Action: ActionFailed, Version: v, Why: "preflight could not run: " + err.Error()}
 	}
 	if !verdict.Accepted() {
-		return p.reject(v, verdict)
+		return p.reject(ch, v, verdict)
 	}
 	// Only the installer's Check hands out the Content that Stage takes. It
 	// repeats Vet's static checks, so it refuses nothing Vet accepted unless
@@ -323,29 +379,40 @@ func (p *poller) install(ctx context.Context, in *installer.Installer, v uint32)
 	if err != nil {
 		return PollResult{Action: ActionFailed, Version: v, Why: err.Error()}
 	}
+	if c.Channel() != ch {
+		return PollResult{Action: ActionFailed, Version: v, Why: fmt.Sprintf("%s is a file of channel %d", name, c.Channel())}
+	}
 	staged, err := in.Stage(c, installer.StageOptions{})
 	if err != nil {
 		return PollResult{Action: ActionFailed, Version: v, Why: "stage: " + err.Error()}
 	}
-	if _, err := in.Activate(staged.Slot); err != nil {
+	return p.activate(in, ch, v, staged.Slot, verdict.Codes())
+}
+
+// activate puts staged version v of channel ch on trial, unless another
+// channel is in its trial: then it waits, staged, for a later poll.
+func (p *poller) activate(in *installer.Installer, ch, v uint32, slot bootguard.Slot, codes []string) PollResult {
+	if _, err := in.Activate(slot); errors.Is(err, installer.ErrTrialRunning) {
+		return PollResult{Action: ActionWaiting, Version: v, Why: fmt.Sprintf("staged in slot %v; waits for channel %d's trial to end (one trial at a time)", slot, in.TrialRunning())}
+	} else if err != nil {
 		return PollResult{Action: ActionFailed, Version: v, Why: "activate: " + err.Error()}
 	}
-	p.out.add(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: verdict.Codes(),
-		Evidence: map[string]string{"slot": staged.Slot.String()}})
-	p.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", staged.Slot)
+	p.out.add(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: codes,
+		Evidence: map[string]string{"slot": slot.String()}})
+	p.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", slot)
 	return PollResult{Action: ActionInstalled, Version: v, Why: "staged and activated as a trial"}
 }
 
-// reject refuses version v for this run, as the check the verdict names
-// did, and reports it.
-func (p *poller) reject(v uint32, verdict validator.Verdict) PollResult {
+// reject refuses version v of channel ch for this run, as the check the
+// verdict names did, and reports it.
+func (p *poller) reject(ch, v uint32, verdict validator.Verdict) PollResult {
 	kind := wire.EventRejectedValidation
 	if verdict.RefusedBy == validator.StagePreflight {
 		kind = wire.EventRejectedPreflight
 	}
 	why := verdict.Err().Error()
-	p.rejected[v] = why
-	p.out.add(wire.Event{Kind: kind, Channel: p.cfg.Channel, Version: v, Reason: why, Codes: verdict.Codes()})
+	p.rejected[[2]uint32{ch, v}] = why
+	p.out.add(wire.Event{Kind: kind, Channel: ch, Version: v, Reason: why, Codes: verdict.Codes()})
 	return PollResult{Action: ActionRejected, Version: v, Why: why}
 }
 

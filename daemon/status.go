@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/wire"
@@ -19,7 +21,7 @@ import (
 // writing this one.
 type Status struct {
 	HostID    string     `json:"host_id"`
-	Channel   uint32     `json:"channel"`
+	Channels  []uint32   `json:"channels"`
 	Agent     AgentState `json:"agent"`
 	Running   string     `json:"running"`
 	LastPoll  time.Time  `json:"last_poll"`
@@ -112,8 +114,29 @@ func describe(e bootguard.Entry) string {
 	return fmt.Sprintf("channel %d version %d (%v)", e.Channel, e.Version, e.State)
 }
 
-// describeActive says what rec has active (Status.Running): describe's
-// words, or "no content".
+// describeRunning says what every channel the host follows has active
+// (Status.Running): describeActive's words, joined by "; " ("no content"
+// when no channel has any).
+func (d *Daemon) describeRunning() string {
+	var parts []string
+	some := false
+	for _, ch := range d.cfg.Followed() {
+		rec := readBoot(installer.RecordPathOf(d.cfg.Root, ch))
+		if _, ok := activeEntry(rec); ok {
+			parts = append(parts, describeActive(rec))
+			some = true
+		} else {
+			parts = append(parts, fmt.Sprintf("channel %d: no content", ch))
+		}
+	}
+	if !some {
+		return "no content"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// describeActive says what rec has active: describe's words, or "no
+// content".
 func describeActive(rec bootguard.Record) string {
 	if e, ok := activeEntry(rec); ok {
 		return describe(e)

@@ -47,17 +47,23 @@ func (t *trial) stopWindow() { t.healthC = nil }
 // end forgets the trial: it was reverted.
 func (t *trial) end() { t.info = nil }
 
-// reverted forgets the trial if it is version v, which was reverted.
-func (t *trial) reverted(v uint32) {
-	if t.info != nil && t.info.version == v {
+// reverted forgets the trial if it is version v of channel ch, which was
+// reverted.
+func (t *trial) reverted(ch, v uint32) {
+	if t.info != nil && t.info.channel == ch && t.info.version == v {
 		t.info = nil
 	}
 }
 
 // markGood marks the trial good through in if it is still the active
 // trial, and returns it as it now stands (GOOD).
-func (t *trial) markGood(in *installer.Installer) (bootguard.Entry, bool) {
+func (t *trial) markGood(root *installer.Installer) (bootguard.Entry, bool) {
 	info := t.info
+	in, err := root.Channel(info.channel)
+	if err != nil {
+		t.log.Error("mark good", "err", err)
+		return bootguard.Entry{}, false
+	}
 	rec := readBoot(in.RecordPath())
 	e, ok := activeEntry(rec)
 	if !ok || rec.Active != info.slot || e.State != bootguard.StateTrial || e.Version != info.version {
@@ -80,10 +86,9 @@ func (d *Daemon) onHealthWindow() {
 	if d.trial.info == nil || !d.sup.ready || d.open() != nil {
 		return
 	}
-	good, ok := d.trial.markGood(d.in)
-	if !ok {
+	if _, ok := d.trial.markGood(d.in); !ok {
 		return
 	}
-	d.setStatus(func(s *Status) { s.Running = describe(good) })
+	d.setStatus(func(s *Status) { s.Running = d.describeRunning() })
 	d.out.persist(d.in)
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,17 +63,21 @@ type Config struct {
 	// the repository and to the telemetry endpoint, trusts only these, not
 	// the system's roots. Both URLs must then be https.
 	CAFile string `toml:"ca_file"`
-	// Channel is the content channel this root follows. A root holds one
-	// channel's A/B slots and boot record; a host that follows several
-	// channels runs one root (and one daemon) per channel.
-	Channel uint32 `toml:"channel"`
+	// Channels are the content channels this host follows: one root, one
+	// daemon, one host identity for all of them, each channel with its own
+	// A/B slots and boot record under <root>/channels/<N>. Channel is the
+	// older spelling for one channel; set one of the two.
+	Channels []uint32 `toml:"channels"`
+	Channel  uint32   `toml:"channel"`
 	// PollInterval and PollJitter: a poll every PollInterval plus a random
 	// 0..PollJitter, so that a fleet does not poll in step.
 	PollInterval Duration `toml:"poll_interval"`
 	PollJitter   Duration `toml:"poll_jitter"`
 	// Pin holds the channel at one version, whatever the plan says; the
-	// version must be published. Zero means no pin.
-	Pin uint32 `toml:"pin"`
+	// version must be published. Zero means no pin. With several channels,
+	// Pins holds a version per channel ([pins] 291 = 1001).
+	Pin  uint32            `toml:"pin"`
+	Pins map[string]uint32 `toml:"pins"`
 	// NMinus1 keeps the host one version behind the fleet: it installs the
 	// newest published version below the one the plan's last stage names.
 	NMinus1 bool `toml:"n_minus_1"`
@@ -218,8 +223,36 @@ func Parse(b []byte, dir string) (Config, error) {
 	return c, c.Check()
 }
 
+// MaxChannels bounds the channels one host follows.
+const MaxChannels = 64
+
+// Followed returns the channels the host follows, in ascending order (the
+// order its loader loads them in).
+func (c Config) Followed() []uint32 {
+	if len(c.Channels) == 0 {
+		if c.Channel == 0 {
+			return nil
+		}
+		return []uint32{c.Channel}
+	}
+	out := slices.Clone(c.Channels)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// PinFor returns the version channel ch is pinned to, or 0.
+func (c Config) PinFor(ch uint32) uint32 {
+	if v, ok := c.Pins[strconv.FormatUint(uint64(ch), 10)]; ok {
+		return v
+	}
+	return c.Pin
+}
+
 // Check reports the first thing wrong with c, naming the key.
 func (c Config) Check() error {
+	if err := c.checkChannels(); err != nil {
+		return err
+	}
 	switch {
 	case c.Root == "":
 		return errors.New("root: must be set")
@@ -227,8 +260,14 @@ func (c Config) Check() error {
 		return errors.New("repository: must be set to the TUF repository's base URL")
 	case c.TrustedRoot == "":
 		return errors.New("trusted_root: must name the root.json installed with the agent")
-	case c.Channel == 0:
-		return errors.New("channel: name the content channel this root follows")
+	case c.Channel == 0 && len(c.Channels) == 0:
+		return errors.New("channels: name the content channels this host follows (channels = [291, 292])")
+	case c.Channel != 0 && len(c.Channels) != 0:
+		return errors.New("channel and channels: set one of the two (channels = [291, 292])")
+	case len(c.Channels) > MaxChannels:
+		return fmt.Errorf("channels: %d channels; at most %d", len(c.Channels), MaxChannels)
+	case c.Pin != 0 && len(c.Followed()) > 1:
+		return errors.New("pin: with several channels, pin each under [pins] (291 = 1001)")
 	case c.PollInterval.Duration < time.Second:
 		return fmt.Errorf("poll_interval: %v is below the minimum of 1s", c.PollInterval)
 	case c.PollJitter.Duration < 0:
@@ -341,4 +380,26 @@ func (c Config) HostTags() []string {
 		tags = append(tags, EarlyTag)
 	}
 	return tags
+}
+
+// checkChannels refuses channel 0, the same channel twice, and a pin for a
+// channel the host does not follow.
+func (c Config) checkChannels() error {
+	seen := map[uint32]bool{}
+	for _, ch := range c.Channels {
+		if ch == 0 {
+			return errors.New("channels: 0 is not a channel")
+		}
+		if seen[ch] {
+			return fmt.Errorf("channels: %d is listed twice", ch)
+		}
+		seen[ch] = true
+	}
+	for k := range c.Pins {
+		ch, err := strconv.ParseUint(k, 10, 32)
+		if err != nil || !slices.Contains(c.Followed(), uint32(ch)) {
+			return fmt.Errorf("pins: %q is not a channel this host follows", k)
+		}
+	}
+	return nil
 }

@@ -36,6 +36,12 @@ type BootResult struct {
 // after a crash during the load. On a read-only root it only reports the
 // decision.
 func (in *Installer) Boot(markLoaded bool) (BootResult, error) {
+	if in.Ch() == 0 {
+		if len(in.Channels()) == 0 {
+			return BootResult{Decision: bootguard.Decide(bootguard.Record{}, true), Notes: []string{"the root follows no channel yet: no content"}}, nil
+		}
+		return BootResult{}, ErrNoChannel
+	}
 	if in.readOnly {
 		rec, err := bootguard.Read(in.RecordPath())
 		return BootResult{Decision: bootguard.Decide(rec, err == nil), Notes: []string{"read-only: decided, nothing written"}}, nil
@@ -77,8 +83,8 @@ func (in *Installer) Boot(markLoaded bool) (BootResult, error) {
 // Quarantine entries of older versions of its channel go: a newer version is
 // installed and good.
 func (in *Installer) MarkGood() (bootguard.Record, error) {
-	if in.readOnly {
-		return bootguard.Record{}, ErrReadOnly
+	if err := in.changeable(); err != nil {
+		return bootguard.Record{}, err
 	}
 	rec, err := bootguard.MarkGood(in.RecordPath())
 	if err != nil {
@@ -103,8 +109,8 @@ func (in *Installer) MarkGood() (bootguard.Record, error) {
 // Revert marks the active content BAD with reason, makes the other slot
 // active if it holds good content, and quarantines the reverted version.
 func (in *Installer) Revert(reason bootguard.Reason) (bootguard.Record, error) {
-	if in.readOnly {
-		return bootguard.Record{}, ErrReadOnly
+	if err := in.changeable(); err != nil {
+		return bootguard.Record{}, err
 	}
 	before, err := bootguard.Read(in.RecordPath())
 	if err != nil {
@@ -117,4 +123,16 @@ func (in *Installer) Revert(reason bootguard.Reason) (bootguard.Record, error) {
 	failpoint.Hit(FailpointRevertRecord)
 	in.quarantine(before.Active, *before.Entry(before.Active), before.Entry(before.Active).State, reason.String())
 	return rec, nil
+}
+
+// changeable reports why the Installer's boot record cannot be changed: a
+// read-only root, or no channel to act on.
+func (in *Installer) changeable() error {
+	if in.readOnly {
+		return ErrReadOnly
+	}
+	if in.Ch() == 0 {
+		return ErrNoChannel
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package installer_test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,6 +51,11 @@ type crashOp struct {
 	// fromSafeMode is true when the operation starts from a record with no
 	// valid copy: a crash may leave it so.
 	fromSafeMode bool
+	// channel is the channel the operation acts on in a root of several
+	// (0: a root of one); others are channels whose boot records must come
+	// out of any crash byte for byte as they were.
+	channel uint32
+	others  []uint32
 }
 
 var crashOps = []crashOp{
@@ -133,6 +139,71 @@ var crashOps = []crashOp{
 		},
 		before: 1001, after: 1002, promotes: true, fromSafeMode: true,
 	},
+	{
+		// Channel 291's new version arrives while 292 is in its trial: it is
+		// staged and waits (ErrTrialRunning); a kill anywhere leaves 291 on
+		// 1001 and 292's trial as it was.
+		name:  "install-while-other-channel-in-trial",
+		setup: trialOn292,
+		run: func(in *installer.Installer) error {
+			_, _, err := in.Install(mustRead("good-ipc-1002"), installer.StageOptions{})
+			if errors.Is(err, installer.ErrTrialRunning) {
+				return nil
+			}
+			return fmt.Errorf("want ErrTrialRunning, got %v", err)
+		},
+		before: 1001, after: 1002, channel: 291, others: []uint32{292, 293},
+	},
+	{
+		// A root of the single-channel layout is converted by Open, then
+		// boots: a kill during the conversion is finished by the next Open.
+		name: "migrate-legacy-root",
+		setup: func(t *testing.T, in *installer.Installer) {
+			trialOf1002(true)(t, in)
+			root, dir := in.Root(), filepath.Dir(in.RecordPath())
+			require.NoError(t, os.Rename(filepath.Join(dir, installer.SlotsDir), filepath.Join(root, installer.SlotsDir)))
+			require.NoError(t, os.Rename(in.RecordPath(), filepath.Join(root, installer.RecordName)))
+			require.NoError(t, os.RemoveAll(filepath.Join(root, installer.ChannelsDir)))
+		},
+		run: func(in *installer.Installer) error {
+			_, err := in.Boot(true)
+			return err
+		},
+		before: 1001, after: 1002,
+	},
+	{
+		// The loader boots every channel in order; 292's trial crashed while
+		// loading at the last boot.
+		name: "boot-channels-after-load-crash",
+		setup: func(t *testing.T, in *installer.Installer) {
+			trialOn292(t, in)
+			_, err := channel(t, in, 292).Boot(false)
+			require.NoError(t, err)
+		},
+		run: func(in *installer.Installer) error {
+			for _, ch := range in.Channels() {
+				c, err := in.Channel(ch)
+				if err != nil {
+					return err
+				}
+				if _, err := c.Boot(true); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		before: 2001, after: 2002, channel: 292, others: []uint32{291, 293},
+	},
+}
+
+// trialOn292 makes a root of three channels: 291 and 293 good, 292 in the
+// trial of 2002 over 2001.
+func trialOn292(t *testing.T, in *installer.Installer) {
+	goodData(t, in, mustRead("good-ipc-1001"))
+	goodData(t, in, onChannel(t, "good-ipc-1001", 292, 2001))
+	goodData(t, in, onChannel(t, "good-ipc-1001", 293, 3001))
+	_, _, err := in.Install(onChannel(t, "good-ipc-1002", 292, 2002), installer.StageOptions{})
+	require.NoError(t, err)
 }
 
 func trialOf1002(loaded bool) func(t *testing.T, in *installer.Installer) {
@@ -187,16 +258,32 @@ func TestCrashPoints(t *testing.T) {
 			require.NotEmpty(t, points)
 			for i, fp := range points {
 				root := prepared(t, op)
+				others := records(t, root, op.others)
 				out, err := runChild(root, op.name, failpoint.EnvKill+"="+fp)
 				require.Error(t, err, "child was not killed at %s:\n%s", fp, out)
 				require.NotContains(t, string(out), "panic", "child at %s", fp)
-				checkInvariants(t, op, root, fmt.Sprintf("%s #%d %s", op.name, i+1, fp))
+				where := fmt.Sprintf("%s #%d %s", op.name, i+1, fp)
+				for ch, b := range records(t, root, op.others) {
+					require.Equal(t, others[ch], b, "%s: channel %d's record changed", where, ch)
+				}
+				checkInvariants(t, op, root, where)
 			}
 			total += len(points)
 			t.Logf("%s: %d crash points: %s", op.name, len(points), strings.Join(points, ", "))
 		})
 	}
 	t.Logf("crash points exercised: %d over %d operations", total, len(crashOps))
+}
+
+// records reads the boot records of channels in root.
+func records(t *testing.T, root string, channels []uint32) map[uint32][]byte {
+	out := map[uint32][]byte{}
+	for _, ch := range channels {
+		b, err := os.ReadFile(filepath.Join(root, installer.ChannelsDir, fmt.Sprint(ch), installer.RecordName))
+		require.NoError(t, err)
+		out[ch] = b
+	}
+	return out
 }
 
 // prepared returns a fresh root in the state op starts from.
@@ -245,6 +332,9 @@ func runChild(root, op string, env ...string) ([]byte, error) {
 // the host goes on: the next boot loads verified content.
 func checkInvariants(t *testing.T, op crashOp, root, where string) {
 	in := open(t, root)
+	if op.channel != 0 {
+		in = channel(t, in, op.channel)
+	}
 	rec, err := bootguard.Read(in.RecordPath())
 	if op.fromSafeMode && err != nil {
 		// The crash came before the new record was complete: still in

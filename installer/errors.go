@@ -21,4 +21,11 @@ var (
 	// ErrNoTarget is returned by Recover when the requested target cannot be
 	// made active.
 	ErrNoTarget = errors.New("installer: no such recovery target")
+	// ErrTrialRunning is returned when content would go on trial while
+	// another channel of the root is in its trial: a host runs one trial at
+	// a time (docs/boot-record.md, "Several channels").
+	ErrTrialRunning = errors.New("installer: another channel is in its trial")
+	// ErrNoChannel is returned by a change to a boot record on a root's
+	// Installer that holds no channel, or several: pick one with Channel.
+	ErrNoChannel = errors.New("installer: which channel? the root holds none or several; pick one (--channel)")
 )

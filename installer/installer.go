@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/hostdb"
@@ -15,11 +17,15 @@ import (
 	"github.com/ringfence/ringfence/validator"
 )
 
-// Names under the root directory (docs/design.md, "Host disk layout").
+// Names under the root directory (docs/design.md, "Host disk layout"). Each
+// channel the host follows has its own directory, channels/<N>, holding its
+// boot record (RecordName) and its slots (SlotsDir); state.db, the identity
+// and the TUF metadata are the root's, shared by every channel.
 const (
-	RecordName = "bootrecord"
-	SlotsDir   = "slots"
-	StateName  = "state.db"
+	ChannelsDir = "channels"
+	RecordName  = "bootrecord"
+	SlotsDir    = "slots"
+	StateName   = "state.db"
 	// IdentityDir holds the host key (telemetry.KeyName), kept by the
 	// daemon; the installer only checks its permissions.
 	IdentityDir = "identity"
@@ -39,6 +45,11 @@ type Options struct {
 	// Clock stamps history and quarantine entries (hostdb.Options.Clock);
 	// nil means clock.System.
 	Clock clock.Clock
+	// Channels are the channels the root follows: Open makes their
+	// directories and empty boot records. Channels found on disk are opened
+	// too, and a channel gets its directory when content for it is first
+	// installed.
+	Channels []uint32
 	// StrictPerms makes Open refuse a root that users other than its owner
 	// can change: the root directory, the boot record or the identity
 	// directory group- or world-writable (they could swap the content the
@@ -48,17 +59,26 @@ type Options struct {
 	StrictPerms bool
 }
 
-// Installer manages the slots and the boot record under one root directory.
-// One process at a time should hold an Installer for a root (state.db is
-// locked while open; the boot record is locked per update).
+// Installer manages the channels under one root directory: each channel's
+// slots and boot record, and the root's state.db. Open returns the root's
+// Installer; Channel returns the Installer of one channel, which shares the
+// root's state.db. The methods that act on a boot record (Boot, MarkGood,
+// Revert, Activate, Recover, Status, RecordPath, SlotDir) act on the
+// Installer's channel: the one Channel gave, or for the root's Installer the
+// root's only channel. Check, Stage and Install act on the channel of the
+// content they are given. One process at a time should hold an Installer
+// for a root (state.db is locked while open; each boot record is locked per
+// update).
 type Installer struct {
 	root     string
+	channel  uint32 // 0: the root's only channel, if it has one
 	caps     *validator.Capabilities
 	pol      bootguard.Policy
 	clock    clock.Clock // nil: hostdb's default
 	readOnly bool
 	db       *hostdb.DB // nil when state.db cannot be used: see Warnings
-	warnings []string
+	warnings *[]string  // shared by the root's Installer and its channels'
+	view     bool       // a channel's Installer: Close leaves state.db open
 }
 
 // Open prepares root: it creates the directories and an empty boot record if
@@ -67,7 +87,7 @@ type Installer struct {
 // opened at all), and records in state.db the slots the boot guard reverted
 // while no installer ran (quarantine and history).
 func Open(root string, opts Options) (*Installer, error) {
-	in := &Installer{root: root, caps: opts.Capabilities, pol: opts.Policy, clock: opts.Clock, readOnly: opts.ReadOnly}
+	in := &Installer{root: root, caps: opts.Capabilities, pol: opts.Policy, clock: opts.Clock, readOnly: opts.ReadOnly, warnings: new([]string)}
 	if in.caps == nil {
 		return nil, errors.New("installer: Options.Capabilities is required (the installed interpreter's capability manifest)")
 	}
@@ -80,8 +100,13 @@ func Open(root string, opts Options) (*Installer, error) {
 	if err := in.checkPerms(opts.StrictPerms); err != nil {
 		return nil, err
 	}
+	for _, ch := range opts.Channels {
+		if ch == 0 {
+			return nil, errors.New("installer: channel 0 is not a channel")
+		}
+	}
 	if !in.readOnly {
-		if err := in.prepare(); err != nil {
+		if err := in.prepare(opts.Channels); err != nil {
 			if !isReadOnlyFS(err) {
 				return nil, err
 			}
@@ -102,11 +127,15 @@ func Open(root string, opts Options) (*Installer, error) {
 // identity directory 0700, and a missing root is prepare's error. When
 // strict, a mode that cannot be read is refused too.
 func (in *Installer) checkPerms(strict bool) error {
-	for _, c := range []struct{ path, what string }{
+	checks := []struct{ path, what string }{
 		{in.root, "root directory"},
-		{in.RecordPath(), "boot record"},
+		{filepath.Join(in.root, ChannelsDir), "channels directory"},
 		{filepath.Join(in.root, IdentityDir), "identity directory"},
-	} {
+	}
+	for _, ch := range in.Channels() {
+		checks = append(checks, struct{ path, what string }{in.recordPath(ch), fmt.Sprintf("boot record of channel %d", ch)})
+	}
+	for _, c := range checks {
 		err := fileperm.CheckPrivate(c.path, c.what)
 		switch {
 		case err == nil || errors.Is(err, fs.ErrNotExist):
@@ -119,8 +148,10 @@ func (in *Installer) checkPerms(strict bool) error {
 	return nil
 }
 
-// prepare creates the layout and cleans up after a crashed run.
-func (in *Installer) prepare() error {
+// prepare creates the layout and cleans up after a crashed run: a root of
+// the single-channel layout is converted first (migrateLegacy), then every
+// channel's directory is prepared.
+func (in *Installer) prepare(channels []uint32) error {
 	if _, err := os.Stat(in.root); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("installer: root directory %s: %w; check the path, or create it for a new host (mkdir -m 700 %s)", in.root, fs.ErrNotExist, in.root)
 	} else if err != nil {
@@ -129,21 +160,39 @@ func (in *Installer) prepare() error {
 	if err := probeWritable(in.root); err != nil {
 		return err
 	}
-	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
-		if err := mkdirDurable(in.SlotDir(s)); err != nil {
-			return err
-		}
-		if err := atomicfile.Cleanup(in.SlotDir(s)); err != nil {
-			return fmt.Errorf("installer: clean up %s: %w", in.SlotDir(s), err)
-		}
-	}
 	if err := atomicfile.Cleanup(in.root); err != nil {
 		return fmt.Errorf("installer: clean up %s: %w", in.root, err)
 	}
-	if _, err := bootguard.Init(in.RecordPath()); err != nil && !errors.Is(err, bootguard.ErrNoValidCopy) {
+	if err := in.migrateLegacy(channels); err != nil {
+		return err
+	}
+	for _, ch := range append(in.Channels(), channels...) {
+		if err := in.prepareChannel(ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepareChannel creates channel ch's slots and an empty boot record if they
+// are missing, and removes temporary files a crashed run left in them.
+func (in *Installer) prepareChannel(ch uint32) error {
+	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
+		dir := in.slotDir(ch, s)
+		if err := mkdirDurable(dir); err != nil {
+			return err
+		}
+		if err := atomicfile.Cleanup(dir); err != nil {
+			return fmt.Errorf("installer: clean up %s: %w", dir, err)
+		}
+	}
+	if err := atomicfile.Cleanup(in.channelDir(ch)); err != nil {
+		return fmt.Errorf("installer: clean up %s: %w", in.channelDir(ch), err)
+	}
+	if _, err := bootguard.Init(in.recordPath(ch)); err != nil && !errors.Is(err, bootguard.ErrNoValidCopy) {
 		return err
 	} else if err != nil {
-		in.warn("%v", err)
+		in.warn("channel %d: %v", ch, err)
 	}
 	return nil
 }
@@ -208,9 +257,9 @@ func (in *Installer) openState() {
 	in.db = db
 }
 
-// Close closes state.db.
+// Close closes state.db (a channel's Installer leaves it to the root's).
 func (in *Installer) Close() error {
-	if in.db == nil {
+	if in.db == nil || in.view {
 		return nil
 	}
 	return in.db.Close()
@@ -224,12 +273,81 @@ func (in *Installer) State() *hostdb.DB { return in.db }
 // Root returns the root directory.
 func (in *Installer) Root() string { return in.root }
 
-// RecordPath returns the boot record's path.
-func (in *Installer) RecordPath() string { return filepath.Join(in.root, RecordName) }
+// RecordPath returns the boot record's path of the Installer's channel.
+func (in *Installer) RecordPath() string { return in.recordPath(in.Ch()) }
 
-// SlotDir returns the directory of slot s.
-func (in *Installer) SlotDir(s bootguard.Slot) string {
-	return filepath.Join(in.root, SlotsDir, s.String())
+// SlotDir returns the directory of slot s of the Installer's channel.
+func (in *Installer) SlotDir(s bootguard.Slot) string { return in.slotDir(in.Ch(), s) }
+
+func (in *Installer) channelDir(ch uint32) string { return ChannelDir(in.root, ch) }
+
+func (in *Installer) recordPath(ch uint32) string { return RecordPathOf(in.root, ch) }
+
+// ChannelDir is channel ch's directory under root: its boot record and its
+// slots.
+func ChannelDir(root string, ch uint32) string {
+	return filepath.Join(root, ChannelsDir, strconv.FormatUint(uint64(ch), 10))
+}
+
+// RecordPathOf is the path of channel ch's boot record under root, for
+// readers that do not open the root (the daemon's telemetry, a loader).
+func RecordPathOf(root string, ch uint32) string {
+	return filepath.Join(ChannelDir(root, ch), RecordName)
+}
+
+func (in *Installer) slotDir(ch uint32, s bootguard.Slot) string {
+	return filepath.Join(in.channelDir(ch), SlotsDir, s.String())
+}
+
+// Ch returns the Installer's channel: the one Channel gave, else the root's
+// only channel, else 0 (the root follows no channel yet, or several, and
+// the caller must pick one with Channel).
+func (in *Installer) Ch() uint32 {
+	if in.channel != 0 {
+		return in.channel
+	}
+	if chs := in.Channels(); len(chs) == 1 {
+		return chs[0]
+	}
+	return 0
+}
+
+// Channels returns the channels the root holds, in ascending order (the
+// order a loader loads them in).
+func (in *Installer) Channels() []uint32 {
+	ents, err := os.ReadDir(filepath.Join(in.root, ChannelsDir))
+	if err != nil {
+		return nil
+	}
+	var out []uint32
+	for _, e := range ents {
+		n, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil || n == 0 || !e.IsDir() || strconv.FormatUint(n, 10) != e.Name() {
+			continue
+		}
+		out = append(out, uint32(n))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Channel returns the Installer of channel ch, sharing this root's state.db
+// (close the root's Installer, not the channel's). On a writable root the
+// channel's directory and empty boot record are made if missing.
+func (in *Installer) Channel(ch uint32) (*Installer, error) {
+	if ch == 0 {
+		return nil, errors.New("installer: channel 0 is not a channel")
+	}
+	v := *in
+	v.channel, v.view = ch, true
+	if !in.readOnly {
+		if _, err := os.Stat(in.recordPath(ch)); errors.Is(err, fs.ErrNotExist) {
+			if err := in.prepareChannel(ch); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &v, nil
 }
 
 // ReadOnly reports whether the installer changes nothing (a read-only disk,
@@ -238,10 +356,10 @@ func (in *Installer) ReadOnly() bool { return in.readOnly }
 
 // Warnings returns what went wrong that did not stop the installer (state.db
 // lost, a read-only disk, ...), for the caller to show.
-func (in *Installer) Warnings() []string { return in.warnings }
+func (in *Installer) Warnings() []string { return *in.warnings }
 
 func (in *Installer) warn(format string, args ...any) {
-	in.warnings = append(in.warnings, fmt.Sprintf(format, args...))
+	*in.warnings = append(*in.warnings, fmt.Sprintf(format, args...))
 }
 
 // reconcile brings state.db up to date with reverts the boot guard made on
@@ -251,17 +369,19 @@ func (in *Installer) reconcile() {
 	if in.db == nil {
 		return
 	}
-	rec, err := bootguard.Read(in.RecordPath())
-	if err != nil {
-		return
-	}
-	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
-		e := rec.Entry(s)
-		if e.State != bootguard.StateBad {
+	for _, ch := range in.Channels() {
+		rec, err := bootguard.Read(in.recordPath(ch))
+		if err != nil {
 			continue
 		}
-		if q, err := in.db.IsQuarantined(e.Channel, e.Version); err == nil && !q {
-			in.quarantine(s, *e, bootguard.StateTrial, e.Reason.String())
+		for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
+			e := rec.Entry(s)
+			if e.State != bootguard.StateBad {
+				continue
+			}
+			if q, err := in.db.IsQuarantined(e.Channel, e.Version); err == nil && !q {
+				in.quarantine(s, *e, bootguard.StateTrial, e.Reason.String())
+			}
 		}
 	}
 }

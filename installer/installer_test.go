@@ -250,7 +250,7 @@ func TestRecoverRebuildsRecord(t *testing.T) {
 	require.NoError(t, in.Close())
 
 	// Both copies destroyed: the loader is in safe mode.
-	require.NoError(t, os.WriteFile(filepath.Join(root, installer.RecordName), make([]byte, bootguard.FileSize), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(root, installer.ChannelsDir, "291", installer.RecordName), make([]byte, bootguard.FileSize), 0o600))
 	in = open(t, root)
 	res, err := in.Boot(false)
 	require.NoError(t, err)
@@ -268,7 +268,7 @@ func TestRecoverRebuildsRecord(t *testing.T) {
 	// Without history (state.db lost too): the older, more conservative one.
 	require.NoError(t, in.Close())
 	require.NoError(t, os.Remove(filepath.Join(root, installer.StateName)))
-	require.NoError(t, os.WriteFile(filepath.Join(root, installer.RecordName), []byte("garbage"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(root, installer.ChannelsDir, "291", installer.RecordName), []byte("garbage"), 0o600))
 	in = open(t, root)
 	rep, err = in.Recover(installer.TargetLastGood, false)
 	require.NoError(t, err)
@@ -286,7 +286,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 	_, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
 	require.NoError(t, err)
 	require.NoError(t, in.Close())
-	before, err := os.ReadFile(filepath.Join(root, installer.RecordName))
+	before, err := os.ReadFile(filepath.Join(root, installer.ChannelsDir, "291", installer.RecordName))
 	require.NoError(t, err)
 
 	ro, err := installer.Open(root, installer.Options{Capabilities: capabilities(t), ReadOnly: true})
@@ -307,7 +307,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 	require.Equal(t, "a", st.LastGood)
 	require.True(t, st.Slots[0].Verified)
 
-	after, err := os.ReadFile(filepath.Join(root, installer.RecordName))
+	after, err := os.ReadFile(filepath.Join(root, installer.ChannelsDir, "291", installer.RecordName))
 	require.NoError(t, err)
 	require.Equal(t, before, after)
 }
@@ -341,7 +341,7 @@ func TestReconcile(t *testing.T) {
 
 	// The loader, alone: a crash while loading, then the fallback.
 	for range 2 {
-		_, err := bootguard.Select(filepath.Join(root, installer.RecordName))
+		_, err := bootguard.Select(filepath.Join(root, installer.ChannelsDir, "291", installer.RecordName))
 		require.NoError(t, err)
 	}
 	in = open(t, root)

@@ -17,6 +17,8 @@ import (
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
+var recordRel = filepath.Join(installer.ChannelsDir, "291", installer.RecordName)
+
 // TestPerms: the daemon's open (StrictPerms) refuses a root, boot record or
 // identity directory others can write, with the chmod that fixes it, and
 // changes nothing; the offline tools' opens (plain, and read-only as
@@ -33,9 +35,10 @@ func TestPerms(t *testing.T) {
 		{"root 0750", ".", 0o750, "", ""},
 		{"root 0770", ".", 0o770, "root directory %s is group-writable (mode 0770)", "chmod 700 %s"},
 		{"root 0777", ".", 0o777, "root directory %s is world-writable (mode 0777)", "chmod 700 %s"},
-		{"boot record 0600", installer.RecordName, 0o600, "", ""},
-		{"boot record 0644", installer.RecordName, 0o644, "", ""},
-		{"boot record 0666", installer.RecordName, 0o666, "boot record %s is world-writable (mode 0666)", "chmod 600 %s"},
+		{"boot record 0600", recordRel, 0o600, "", ""},
+		{"boot record 0644", recordRel, 0o644, "", ""},
+		{"boot record 0666", recordRel, 0o666, "boot record of channel 291 %s is world-writable (mode 0666)", "chmod 600 %s"},
+		{"channels 0777", installer.ChannelsDir, 0o777, "channels directory %s is world-writable (mode 0777)", "chmod 700 %s"},
 		{"identity 0700", installer.IdentityDir, 0o700, "", ""},
 		{"identity 0777", installer.IdentityDir, 0o777, "identity directory %s is world-writable (mode 0777)", "chmod 700 %s"},
 	}
@@ -56,7 +59,7 @@ func TestPerms(t *testing.T) {
 				goodOn(t, in, "good-ipc-1001")
 				require.NoError(t, in.Close())
 				require.NoError(t, os.Mkdir(filepath.Join(root, installer.IdentityDir), 0o700))
-				record := filepath.Join(root, installer.RecordName)
+				record := filepath.Join(root, installer.ChannelsDir, "291", installer.RecordName)
 				before, err := os.ReadFile(record)
 				require.NoError(t, err)
 				path := filepath.Join(root, tc.path)

@@ -47,6 +47,7 @@ type NextLoad struct {
 // Status is the whole picture of a root, for `ringfence status`.
 type Status struct {
 	Root        string              `json:"root"`
+	Channel     uint32              `json:"channel"`
 	RecordValid bool                `json:"record_valid"`
 	RecordError string              `json:"record_error,omitempty"`
 	Seq         uint64              `json:"seq"`
@@ -66,7 +67,7 @@ const StatusHistory = 10
 // Status reads the boot record, verifies both slots, and collects history and
 // quarantine from state.db (when it can). It changes nothing.
 func (in *Installer) Status() Status {
-	st := Status{Root: in.root, Warnings: append([]string{}, in.warnings...), History: []hostdb.Transition{}, Quarantined: []hostdb.Quarantine{}}
+	st := Status{Root: in.root, Channel: in.Ch(), Warnings: append([]string{}, *in.warnings...), History: []hostdb.Transition{}, Quarantined: []hostdb.Quarantine{}}
 	rec, err := bootguard.Read(in.RecordPath())
 	st.RecordValid = err == nil
 	if err != nil {
@@ -165,8 +166,11 @@ type RecoverReport struct {
 // would do and changes nothing.
 func (in *Installer) Recover(target string, dryRun bool) (RecoverReport, error) {
 	rep := RecoverReport{Target: target, DryRun: dryRun, ReadOnly: in.readOnly && !dryRun}
-	defer func() { rep.Warnings = append([]string{}, in.warnings...) }()
+	defer func() { rep.Warnings = append([]string{}, *in.warnings...) }()
 	write := !dryRun && !in.readOnly
+	if in.Ch() == 0 {
+		return rep, ErrNoChannel
+	}
 	rec, err := bootguard.Read(in.RecordPath())
 	rep.Before = nextLoad(bootguard.Decide(rec, err == nil))
 	var version uint32

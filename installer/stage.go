@@ -64,15 +64,20 @@ func (c Content) Version() uint32              { return c.version }
 func (c Content) Problems() validator.Problems { return c.problems }
 
 // Check validates data against the installed interpreter's capabilities and
-// the active content's version (a file of the same channel must be newer).
+// the active content of its channel (a file of the channel must be newer).
 // Rejected content is ErrInvalid, wrapping the validator's problems.
 func (in *Installer) Check(data []byte) (Content, error) {
+	f, err := validator.Parse(data)
+	if err != nil {
+		_, problems := validator.Validate(data, in.caps, validator.Options{})
+		return Content{}, fmt.Errorf("%w: %w", ErrInvalid, problems.Err())
+	}
 	vopts := validator.Options{}
-	if rec, err := bootguard.Read(in.RecordPath()); err == nil && rec.Active != bootguard.SlotNone {
+	if rec, err := bootguard.Read(in.recordPath(f.Channel)); err == nil && rec.Active != bootguard.SlotNone {
 		e := rec.Entry(rec.Active)
 		vopts.Installed = &validator.Installed{Channel: e.Channel, ContentVersion: e.Version}
 	}
-	f, problems := validator.Validate(data, in.caps, vopts)
+	problems := validator.Check(f, in.caps, vopts)
 	if problems.HasErrors() {
 		return Content{}, fmt.Errorf("%w: %w", ErrInvalid, problems.Err())
 	}
@@ -84,8 +89,13 @@ func (in *Installer) Check(data []byte) (Content, error) {
 // channel file and the manifest are written durably (the file's SHA-256 is
 // computed while it is written), the slot is verified against the manifest, and
 // the record marks it STAGED. It never touches the active slot or a trial's
-// fallback, and refuses quarantined versions.
+// fallback, and refuses quarantined versions. The content's channel gets
+// its directory if it has none yet.
 func (in *Installer) Stage(c Content, opts StageOptions) (Staged, error) {
+	in, err := in.forContent(c)
+	if err != nil {
+		return Staged{}, err
+	}
 	st, t, err := in.stage(c, opts)
 	if err == nil {
 		in.history(t)
@@ -219,19 +229,55 @@ func removeUnlisted(dir string, m Manifest) error {
 	return atomicfile.SyncDir(dir)
 }
 
+// forContent returns the Installer of c's channel.
+func (in *Installer) forContent(c Content) (*Installer, error) {
+	if c.data == nil {
+		return nil, errors.New("installer: Stage needs content from Check")
+	}
+	if in.channel == c.channel {
+		return in, nil
+	}
+	return in.Channel(c.channel)
+}
+
 // Activate puts a staged slot on trial: the boot record makes it active
 // (TRIAL, with the policy's tries) and the current last-known-good its
-// fallback. The next boot's loader loads it.
+// fallback. The next boot's loader loads it. It refuses while another
+// channel of the root is in its trial (ErrTrialRunning).
 func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
 	return in.activate(slot, true)
+}
+
+// TrialRunning returns the channel, other than the Installer's own, whose
+// active content is in its trial, or 0. A host runs one trial at a time
+// (docs/boot-record.md, "Several channels"): a crash after two trials loaded
+// could not be pinned on either.
+func (in *Installer) TrialRunning() uint32 {
+	own := in.Ch()
+	for _, ch := range in.Channels() {
+		if ch == own {
+			continue
+		}
+		rec, err := bootguard.Read(in.recordPath(ch))
+		if err != nil || rec.Active == bootguard.SlotNone {
+			continue
+		}
+		if rec.Entry(rec.Active).State == bootguard.StateTrial {
+			return ch
+		}
+	}
+	return 0
 }
 
 // activate flips the record; verify re-checks the slot's files first (Install
 // skips it: Stage verified them a moment ago). earlier are transitions to
 // record in the same state.db commit as the activation.
 func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...hostdb.Transition) (bootguard.Record, error) {
-	if in.readOnly {
-		return bootguard.Record{}, ErrReadOnly
+	if err := in.changeable(); err != nil {
+		return bootguard.Record{}, err
+	}
+	if other := in.TrialRunning(); other != 0 {
+		return bootguard.Record{}, fmt.Errorf("%w: channel %d is in its trial; channel %d waits until it is marked good or reverted (one trial at a time per host)", ErrTrialRunning, other, in.Ch())
 	}
 	rec, err := bootguard.Read(in.RecordPath())
 	if err != nil {
@@ -260,6 +306,9 @@ func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...hostd
 func (in *Installer) Install(data []byte, opts StageOptions) (Staged, bootguard.Record, error) {
 	c, err := in.Check(data)
 	if err != nil {
+		return Staged{}, bootguard.Record{}, err
+	}
+	if in, err = in.forContent(c); err != nil {
 		return Staged{}, bootguard.Record{}, err
 	}
 	st, t, err := in.stage(c, opts)

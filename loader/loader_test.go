@@ -49,7 +49,7 @@ func load(t *testing.T, root string) (l loader.Loaded, crash any, err error) {
 
 func read(t *testing.T, root string) bootguard.Record {
 	t.Helper()
-	r, err := bootguard.Read(filepath.Join(root, installer.RecordName))
+	r, err := bootguard.Read(installer.RecordPathOf(root, 291))
 	require.NoError(t, err)
 	return r
 }

@@ -149,7 +149,7 @@ func makeGuest(kdir, initBin string) (guest, error) {
 // first version taken through a healthy trial, the second installed as the
 // trial the guest boots into), validating against capsVersion, and makes an
 // ext4 image of it.
-func stateDisk(t *testing.T, capsVersion, good, trial string) string {
+func stateDisk(t *testing.T, capsVersion, good, trial string, adjust ...func(root string)) string {
 	t.Helper()
 	dir := t.TempDir()
 	root := filepath.Join(dir, "fs", "ringfence")
@@ -167,6 +167,9 @@ func stateDisk(t *testing.T, capsVersion, good, trial string) string {
 		require.NoError(t, err)
 	}
 	require.NoError(t, in.Close())
+	for _, f := range adjust {
+		f(root)
+	}
 	img := filepath.Join(dir, "state.img")
 	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "rfstate", "-d", filepath.Join(dir, "fs"), img, "64M").CombinedOutput()
 	require.NoError(t, err, "mkfs.ext4: %s", out)
@@ -252,7 +255,7 @@ func readDisk(t *testing.T, img string) disk {
 	out, err := exec.Command("debugfs", "-R", "rdump /ringfence "+dst, img).CombinedOutput()
 	require.NoError(t, err, "debugfs: %s", out)
 	root := filepath.Join(dst, "ringfence")
-	rec, err := os.ReadFile(filepath.Join(root, installer.RecordName))
+	rec, err := os.ReadFile(installer.RecordPathOf(root, 291))
 	require.NoError(t, err, "debugfs: %s", out)
 	return disk{record: rec, root: root}
 }
@@ -350,6 +353,29 @@ func TestVM(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, q, 1)
 		require.Equal(t, bad, q[0].Version, "state.db must quarantine the version that crashed")
+	})
+
+	// (4) A root of the single-channel layout (before channels): the
+	// guest's loader converts it at its first open and boots the trial.
+	t.Run("legacy-root", func(t *testing.T) {
+		t.Parallel()
+		img := stateDisk(t, "7.11", "good-ipc-1001", "good-ipc-1002", func(root string) {
+			ch := installer.ChannelDir(root, 291)
+			require.NoError(t, os.Rename(filepath.Join(ch, installer.SlotsDir), filepath.Join(root, installer.SlotsDir)))
+			require.NoError(t, os.Rename(filepath.Join(ch, installer.RecordName), filepath.Join(root, installer.RecordName)))
+			require.NoError(t, os.RemoveAll(filepath.Join(root, installer.ChannelsDir)))
+		})
+		b := boot(t, g, img)
+		requireExit(t, b, 0)
+		require.NotNil(t, b.result, b.console)
+		require.Equal(t, uint32(1002), b.result.Version)
+		require.Equal(t, string(bootguard.WhyTrial), b.result.Why)
+		require.True(t, b.result.Loaded)
+		d := readDisk(t, img)
+		_, err := os.Stat(filepath.Join(d.root, installer.RecordName))
+		require.True(t, os.IsNotExist(err), "the record moved into channels/291")
+		r := d.pick(t)
+		require.Equal(t, bootguard.CrumbLoaded, r.Entry(r.Active).Crumb)
 	})
 
 	// (3) A panic in the middle of a boot record write: the loader dies

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,18 +24,57 @@ import (
 
 // hostFlags are the flags every host command shares.
 type hostFlags struct {
-	root   *string
-	asJSON *bool
+	root    *string
+	asJSON  *bool
+	channel *uint
 }
 
 func addHostFlags(fs interface {
 	String(name, value, usage string) *string
 	Bool(name string, value bool, usage string) *bool
+	Uint(name string, value uint, usage string) *uint
 }) hostFlags {
 	return hostFlags{
-		root:   fs.String("root", installer.DefaultRoot, "Ringfence root directory (boot record, slots, state.db)"),
-		asJSON: fs.Bool("json", false, "print the result as JSON (field names in docs/recovery.md)"),
+		root:    fs.String("root", installer.DefaultRoot, "Ringfence root directory (channels/<N>/ with each channel's boot record and slots, state.db)"),
+		asJSON:  fs.Bool("json", false, "print the result as JSON (field names in docs/recovery.md)"),
+		channel: fs.Uint("channel", 0, "the content channel to act on (default: every channel of the root, or its only one)"),
 	}
+}
+
+// channels returns the Installers the command acts on: --channel's, or every
+// channel of the root (in ascending order, as a loader loads them).
+func channels(name string, hf hostFlags, in *installer.Installer, stderr io.Writer) ([]*installer.Installer, bool) {
+	all := in.Channels()
+	want := all
+	if *hf.channel != 0 {
+		ch := uint32(min(*hf.channel, 1<<32-1))
+		if !slices.Contains(all, ch) {
+			fmt.Fprintf(stderr, "ringfence %s: the root %s holds no channel %d (it holds: %s)\n", name, in.Root(), ch, listChannels(all))
+			return nil, false
+		}
+		want = []uint32{ch}
+	}
+	var out []*installer.Installer
+	for _, ch := range want {
+		c, err := in.Channel(ch)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringfence %s: %v\n", name, err)
+			return nil, false
+		}
+		out = append(out, c)
+	}
+	return out, true
+}
+
+func listChannels(chs []uint32) string {
+	if len(chs) == 0 {
+		return "none yet"
+	}
+	parts := make([]string, len(chs))
+	for i, c := range chs {
+		parts[i] = fmt.Sprint(c)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // openRoot opens the installer on --root (with the built-in sensor's
@@ -175,8 +215,12 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 	st, rec, err := in.Install(data, installer.StageOptions{Unquarantine: *unquarantine})
 	if err != nil {
 		fmt.Fprintf(stderr, "ringfence install: %s: %v\n", path, err)
+		if errors.Is(err, installer.ErrTrialRunning) {
+			fmt.Fprintf(stderr, "ringfence install: it is staged in slot %v and waits; run the same install again once that trial is marked good or reverted ('ringfence status')\n", st.Slot)
+		}
 		if errors.Is(err, installer.ErrInvalid) || errors.Is(err, installer.ErrQuarantined) ||
-			errors.Is(err, installer.ErrAlreadyInstalled) || errors.Is(err, bootguard.ErrTrialInProgress) {
+			errors.Is(err, installer.ErrAlreadyInstalled) || errors.Is(err, bootguard.ErrTrialInProgress) ||
+			errors.Is(err, installer.ErrTrialRunning) {
 			return exitRejected
 		}
 		return exitUsage
@@ -206,9 +250,11 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 }
 
 const bootHelp = `
-Boot runs the loader contract once, exactly as a loader does at boot: it reads
-the boot record, decides which slot to load, writes the breadcrumb before a
-trial loads, verifies the slot against its manifest, and prints the decision.
+Boot runs the loader contract once, exactly as a loader does at boot, on every
+channel of the root in ascending order (or the one --channel names): it reads
+the channel's boot record, decides which slot to load, writes the breadcrumb
+before a trial loads, verifies the slot against its manifest, and prints the
+decision.
 
 Without --loaded the breadcrumb stays LOADING, as after a crash during the
 load: two 'ringfence boot' in a row on trial content show the fallback. With
@@ -217,7 +263,7 @@ load: two 'ringfence boot' in a row on trial content show the fallback. With
 Exit 0 (whatever was decided, safe mode included), 2 usage or I/O error.`
 
 func runBoot(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("boot", "boot [--root DIR] [--loaded] [--json]", bootHelp, stdout, stderr)
+	fs := newFlags("boot", "boot [--root DIR] [--channel N] [--loaded] [--json]", bootHelp, stdout, stderr)
 	hf := addHostFlags(fs)
 	loaded := fs.Bool("loaded", false, "record that the load finished and the agent survived (breadcrumb LOADED)")
 	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
@@ -226,14 +272,36 @@ func runBoot(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence boot: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	in, ok := openRoot("boot", hf, installer.Options{}, stderr)
+	root, ok := openRoot("boot", hf, installer.Options{}, stderr)
 	if !ok {
 		return exitUsage
 	}
-	defer in.Close()
-	res, err := in.Boot(*loaded)
+	defer root.Close()
+	chs, ok := channels("boot", hf, root, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(chs) == 0 {
+		fmt.Fprintln(stdout, "the root follows no channel yet: load no content")
+		return exitOK
+	}
+	code := exitOK
+	for _, in := range chs {
+		if len(chs) > 1 && !*hf.asJSON {
+			fmt.Fprintf(stdout, "channel %d: ", in.Ch())
+		}
+		if c := bootOne(in, *loaded, hf, stdout, stderr); c != exitOK {
+			code = c
+		}
+	}
+	return code
+}
+
+// bootOne runs the loader contract on one channel and prints what it did.
+func bootOne(in *installer.Installer, loaded bool, hf hostFlags, stdout, stderr io.Writer) int {
+	res, err := in.Boot(loaded)
 	if err != nil {
-		fmt.Fprintf(stderr, "ringfence boot: %v\n", err)
+		fmt.Fprintf(stderr, "ringfence boot: channel %d: %v\n", in.Ch(), err)
 		return exitUsage
 	}
 	d := res.Decision
@@ -271,13 +339,13 @@ func runBoot(args []string, stdout, stderr io.Writer) int {
 }
 
 const markGoodHelp = `
-Mark-good ends the health window by hand: the active TRIAL becomes the new
-last-known-good. The trial must have finished loading in this boot
+Mark-good ends the health window by hand: the active TRIAL (of the channel in
+its trial, or the one --channel names) becomes the new last-known-good. The trial must have finished loading in this boot
 ('ringfence boot --loaded'). Exit 0 done, 1 no trial or not loaded, 2 usage or
 I/O error.`
 
 func runMarkGood(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("mark-good", "mark-good [--root DIR] [--json]", markGoodHelp, stdout, stderr)
+	fs := newFlags("mark-good", "mark-good [--root DIR] [--channel N] [--json]", markGoodHelp, stdout, stderr)
 	hf := addHostFlags(fs)
 	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
 		return code
@@ -285,11 +353,30 @@ func runMarkGood(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence mark-good: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	in, ok := openRoot("mark-good", hf, installer.Options{}, stderr)
+	root, ok := openRoot("mark-good", hf, installer.Options{}, stderr)
 	if !ok {
 		return exitUsage
 	}
-	defer in.Close()
+	defer root.Close()
+	chs, ok := channels("mark-good", hf, root, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(chs) == 0 {
+		fmt.Fprintln(stderr, "ringfence mark-good: the root holds no channel yet: nothing to mark good ('ringfence status' shows the channels)")
+		return exitRejected
+	}
+	// Without --channel: the channel in its trial (one at a time).
+	in := root
+	for _, c := range chs {
+		if r, err := bootguard.Read(c.RecordPath()); err == nil && r.Active != bootguard.SlotNone && r.Entry(r.Active).State == bootguard.StateTrial {
+			in = c
+			break
+		}
+	}
+	if in == root {
+		in = chs[0]
+	}
 	rec, err := in.MarkGood()
 	if err != nil {
 		hint := ""
@@ -316,13 +403,14 @@ func runMarkGood(args []string, stdout, stderr io.Writer) int {
 }
 
 const statusHelp = `
-Status prints the boot record (active slot, fallback, each slot's state,
-version, tries, breadcrumb, and whether its files verify), what the next boot
-would load and why, the last-known-good, the quarantine list and recent
-history. It changes nothing, works on a read-only disk and without state.db.`
+Status prints, for each channel of the root (or the one --channel names), its
+boot record (active slot, fallback, each slot's state, version, tries,
+breadcrumb, and whether its files verify), what the next boot would load and
+why, the last-known-good, then the quarantine list and recent history. It
+changes nothing, works on a read-only disk and without state.db.`
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("status", "status [--root DIR] [--json]", statusHelp, stdout, stderr)
+	fs := newFlags("status", "status [--root DIR] [--channel N] [--json]", statusHelp, stdout, stderr)
 	hf := addHostFlags(fs)
 	if rest, code, ok := parseArgs(fs, args, stdout); !ok {
 		return code
@@ -340,13 +428,43 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	defer in.Close()
-	st := in.Status()
-	if *hf.asJSON {
-		return printJSON(stdout, st)
+	chs, ok := channels("status", hf, in, stderr)
+	if !ok {
+		return exitUsage
 	}
-	printStatus(stdout, st)
+	out := hostStatus{Root: in.Root(), Channels: []installer.Status{}, Warnings: append([]string{}, in.Warnings()...)}
+	for _, c := range chs {
+		st := c.Status()
+		st.Warnings = nil // the root's, shown once
+		out.Channels = append(out.Channels, st)
+	}
+	if *hf.asJSON {
+		return printJSON(stdout, out)
+	}
+	if len(chs) == 0 {
+		fmt.Fprintf(stdout, "root:            %s (no channel yet: nothing installed)\n", out.Root)
+	}
+	for i, st := range out.Channels {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		printStatus(stdout, st)
+	}
+	if len(out.Warnings) > 0 {
+		fmt.Fprintln(stdout, "\nwarnings:")
+		for _, x := range out.Warnings {
+			fmt.Fprintf(stdout, "  %s\n", x)
+		}
+	}
 	printDaemonStatus(stdout, *hf.root)
 	return exitOK
+}
+
+// hostStatus is 'ringfence status --json': every channel's status.
+type hostStatus struct {
+	Root     string             `json:"root"`
+	Channels []installer.Status `json:"channels"`
+	Warnings []string           `json:"warnings"`
 }
 
 // printDaemonStatus adds what ringfenced last did, from its status file,
@@ -385,11 +503,11 @@ func printDaemonStatus(w io.Writer, root string) {
 
 func printStatus(w io.Writer, st installer.Status) {
 	if !st.RecordValid {
-		fmt.Fprintf(w, "root:            %s (boot record: NO VALID COPY)\n", st.Root)
+		fmt.Fprintf(w, "channel %d:     %s (boot record: NO VALID COPY)\n", st.Channel, st.Root)
 		fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
 		fmt.Fprintln(w, "slots:           unknown without the record; 'ringfence recover --dry-run' shows what their manifests hold")
 	} else {
-		fmt.Fprintf(w, "root:            %s (boot record seq %d)\n", st.Root, st.Seq)
+		fmt.Fprintf(w, "channel %d:     %s (boot record seq %d)\n", st.Channel, st.Root, st.Seq)
 		fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
 		fmt.Fprintf(w, "active:          %s   fallback: %s   last-known-good: %s\n\n", st.Active, st.Fallback, st.LastGood)
 		printSlots(w, st)
@@ -460,9 +578,10 @@ func orDash(s string) string {
 
 const recoverHelp = `
 Recover is offline recovery, for a rescue shell, Windows Safe Mode or WinRE
-against a mounted disk: no service, no network. It reads the boot record,
-shows what would load and why, and makes the last-known-good (--to lkg, the
-default), a named content version (--to VERSION) or nothing (--to none)
+against a mounted disk: no service, no network. For each channel of the root
+(or the one --channel names) it reads the channel's boot record, shows what
+would load and why, and makes the last-known-good (--to lkg, the default), a
+named content version (--to VERSION, with --channel) or nothing (--to none)
 active. The content it moves away from becomes BAD and is quarantined.
 
 It works when state.db is missing or corrupt, and when both copies of the boot
@@ -474,11 +593,12 @@ it would do and changes nothing.
 Exit 0 recovered (or nothing to do, or a dry run), 1 no such target, 2 usage
 or I/O error.
 
-Example:
-  ringfence recover --root /mnt/host/var/lib/ringfence --dry-run`
+Examples:
+  ringfence recover --root /mnt/host/var/lib/ringfence --dry-run
+  ringfence recover --root /mnt/host/var/lib/ringfence --channel 291 --to 1001`
 
 func runRecover(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("recover", "recover [--root DIR] [--to lkg|none|VERSION] [--dry-run] [--json]", recoverHelp, stdout, stderr)
+	fs := newFlags("recover", "recover [--root DIR] [--channel N] [--to lkg|none|VERSION] [--dry-run] [--json]", recoverHelp, stdout, stderr)
 	hf := addHostFlags(fs)
 	to := fs.String("to", installer.TargetLastGood, "what to make active: lkg (last-known-good), none, or a content version number")
 	dry := fs.Bool("dry-run", false, "show what would change, change nothing")
@@ -492,12 +612,42 @@ func runRecover(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence recover: %v; mount the host's disk and pass its Ringfence directory as --root\n", err)
 		return exitUsage
 	}
-	in, ok := openRoot("recover", hf, installer.Options{ReadOnly: *dry}, stderr)
+	root, ok := openRoot("recover", hf, installer.Options{ReadOnly: *dry}, stderr)
 	if !ok {
 		return exitUsage
 	}
-	defer in.Close()
-	rep, err := in.Recover(*to, *dry)
+	defer root.Close()
+	chs, ok := channels("recover", hf, root, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(chs) == 0 {
+		if *to == installer.TargetLastGood || *to == installer.TargetNone {
+			fmt.Fprintf(stdout, "the root %s holds no channel yet: nothing to recover\n", root.Root())
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "ringfence recover: the root holds no channel yet: no version %s to go to ('ringfence status' shows the channels)\n", *to)
+		return exitRejected
+	}
+	if len(chs) > 1 && *to != installer.TargetLastGood && *to != installer.TargetNone {
+		fmt.Fprintf(stderr, "ringfence recover: --to %s names a version of one channel: pass --channel too (the root holds %s)\n", *to, listChannels(root.Channels()))
+		return exitUsage
+	}
+	code := exitOK
+	for _, in := range chs {
+		if len(chs) > 1 && !*hf.asJSON {
+			fmt.Fprintf(stdout, "channel %d:\n", in.Ch())
+		}
+		if c := recoverOne(in, *to, *dry, hf, stdout, stderr); c > code {
+			code = c
+		}
+	}
+	return code
+}
+
+// recoverOne recovers one channel and prints what it did.
+func recoverOne(in *installer.Installer, to string, dry bool, hf hostFlags, stdout, stderr io.Writer) int {
+	rep, err := in.Recover(to, dry)
 	if *hf.asJSON {
 		out := struct {
 			installer.RecoverReport
@@ -529,7 +679,7 @@ func runRecover(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ringfence recover: %v\n", err)
+		fmt.Fprintf(stderr, "ringfence recover: channel %d: %v\n", in.Ch(), err)
 		if errors.Is(err, installer.ErrNoTarget) {
 			return exitRejected
 		}

@@ -54,7 +54,13 @@ func TestHostCommands(t *testing.T) {
 
 	out, _, code = runCLI("status", "--root", root, "--json")
 	require.Equal(t, exitOK, code)
+	var host struct {
+		Channels []json.RawMessage `json:"channels"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &host), out)
+	require.Len(t, host.Channels, 1)
 	var st struct {
+		Channel     uint32 `json:"channel"`
 		RecordValid bool   `json:"record_valid"`
 		Active      string `json:"active"`
 		LastGood    string `json:"last_known_good"`
@@ -75,7 +81,8 @@ func TestHostCommands(t *testing.T) {
 			To string `json:"to"`
 		} `json:"history"`
 	}
-	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.NoError(t, json.Unmarshal(host.Channels[0], &st), out)
+	require.Equal(t, uint32(291), st.Channel)
 	require.True(t, st.RecordValid)
 	require.Equal(t, "a", st.Active)
 	require.Equal(t, "a", st.LastGood)
@@ -108,7 +115,7 @@ func TestRecoverCommand(t *testing.T) {
 		}
 	}
 	// 1002 is on trial. A dry run changes nothing.
-	rec := filepath.Join(root, "bootrecord")
+	rec := filepath.Join(root, "channels", "291", "bootrecord")
 	before, err := os.ReadFile(rec)
 	require.NoError(t, err)
 	out, errOut, code := runCLI("recover", "--root", root, "--dry-run")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,12 +19,14 @@ import (
 )
 
 const agentHelp = `The reference sensor as the daemon supervises it: the agent a vendor replaces
-with their own (agent.command in the configuration). It loads content strictly
-through the loader contract (bootguard.Select via the installer, the content
-read exactly as verified, its first events, then LOADED), prints "ready" on
-stdout, then evaluates a stream of events and prints "alive" now and then,
-until SIGINT or SIGTERM. A crash on content kills it, as a kernel agent's crash
-kills its host: the breadcrumb it leaves makes the next start fall back.`
+with their own (agent.command in the configuration). It loads the content of
+every channel of the root, in ascending order, each strictly through the loader
+contract (bootguard.Select on the channel's boot record via the installer, the
+content read exactly as verified, its first events, then LOADED), prints
+"ready" on stdout, then evaluates a stream of events with every loaded channel
+and prints "alive" now and then, until SIGINT or SIGTERM. A crash on content
+kills it, as a kernel agent's crash kills its host: the breadcrumb it leaves
+on that channel makes the next start fall back on that channel alone.`
 
 func agentMain(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlags("ringfenced", "agent", "[--root DIR] [--capabilities FILE]", agentHelp, stdout, stderr)
@@ -53,24 +56,40 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ringfenced agent:", err)
 		return cli.ExitRejected
 	}
-	l, err := loader.Load(in, loader.Options{Capabilities: caps, Seed: *seed})
+	var progs []*sensor.Program
+	var words []string
+	for _, ch := range in.Channels() {
+		c, err := in.Channel(ch)
+		if err != nil {
+			in.Close()
+			fmt.Fprintln(stderr, "ringfenced agent:", err)
+			return cli.ExitRejected
+		}
+		l, err := loader.Load(c, loader.Options{Capabilities: caps, Seed: *seed})
+		if err != nil {
+			in.Close()
+			fmt.Fprintln(stderr, "ringfenced agent:", err)
+			return cli.ExitRejected
+		}
+		d := l.Boot.Decision
+		if l.Program != nil {
+			progs = append(progs, l.Program)
+			words = append(words, fmt.Sprintf("channel=%d version=%d slot=%v why=%s", d.Entry.Channel, d.Entry.Version, d.Slot, d.Why))
+		} else {
+			words = append(words, fmt.Sprintf("channel=%d no-content why=%s", ch, d.Why))
+		}
+	}
 	in.Close() // the daemon takes the root back after "ready"
-	if err != nil {
-		fmt.Fprintln(stderr, "ringfenced agent:", err)
-		return cli.ExitRejected
+	if len(words) == 0 {
+		words = append(words, "no-content why=no-channel")
 	}
-	d := l.Boot.Decision
-	if l.Program != nil {
-		fmt.Fprintf(stdout, "%s channel=%d version=%d slot=%v why=%s\n", daemon.LineReady, d.Entry.Channel, d.Entry.Version, d.Slot, d.Why)
-	} else {
-		fmt.Fprintf(stdout, "%s no-content why=%s\n", daemon.LineReady, d.Why)
-	}
+	fmt.Fprintf(stdout, "%s %s\n", daemon.LineReady, strings.Join(words, "; "))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var next func() sensor.Event
-	if l.Program != nil {
-		next = sensor.RandomEvents(l.Program.File(), *seed+1)
+	nexts := make([]func() sensor.Event, len(progs))
+	for i, p := range progs {
+		nexts[i] = sensor.RandomEvents(p.File(), *seed+1+uint64(i))
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -81,9 +100,9 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 		case <-ctx.Done():
 			return cli.ExitOK
 		case now := <-tick.C:
-			if next != nil {
+			for i, p := range progs {
 				for range max(*rate/10, 1) {
-					l.Program.Eval(next())
+					p.Eval(nexts[i]())
 					events++
 				}
 			}
