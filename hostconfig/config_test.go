@@ -128,3 +128,30 @@ func TestLoad(t *testing.T) {
 	_, err = hostconfig.Load(p)
 	require.ErrorContains(t, err, "larger than")
 }
+
+// TestChannels: several channels, a pin each; the older single channel;
+// the mistakes a newcomer makes, each named.
+func TestChannels(t *testing.T) {
+	head := "root = \"r\"\nrepository = \"https://x/\"\ntrusted_root = \"root.json\"\n"
+	c, err := hostconfig.Parse([]byte(head+"channels = [292, 291]\n[pins]\n292 = 2001\n"), dir(t))
+	require.NoError(t, err)
+	require.Equal(t, []uint32{291, 292}, c.Followed(), "ascending: the loader's order")
+	require.Equal(t, uint32(2001), c.PinFor(292))
+	require.Equal(t, uint32(0), c.PinFor(291))
+	c, err = hostconfig.Parse([]byte(head+"channel = 291\npin = 1001\n"), dir(t))
+	require.NoError(t, err)
+	require.Equal(t, []uint32{291}, c.Followed())
+	require.Equal(t, uint32(1001), c.PinFor(291))
+	for _, tc := range []struct{ name, src, want string }{
+		{"both spellings", "channel = 291\nchannels = [292]\n", "set one of the two"},
+		{"channel zero", "channels = [291, 0]\n", "0 is not a channel"},
+		{"twice", "channels = [291, 291]\n", "291 is listed twice"},
+		{"one pin for several", "channels = [291, 292]\npin = 1001\n", "pin each under [pins]"},
+		{"a pin for a channel not followed", "channels = [291]\n[pins]\n7 = 1\n", `pins: "7" is not a channel this host follows`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := hostconfig.Parse([]byte(head+tc.src), dir(t))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

@@ -107,7 +107,7 @@ func TestOneTrialAtATime(t *testing.T) {
 
 	st, _, err := in.Install(content(t, "good-ipc-1002"), installer.StageOptions{})
 	require.ErrorIs(t, err, installer.ErrTrialRunning)
-	require.ErrorContains(t, err, "channel 292 is in its trial")
+	require.ErrorContains(t, err, "another channel is in its trial (292); channel 291 waits")
 	r := record(t, c291)
 	require.Equal(t, bootguard.StateGood, r.Entry(r.Active).State, "291 keeps its good content")
 	require.Equal(t, bootguard.StateStaged, r.Entry(st.Slot).State, "1002 is staged, waiting")

@@ -58,14 +58,15 @@ type Status struct {
 	Slots       []SlotStatus        `json:"slots"`
 	History     []hostdb.Transition `json:"history"`
 	Quarantined []hostdb.Quarantine `json:"quarantined"`
-	Warnings    []string            `json:"warnings"`
+	Warnings    []string            `json:"warnings,omitempty"`
 }
 
 // StatusHistory is how many transitions Status shows.
 const StatusHistory = 10
 
-// Status reads the boot record, verifies both slots, and collects history and
-// quarantine from state.db (when it can). It changes nothing.
+// Status reads the channel's boot record, verifies both slots, and collects
+// the channel's history and quarantine from state.db (when it can). It
+// changes nothing.
 func (in *Installer) Status() Status {
 	st := Status{Root: in.root, Channel: in.Ch(), Warnings: append([]string{}, *in.warnings...), History: []hostdb.Transition{}, Quarantined: []hostdb.Quarantine{}}
 	rec, err := bootguard.Read(in.RecordPath())
@@ -79,15 +80,24 @@ func (in *Installer) Status() Status {
 	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
 		st.Slots = append(st.Slots, in.slotStatus(rec, s))
 	}
-	if h, err := in.History(StatusHistory); err != nil {
+	// state.db is the root's: the channel's own entries.
+	if h, err := in.History(StatusHistory * 8); err != nil {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("history unreadable: %v", err))
-	} else if h != nil {
-		st.History = h
+	} else {
+		for _, t := range h {
+			if t.Channel == st.Channel && len(st.History) < StatusHistory {
+				st.History = append(st.History, t)
+			}
+		}
 	}
 	if q, err := in.Quarantined(); err != nil {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("quarantine list unreadable: %v", err))
-	} else if q != nil {
-		st.Quarantined = q
+	} else {
+		for _, x := range q {
+			if x.Channel == st.Channel {
+				st.Quarantined = append(st.Quarantined, x)
+			}
+		}
 	}
 	return st
 }

@@ -277,7 +277,7 @@ func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...hostd
 		return bootguard.Record{}, err
 	}
 	if other := in.TrialRunning(); other != 0 {
-		return bootguard.Record{}, fmt.Errorf("%w: channel %d is in its trial; channel %d waits until it is marked good or reverted (one trial at a time per host)", ErrTrialRunning, other, in.Ch())
+		return bootguard.Record{}, fmt.Errorf("%w (%d); channel %d waits until that trial is marked good or reverted (one trial at a time per host)", ErrTrialRunning, other, in.Ch())
 	}
 	rec, err := bootguard.Read(in.RecordPath())
 	if err != nil {
