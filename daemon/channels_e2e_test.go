@@ -3,6 +3,8 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -110,4 +112,22 @@ func (l *lab) reportedOn(host string, kind wire.EventKind, ch, v uint32) bool {
 		}
 	}
 	return false
+}
+
+// TestManifestChannels: an agent whose capability manifest lists the
+// channels it loads refuses a configuration that follows another.
+func TestManifestChannels(t *testing.T) {
+	caps := *testfiles.Capabilities(t, "7.11")
+	caps.Channels = []uint32{291}
+	trusted := filepath.Join(t.TempDir(), "root.json")
+	require.NoError(t, os.WriteFile(trusted, []byte("{}"), 0o600))
+	cfg := hostconfig.Default()
+	cfg.Root, cfg.Repository, cfg.TrustedRoot, cfg.Channels = t.TempDir(), "http://127.0.0.1:1/", trusted, []uint32{291, 293}
+	_, err := daemon.New(daemon.Options{Config: cfg, HostID: "h-test", Capabilities: &caps,
+		AgentCommand: []string{"agent"}, PreflightCommand: []string{"preflight"}})
+	require.ErrorContains(t, err, "loads channels [291] by its capability manifest; 293 is not one of them")
+	cfg.Channels = []uint32{291}
+	_, err = daemon.New(daemon.Options{Config: cfg, HostID: "h-test", Capabilities: &caps,
+		AgentCommand: []string{"agent"}, PreflightCommand: []string{"preflight"}, TrustedRoot: []byte("{}")})
+	require.NoError(t, err)
 }

@@ -107,6 +107,11 @@ func New(opts Options) (*Daemon, error) {
 	case len(opts.AgentCommand) == 0 || len(opts.PreflightCommand) == 0:
 		return nil, errors.New("daemon: no agent or preflight command")
 	}
+	for _, ch := range opts.Config.Followed() {
+		if !opts.Capabilities.LoadsChannel(ch) {
+			return nil, fmt.Errorf("daemon: configuration: channels: the agent (sensor %s) loads channels %v by its capability manifest; %d is not one of them", opts.Capabilities.Sensor, opts.Capabilities.Channels, ch)
+		}
+	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/ringfence/ringfence/internal/boundedio"
@@ -27,6 +28,15 @@ type Capabilities struct {
 	Format        string         `json:"format"`
 	Sensor        string         `json:"sensor"`
 	TemplateTypes []TemplateType `json:"template_types"`
+	// Channels, when set, are the content channels this agent build loads:
+	// a host follows no other (ringfenced refuses to start), and content of
+	// another channel fails validation (CHANNEL_NOT_LOADED). Unset: any.
+	Channels []uint32 `json:"channels,omitempty"`
+}
+
+// LoadsChannel reports whether the agent loads content of channel ch.
+func (c *Capabilities) LoadsChannel(ch uint32) bool {
+	return len(c.Channels) == 0 || slices.Contains(c.Channels, ch)
 }
 
 // TemplateType is what the interpreter supplies for one template type.
@@ -103,6 +113,11 @@ func ParseCapabilities(data []byte) (*Capabilities, error) {
 	}
 	if c.Sensor == "" {
 		return nil, fmt.Errorf("%w: \"sensor\" (the interpreter version) is empty", ErrCapabilities)
+	}
+	for i, ch := range c.Channels {
+		if ch == 0 || slices.Contains(c.Channels[:i], ch) {
+			return nil, fmt.Errorf("%w: \"channels\": %d is 0 or listed twice", ErrCapabilities, ch)
+		}
 	}
 	seen := map[uint16]bool{}
 	for _, tt := range c.TemplateTypes {

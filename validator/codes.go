@@ -23,6 +23,7 @@ const (
 // Semantic codes, found by Validate on a well-formed file.
 const (
 	CodeUnknownTemplate     Code = "UNKNOWN_TEMPLATE_TYPE"  // the sensor has no such template type
+	CodeChannelNotLoaded    Code = "CHANNEL_NOT_LOADED"     // the agent's manifest lists the channels it loads, and not this one
 	CodeTemplateVersion     Code = "TEMPLATE_VERSION"       // the sensor does not support this template type version
 	CodeFieldCountMismatch  Code = "FIELD_COUNT_MISMATCH"   // declared field count differs from what the sensor supplies
 	CodeFieldNotSupplied    Code = "FIELD_NOT_SUPPLIED"     // a matcher reads a field the sensor does not supply (Channel File 291)

@@ -67,6 +67,9 @@ func Check(f *ChannelFile, caps *Capabilities, opts Options) Problems {
 	case caps == nil:
 		r.addAt(CodeUnknownTemplate, SeverityError, 0, 0, "no capability manifest given: cannot check the file against an interpreter")
 	default:
+		if !caps.LoadsChannel(f.Channel) {
+			r.addAt(CodeChannelNotLoaded, SeverityError, 0, 0, "channel %d is not one sensor %s loads (its manifest lists %v)", f.Channel, caps.Sensor, caps.Channels)
+		}
 		tt = caps.Template(f.TemplateType)
 		if tt == nil {
 			r.addAt(CodeUnknownTemplate, SeverityError, 0, 0, "template type id %d is unknown to sensor %s; it cannot evaluate this file", f.TemplateType, caps.Sensor)

@@ -130,6 +130,8 @@ func TestParseCapabilitiesErrors(t *testing.T) {
 		"no inputs":      `{"format":"ringfence-capabilities/v1","sensor":"1","template_types":[{"id":1,"name":"A","versions":[1],"inputs":[]}]}`,
 		"no versions":    `{"format":"ringfence-capabilities/v1","sensor":"1","template_types":[{"id":1,"name":"A","versions":[],"inputs":[{"name":"a","type":"uint"}]}]}`,
 		"bad type":       `{"format":"ringfence-capabilities/v1","sensor":"1","template_types":[{"id":1,"name":"A","versions":[1],"inputs":[{"name":"a","type":"int"}]}]}`,
+		"channel 0":      `{"format":"ringfence-capabilities/v1","sensor":"1","template_types":[],"channels":[0]}`,
+		"channel twice":  `{"format":"ringfence-capabilities/v1","sensor":"1","template_types":[],"channels":[291,291]}`,
 	}
 	for name, src := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -137,4 +139,20 @@ func TestParseCapabilitiesErrors(t *testing.T) {
 			require.ErrorIs(t, err, ErrCapabilities)
 		})
 	}
+}
+
+// TestChannelNotLoaded: a manifest that lists the channels its agent loads
+// refuses content of another channel, and accepts its own.
+func TestChannelNotLoaded(t *testing.T) {
+	data, err := ReadFile(filepath.Join(channelDir, "good-ipc-1002.rfch"))
+	require.NoError(t, err)
+	caps := *loadCaps(t, "7.11")
+	caps.Channels = []uint32{292, 293}
+	_, ps := Validate(data, &caps, Options{})
+	require.True(t, ps.HasErrors())
+	require.Equal(t, CodeChannelNotLoaded, ps[0].Code)
+	require.Contains(t, ps[0].Message, "channel 291 is not one sensor 7.11 loads")
+	caps.Channels = append(caps.Channels, 291)
+	_, ps = Validate(data, &caps, Options{})
+	require.False(t, ps.HasErrors(), "%v", ps)
 }
