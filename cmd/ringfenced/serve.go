@@ -62,7 +62,7 @@ func serve(ctx context.Context, cfg hostconfig.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("ringfenced started", "version", version, "host_id", opts.HostID, "root", cfg.Root, "channel", cfg.Channel, "repository", cfg.Repository)
+	log.Info("ringfenced started", "version", version, "host_id", opts.HostID, "root", cfg.Root, "channels", cfg.Followed(), "repository", cfg.Repository)
 	return d.Run(ctx)
 }
 
