@@ -36,8 +36,8 @@ func (l *lab) rollOn(t testing.TB, ch, v uint32, name string) {
 
 // TestTwoChannelsOneDaemon: one daemon follows channels 291 and 292 with
 // one identity. Both get new content at once: 291 goes on trial first and
-// 292 is staged and waits (one trial at a time); once 291 is good, 292's
-// trial runs. Then a version of 292 that crashes the agent on load: the
+// 292 is staged and waits (one trial at a time); once 291 is good, the
+// daemon polls at once and 292's trial runs. Then a version of 292 that crashes the agent on load: the
 // guard reverts 292 alone, 291 keeps its content, and the host reports the
 // revert for channel 292.
 func TestTwoChannelsOneDaemon(t *testing.T) {
@@ -64,13 +64,12 @@ func TestTwoChannelsOneDaemon(t *testing.T) {
 	require.Equal(t, daemon.ActionWaiting, r.Channels[1].Action, "292: staged, waiting")
 	require.Contains(t, r.Channels[1].Why, "waits for channel 291's trial")
 
+	// When 291's window passes, the daemon polls at once: the staged 2001
+	// goes on trial without waiting for the next poll interval.
 	clk.Advance(window)
-	h.waitFor(t, "291 good", running("channel 291 version 1001 (GOOD); channel 292: no content"))
-	r, err = h.d.Poll(ctx)
-	require.NoError(t, err)
-	require.Equal(t, daemon.ActionInstalled, r.Action, "%+v", r)
-	require.Equal(t, uint32(292), r.Channel)
-	h.waitFor(t, "292 on trial", running(both("1001 (GOOD)", "2001 (TRIAL)")))
+	h.waitFor(t, "292 on trial, by the daemon itself", running(both("1001 (GOOD)", "2001 (TRIAL)")))
+	require.Equal(t, daemon.ActionInstalled, h.last.Poll.Action, "%+v", h.last.Poll)
+	require.Equal(t, uint32(292), h.last.Poll.Channel)
 	clk.Advance(window)
 	h.waitFor(t, "both good", running(both("1001 (GOOD)", "2001 (GOOD)")))
 

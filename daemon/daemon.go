@@ -223,7 +223,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.startAgent()
 		case <-d.trial.healthC:
 			d.trial.healthC = nil
-			d.onHealthWindow()
+			// A version staged while this trial ran goes on trial now,
+			// not a poll interval later.
+			if d.onHealthWindow() && d.poller.staged {
+				d.tryPoll(ctx, nil)
+			}
 		case <-pollC:
 			pollC = d.clock.After(d.cfg.PollInterval.Duration + d.poller.jitter())
 			d.tryPoll(ctx, nil)

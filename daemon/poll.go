@@ -92,6 +92,7 @@ type poller struct {
 	out       *outbox
 
 	deferred bool                 // a poll came while the agent loaded: it runs after the load
+	staged   bool                 // the last poll staged a version that waits for another channel's trial
 	rejected map[[2]uint32]string // {channel, version}s refused this run, and why
 }
 
@@ -176,6 +177,7 @@ func (p *poller) update(ctx context.Context, in *installer.Installer) PollResult
 	if r, ok := p.updateBinary(ctx); ok {
 		return r
 	}
+	p.staged = false
 	var rs []PollResult
 	for _, ch := range p.cfg.Followed() {
 		r := p.updateChannel(ctx, in, ch)
@@ -393,6 +395,7 @@ func (p *poller) install(ctx context.Context, in *installer.Installer, ch, v uin
 // channel is in its trial: then it waits, staged, for a later poll.
 func (p *poller) activate(in *installer.Installer, ch, v uint32, slot bootguard.Slot, codes []string) PollResult {
 	if _, err := in.Activate(slot); errors.Is(err, installer.ErrTrialRunning) {
+		p.staged = true
 		return PollResult{Action: ActionWaiting, Version: v, Why: fmt.Sprintf("staged in slot %v; waits for channel %d's trial to end (one trial at a time)", slot, in.TrialRunning())}
 	} else if err != nil {
 		return PollResult{Action: ActionFailed, Version: v, Why: "activate: " + err.Error()}

@@ -81,14 +81,16 @@ func (t *trial) markGood(root *installer.Installer) (bootguard.Entry, bool) {
 }
 
 // onHealthWindow: the trial ran its window; it becomes last-known-good if
-// it is still the active trial and the agent still runs it.
-func (d *Daemon) onHealthWindow() {
+// it is still the active trial and the agent still runs it. It reports
+// whether it did.
+func (d *Daemon) onHealthWindow() bool {
 	if d.trial.info == nil || !d.sup.ready || d.open() != nil {
-		return
+		return false
 	}
 	if _, ok := d.trial.markGood(d.in); !ok {
-		return
+		return false
 	}
 	d.setStatus(func(s *Status) { s.Running = d.describeRunning() })
 	d.out.persist(d.in)
+	return true
 }

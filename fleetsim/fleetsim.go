@@ -31,6 +31,13 @@
 // controller.Hosts would take gigabytes and seconds per step);
 // differential_test.go drives the real controller with the same fleet and
 // holds the counts equal.
+//
+// Channels plays several channels' updates at once on one fleet (a host
+// follows several channels; each has its own rollout on the real
+// controller): the host model is shared, each channel keeps its own state
+// and counts, and a host's check-in serves all its channels. With one
+// trial at a time a channel's version waits on a host while another
+// channel's trial is in its health window.
 package fleetsim
 
 import (
@@ -200,7 +207,10 @@ type Result struct {
 	HaltAfterReport time.Duration `json:"halt_after_report"`
 	// Reach99 is when 99% of hosts ran the new version (-1: never).
 	Reach99 time.Duration `json:"reach_99"`
-	Series  []Sample      `json:"series"`
+	// Waited: hosts whose version of this channel waited for another
+	// channel's trial to end (Channels, one trial at a time).
+	Waited int      `json:"waited,omitempty"`
+	Series []Sample `json:"series"`
 	// Decisions are the controller's, ringfence policy only.
 	Decisions []controller.Decision `json:"decisions,omitempty"`
 }
@@ -224,14 +234,16 @@ const (
 	fCtrlFailed // a control failure was counted
 	fIncluded   // the plan includes it
 	fHealthDue  // its health window ended while it was offline: it reports healthy when back
+	fWaited     // with one trial at a time, its version waited for another channel's trial
 )
 
-// event kinds, in the low 4 bits of an event.
+// event kinds, in the low 4 bits of an event (the channel in the next 4).
+// evAdopt, evOffline and evOnline are the host's, for all its channels.
 const (
-	evAdopt uint8 = iota
-	evRevert
-	evReport // a revert report reaches the server
-	evHealthy
+	evAdopt   uint8 = iota // the host checks in: it takes what its channels have for it
+	evRevert               // the boot guard brings the host back on last-known-good
+	evReport               // a revert report reaches the server
+	evHealthy              // the trial's health window ends
 	evOffline
 	evOnline
 	evSilence  // the host may have been unheard for the silence window
@@ -239,20 +251,41 @@ const (
 	evCrash    // not an event: what the hook hears of a background crash
 )
 
-// sim is one run.
-type sim struct {
+// fleet is what the channels of a run share: the hosts (buckets, churn,
+// check-ins), the event clock and the random source. A run of one channel
+// (Run) has one sim on it; Channels has one per channel.
+type fleet struct {
 	p    Params
 	rng  *rand.Rand
 	t0   time.Time
 	tick int // current tick
 
+	byBkt  [][]int32
+	wheel  [][]uint64    // per tick: host<<8 | channel<<4 | kind
+	onMean time.Duration // mean online period, for the offline fraction
+
+	chans []*sim
+	// next is the tick of each host's coming check-in, kept when more than
+	// one channel shares the hosts: one check-in serves every channel, so a
+	// channel that needs the host's next check-in joins the one coming.
+	// (With one channel nothing is shared, and the single-channel model
+	// stays as it was.)
+	next []int32
+	// trial, with one trial at a time, is the channel (its index plus one)
+	// whose trial each host runs, 0 for none.
+	trial []uint8
+
+	hook hook // nil but in tests
+}
+
+// sim is one channel's rollout on the fleet.
+type sim struct {
+	*fleet
+	c int // its index in fleet.chans
+
 	flags []uint16
 	state []uint8
 	since []int32 // last heard (tick) when it is not talking, for the silence check; unheard: not yet
-	byBkt [][]int32
-
-	wheel  [][]uint64    // per tick: host<<4 | kind
-	onMean time.Duration // mean online period, for the offline fraction
 
 	// the plan
 	limit   int // buckets below it are included
@@ -270,8 +303,6 @@ type sim struct {
 	res                            *Result
 
 	r *controller.Rollout
-
-	hook hook // nil but in the differential test
 }
 
 // hook watches a run from inside: the differential test drives the real
@@ -279,7 +310,9 @@ type sim struct {
 type hook interface {
 	// bucket is host h's bucket, in place of a random one.
 	bucket(h int) int
-	// event follows the sim's handling of host h's event of kind.
+	// event follows the sim's handling of host h's event of kind; an
+	// event of the host (a check-in, going offline, coming back) comes to
+	// every channel's sim in turn.
 	event(s *sim, h int, kind uint8)
 	// step comes at each step of a ringfence rollout, before the sim's
 	// counts go to the gate.
@@ -293,36 +326,71 @@ func run(p Params, hk hook) (*Result, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
-	s := &sim{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15)), t0: time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC),
-		firstReport: -1, hook: hk}
-	s.res = &Result{Scenario: p.Scenario, Policy: p.Policy, Guard: p.Guard, Hosts: p.Hosts, HaltAfter: -1, HaltAfterReport: -1, Reach99: -1}
-	s.setup()
-	if err := s.start(); err != nil {
+	f, err := newFleet(p, 1, false, hk)
+	if err != nil {
 		return nil, err
 	}
-	s.loop()
-	s.res.Loaded, s.res.Crashed, s.res.Down = s.loaded, s.crashed, s.down
-	if s.r != nil {
-		s.res.Decisions = s.r.Decisions
+	return f.chans[0].res, nil
+}
+
+// newFleet sets up k channels on one fleet (one trial at a time per host
+// if oneTrial), runs them, and leaves each channel's result in its res.
+func newFleet(p Params, k int, oneTrial bool, hk hook) (*fleet, error) {
+	f := &fleet{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15)), t0: time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC), hook: hk}
+	for c := range k {
+		s := &sim{fleet: f, c: c, firstReport: -1}
+		s.res = &Result{Scenario: p.Scenario, Policy: p.Policy, Guard: p.Guard, Hosts: p.Hosts, HaltAfter: -1, HaltAfterReport: -1, Reach99: -1}
+		f.chans = append(f.chans, s)
 	}
-	return s.res, nil
+	if k > 1 {
+		f.next = make([]int32, p.Hosts)
+	}
+	if oneTrial {
+		f.trial = make([]uint8, p.Hosts)
+	}
+	f.setup()
+	for _, s := range f.chans {
+		if err := s.start(); err != nil {
+			return nil, err
+		}
+	}
+	f.loop()
+	for _, s := range f.chans {
+		s.res.Loaded, s.res.Crashed, s.res.Down = s.loaded, s.crashed, s.down
+		if s.r != nil {
+			s.res.Decisions = s.r.Decisions
+		}
+		for _, fl := range s.flags {
+			if fl&fWaited != 0 {
+				s.res.Waited++
+			}
+		}
+	}
+	return f, nil
 }
 
-func (s *sim) ticks(d time.Duration) int { return int(d / s.p.Resolution) }
+func (f *fleet) ticks(d time.Duration) int { return int(d / f.p.Resolution) }
 
-func (s *sim) at(tick int) time.Time { return s.t0.Add(time.Duration(tick) * s.p.Resolution) }
+func (f *fleet) at(tick int) time.Time { return f.t0.Add(time.Duration(tick) * f.p.Resolution) }
 
-// schedule puts an event for host h d from now (at least the next tick).
-func (s *sim) schedule(h int, kind uint8, d time.Duration) {
-	s.scheduleAt(h, kind, s.tick+max(1, int(math.Ceil(float64(d)/float64(s.p.Resolution)))))
+// after is the tick d from now (at least the next tick).
+func (f *fleet) after(d time.Duration) int {
+	return f.tick + max(1, int(math.Ceil(float64(d)/float64(f.p.Resolution))))
 }
 
-func (s *sim) scheduleAt(h int, kind uint8, t int) {
-	if t >= len(s.wheel) {
+// put puts an event of kind for host h (on channel c) at tick t.
+func (f *fleet) put(h, c int, kind uint8, t int) {
+	if t >= len(f.wheel) {
 		return // past the end of the run
 	}
-	s.wheel[t] = append(s.wheel[t], uint64(h)<<4|uint64(kind))
+	f.wheel[t] = append(f.wheel[t], uint64(h)<<8|uint64(c)<<4|uint64(kind))
 }
+
+// schedule puts an event of the channel's for host h d from now (at least
+// the next tick).
+func (s *sim) schedule(h int, kind uint8, d time.Duration) { s.put(h, s.c, kind, s.after(d)) }
+
+func (s *sim) scheduleAt(h int, kind uint8, t int) { s.put(h, s.c, kind, t) }
 
 // scheduleSilence puts host h's silence check at the first step more than
 // the silence window after it was last heard: the controller judges
@@ -343,63 +411,71 @@ func (s *sim) talking(h int) bool {
 	return f&fOffline == 0 && st != stDown && !(st == stReverted && f&fFailed == 0 && !s.rolled)
 }
 
-func (s *sim) uniform(d time.Duration) time.Duration {
-	return time.Duration(s.rng.Int64N(int64(d)) + 1)
+func (f *fleet) uniform(d time.Duration) time.Duration {
+	return time.Duration(f.rng.Int64N(int64(d)) + 1)
 }
 
-func (s *sim) exp(mean time.Duration) time.Duration {
-	return time.Duration(s.rng.ExpFloat64() * float64(mean))
+func (f *fleet) exp(mean time.Duration) time.Duration {
+	return time.Duration(f.rng.ExpFloat64() * float64(mean))
 }
 
-func (s *sim) setup() {
-	n := s.p.Hosts
+func (f *fleet) setup() {
+	n := f.p.Hosts
 	bucket := make([]uint16, n)
-	s.flags = make([]uint16, n)
-	s.state = make([]uint8, n)
-	s.since = make([]int32, n)
-	s.wheel = make([][]uint64, s.ticks(s.p.Duration)+1)
+	for _, s := range f.chans {
+		s.flags = make([]uint16, n)
+		s.state = make([]uint8, n)
+		s.since = make([]int32, n)
+	}
+	f.wheel = make([][]uint64, f.ticks(f.p.Duration)+1)
 	counts := make([]int, rollout.Buckets)
 	for i := range n {
-		b := uint16(s.rng.IntN(rollout.Buckets))
-		if s.hook != nil {
-			b = uint16(s.hook.bucket(i))
+		b := uint16(f.rng.IntN(rollout.Buckets))
+		if f.hook != nil {
+			b = uint16(f.hook.bucket(i))
 		}
 		bucket[i] = b
 		counts[b]++
-		if i < s.p.Canaries {
-			s.flags[i] |= fCanary
-		}
-		switch s.p.Scenario {
-		case CrashAll:
-			s.flags[i] |= fSusceptible
-		case CrashOnePct:
-			if s.rng.Float64() < 0.01 {
+		for _, s := range f.chans {
+			if i < f.p.Canaries {
+				s.flags[i] |= fCanary
+			}
+			switch f.p.Scenario {
+			case CrashAll:
 				s.flags[i] |= fSusceptible
+			case CrashOnePct:
+				if f.rng.Float64() < 0.01 {
+					s.flags[i] |= fSusceptible
+				}
 			}
 		}
 	}
-	s.byBkt = make([][]int32, rollout.Buckets)
+	f.byBkt = make([][]int32, rollout.Buckets)
 	for b, c := range counts {
-		s.byBkt[b] = make([]int32, 0, c)
+		f.byBkt[b] = make([]int32, 0, c)
 	}
 	for i := range n {
-		s.byBkt[bucket[i]] = append(s.byBkt[bucket[i]], int32(i))
+		f.byBkt[bucket[i]] = append(f.byBkt[bucket[i]], int32(i))
 	}
 	// Churn: a fraction offline now, each host's next change drawn from the
 	// exponential periods (online periods long enough for that fraction).
 	// The control group is the hosts heard from since the start (as the
 	// controller counts it): one offline now joins it when it is back.
-	s.controlAtRisk = int64(n)
-	if s.p.Offline > 0 {
-		s.onMean = time.Duration(float64(s.p.OfflineMean) * (1 - s.p.Offline) / s.p.Offline)
+	for _, s := range f.chans {
+		s.controlAtRisk = int64(n)
+	}
+	if f.p.Offline > 0 {
+		f.onMean = time.Duration(float64(f.p.OfflineMean) * (1 - f.p.Offline) / f.p.Offline)
 		for i := range n {
-			if s.rng.Float64() < s.p.Offline {
-				s.flags[i] |= fOffline
-				s.since[i] = unheard
-				s.controlAtRisk--
-				s.schedule(i, evOnline, s.exp(s.p.OfflineMean))
+			if f.rng.Float64() < f.p.Offline {
+				for _, s := range f.chans {
+					s.flags[i] |= fOffline
+					s.since[i] = unheard
+					s.controlAtRisk--
+				}
+				f.put(i, 0, evOnline, f.after(f.exp(f.p.OfflineMean)))
 			} else {
-				s.schedule(i, evOffline, s.exp(s.onMean))
+				f.put(i, 0, evOffline, f.after(f.exp(f.onMean)))
 			}
 		}
 	}
@@ -408,7 +484,7 @@ func (s *sim) setup() {
 // unheard is since[h] of a host not heard from since the start.
 const unheard = -1
 
-// start publishes the version under the policy.
+// start publishes the channel's version under the policy.
 func (s *sim) start() error {
 	switch s.p.Policy {
 	case AllAtOnce:
@@ -420,7 +496,7 @@ func (s *sim) start() error {
 		if s.p.Emergency {
 			schedule = controller.ScheduleEmergency
 		}
-		spec := controller.Spec{Channel: 291, To: 1002, From: 1001, Schedule: schedule,
+		spec := controller.Spec{Channel: 291 + uint32(s.c), To: 1002, From: 1001, Schedule: schedule,
 			Stages: controller.DefaultStages(schedule, nil, []string{"canary"}), HealthWindow: s.p.HealthWindow}
 		r, _, err := controller.NewRollout(spec, nil, nil, nil, "fleetsim", "", s.at(0))
 		if err != nil {
@@ -462,43 +538,83 @@ func (s *sim) offer(h int) {
 	}
 	s.flags[h] |= fIncluded | fPending
 	if s.flags[h]&fOffline == 0 {
-		s.schedule(h, evAdopt, s.uniform(s.p.CheckIn))
+		s.checkIn(h)
 	}
 }
 
-func (s *sim) loop() {
-	stepTicks := s.ticks(s.p.Step)
-	sampleTicks := s.ticks(s.p.Sample)
+// checkIn has host h check in at its next check-in (the check-in phase is
+// uniform over the interval); with more than one channel, at the one
+// coming if there is one. The check-in serves every channel with a
+// version for the host.
+func (f *fleet) checkIn(h int) {
+	if f.next != nil && int(f.next[h]) > f.tick {
+		return
+	}
+	t := f.after(f.uniform(f.p.CheckIn))
+	f.put(h, 0, evAdopt, t)
+	if f.next != nil {
+		f.next[h] = int32(t)
+	}
+}
+
+// pending reports whether a channel has a version host h has yet to take.
+func (f *fleet) pending(h int) bool {
+	for _, s := range f.chans {
+		if s.flags[h]&fPending != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fleet) loop() {
+	stepTicks := f.ticks(f.p.Step)
+	sampleTicks := f.ticks(f.p.Sample)
 	wave := 0
-	for s.tick = 0; s.tick < len(s.wheel); s.tick++ {
-		now := time.Duration(s.tick) * s.p.Resolution
-		if s.p.Policy == Waves && wave < len(BottlerocketWaves) && now >= BottlerocketWaves[wave].At {
-			s.include(rollout.Stage{Percent: BottlerocketWaves[wave].Percent}.BucketLimit(), false)
+	for f.tick = 0; f.tick < len(f.wheel); f.tick++ {
+		now := time.Duration(f.tick) * f.p.Resolution
+		if f.p.Policy == Waves && wave < len(BottlerocketWaves) && now >= BottlerocketWaves[wave].At {
+			for _, s := range f.chans {
+				s.include(rollout.Stage{Percent: BottlerocketWaves[wave].Percent}.BucketLimit(), false)
+			}
 			wave++
 		}
-		evs := s.wheel[s.tick]
-		s.wheel[s.tick] = nil
+		evs := f.wheel[f.tick]
+		f.wheel[f.tick] = nil
 		for _, e := range evs {
-			s.handle(int(e>>4), uint8(e&15))
-			if s.hook != nil {
-				s.hook.event(s, int(e>>4), uint8(e&15))
-			}
-		}
-		if s.tick%stepTicks == 0 {
-			s.background()
-			if s.r != nil && !s.stopped {
-				if s.hook != nil {
-					s.hook.step(s)
+			h, c, kind := int(e>>8), int(e>>4&15), uint8(e&15)
+			switch kind {
+			case evAdopt, evOffline, evOnline:
+				f.handle(h, kind)
+				if f.hook != nil {
+					for _, s := range f.chans {
+						f.hook.event(s, h, kind)
+					}
 				}
-				s.r.Observe(s.counts(), s.at(s.tick))
-				s.apply(s.r.Step(s.at(s.tick)))
+			default:
+				f.chans[c].handle(h, kind)
+				if f.hook != nil {
+					f.hook.event(f.chans[c], h, kind)
+				}
 			}
 		}
-		if s.running >= s.p.Hosts*99/100 && s.res.Reach99 < 0 {
-			s.res.Reach99 = now
-		}
-		if s.tick%sampleTicks == 0 || s.tick == len(s.wheel)-1 {
-			s.res.Series = append(s.res.Series, Sample{At: now, Exposed: s.loaded, Running: s.running, Down: s.down})
+		for _, s := range f.chans {
+			if f.tick%stepTicks == 0 {
+				s.background()
+				if s.r != nil && !s.stopped {
+					if f.hook != nil {
+						f.hook.step(s)
+					}
+					s.r.Observe(s.counts(), s.at(f.tick))
+					s.apply(s.r.Step(s.at(f.tick)))
+				}
+			}
+			if s.running >= f.p.Hosts*99/100 && s.res.Reach99 < 0 {
+				s.res.Reach99 = now
+			}
+			if f.tick%sampleTicks == 0 || f.tick == len(f.wheel)-1 {
+				s.res.Series = append(s.res.Series, Sample{At: now, Exposed: s.loaded, Running: s.running, Down: s.down})
+			}
 		}
 	}
 }
@@ -583,41 +699,143 @@ func (s *sim) poisson(mean float64) int64 {
 	}
 }
 
+// handle is an event of host h's own: a check-in, going offline, coming
+// back. Each channel's sim does its part.
+func (f *fleet) handle(h int, kind uint8) {
+	switch kind {
+	case evAdopt:
+		if f.chans[0].flags[h]&fOffline != 0 {
+			return
+		}
+		// The host checks in: each channel with a version for it, in
+		// order, starts its trial; with one trial at a time, only while no
+		// other trial runs on the host (the others wait for it to end).
+		for _, s := range f.chans {
+			if s.flags[h]&fPending == 0 {
+				continue
+			}
+			if f.trial != nil && f.trial[h] != 0 && !s.stopped {
+				s.flags[h] |= fWaited
+				continue
+			}
+			if s.adopt(h) && f.trial != nil {
+				f.trial[h] = uint8(s.c + 1)
+			}
+		}
+	case evOffline:
+		off := f.exp(f.p.OfflineMean)
+		f.put(h, 0, evOnline, f.after(off))
+		for _, s := range f.chans {
+			s.offline(h, off)
+		}
+	case evOnline:
+		for _, s := range f.chans {
+			s.online(h)
+		}
+		f.put(h, 0, evOffline, f.after(f.exp(f.onMean)))
+		if f.pending(h) {
+			f.checkIn(h)
+		}
+		for _, s := range f.chans {
+			if s.rolled && s.state[h] == stNew {
+				s.schedule(h, evRollback, s.uniform(s.p.CheckIn))
+			}
+		}
+	}
+}
+
+// adopt: host h, checking in, takes the channel's version if it still
+// has one for it; it reports whether the host started a trial.
+func (s *sim) adopt(h int) bool {
+	f := s.flags[h]
+	s.flags[h] &^= fPending
+	if s.stopped || s.state[h] != stOld {
+		return false
+	}
+	s.loaded++
+	s.treatedAtRisk++
+	if f&fCtrlFailed == 0 {
+		s.controlAtRisk--
+	}
+	if f&fSusceptible != 0 {
+		// It crashes while loading: down until the reboot, for good
+		// without the guard.
+		s.crashed++
+		s.state[h] = stDown
+		s.down++
+		// Its install was the last the server heard of it: without the
+		// guard it crash-loops and says nothing more (silence); with it,
+		// it speaks again once it reports the revert.
+		s.since[h] = int32(s.tick)
+		s.scheduleSilence(h)
+		if s.p.Guard {
+			s.schedule(h, evRevert, s.p.Reboot)
+		}
+		return true
+	}
+	s.state[h] = stNew
+	s.running++
+	s.schedule(h, evHealthy, s.p.HealthWindow)
+	return true
+}
+
+// endTrial: host h's trial of the channel's version is over (it passed
+// its health window, was reverted or rolled back). With one trial at a
+// time, a version another channel has for the host starts at once if the
+// host saw it during the trial and staged it (the daemon polls as soon as
+// it marks a trial good, when a staged version waits), else at its next
+// check-in.
+func (s *sim) endTrial(h int) {
+	if s.trial == nil || s.trial[h] != uint8(s.c+1) {
+		return
+	}
+	s.trial[h] = 0
+	if s.flags[h]&fOffline != 0 || !s.pending(h) {
+		return
+	}
+	for _, o := range s.chans {
+		if o.flags[h]&(fPending|fWaited) == fPending|fWaited {
+			s.put(h, 0, evAdopt, s.after(0))
+			return
+		}
+	}
+	s.checkIn(h)
+}
+
+// offline is the channel's part of host h going offline for off.
+func (s *sim) offline(h int, off time.Duration) {
+	if s.talking(h) {
+		// Heard until now. A host that was not talking keeps the time it
+		// was last heard, and its silence check.
+		s.since[h] = int32(s.tick)
+		if off > controller.DefaultSilence {
+			s.scheduleSilence(h)
+		}
+	}
+	s.flags[h] |= fOffline
+}
+
+// online is the channel's part of host h coming back.
+func (s *sim) online(h int) {
+	f := s.flags[h]
+	s.flags[h] &^= fOffline
+	if s.since[h] == unheard {
+		s.since[h] = 0
+		s.controlAtRisk++ // heard from at last: a control host
+	}
+	if f&fHealthDue != 0 {
+		s.flags[h] &^= fHealthDue
+		if s.state[h] == stNew && f&fFailed == 0 {
+			s.flags[h] |= fHealthy // its first telemetry says so
+			s.healthy++
+		}
+	}
+}
+
+// handle is an event of host h on the channel.
 func (s *sim) handle(h int, kind uint8) {
 	f := s.flags[h]
 	switch kind {
-	case evAdopt:
-		if f&fPending == 0 || f&fOffline != 0 {
-			return
-		}
-		s.flags[h] &^= fPending
-		if s.stopped || s.state[h] != stOld {
-			return
-		}
-		s.loaded++
-		s.treatedAtRisk++
-		if f&fCtrlFailed == 0 {
-			s.controlAtRisk--
-		}
-		if f&fSusceptible != 0 {
-			// It crashes while loading: down until the reboot, for good
-			// without the guard.
-			s.crashed++
-			s.state[h] = stDown
-			s.down++
-			// Its install was the last the server heard of it: without the
-			// guard it crash-loops and says nothing more (silence); with it,
-			// it speaks again once it reports the revert.
-			s.since[h] = int32(s.tick)
-			s.scheduleSilence(h)
-			if s.p.Guard {
-				s.schedule(h, evRevert, s.p.Reboot)
-			}
-			return
-		}
-		s.state[h] = stNew
-		s.running++
-		s.schedule(h, evHealthy, s.p.HealthWindow)
 	case evRevert:
 		if s.state[h] != stDown {
 			return
@@ -625,6 +843,7 @@ func (s *sim) handle(h int, kind uint8) {
 		s.state[h] = stReverted // the boot guard: back on last-known-good, quarantined
 		s.down--
 		s.schedule(h, evReport, s.uniform(s.p.Telemetry))
+		s.endTrial(h)
 	case evReport:
 		if f&fOffline != 0 {
 			s.schedule(h, evReport, s.p.Telemetry) // sent when back
@@ -638,6 +857,9 @@ func (s *sim) handle(h int, kind uint8) {
 			s.apply(s.r.CanaryFailure(s.counts, s.at(s.tick), fmt.Sprint(h), "reverted: load-crash"))
 		}
 	case evHealthy:
+		// The health window is the host's own clock: the trial ends with
+		// it, whatever the server hears.
+		s.endTrial(h)
 		if s.state[h] != stNew || f&(fFailed|fHealthy) != 0 {
 			return
 		}
@@ -647,38 +869,6 @@ func (s *sim) handle(h int, kind uint8) {
 		}
 		s.flags[h] |= fHealthy
 		s.healthy++
-	case evOffline:
-		off := s.exp(s.p.OfflineMean)
-		s.schedule(h, evOnline, off)
-		if s.talking(h) {
-			// Heard until now. A host that was not talking keeps the time
-			// it was last heard, and its silence check.
-			s.since[h] = int32(s.tick)
-			if off > controller.DefaultSilence {
-				s.scheduleSilence(h)
-			}
-		}
-		s.flags[h] |= fOffline
-	case evOnline:
-		s.flags[h] &^= fOffline
-		if s.since[h] == unheard {
-			s.since[h] = 0
-			s.controlAtRisk++ // heard from at last: a control host
-		}
-		if f&fHealthDue != 0 {
-			s.flags[h] &^= fHealthDue
-			if s.state[h] == stNew && f&fFailed == 0 {
-				s.flags[h] |= fHealthy // its first telemetry says so
-				s.healthy++
-			}
-		}
-		s.schedule(h, evOffline, s.exp(s.onMean))
-		if f&fPending != 0 {
-			s.schedule(h, evAdopt, s.uniform(s.p.CheckIn))
-		}
-		if s.rolled && s.state[h] == stNew {
-			s.schedule(h, evRollback, s.uniform(s.p.CheckIn))
-		}
 	case evSilence:
 		// Unheard for the silence window: a failure on whichever side the
 		// host is (the controller judges silence alike on both); a host
@@ -730,6 +920,7 @@ func (s *sim) failControl(h int) {
 func (s *sim) rollbackHost(h int) {
 	s.state[h] = stReverted
 	s.running--
+	s.endTrial(h)
 }
 
 // counts is what the server's fleet walk would count now.

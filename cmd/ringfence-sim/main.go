@@ -5,12 +5,14 @@
 // hosts still down at the end with and without the host-side boot guard,
 // when the rollout halted, and for a healthy update when it reached 99% of
 // the fleet. With --reps it repeats the ringfence runs over seeds and
-// reports the false-halt and detection rates. The model is package
-// fleetsim's.
+// reports the false-halt and detection rates. With --channels it measures
+// what one trial at a time per host costs when several channels roll out at
+// once. The model is package fleetsim's.
 package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -42,7 +44,16 @@ schedule: 1h 1%, 4h 5%, 1d 15%, 2d 40%, 4d 60%, 5d 90%, 6d 100%; no health
 gate), ringfence.
 
 --reps R repeats the ringfence runs with R seeds: the false-halt rate of the
-healthy update and the detection rate of each bad one.`
+healthy update and the detection rate of each bad one.
+
+--channels 1,2,3,5 prints another table instead: for each K, K channels
+that the same hosts follow, each a healthy update under its own ringfence
+rollout, all started at once; when every channel had reached 99% of the
+fleet (and the mean over the channels), with one trial at a time per host
+(a version that arrives during another channel's trial waits for it to end
+and starts at the host's next check-in) and with overlapping trials, each
+as a ratio to one channel. It runs at 1,000,000 hosts unless --hosts says
+otherwise.`
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -79,8 +90,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	background := fs.Float64("background-rate", d.BackgroundRate, "sensor crashes per host-hour on any version")
 	asJSON := fs.Bool("json", false, "print JSON instead of the table")
 	svg := fs.String("svg", "", "write a chart of exposed hosts over time (SVG) to this file")
+	channels := fs.String("channels", "", "instead of the scenarios, measure one trial at a time per host: K channels rolled out at once, for each K in this comma-separated list (e.g. 1,2,3,5)")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["channels"] {
+		base := d
+		base.Hosts = channelHosts
+		if set["hosts"] {
+			base.Hosts = *hosts
+		}
+		base.Duration, base.Seed, base.Emergency, base.Canaries = *duration, *seed, *emergency, *canaries
+		base.CheckIn, base.Offline, base.BackgroundRate = *checkIn, *offline, *background
+		for _, name := range []string{"scenarios", "policies", "reps", "svg"} {
+			if set[name] {
+				fmt.Fprintf(stderr, "ringfence-sim: --%s does not go with --channels (every channel is a healthy update under the ringfence policy)\n", name)
+				return cli.ExitUsage
+			}
+		}
+		return runChannels(*channels, base, *asJSON, stdout, stderr)
 	}
 	base := d
 	base.Hosts, base.Duration, base.Seed, base.Emergency, base.Canaries = *hosts, *duration, *seed, *emergency, *canaries
@@ -200,7 +230,16 @@ func join[T fmt.Stringer](vs []T) string {
 // runAll runs jobs on every core, results in order.
 func runAll(jobs []fleetsim.Params) ([]*fleetsim.Result, error) {
 	out := make([]*fleetsim.Result, len(jobs))
-	errs := make([]error, len(jobs))
+	err := parallel(len(jobs), func(i int) (err error) {
+		out[i], err = fleetsim.Run(jobs[i])
+		return err
+	})
+	return out, err
+}
+
+// parallel calls f(0..n-1) on every core; the error is the first by index.
+func parallel(n int, f func(i int) error) error {
+	errs := make([]error, n)
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range max(1, runtime.GOMAXPROCS(0)) {
@@ -208,21 +247,21 @@ func runAll(jobs []fleetsim.Params) ([]*fleetsim.Result, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				out[i], errs[i] = fleetsim.Run(jobs[i])
+				errs[i] = f(i)
 			}
 		}()
 	}
-	for i := range jobs {
+	for i := range n {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func summarize(scenario fleetsim.Scenario, rs []*fleetsim.Result) rates {

@@ -87,3 +87,51 @@ func TestBadFlags(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "Bottlerocket")
 }
+
+func TestChannels(t *testing.T) {
+	out, errOut, code := runCLI("--channels", "3,2", "--hosts", "20000", "--duration", "24h")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "K channels on the same 20,000 hosts")
+	rows := map[string][]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 9 && (f[0] == "1" || f[0] == "2" || f[0] == "3") {
+			rows[f[0]] = f
+		}
+	}
+	require.Len(t, rows, 3, "one channel is always there, as the reference:\n%s", out)
+	// channels, overlap: every, mean, vs 1; one trial: every, mean, vs 1, vs overlap, waited
+	require.Equal(t, []string{"1.00", "1.00", "1.00", "0.0%"}, []string{rows["1"][3], rows["1"][6], rows["1"][7], rows["1"][8]})
+	require.Equal(t, rows["1"][1], rows["1"][4], "one channel: the same in both modes")
+	for _, k := range []string{"2", "3"} {
+		require.NotEqual(t, "-", rows[k][4], "every channel reaches 99%%")
+		slower, err := strconv.ParseFloat(rows[k][7], 64)
+		require.NoError(t, err)
+		require.Greater(t, slower, 1.0, "%d channels one trial at a time take longer than one", k)
+		require.NotEqual(t, "0.0%", rows[k][8])
+	}
+	require.NotContains(t, out, "halted")
+
+	out, errOut, code = runCLI("--channels", "2", "--hosts", "5000", "--duration", "12h", "--emergency", "--json")
+	require.Equal(t, 0, code, errOut)
+	var got struct {
+		Channels []struct {
+			K        int `json:"channels"`
+			OneTrial struct {
+				Reach99 int64 `json:"reach_99"`
+				Runs    []any `json:"runs"`
+			} `json:"one_trial"`
+		} `json:"channels"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Len(t, got.Channels, 2)
+	require.Equal(t, 2, got.Channels[1].K)
+	require.Len(t, got.Channels[1].OneTrial.Runs, 2)
+	require.Positive(t, got.Channels[1].OneTrial.Reach99)
+
+	_, errOut, code = runCLI("--channels", "0")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `--channels: "0": want a number of channels, 1..16`)
+	_, errOut, code = runCLI("--channels", "2", "--reps", "3")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--reps does not go with --channels")
+}
