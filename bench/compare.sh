@@ -30,11 +30,14 @@ $GO test -c -o "$work/head.test" "$pkg"
 value() { # the metric's value in a benchmark's output
   awk -v m="$metric" '/^Benchmark/ { for (i = 3; i <= NF; i++) if ($i == m) print $(i-1) }' | tail -n 1
 }
-dir=$(cd "$pkg" && pwd)
+# Each side runs in its own tree: a benchmark that builds a helper binary
+# from a relative path (the daemon's build ../cmd/ringfenced) gets that
+# side's.
+declare -A dir=([base]="$work/base/$pkg" [head]="$(cd "$pkg" && pwd)")
 declare -a bv hv
 for r in $(seq 1 "$rounds"); do
   for side in base head; do
-    out=$(cd "$dir" && "$work/$side.test" -test.run '^$' -test.bench "$bench" -test.benchtime "$benchtime" 2>&1) ||
+    out=$(cd "${dir[$side]}" && "$work/$side.test" -test.run '^$' -test.bench "$bench" -test.benchtime "$benchtime" 2>&1) ||
       { echo "$out"; echo "benchcmp: the $side benchmark failed"; exit 1; }
     v=$(value <<<"$out")
     [ -n "$v" ] || { echo "$out"; echo "benchcmp: no $metric in the $side output"; exit 1; }
