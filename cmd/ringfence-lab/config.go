@@ -32,7 +32,11 @@ type Config struct {
 	Canaries       int     `toml:"canaries" json:"canaries"`
 	LegacyPercent  float64 `toml:"legacy_percent" json:"legacy_percent"`
 	LegacyCanaries int     `toml:"legacy_canaries" json:"legacy_canaries"`
-	Channel        uint32  `toml:"channel" json:"channel"`
+	// Channels are the two content channels every host follows, with one
+	// daemon and one identity (a boot record and A/B slots each). Scenarios
+	// 1-4 run on the first, the channel the content files carry; scenario
+	// 5 rolls out on both at once.
+	Channels []uint32 `toml:"channels" json:"channels"`
 
 	Host    HostSettings    `toml:"host" json:"host"`
 	Server  ServerSettings  `toml:"server" json:"server"`
@@ -77,11 +81,17 @@ type Stage struct {
 }
 
 // ContentSettings name the channel files (testdata/channels/NAME.rfch) of
-// the scenarios.
+// the scenarios, all of the first channel.
 type ContentSettings struct {
 	Good     []string `toml:"good" json:"good"`
 	CF291    string   `toml:"cf291" json:"cf291"`
 	Bypassed string   `toml:"bypassed" json:"bypassed"`
+	// Second is the second channel's first content in scenario 5: this
+	// good file re-encoded as version SecondVersion of the second channel.
+	// Beside it, CF291 goes out again on the first channel, re-encoded as
+	// the version after every one the other scenarios use.
+	Second        string `toml:"second" json:"second"`
+	SecondVersion uint32 `toml:"second_version" json:"second_version"`
 }
 
 // Duration is ringfenced's configuration duration ("5s", "2m"): the lab's
@@ -142,8 +152,8 @@ func (c Config) Check() error {
 		return fmt.Errorf("config: legacy_percent: %g; want 0..100", c.LegacyPercent)
 	case c.LegacyCanaries < 1 || c.LegacyCanaries > c.Canaries:
 		return fmt.Errorf("config: legacy_canaries: %d; want 1..canaries (%d): scenario 4 needs a legacy canary", c.LegacyCanaries, c.Canaries)
-	case c.Channel == 0:
-		return errors.New("config: channel must be set")
+	case len(c.Channels) != 2 || c.Channels[0] == 0 || c.Channels[1] == 0 || c.Channels[0] == c.Channels[1]:
+		return fmt.Errorf("config: channels: %v; want two channels, the content files' first ([291, 292]): scenarios 1-4 run on the first, scenario 5 on both", c.Channels)
 	case c.Host.PollInterval.Duration < time.Second:
 		return errors.New("config: host.poll_interval must be at least 1s (ringfenced's minimum)")
 	case c.Host.PollJitter.Duration < 0:
@@ -154,8 +164,10 @@ func (c Config) Check() error {
 		return errors.New("config: rollout.stages: give at least the 100% stage")
 	case len(c.Content.Good) == 0:
 		return errors.New("config: content.good: name at least one good channel file")
-	case c.Content.CF291 == "" || c.Content.Bypassed == "":
-		return errors.New("config: content.cf291 and content.bypassed must name channel files")
+	case c.Content.CF291 == "" || c.Content.Bypassed == "" || c.Content.Second == "":
+		return errors.New("config: content.cf291, content.bypassed and content.second must name channel files")
+	case c.Content.SecondVersion == 0:
+		return errors.New("config: content.second_version must be set: the second channel's version in scenario 5")
 	}
 	for _, d := range []struct {
 		key string

@@ -13,7 +13,7 @@ func TestDefaultConfig(t *testing.T) {
 	require.Equal(t, 50, c.Hosts)
 	require.Equal(t, 5, c.Canaries)
 	require.Equal(t, 10, c.LegacyHosts(), "20% of 50")
-	require.Equal(t, uint32(291), c.Channel)
+	require.Equal(t, []uint32{291, 292}, c.Channels)
 	require.Equal(t, 2*time.Second, c.Host.PollInterval.Duration)
 	require.Equal(t, 10*time.Second, c.Host.HealthWindow.Duration)
 	require.Equal(t, c.Host.HealthWindow, c.Rollout.HealthWindow, "the server is told the hosts' window")
@@ -22,6 +22,8 @@ func TestDefaultConfig(t *testing.T) {
 	require.Equal(t, []string{"good-ipc-1001", "good-ipc-1002"}, c.Content.Good)
 	require.Equal(t, "cf291-shape", c.Content.CF291)
 	require.Equal(t, "cf291-field22", c.Content.Bypassed)
+	require.Equal(t, "good-ipc-1001", c.Content.Second)
+	require.Equal(t, uint32(2001), c.Content.SecondVersion)
 }
 
 func TestParseConfigRefuses(t *testing.T) {
@@ -47,7 +49,28 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"no good content", func(s string) string {
 			return strings.Replace(s, `good = ["good-ipc-1001", "good-ipc-1002"]`, `good = []`, 1)
 		}, "content.good"},
-		{"zero timeout", func(s string) string { return strings.Replace(s, `timeout = "90s"`, `timeout = "0s"`, 1) }, "rollout.timeout must be a positive duration"},
+		{"the old single channel", func(s string) string {
+			return strings.Replace(s, "channels = [291, 292]", "channel = 291", 1)
+		}, "unknown key channel"},
+		{"one channel", func(s string) string {
+			return strings.Replace(s, "channels = [291, 292]", "channels = [291]", 1)
+		}, "channels: [291]; want two channels"},
+		{"three channels", func(s string) string {
+			return strings.Replace(s, "channels = [291, 292]", "channels = [291, 292, 293]", 1)
+		}, "want two channels"},
+		{"the same channel twice", func(s string) string {
+			return strings.Replace(s, "channels = [291, 292]", "channels = [291, 291]", 1)
+		}, "want two channels"},
+		{"channel 0", func(s string) string {
+			return strings.Replace(s, "channels = [291, 292]", "channels = [291, 0]", 1)
+		}, "want two channels"},
+		{"no second content", func(s string) string {
+			return strings.Replace(s, `second = "good-ipc-1001"`, "", 1)
+		}, "content.second must name"},
+		{"no second version", func(s string) string {
+			return strings.Replace(s, "second_version = 2001", "", 1)
+		}, "content.second_version must be set"},
+		{"zero timeout", func(s string) string { return strings.Replace(s, `timeout = "120s"`, `timeout = "0s"`, 1) }, "rollout.timeout must be a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

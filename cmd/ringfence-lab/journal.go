@@ -42,6 +42,7 @@ const (
 // hostEvent is one thing a host did.
 type hostEvent struct {
 	Kind    eventKind
+	Channel uint32 // 0: none (a crash outside any trial)
 	Version uint32
 	Time    time.Time // the daemon's clock
 	// Detail is the agent's last words (crashed), the check's first problem
@@ -54,7 +55,7 @@ type hostEvent struct {
 
 // hostEventOf maps a journal event to what the lab counts, if it counts it.
 func hostEventOf(ev wire.Event) (hostEvent, bool) {
-	out := hostEvent{Version: ev.Version, Time: ev.Time}
+	out := hostEvent{Channel: ev.Channel, Version: ev.Version, Time: ev.Time}
 	switch ev.Kind {
 	case wire.EventInstalled:
 		out.Kind = evInstalled

@@ -29,7 +29,7 @@ func TestHostEventOf(t *testing.T) {
 		name string
 		in   wire.Event
 		ok   bool
-		want hostEvent // Time and Version are the event's
+		want hostEvent // Time, Channel and Version are the event's
 	}{
 		{"installed", wire.Event{Kind: wire.EventInstalled, Version: 1004, Evidence: map[string]string{"slot": "a"}}, true,
 			hostEvent{Kind: evInstalled}},
@@ -43,7 +43,10 @@ func TestHostEventOf(t *testing.T) {
 			hostEvent{Kind: evCrashed, Detail: "sensor: lost the ring buffer", During: "run"}},
 		{"crashed silently: how it exited", wire.Event{Kind: wire.EventSensorCrashed, Reason: "signal: killed"}, true,
 			hostEvent{Kind: evCrashed, Detail: "signal: killed"}},
-		{"reverted by the guard", wire.Event{Kind: wire.EventReverted, Version: 1004, Reason: "load-crash",
+		{"crashed loading a trial: its channel and version", wire.Event{Kind: wire.EventSensorCrashed, Channel: 292, Version: 2002, Reason: "exit status 2",
+			Evidence: map[string]string{"stderr": stderrPanic, "during": "load"}}, true,
+			hostEvent{Kind: evCrashed, Detail: "panic: runtime error: index out of range [20] with length 20", During: "load"}},
+		{"reverted by the guard", wire.Event{Kind: wire.EventReverted, Channel: 291, Version: 1004, Reason: "load-crash",
 			Evidence: map[string]string{"running": running}}, true,
 			hostEvent{Kind: evReverted, Detail: "load-crash; running " + running}},
 		{"tries used", wire.Event{Kind: wire.EventReverted, Version: 1004, Reason: "tries-exhausted",
@@ -74,7 +77,7 @@ func TestHostEventOf(t *testing.T) {
 			if !ok {
 				return
 			}
-			tt.want.Version, tt.want.Time = tt.in.Version, t0
+			tt.want.Channel, tt.want.Version, tt.want.Time = tt.in.Channel, tt.in.Version, t0
 			require.Equal(t, tt.want, got)
 		})
 	}

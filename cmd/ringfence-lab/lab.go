@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/server"
 	"github.com/ringfence/ringfence/validator"
@@ -52,21 +56,46 @@ const (
 
 // lab is one run: its processes, its hosts and what they did.
 type lab struct {
-	opts    Options
-	cfg     Config
-	tl      *timeline
-	ps      procs
-	repo    string
-	keys    string
-	state   string
-	url     string
-	token   string
-	client  *server.Client
-	hosts   []*host
-	byID    map[string]*host
-	version map[string]uint32 // content name -> content version
-	current int               // the scenario whose events are being read
+	opts   Options
+	cfg    Config
+	tl     *timeline
+	ps     procs
+	repo   string
+	keys   string
+	state  string
+	url    string
+	token  string
+	client *server.Client
+	hosts  []*host
+	byID   map[string]*host
+	files  map[string]content // the testdata files, by name (all of the first channel)
+	// again and second are scenario 5's files, made by the lab: cf291
+	// again on the first channel at a new version, and the second
+	// channel's first content.
+	again, second content
+	current       int // the scenario whose events are being read
 }
+
+// content is a channel file the lab publishes: one of testdata/channels,
+// or one the lab made from one (scenario 5).
+type content struct {
+	name             string // the testdata file it is, or was made from
+	channel, version uint32
+	path             string
+	made             bool // re-encoded by the lab from the testdata file name
+}
+
+// String names the content for the timeline: "cf291-shape", or what it was
+// made from ("good-ipc-1001 re-encoded").
+func (c content) String() string {
+	if c.made {
+		return c.name + " re-encoded"
+	}
+	return c.name
+}
+
+// madeDir is the work directory's folder of the files the lab makes.
+const madeDir = "content"
 
 // host is one ringfenced of the fleet.
 type host struct {
@@ -78,6 +107,7 @@ type host struct {
 	journal           *journalFollower
 	events            []scenarioEvent
 	shown             map[string]int // failure lines printed, per scenario and kind
+	trial             [2]uint32      // the channel and version activated as a trial and not ended yet, by the journal
 }
 
 type scenarioEvent struct {
@@ -102,12 +132,67 @@ func (h *host) label() string {
 
 func (h *host) status() (daemon.Status, error) { return daemon.ReadStatus(h.root) }
 
+// record reads channel ch's boot record: what the daemon and the agent's
+// loader write (<root>/channels/<N>/bootrecord, docs/boot-record.md), the
+// state of each channel apart. A channel that never had content has none
+// yet: the zero record, nothing active.
+func (h *host) record(ch uint32) (bootguard.Record, error) {
+	rec, err := bootguard.Read(installer.RecordPathOf(h.root, ch))
+	if errors.Is(err, fs.ErrNotExist) {
+		return bootguard.Record{}, nil
+	}
+	return rec, err
+}
+
+// active is what h runs on channel ch: the active slot's entry, and false
+// when the channel has no content.
+func (h *host) active(ch uint32) (bootguard.Entry, bool, error) {
+	rec, err := h.record(ch)
+	if err != nil || rec.Active == bootguard.SlotNone {
+		return bootguard.Entry{}, false, err
+	}
+	return *rec.Entry(rec.Active), true, nil
+}
+
+// runsGood reports whether h runs version v of channel ch as GOOD, its
+// agent up.
+func (h *host) runsGood(ch, v uint32) bool {
+	e, ok, err := h.active(ch)
+	if err != nil || !ok || e.Version != v || e.State != bootguard.StateGood {
+		return false
+	}
+	st, err := h.status()
+	return err == nil && st.Agent == daemon.AgentRunning
+}
+
+// describe says what h runs on each channel and how its agent is:
+// "channel 291 version 1004 (GOOD); channel 292: no content; agent running".
+func (h *host) describe(chs []uint32) string {
+	var parts []string
+	for _, ch := range chs {
+		e, ok, err := h.active(ch)
+		switch {
+		case err != nil:
+			parts = append(parts, fmt.Sprintf("channel %d: %v", ch, err))
+		case !ok:
+			parts = append(parts, fmt.Sprintf("channel %d: no content", ch))
+		default:
+			parts = append(parts, fmt.Sprintf("channel %d version %d (%v)", ch, e.Version, e.State))
+		}
+	}
+	agent := "no status"
+	if st, err := h.status(); err == nil {
+		agent = "agent " + st.Agent.String()
+	}
+	return strings.Join(append(parts, agent), "; ")
+}
+
 // Run runs the lab: the publisher, the server, the fleet, the scenarios.
 // Every process it starts is stopped before it returns, on every path.
 func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	start := time.Now()
 	l := &lab{opts: opts, cfg: opts.Config, tl: &timeline{w: opts.Out, start: start, clock: clock.System{}},
-		byID: map[string]*host{}, version: map[string]uint32{}}
+		byID: map[string]*host{}, files: map[string]content{}}
 	rep.Hosts = l.cfg.Hosts
 	defer func() {
 		if killed := l.ps.stopAll(stopGrace); len(killed) > 0 {
@@ -126,39 +211,48 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 			rep.LegacyHosts = append(rep.LegacyHosts, h.Name)
 		}
 	}
+	rep.Channels = l.cfg.Channels
+	rep.GoodVersion = l.lastGood()
+	// What every host must run at the end, per channel: the first
+	// channel's last good version, and the second channel's content of
+	// scenario 5.
+	rep.GoodVersions = map[uint32]uint32{l.first(): rep.GoodVersion, l.second.channel: l.second.version}
+	one := func(t *track) func() ([]Row, error) { return func() ([]Row, error) { return l.rollout(ctx, t) } }
+	scenarios := []func() ([]Row, error){}
 	good := l.cfg.Content.Good
-	rep.GoodVersion = l.version[good[len(good)-1]]
-	scenarios := []func() (Row, error){}
 	for i, name := range good {
 		id := "1"
 		if len(good) > 1 {
 			id += string(rune('a' + i))
 		}
-		label := fmt.Sprintf("good %d", l.version[name])
+		c := l.files[name]
+		label := fmt.Sprintf("good %d", c.version)
 		if i == 0 {
 			label += " (first content)"
 		}
-		scenarios = append(scenarios, func() (Row, error) { return l.rollout(ctx, id, label, name, expectComplete) })
+		scenarios = append(scenarios, one(&track{id: id, label: label, c: c, want: expectComplete}))
 	}
-	c := l.cfg.Content
+	bypassed, cf291 := l.files[l.cfg.Content.Bypassed], l.files[l.cfg.Content.CF291]
 	scenarios = append(scenarios,
-		func() (Row, error) { return l.publisherRefuses(ctx, "2") },
-		func() (Row, error) {
-			return l.rollout(ctx, "3", fmt.Sprintf("checks bypassed %d", l.version[c.Bypassed]), c.Bypassed, expectRejected)
-		},
-		func() (Row, error) {
-			return l.rollout(ctx, "4", fmt.Sprintf("cf291 on 7.11 agents %d", l.version[c.CF291]), c.CF291, expectCrash)
+		func() ([]Row, error) { row, err := l.publisherRefuses(ctx, "2"); return []Row{row}, err },
+		one(&track{id: "3", label: fmt.Sprintf("checks bypassed %d", bypassed.version), c: bypassed, want: expectRejected}),
+		one(&track{id: "4", label: fmt.Sprintf("cf291 on 7.11 agents %d", cf291.version), c: cf291, want: expectCrash}),
+		// Scenario 5: both channels at once, on the same hosts.
+		func() ([]Row, error) {
+			return l.rollout(ctx,
+				&track{id: "5a", label: fmt.Sprintf("two at once: cf291 again %d", l.again.version), c: l.again, want: expectCrash},
+				&track{id: "5b", label: fmt.Sprintf("two at once: good %d (first content)", l.second.version), c: l.second, want: expectComplete})
 		})
 	for _, sc := range scenarios {
 		l.current++
-		row, err := sc()
-		rep.Scenarios = append(rep.Scenarios, row)
+		rows, err := sc()
+		rep.Scenarios = append(rep.Scenarios, rows...)
 		if err != nil {
 			return rep, err
 		}
 	}
 
-	rep.HostsWithoutGoodContent = l.withoutGood(rep.GoodVersion)
+	rep.HostsWithoutGoodContent = l.withoutGood(rep.GoodVersions)
 	for _, r := range rep.Scenarios {
 		for _, p := range r.Problems {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("scenario %s: %s", r.ID, p))
@@ -177,26 +271,36 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	return rep, nil
 }
 
-// withoutGood names every host not running version good as GOOD with its
-// agent up, with what it runs.
-func (l *lab) withoutGood(good uint32) []string {
+// withoutGood names every host that does not run, on every channel, the
+// version good gives it as GOOD with its agent up, with what it runs.
+func (l *lab) withoutGood(good map[uint32]uint32) []string {
 	out := []string{}
-	want := goodText(l.cfg.Channel, good)
 	for _, h := range l.hosts {
-		st, err := h.status()
-		switch {
-		case err != nil:
-			out = append(out, fmt.Sprintf("%s: no status (%v)", h.Name, err))
-		case st.Running != want || st.Agent != "running":
-			out = append(out, fmt.Sprintf("%s: %s, agent %s", h.Name, st.Running, st.Agent))
+		ok := true
+		for _, ch := range l.cfg.Channels {
+			ok = ok && h.runsGood(ch, good[ch])
+		}
+		if !ok {
+			out = append(out, h.Name+": "+h.describe(l.cfg.Channels))
 		}
 	}
 	return out
 }
 
-func goodText(channel, v uint32) string {
-	return fmt.Sprintf("channel %d version %d (GOOD)", channel, v)
+// channelList says "291 and 292".
+func channelList(chs []uint32) string {
+	var parts []string
+	for _, ch := range chs {
+		parts = append(parts, fmt.Sprint(ch))
+	}
+	if len(parts) < 2 {
+		return strings.Join(parts, "")
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
+
+// first is the channel of scenarios 1-4 (the content files' channel).
+func (l *lab) first() uint32 { return l.cfg.Channels[0] }
 
 func (l *lab) bin(name string) string { return filepath.Join(l.opts.Bin, name) }
 
@@ -221,37 +325,51 @@ func (l *lab) setup(ctx context.Context) error {
 			return fmt.Errorf("capability manifest: %w (give --testdata DIR)", err)
 		}
 	}
-	names := append(slices.Clone(l.cfg.Content.Good), l.cfg.Content.Bypassed, l.cfg.Content.CF291)
+	cc := l.cfg.Content
+	names := append(slices.Clone(cc.Good), cc.Bypassed, cc.CF291, cc.Second)
 	for _, name := range names {
-		data, err := validator.ReadFile(l.channelFile(name))
+		path := l.channelFile(name)
+		f, err := readChannelFile(path)
 		if err != nil {
 			return fmt.Errorf("content %s: %w (give --testdata DIR)", name, err)
 		}
-		f, err := validator.Parse(data)
-		if err != nil {
-			return fmt.Errorf("content %s: %w", name, err)
+		if f.Channel != l.first() {
+			return fmt.Errorf("content %s is channel %d; the lab runs scenarios 1-4 on channel %d (the first of channels)", name, f.Channel, l.first())
 		}
-		if f.Channel != l.cfg.Channel {
-			return fmt.Errorf("content %s is channel %d; the lab runs channel %d", name, f.Channel, l.cfg.Channel)
-		}
-		l.version[name] = f.ContentVersion
+		l.files[name] = content{name: name, channel: f.Channel, version: f.ContentVersion, path: path}
 	}
 	// Hosts refuse content not newer than what they run: the good versions
 	// must rise, and the bad ones must be newer than the last good one, or
 	// the scenarios would show that refusal instead.
 	last := uint32(0)
-	for _, name := range l.cfg.Content.Good {
-		if l.version[name] <= last {
-			return fmt.Errorf("content.good: %s (version %d) is not newer than the one before it", name, l.version[name])
+	for _, name := range cc.Good {
+		if v := l.files[name].version; v <= last {
+			return fmt.Errorf("content.good: %s (version %d) is not newer than the one before it", name, v)
+		} else {
+			last = v
 		}
-		last = l.version[name]
 	}
-	for _, name := range []string{l.cfg.Content.Bypassed, l.cfg.Content.CF291} {
-		if l.version[name] <= last {
-			return fmt.Errorf("content: %s (version %d) is not newer than the last good version %d", name, l.version[name], last)
+	for _, name := range []string{cc.Bypassed, cc.CF291} {
+		if v := l.files[name].version; v <= last {
+			return fmt.Errorf("content: %s (version %d) is not newer than the last good version %d", name, v, last)
 		}
 	}
 	if err := emptyDir(l.opts.Work); err != nil {
+		return err
+	}
+	// Scenario 5's files. cf291 goes out again on the first channel as a
+	// version no scenario used (scenario 4's is denied there since its
+	// rollback); the second channel's first content is a good file made
+	// over for it.
+	top := uint32(0)
+	for _, c := range l.files {
+		top = max(top, c.version)
+	}
+	var err error
+	if l.again, err = l.remake(l.files[cc.CF291], l.first(), top+1); err != nil {
+		return err
+	}
+	if l.second, err = l.remake(l.files[cc.Second], l.cfg.Channels[1], cc.SecondVersion); err != nil {
 		return err
 	}
 	l.tl.printf("lab: %d hosts on loopback; work directory %s", l.cfg.Hosts, l.opts.Work)
@@ -263,6 +381,38 @@ func (l *lab) setup(ctx context.Context) error {
 		return err
 	}
 	return l.startFleet(ctx)
+}
+
+func readChannelFile(path string) (*validator.ChannelFile, error) {
+	data, err := validator.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return validator.Parse(data)
+}
+
+// remake writes c re-encoded as version v of channel ch into the work
+// directory's content/ (the vendor's pipeline makes a channel's files the
+// same way: same templates and instances, its own channel and version).
+func (l *lab) remake(c content, ch, v uint32) (content, error) {
+	f, err := readChannelFile(c.path)
+	if err != nil {
+		return content{}, fmt.Errorf("content %s: %w", c.name, err)
+	}
+	f.Channel, f.ContentVersion = ch, v
+	data, err := validator.Encode(f)
+	if err != nil {
+		return content{}, fmt.Errorf("re-encode %s as channel %d version %d: %w", c.name, ch, v, err)
+	}
+	dir := filepath.Join(l.opts.Work, madeDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return content{}, err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s.%d.%d.rfch", c.name, ch, v))
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return content{}, err
+	}
+	return content{name: c.name, channel: ch, version: v, path: path, made: true}, nil
 }
 
 // emptyDir makes dir, or checks that it is empty: the lab never mixes its
@@ -282,43 +432,54 @@ func emptyDir(dir string) error {
 }
 
 // publish is the vendor's pipeline: a new repository, the good content
-// checked against sensor 7.12 (what every host's manifest says), and the two
-// bad files the scenarios roll out. Everything is published before the
-// server starts: serve reads the repository's signing state once, at start,
-// and signs plans (and snapshot and timestamp) from it, so a publish beside
-// a running server would fork the snapshot and timestamp versions.
+// checked against sensor 7.12 (what every host's manifest says), the two
+// bad files the scenarios roll out, and scenario 5's files. Everything is
+// published before the server starts: serve reads the repository's signing
+// state once, at start, and signs plans (and snapshot and timestamp) from
+// it, so a publish beside a running server would fork the snapshot and
+// timestamp versions.
 func (l *lab) publish(ctx context.Context) error {
 	logPath := filepath.Join(l.opts.Work, "publisher.log")
 	srv := l.bin("ringfence-server")
 	if out, err := runTool(ctx, "", logPath, srv, "repo", "init", "--repo", l.repo, "--keys", l.keys); err != nil {
 		return fmt.Errorf("repo init: %v: %s", err, strings.TrimSpace(out))
 	}
-	pub := func(name string, extra ...string) error {
-		args := append([]string{"publish", "--repo", l.repo, "--keys", l.keys, "--channel", fmt.Sprint(l.cfg.Channel)}, extra...)
-		out, err := runTool(ctx, "", logPath, srv, append(args, l.channelFile(name))...)
+	// publish takes the channel from --channel and checks that the file
+	// carries it.
+	pub := func(c content, extra ...string) error {
+		args := append([]string{"publish", "--repo", l.repo, "--keys", l.keys, "--channel", fmt.Sprint(c.channel)}, extra...)
+		out, err := runTool(ctx, "", logPath, srv, append(args, c.path)...)
 		if err != nil {
-			return fmt.Errorf("publish %s: %v: %s", name, err, strings.TrimSpace(out))
+			return fmt.Errorf("publish %s (channel %d version %d): %v: %s", c, c.channel, c.version, err, strings.TrimSpace(out))
 		}
 		return nil
 	}
+	checked := []string{"--capabilities", l.capabilities("7.12")}
 	var good []string
 	for _, name := range l.cfg.Content.Good {
-		if err := pub(name, "--capabilities", l.capabilities("7.12")); err != nil {
+		if err := pub(l.files[name], checked...); err != nil {
 			return err
 		}
-		good = append(good, fmt.Sprint(l.version[name]))
+		good = append(good, fmt.Sprint(l.files[name].version))
 	}
-	l.tl.printf("publisher: new TUF repository; published %s (validated and preflighted against sensor 7.12, what every host's manifest says)", strings.Join(good, ", "))
-	if err := pub(l.cfg.Content.Bypassed, "--skip-static", "--skip-preflight"); err != nil {
+	l.tl.printf("publisher: new TUF repository; published %s on channel %d (validated and preflighted against sensor 7.12, what every host's manifest says)",
+		strings.Join(good, ", "), l.first())
+	bypassed, cf291 := l.files[l.cfg.Content.Bypassed], l.files[l.cfg.Content.CF291]
+	if err := pub(bypassed, "--skip-static", "--skip-preflight"); err != nil {
 		return err
 	}
-	l.tl.printf("publisher: published %d (%s) with --skip-static --skip-preflight: the 2024 pipeline, for scenario 3",
-		l.version[l.cfg.Content.Bypassed], l.cfg.Content.Bypassed)
-	if err := pub(l.cfg.Content.CF291, "--capabilities", l.capabilities("7.12")); err != nil {
+	l.tl.printf("publisher: published %d (%s) with --skip-static --skip-preflight: the 2024 pipeline, for scenario 3", bypassed.version, bypassed)
+	if err := pub(cf291, checked...); err != nil {
 		return err
 	}
-	l.tl.printf("publisher: published %d (%s), validated and preflighted against sensor 7.12, for scenario 4",
-		l.version[l.cfg.Content.CF291], l.cfg.Content.CF291)
+	l.tl.printf("publisher: published %d (%s), validated and preflighted against sensor 7.12, for scenario 4", cf291.version, cf291)
+	for _, c := range []content{l.again, l.second} {
+		if err := pub(c, checked...); err != nil {
+			return err
+		}
+	}
+	l.tl.printf("publisher: published %d on channel %d (%s) and %d on channel %d (%s), validated and preflighted against sensor 7.12, for scenario 5",
+		l.again.version, l.again.channel, l.again, l.second.version, l.second.channel, l.second)
 	return nil
 }
 
@@ -364,7 +525,7 @@ type hostConfig struct {
 	Root         string        `toml:"root"`
 	Repository   string        `toml:"repository"`
 	TrustedRoot  string        `toml:"trusted_root"`
-	Channel      uint32        `toml:"channel"`
+	Channels     []uint32      `toml:"channels"`
 	PollInterval string        `toml:"poll_interval"`
 	PollJitter   string        `toml:"poll_jitter"`
 	HealthWindow string        `toml:"health_window"`
@@ -398,7 +559,7 @@ func (l *lab) renderHostConfig(h *host, trusted, tokenFile string) ([]byte, erro
 			"# is a 7.11 build whose manifest was never updated (the packaging bug).\n"
 	}
 	c := hostConfig{
-		Root: h.root, Repository: l.url, TrustedRoot: trusted, Channel: l.cfg.Channel,
+		Root: h.root, Repository: l.url, TrustedRoot: trusted, Channels: l.cfg.Channels,
 		PollInterval: l.cfg.Host.PollInterval.String(), PollJitter: l.cfg.Host.PollJitter.String(),
 		HealthWindow: l.cfg.Host.HealthWindow.String(),
 		Agent: hostAgent{
@@ -504,7 +665,8 @@ func (l *lab) startFleet(ctx context.Context) error {
 	if err := l.writeHostList(); err != nil {
 		return err
 	}
-	l.tl.printf("fleet: all %d agents running (no content yet); all %d hosts admitted by their enrolment tokens", len(l.hosts), len(l.hosts))
+	l.tl.printf("fleet: all %d agents running, each host following channels %s (no content yet); all %d hosts admitted by their enrolment tokens",
+		len(l.hosts), channelList(l.cfg.Channels), len(l.hosts))
 	return nil
 }
 

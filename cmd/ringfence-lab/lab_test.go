@@ -21,13 +21,15 @@ import (
 // legacy (a canary), one good version, short windows. The hosts' health
 // window (6 s) still outlasts the longest start-to-halt path here (a poll
 // within 2 s, the crash, a 200 ms restart, a 1 s telemetry flush), so no
-// canary marks the bad version good before the halt.
+// canary marks the bad version good before the halt. The timeout covers
+// scenario 5's good rollout, whose canaries wait for the bad version's
+// trial to end first (about 30 s, 40 s at worst).
 const labTestConfig = `
 hosts = 6
 canaries = 2
 legacy_percent = 20
 legacy_canaries = 1
-channel = 291
+channels = [291, 292]
 
 [host]
 poll_interval = "1s"
@@ -43,7 +45,7 @@ eval_interval = "500ms"
 health_window = "6s"
 grace = "30s"
 silence = "30s"
-timeout = "45s"
+timeout = "60s"
 
 [[rollout.stages]]
 name = "canary"
@@ -63,18 +65,22 @@ percent = 100
 good = ["good-ipc-1001"]
 cf291 = "cf291-shape"
 bypassed = "cf291-field22"
+second = "good-ipc-1001"
+second_version = 2001
 `
 
 // TestLab runs the whole lab, scaled down, against freshly built binaries:
-// real daemons, the real server, the four scenarios. It checks the report:
-// every host ends on good content, the publisher refuses cf291 against 7.11,
-// the bypassed content is refused by the hosts' own checks and nothing is
-// activated, cf291 crashes the legacy canary, which reverts by itself, the
-// server halts and rolls back, and no host outside the canary group ever
-// loads it.
+// real daemons following two channels, the real server, the five scenarios.
+// It checks the report: every host ends on good content on both channels,
+// the publisher refuses cf291 against 7.11, the bypassed content is refused
+// by the hosts' own checks and nothing is activated, cf291 crashes the
+// legacy canary, which reverts by itself, the server halts and rolls back,
+// and no host outside the canary group ever loads it; and with two rollouts
+// at once, the bad one on 291 halts alone while 292's completes, each host
+// taking 292's version only once 291's trial ended.
 func TestLab(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a server and 6 daemons for about 40 s")
+		t.Skip("starts a server and 6 daemons for about 70 s")
 	}
 	if runtime.GOOS != "linux" {
 		t.Skip("the lab stops its children with SIGINT and a parent-death signal: Linux")
@@ -94,6 +100,7 @@ func TestLab(t *testing.T) {
 	require.True(t, rep.OK)
 	require.Empty(t, rep.HostsWithoutGoodContent, "every host ends on good content")
 	require.Equal(t, uint32(1001), rep.GoodVersion)
+	require.Equal(t, map[uint32]uint32{291: 1001, 292: 2001}, rep.GoodVersions)
 	require.Equal(t, []string{"h01", "h02"}, rep.Canaries)
 	require.Equal(t, []string{"h01"}, rep.LegacyHosts)
 
@@ -102,7 +109,7 @@ func TestLab(t *testing.T) {
 		rows[r.ID] = r
 		require.Empty(t, r.Problems, "scenario %s", r.ID)
 	}
-	require.Len(t, rows, 4)
+	require.Len(t, rows, 6)
 
 	good := rows["1"]
 	require.Equal(t, "completed", good.Outcome)
@@ -137,16 +144,56 @@ func TestLab(t *testing.T) {
 	require.Positive(t, crash.HaltSeconds)
 	require.Equal(t, 6, crash.Healthy)
 
+	// Scenario 5: both at once. 291's bad version halts in the canary group
+	// as in scenario 4; 292's first content completes on every host.
+	bad, second := rows["5a"], rows["5b"]
+	require.Equal(t, uint32(291), bad.Channel)
+	require.Equal(t, uint32(1006), bad.Version, "cf291 again, at the version after all the others")
+	require.Equal(t, "halted, rolled back", bad.Outcome)
+	require.Zero(t, bad.LoadedOutsideCanary)
+	require.Equal(t, 1, bad.Reverted)
+	require.Contains(t, bad.HaltReason, "load-crash of version 1006 in the canary group (host h01)")
+	require.Equal(t, 6, bad.Healthy, "every host back on 1001")
+	require.Equal(t, uint32(292), second.Channel)
+	require.Equal(t, uint32(2001), second.Version)
+	require.Equal(t, "completed", second.Outcome)
+	require.False(t, second.Halted, "291's halt does not touch 292")
+	require.Equal(t, 6, second.Loaded)
+	require.Zero(t, second.Crashed, "the legacy canary's crash is 291's")
+	require.Equal(t, 6, second.Healthy)
+	require.LessOrEqual(t, second.Waited, 2, "only canaries had 291's trial to wait for")
+
 	// The journals back the report: no non-canary daemon ever installed
-	// 1004 or 1005.
-	for _, h := range []string{"h03", "h04", "h05", "h06"} {
+	// 1004, 1005 or 1006; every host installed 2001 on channel 292, and a
+	// canary that took 1006 took 2001 only after 1006's trial ended (one
+	// trial at a time).
+	for _, h := range []string{"h01", "h02", "h03", "h04", "h05", "h06"} {
 		evs, err := daemon.ReadJournal(filepath.Join(work, "hosts", h, "root"))
 		require.NoError(t, err)
 		require.NotEmpty(t, evs, h)
-		for _, ev := range evs {
-			if ev.Kind == wire.EventInstalled {
-				require.NotContains(t, []uint32{1004, 1005}, ev.Version, h)
+		took, left, took2001 := -1, -1, -1 // the indexes of 1006 installed, 1006 left, 2001 installed
+		for i, ev := range evs {
+			switch {
+			case ev.Kind == wire.EventInstalled && ev.Channel == 292:
+				require.Equal(t, uint32(2001), ev.Version, h)
+				took2001 = i
+			case ev.Kind == wire.EventInstalled && h >= "h03":
+				require.NotContains(t, []uint32{1004, 1005, 1006}, ev.Version, h)
+			case ev.Kind == wire.EventInstalled && ev.Version == 1006:
+				took = i
+			case ev.Kind == wire.EventReverted && ev.Channel == 291 && ev.Version == 1006:
+				left = i
+			case ev.Kind == wire.EventReverted:
+				require.NotEqual(t, uint32(292), ev.Channel, "%s: nothing of 292 was reverted", h)
 			}
+		}
+		require.GreaterOrEqual(t, took2001, 0, "%s installed 2001", h)
+		if h == "h01" {
+			require.GreaterOrEqual(t, took, 0, "the legacy canary took 1006: its revert halted the rollout")
+		}
+		if took >= 0 {
+			require.Greater(t, left, took, "%s left 1006", h)
+			require.Greater(t, took2001, left, "%s: 2001 went on trial after 1006's trial ended", h)
 		}
 	}
 	// Every process is gone.

@@ -1,6 +1,7 @@
 // Command ringfence-lab runs a real fleet on one machine and replays July
 // 2024 against it: one ringfence-server serve and N ringfenced processes on
-// loopback (each with its own root, host key and reference sensor), driven
+// loopback (each with its own root, host key and reference sensor, each
+// following two content channels), driven
 // through the real binaries and the server's API. It prints a timeline and a
 // table of what each scenario did to the fleet, and exits non-zero if any
 // host ends without good content. `make demo` runs it.
@@ -21,7 +22,7 @@ import (
 
 const help = `
 ringfence-lab starts a real ringfence-server and a fleet of real ringfenced
-daemons on loopback and replays four scenarios against them, printing one
+daemons on loopback and replays five scenarios against them, printing one
 line per step and a table at the end. Nothing is simulated: the hosts poll
 the server's TUF repository, validate and preflight content themselves,
 install it into A/B slots, run the reference sensor on it, and report signed
@@ -34,9 +35,12 @@ default, at least one of them a canary) runs a 7.11 agent build (20 IPC
 inputs) whose manifest was never updated: a packaging bug, the kind of
 mismatch behind Channel File 291. The first --canaries hosts report the tag
 "canary". Every rollout is: the canary group, then 20% of hosts, then 100%,
-with short bakes.
+with short bakes. Every host follows two channels, 291 and 292 (channels in
+lab.toml), with one daemon and one identity: each channel has its own boot
+record and A/B slots, and a host runs one trial at a time (a channel's new
+version is staged and waits while another channel's trial runs).
 
-The scenarios (channel 291):
+The scenarios (1-4 on channel 291; 292 has no content until 5):
   1  good content: good-ipc-1001 from no content, then good-ipc-1002; each
      passes canary -> 20% -> 100% and every host ends on it, GOOD.
   2  cf291-shape (template IPC with 21 fields, matchers on field 21) is
@@ -52,24 +56,34 @@ The scenarios (channel 291):
      crashes once and its boot guard puts last-known-good back; the server
      halts and rolls back on that report (the canary rule); no host outside
      the canary group ever loads it.
+  5  two channels at once: the server starts two rollouts at the same
+     moment on the same hosts, cf291-shape again on channel 291 (re-encoded
+     as version 1006) and channel 292's first content (good-ipc-1001
+     re-encoded as version 2001). 291's halts and rolls back in its canary
+     stage as in 4; 292's completes, its canaries taking 2001 once 291's
+     trial ended. Every host ends on 291's last good version and on 2001,
+     both GOOD; a row per channel.
 
 Content is published before the server starts, so that the timeline is
 about the rollouts (a publish while serving works too: both write under the
-repository's lock). The table counts, per
-scenario, the hosts that loaded the version (staged, activated, handed to
-the agent's loader), crashed, were reverted by the boot guard, rejected it,
-left it on the signed rollback (recalled), and ended healthy (on the good
-version, GOOD, agent running); "halt" is from the rollout's start decision to
-its halt decision, on the server's clock.
+repository's lock). The table counts, per scenario and channel, the hosts
+that loaded the version (staged, activated, handed to the agent's loader),
+waited (had it staged while another channel's trial ran, as seen between
+their polls), crashed, were reverted by the boot guard, rejected it, left it
+on the signed rollback (recalled), and ended healthy (on the good version,
+GOOD, agent running); "halt" is from the rollout's start decision to its
+halt decision, on the server's clock.
 
 Output: the timeline on stdout (stderr with --json), then the table, or the
 report as JSON on stdout with --json. The daemons' and the server's logs go to
 the work directory: server.log, publisher.log, hosts/hNN/daemon.log (each
 host's ringfenced.toml and root beside it), hosts.txt (names, host ids,
-roles). The logs are for people: the lab learns what each host did from its
-daemon's journal and status file (root/daemon/events.jsonl, status.json)
-and the rollouts from the server's API. Settings come from the built-in
-lab.toml (--config replaces it).
+roles), content/ (scenario 5's re-encoded files). The logs are for people:
+the lab learns what each host did from its daemon's journal and status file
+(root/daemon/events.jsonl, status.json), what it runs on each channel from
+that channel's boot record (root/channels/N/bootrecord), and the rollouts
+from the server's API. Settings come from the built-in lab.toml (--config
+replaces it).
 
 Every process the lab starts is stopped before it exits (SIGINT, then SIGKILL
 after 15 s), on errors and on Ctrl-C too; on Linux a child also gets SIGTERM
@@ -78,7 +92,8 @@ the end, the dashboard URL (with the operator token) is printed, and the lab
 waits for Ctrl-C; the work directory is kept.
 
 Exit codes: 0 every scenario did what it should and every host ends on good
-content; 1 otherwise (the hosts are named), or interrupted; 2 usage.`
+content on both channels; 1 otherwise (the hosts are named), or
+interrupted; 2 usage.`
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 

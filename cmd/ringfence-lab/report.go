@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +19,7 @@ type Row struct {
 	// are "1a", "1b", ... when there are several.
 	ID       string `json:"id"`
 	Scenario string `json:"scenario"`
+	Channel  uint32 `json:"channel"`
 	Version  uint32 `json:"version,omitempty"`
 	// Outcome is what the rollout (or the publisher) ended in: completed,
 	// halted and rolled back, refused by the publisher.
@@ -25,6 +28,10 @@ type Row struct {
 	// to their agent's loader; LoadedOutsideCanary of them are not canaries.
 	Loaded              int `json:"loaded"`
 	LoadedOutsideCanary int `json:"loaded_outside_canary"`
+	// Waited hosts had the version staged and waited for another channel's
+	// trial to end before it went on trial (one trial at a time per host),
+	// as the lab saw them between their polls.
+	Waited int `json:"waited"`
 	// Crashed hosts saw their agent die; Reverted ones were put back on
 	// last-known-good by the boot guard (and quarantined the version).
 	Crashed  int `json:"crashed"`
@@ -65,11 +72,16 @@ type Report struct {
 	Hosts       int      `json:"hosts"`
 	Canaries    []string `json:"canaries"`
 	LegacyHosts []string `json:"legacy_hosts"`
-	GoodVersion uint32   `json:"good_version"`
-	Seconds     float64  `json:"seconds"`
-	Scenarios   []Row    `json:"scenarios"`
-	// HostsWithoutGoodContent name the hosts that did not end on the last
-	// good version, GOOD, with the agent running, and what they run.
+	// Channels every host follows; GoodVersion is the first channel's last
+	// good version, GoodVersions what every host must end on, per channel.
+	Channels     []uint32          `json:"channels"`
+	GoodVersion  uint32            `json:"good_version"`
+	GoodVersions map[uint32]uint32 `json:"good_versions"`
+	Seconds      float64           `json:"seconds"`
+	Scenarios    []Row             `json:"scenarios"`
+	// HostsWithoutGoodContent name the hosts that did not end on the good
+	// version of every channel, GOOD, with the agent running, and what
+	// they run.
 	HostsWithoutGoodContent []string `json:"hosts_without_good_content"`
 	Failures                []string `json:"failures,omitempty"`
 	Work                    string   `json:"work,omitempty"`
@@ -92,7 +104,9 @@ func count(r Row, n int) string {
 
 var columns = []column{
 	{"scenario", true, func(r Row) string { return r.ID + " " + r.Scenario }},
+	{"channel", false, func(r Row) string { return fmt.Sprint(r.Channel) }},
 	{"loaded", false, func(r Row) string { return count(r, r.Loaded) }},
+	{"waited", false, func(r Row) string { return count(r, r.Waited) }},
 	{"crashed", false, func(r Row) string { return count(r, r.Crashed) }},
 	{"reverted", false, func(r Row) string { return count(r, r.Reverted) }},
 	{"rejected", false, func(r Row) string { return count(r, r.Rejected) }},
@@ -165,10 +179,24 @@ func (r Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
 	if r.OK {
-		fmt.Fprintf(w, "ok: all %d hosts run version %d (GOOD) with their agent up; %.0fs in all\n", r.Hosts, r.GoodVersion, r.Seconds)
+		fmt.Fprintf(w, "ok: all %d hosts run %s with their agent up; %.0fs in all\n", r.Hosts, r.goodText(), r.Seconds)
 	} else if len(r.HostsWithoutGoodContent) > 0 {
 		fmt.Fprintf(w, "FAILED: %d hosts without good content: %s\n", len(r.HostsWithoutGoodContent), strings.Join(r.HostsWithoutGoodContent, "; "))
 	}
+}
+
+// goodText says what every host runs at the end: "channel 291 version 1002
+// and channel 292 version 2001, GOOD" (by GoodVersion without
+// GoodVersions).
+func (r Report) goodText() string {
+	if len(r.GoodVersions) == 0 {
+		return fmt.Sprintf("version %d (GOOD)", r.GoodVersion)
+	}
+	var parts []string
+	for _, ch := range slices.Sorted(maps.Keys(r.GoodVersions)) {
+		parts = append(parts, fmt.Sprintf("channel %d version %d", ch, r.GoodVersions[ch]))
+	}
+	return strings.Join(parts, " and ") + ", GOOD,"
 }
 
 // WriteJSON writes the report as indented JSON.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/rollout"
@@ -21,15 +22,15 @@ const maxShown = 5
 // publisherRefuses is scenario 2: the Channel File 291 shape checked by the
 // publisher against the interpreter the legacy hosts really run (7.11).
 func (l *lab) publisherRefuses(ctx context.Context, id string) (Row, error) {
-	name := l.cfg.Content.CF291
-	row := Row{ID: id, seq: l.current, Scenario: "cf291 at the publisher", Version: l.version[name], PublisherOnly: true, Hosts: len(l.hosts)}
+	c := l.files[l.cfg.Content.CF291]
+	row := Row{ID: id, seq: l.current, Scenario: "cf291 at the publisher", Channel: c.channel, Version: c.version, PublisherOnly: true, Hosts: len(l.hosts)}
 	began := time.Now()
-	l.tl.printf("scenario %s: the publisher checks %s (version %d) against sensor 7.11, the interpreter the legacy hosts run", id, name, l.version[name])
+	l.tl.printf("scenario %s: the publisher checks %s (version %d) against sensor 7.11, the interpreter the legacy hosts run", id, c, c.version)
 	// Run where the file is, so the publisher's messages name it as a
 	// pipeline would see it.
-	file := l.channelFile(name)
+	file := c.path
 	out, err := runTool(ctx, filepath.Dir(file), filepath.Join(l.opts.Work, "publisher.log"), l.bin("ringfence-server"), "publish",
-		"--repo", l.repo, "--keys", l.keys, "--channel", fmt.Sprint(l.cfg.Channel),
+		"--repo", l.repo, "--keys", l.keys, "--channel", fmt.Sprint(c.channel),
 		"--capabilities", l.capabilities("7.11"), filepath.Base(file))
 	if ctx.Err() != nil {
 		return row, ctx.Err()
@@ -53,24 +54,25 @@ func (l *lab) publisherRefuses(ctx context.Context, id string) (Row, error) {
 		row.Problems = append(row.Problems, "the publisher refused it, but not with "+code+": "+lines[0])
 	}
 	row.Notes = append(row.Notes, "refused before signing: nothing was published, no host saw it")
-	healthy, _ := l.onGood(l.lastGood())
+	healthy, _ := l.onGood(c.channel, l.lastGood())
 	row.Healthy = healthy
 	row.Seconds = time.Since(began).Seconds()
 	return row, nil
 }
 
-// lastGood is the last good version the fleet was given.
+// lastGood is the last good version the fleet was given on the first
+// channel.
 func (l *lab) lastGood() uint32 {
 	g := l.cfg.Content.Good
-	return l.version[g[len(g)-1]]
+	return l.files[g[len(g)-1]].version
 }
 
-// onGood counts the hosts on version v, GOOD, agent running, and says
-// whether every host is.
-func (l *lab) onGood(v uint32) (int, bool) {
-	want, n := goodText(l.cfg.Channel, v), 0
+// onGood counts the hosts on version v of channel ch, GOOD, agent running,
+// and says whether every host is.
+func (l *lab) onGood(ch, v uint32) (int, bool) {
+	n := 0
 	for _, h := range l.hosts {
-		if st, err := h.status(); err == nil && st.Running == want && st.Agent == daemon.AgentRunning {
+		if h.runsGood(ch, v) {
 			n++
 		}
 	}
@@ -157,109 +159,239 @@ const (
 	expectCrash
 )
 
-// rollout starts a rollout of the named content and follows it: the
-// server's decisions and the hosts' failures as they happen, until it
-// completed and every host runs it (expectComplete), or until it was
-// halted and rolled back and every host polled since and runs the version
-// it started from. It returns the scenario's row; an error only when the lab
-// cannot go on (interrupted, the server gone).
-func (l *lab) rollout(ctx context.Context, id, label, name string, want expect) (Row, error) {
-	v := l.version[name]
-	row := Row{ID: id, seq: l.current, Scenario: label, Version: v, Hosts: len(l.hosts)}
-	began := time.Now()
-	req := server.StartRequest{
-		ActionRequest: server.ActionRequest{Who: "ringfence-lab", Why: fmt.Sprintf("scenario %s: %s", id, name)},
-		Channel:       l.cfg.Channel, Version: v, Stages: l.stages(),
-		HealthWindow: l.cfg.Rollout.HealthWindow.String(), Grace: l.cfg.Rollout.Grace.String(), Silence: l.cfg.Rollout.Silence.String(),
-	}
-	start, view, err := l.client.Start(ctx, req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return row, ctx.Err()
+// track is one channel's rollout in a scenario: what it rolls out, what it
+// should end in, and what the lab saw of it.
+type track struct {
+	id, label string
+	c         content
+	want      expect
+
+	row        Row
+	began      time.Time
+	started    bool
+	start      controller.Decision
+	view       server.View
+	seen       uint64 // the last decision shown
+	halt, back *controller.Decision
+	end        uint32 // the version every host should end on
+	done       bool
+	// waited names the hosts seen with the version staged, waiting for
+	// another channel's trial to end (one trial at a time per host).
+	waited map[string]bool
+}
+
+// rollout starts the tracks' rollouts, one per channel, back to back (at
+// once, as the hosts see it), and follows them: the server's decisions and
+// the hosts' failures as they happen, until each completed and every host
+// runs its version (expectComplete), or was halted and rolled back and
+// every host polled since and runs the version it started from. It returns
+// a row per track; an error only when the lab cannot go on (interrupted,
+// the server gone).
+func (l *lab) rollout(ctx context.Context, ts ...*track) ([]Row, error) {
+	rows := func() []Row {
+		var out []Row
+		for _, t := range ts {
+			out = append(out, t.row)
 		}
-		row.Outcome = "not started"
-		row.Problems = append(row.Problems, "the server refused the rollout: "+err.Error())
-		return row, nil
+		return out
 	}
-	from := "nothing"
-	if view.From != 0 {
-		from = fmt.Sprint(view.From)
+	for _, t := range ts {
+		t.row = Row{ID: t.id, seq: l.current, Scenario: t.label, Channel: t.c.channel, Version: t.c.version, Hosts: len(l.hosts)}
+		t.waited = map[string]bool{}
 	}
-	l.tl.printf("scenario %s: rollout %d (%s) started from %s: %s", id, v, name, from, l.rings(v))
-	end := v // the version every host should end on
-	if want != expectComplete {
-		end = view.From
+	for _, t := range ts {
+		req := server.StartRequest{
+			ActionRequest: server.ActionRequest{Who: "ringfence-lab", Why: fmt.Sprintf("scenario %s: %s", t.id, t.c)},
+			Channel:       t.c.channel, Version: t.c.version, Stages: l.stages(),
+			HealthWindow: l.cfg.Rollout.HealthWindow.String(), Grace: l.cfg.Rollout.Grace.String(), Silence: l.cfg.Rollout.Silence.String(),
+		}
+		t.began = time.Now()
+		start, view, err := l.client.Start(ctx, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return rows(), ctx.Err()
+			}
+			t.row.Outcome, t.done = "not started", true
+			t.row.Problems = append(t.row.Problems, "the server refused the rollout: "+err.Error())
+			continue
+		}
+		t.started, t.start, t.view, t.seen = true, start, view, start.Seq
+		t.end = t.c.version // the version every host should end on
+		if t.want != expectComplete {
+			t.end = view.From
+		}
 	}
-	seen := start.Seq
-	var halt, back *controller.Decision
+	for _, t := range ts {
+		if !t.started {
+			continue
+		}
+		from := "nothing"
+		if t.view.From != 0 {
+			from = fmt.Sprint(t.view.From)
+		}
+		l.tl.printf("scenario %s: rollout %d (%s) on channel %d started from %s: %s", t.id, t.c.version, t.c, t.c.channel, from, l.rings(t.c.version))
+	}
 	deadline := time.Now().Add(l.cfg.Rollout.Timeout.Duration)
 	for {
 		lines := l.collect()
 		views, err := l.client.Rollouts(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return row, ctx.Err()
+				return rows(), ctx.Err()
 			}
-			return row, fmt.Errorf("read the rollouts: %w", err)
+			return rows(), fmt.Errorf("read the rollouts: %w", err)
 		}
-		i := slices.IndexFunc(views, func(x server.View) bool { return x.Channel == l.cfg.Channel })
-		if i < 0 {
-			return row, fmt.Errorf("the server lost the rollout of channel %d", l.cfg.Channel)
-		}
-		view = views[i]
-		for j := len(view.Decisions) - 1; j >= 0; j-- {
-			d := view.Decisions[j]
-			if d.Seq <= seen {
+		all := true
+		for _, t := range ts {
+			if !t.started {
 				continue
 			}
-			seen = d.Seq
-			if text := l.decisionLine(view, d); text != "" {
-				lines = append(lines, timedLine{d.Time, text})
+			i := slices.IndexFunc(views, func(x server.View) bool { return x.Channel == t.c.channel })
+			if i < 0 {
+				return rows(), fmt.Errorf("the server lost the rollout of channel %d", t.c.channel)
 			}
-			switch d.Kind {
-			case controller.KindHalt:
-				halt = &d
-			case controller.KindRollback:
-				back = &d
+			t.view = views[i]
+			// With several channels, the server's lines say which one
+			// they are about.
+			prefix := ""
+			if len(ts) > 1 {
+				prefix = fmt.Sprintf("channel %d: ", t.c.channel)
 			}
+			lines = append(lines, l.decisions(t, prefix)...)
+			if t.done {
+				continue
+			}
+			lines = append(lines, l.waits(t)...)
+			if l.settled(t) {
+				// The last events of the track, then its row: the other
+				// tracks go on.
+				lines = append(lines, l.collect()...)
+				l.printLines(lines)
+				lines = nil
+				l.finish(t)
+			}
+			all = all && t.done
 		}
 		l.printLines(lines)
-		done := false
-		switch view.State {
-		case controller.StateCompleted:
-			_, done = l.onGood(v)
-			end = v
-		case controller.StateRolledBack:
-			if back != nil {
-				// A poll that began before the rollback was signed may
-				// still install the version: only polls that ended a
-				// poll interval after it surely read the rollback.
-				_, all := l.onGood(view.From)
-				done = all && l.polledSince(back.Time.Add(l.cfg.Host.PollInterval.Duration))
-			}
-			end = view.From
-		}
-		if done {
+		if all {
 			break
 		}
 		if time.Now().After(deadline) {
-			row.Problems = append(row.Problems, fmt.Sprintf("not finished after %v (rollout %s)", l.cfg.Rollout.Timeout, view.State))
-			if view.State == controller.StateRunning || view.State == controller.StatePaused || view.State == controller.StateHalted {
-				if _, _, err := l.client.Act(ctx, l.cfg.Channel, controller.KindRollback, "ringfence-lab", "the lab's scenario timed out"); err == nil {
-					l.tl.printf("  the lab rolled the rollout back by hand: the scenario timed out")
+			for _, t := range ts {
+				if t.done {
+					continue
 				}
+				t.row.Problems = append(t.row.Problems, fmt.Sprintf("not finished after %v (rollout %s)", l.cfg.Rollout.Timeout, t.view.State))
+				if t.view.State == controller.StateRunning || t.view.State == controller.StatePaused || t.view.State == controller.StateHalted {
+					if _, _, err := l.client.Act(ctx, t.c.channel, controller.KindRollback, "ringfence-lab", "the lab's scenario timed out"); err == nil {
+						l.tl.printf("  the lab rolled channel %d's rollout back by hand: the scenario timed out", t.c.channel)
+					}
+				}
+				l.printLines(l.collect())
+				l.finish(t)
 			}
 			break
 		}
 		if err := sleep(ctx, tick); err != nil {
-			return row, err
+			return rows(), err
 		}
 	}
-	l.printLines(l.collect())
-	l.summarise(&row, view, start, halt, end, want)
-	row.Seconds = time.Since(began).Seconds()
-	l.tl.printf("scenario %s: %s after %.0fs; %d of %d hosts on %d (GOOD)", id, row.Outcome, row.Seconds, row.Healthy, len(l.hosts), end)
-	return row, nil
+	for _, kind := range []eventKind{evCrashed, evReverted, evRejected, evRecalled} {
+		if c := l.shownCount(fmt.Sprintf("%d/%s", l.current, kind)); c > maxShown {
+			l.tl.printf("  (and %d more hosts %s; the table counts them all)", c-maxShown, kind)
+		}
+	}
+	return rows(), nil
+}
+
+// decisions reads the track's new decisions: their timeline lines (after
+// prefix), and the halt and the rollback.
+func (l *lab) decisions(t *track, prefix string) []timedLine {
+	var lines []timedLine
+	for j := len(t.view.Decisions) - 1; j >= 0; j-- {
+		d := t.view.Decisions[j]
+		if d.Seq <= t.seen {
+			continue
+		}
+		t.seen = d.Seq
+		if text := l.decisionLine(t.view, d); text != "" {
+			lines = append(lines, timedLine{d.Time, "  " + prefix + strings.TrimPrefix(text, "  ")})
+		}
+		switch d.Kind {
+		case controller.KindHalt:
+			t.halt = &d
+		case controller.KindRollback:
+			t.back = &d
+		}
+	}
+	return lines
+}
+
+// waits notes the hosts that have the track's version staged and waiting
+// for another channel's trial to end: their last poll said it waits, and
+// the channel's boot record holds the version staged, not active. Their
+// first few are lines.
+func (l *lab) waits(t *track) []timedLine {
+	var lines []timedLine
+	ch, v := t.c.channel, t.c.version
+	for _, h := range l.hosts {
+		if t.waited[h.Name] {
+			continue
+		}
+		st, err := h.status()
+		if err != nil {
+			continue
+		}
+		i := slices.IndexFunc(st.Poll.Channels, func(r daemon.PollResult) bool {
+			return r.Channel == ch && r.Version == v && r.Action == daemon.ActionWaiting
+		})
+		if i < 0 {
+			continue
+		}
+		rec, err := h.record(ch)
+		if err != nil || !slices.ContainsFunc([]bootguard.Slot{bootguard.SlotA, bootguard.SlotB}, func(s bootguard.Slot) bool {
+			e := rec.Entry(s)
+			return s != rec.Active && e.State == bootguard.StateStaged && e.Version == v
+		}) {
+			continue
+		}
+		t.waited[h.Name] = true
+		if len(t.waited) <= maxShown {
+			lines = append(lines, timedLine{st.LastPoll, fmt.Sprintf("  %s: %d %s", h.label(), v, st.Poll.Channels[i].Why)})
+		}
+	}
+	return lines
+}
+
+// settled reports whether the track ended: completed and every host runs
+// its version, or rolled back and every host runs the version it started
+// from, having polled since the rollback.
+func (l *lab) settled(t *track) bool {
+	switch t.view.State {
+	case controller.StateCompleted:
+		t.end = t.c.version
+		_, all := l.onGood(t.c.channel, t.c.version)
+		return all
+	case controller.StateRolledBack:
+		t.end = t.view.From
+		if t.back == nil {
+			return false
+		}
+		// A poll that began before the rollback was signed may still
+		// install the version: only polls that ended a poll interval
+		// after it surely read the rollback.
+		_, all := l.onGood(t.c.channel, t.view.From)
+		return all && l.polledSince(t.back.Time.Add(l.cfg.Host.PollInterval.Duration))
+	}
+	return false
+}
+
+// finish ends the track: its row, and its line.
+func (l *lab) finish(t *track) {
+	t.done = true
+	l.summarise(t)
+	t.row.Seconds = time.Since(t.began).Seconds()
+	l.tl.printf("scenario %s: channel %d %s after %.0fs; %d of %d hosts on %d (GOOD)", t.id, t.c.channel, t.row.Outcome, t.row.Seconds, t.row.Healthy, len(l.hosts), t.end)
 }
 
 // decisionLine is one of the server's decisions as a timeline line (none
@@ -276,9 +408,9 @@ func (l *lab) decisionLine(v server.View, d controller.Decision) string {
 	case controller.KindStart, controller.KindWait:
 		return ""
 	case controller.KindAdvance:
-		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> advance to %s (%s)", stage(d.Stage-1), ev.Healthy, ev.StageHosts, v.To, stage(d.Stage), l.fleetOn(v.To))
+		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> advance to %s (%s)", stage(d.Stage-1), ev.Healthy, ev.StageHosts, v.To, stage(d.Stage), l.fleetOn(v.Channel, v.To))
 	case controller.KindComplete:
-		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> completed (%s)", stage(d.Stage), ev.Healthy, ev.StageHosts, v.To, l.fleetOn(v.To))
+		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> completed (%s)", stage(d.Stage), ev.Healthy, ev.StageHosts, v.To, l.fleetOn(v.Channel, v.To))
 	case controller.KindHalt:
 		return fmt.Sprintf("  HALT in stage %s by the %s: %s", stage(d.Stage), d.Actor, shortReason(l.names(d.Reason)))
 	case controller.KindRollback:
@@ -288,17 +420,17 @@ func (l *lab) decisionLine(v server.View, d controller.Decision) string {
 	}
 }
 
-// fleetOn says how many hosts run version v now, by their own status.
-func (l *lab) fleetOn(v uint32) string {
-	trial, good := fmt.Sprintf("version %d (TRIAL)", v), fmt.Sprintf("version %d (GOOD)", v)
+// fleetOn says how many hosts run version v of channel ch now, by their
+// boot records.
+func (l *lab) fleetOn(ch, v uint32) string {
 	nt, ng := 0, 0
 	for _, h := range l.hosts {
-		st, err := h.status()
+		e, ok, err := h.active(ch)
 		switch {
-		case err != nil:
-		case strings.HasSuffix(st.Running, good):
+		case err != nil || !ok || e.Version != v:
+		case e.State == bootguard.StateGood:
 			ng++
-		case strings.HasSuffix(st.Running, trial):
+		case e.State == bootguard.StateTrial:
 			nt++
 		}
 	}
@@ -337,6 +469,7 @@ func (l *lab) collect() []timedLine {
 	var out []timedLine
 	for _, h := range l.hosts {
 		for _, ev := range h.journal.read() {
+			ev = h.attribute(ev)
 			h.events = append(h.events, scenarioEvent{scenario: l.current, hostEvent: ev})
 			var line string
 			switch ev.Kind {
@@ -344,6 +477,9 @@ func (l *lab) collect() []timedLine {
 				while := ""
 				if ev.During == "load" {
 					while = " while loading"
+					if ev.Version != 0 {
+						while += fmt.Sprintf(" %d", ev.Version)
+					}
 				}
 				line = fmt.Sprintf("%s: agent crashed%s: %s", h.label(), while, ev.Detail)
 			case evReverted:
@@ -363,6 +499,26 @@ func (l *lab) collect() []timedLine {
 		}
 	}
 	return out
+}
+
+// attribute gives a crash that names no channel the trial the host had
+// activated and not yet ended, if any. The daemon names the trial only once
+// the agent has loaded it, so a crash while loading comes without it; but a
+// host runs one trial at a time, and it is the one its boot guard blames.
+func (h *host) attribute(ev hostEvent) hostEvent {
+	switch ev.Kind {
+	case evInstalled:
+		h.trial = [2]uint32{ev.Channel, ev.Version}
+	case evHealthy, evReverted, evRecalled:
+		if h.trial == [2]uint32{ev.Channel, ev.Version} {
+			h.trial = [2]uint32{}
+		}
+	case evCrashed:
+		if ev.Channel == 0 && h.trial[0] != 0 {
+			ev.Channel, ev.Version = h.trial[0], h.trial[1]
+		}
+	}
+	return ev
 }
 
 // timedLine is a timeline line and when what it says happened.
@@ -405,17 +561,20 @@ func clip(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// summarise fills the row from the hosts' events of the scenario, their
-// status now, and the server's decisions; it checks what the scenario
-// expects.
-func (l *lab) summarise(row *Row, view server.View, start controller.Decision, halt *controller.Decision, end uint32, want expect) {
-	v := row.Version
+// summarise fills the track's row from the hosts' events of the scenario
+// on its channel, their state now, and the server's decisions; it checks
+// what the track expects.
+func (l *lab) summarise(t *track) {
+	row, view, want := &t.row, t.view, t.want
+	ch, v := t.c.channel, t.c.version
 	var firstFailure time.Time
 	for _, h := range l.hosts {
 		var loaded, crashed, reverted, rejected, recalled bool
 		by := ""
 		for _, ev := range h.events {
-			if ev.scenario != row.seq {
+			// A crash outside any trial names no channel: it counts on
+			// every channel's row.
+			if ev.scenario != row.seq || (ev.Channel != ch && !(ev.Kind == evCrashed && ev.Channel == 0)) {
 				continue
 			}
 			switch {
@@ -451,19 +610,15 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 			row.RejectedBy[by]++
 		}
 	}
-	for _, kind := range []eventKind{evCrashed, evReverted, evRejected, evRecalled} {
-		if c := l.shownCount(fmt.Sprintf("%d/%s", row.seq, kind)); c > maxShown {
-			l.tl.printf("  (and %d more hosts %s; the table counts them all)", c-maxShown, kind)
-		}
-	}
-	row.Healthy, _ = l.onGood(end)
+	row.Waited = len(t.waited)
+	row.Healthy, _ = l.onGood(ch, t.end)
 	row.Outcome = view.State.String()
-	if halt != nil {
+	if t.halt != nil {
 		row.Halted = true
-		row.HaltSeconds = halt.Time.Sub(start.Time).Seconds()
-		row.HaltReason = l.names(halt.Reason)
+		row.HaltSeconds = t.halt.Time.Sub(t.start.Time).Seconds()
+		row.HaltReason = l.names(t.halt.Reason)
 		if !firstFailure.IsZero() {
-			row.CrashToHaltSeconds = max(halt.Time.Sub(firstFailure).Seconds(), 0)
+			row.CrashToHaltSeconds = max(t.halt.Time.Sub(firstFailure).Seconds(), 0)
 		}
 		if view.State == controller.StateRolledBack {
 			row.Outcome = "halted, rolled back"
@@ -478,15 +633,19 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 			row.Problems = append(row.Problems, fmt.Sprintf(format, args...))
 		}
 	}
-	problem(row.Healthy == len(l.hosts), "%d of %d hosts ended on version %d (GOOD)", row.Healthy, len(l.hosts), end)
+	problem(row.Healthy == len(l.hosts), "%d of %d hosts ended on version %d of channel %d (GOOD)", row.Healthy, len(l.hosts), t.end, ch)
+	waited := ""
+	if row.Waited > 0 {
+		waited = fmt.Sprintf("; %d had it staged and waited for another channel's trial to end first (one trial at a time)", row.Waited)
+	}
 	if want == expectComplete {
 		problem(view.State == controller.StateCompleted, "the rollout ended %s, not completed", view.State)
 		problem(row.Loaded == len(l.hosts), "%d of %d hosts loaded %d", row.Loaded, len(l.hosts), v)
 		problem(row.Crashed == 0, "%d hosts crashed on good content", row.Crashed)
-		row.Notes = append(row.Notes, fmt.Sprintf("every stage baked and reported healthy: %d hosts on %d (GOOD)", row.Healthy, v))
+		row.Notes = append(row.Notes, fmt.Sprintf("every stage baked and reported healthy: %d hosts on %d (GOOD)%s", row.Healthy, v, waited))
 		return
 	}
-	problem(halt != nil && view.State == controller.StateRolledBack, "the server did not halt and roll back (state %s)", view.State)
+	problem(t.halt != nil && view.State == controller.StateRolledBack, "the server did not halt and roll back (state %s)", view.State)
 	problem(row.LoadedOutsideCanary == 0, "%d hosts outside the canary group loaded %d", row.LoadedOutsideCanary, v)
 	if want == expectRejected {
 		problem(row.Loaded == 0, "%d hosts activated %d, which their checks should refuse", row.Loaded, v)
@@ -496,9 +655,9 @@ func (l *lab) summarise(row *Row, view server.View, start controller.Decision, h
 	} else {
 		problem(row.Reverted > 0, "no host reverted %d", v)
 		row.Notes = append(row.Notes, fmt.Sprintf("%d of %d canaries loaded %d before the halt; %d crashed and came back on %d by the boot guard alone, %d left it on the signed rollback; %d hosts outside the canary group never loaded it",
-			row.Loaded, canaries, v, row.Reverted, end, row.Recalled, len(l.hosts)-canaries))
+			row.Loaded, canaries, v, row.Reverted, t.end, row.Recalled, len(l.hosts)-canaries))
 	}
-	if halt != nil {
+	if t.halt != nil {
 		n := fmt.Sprintf("halted %.1fs after the start", row.HaltSeconds)
 		if row.CrashToHaltSeconds > 0 {
 			n += fmt.Sprintf(", %.1fs after the first host failed", row.CrashToHaltSeconds)
