@@ -263,7 +263,9 @@ func (d *Daemon) onReady(ctx context.Context) {
 	// sees the trial running may advance the clock at once.
 	d.setStatus(func(s *Status) { s.Agent, s.Running = AgentRunning, d.describeRunning() })
 	d.out.persist(d.in)
-	if d.poller.deferred {
+	// A poll that came during the load runs now; so does one for a version
+	// staged behind a trial that has ended (reverted at this load).
+	if d.poller.deferred || (d.poller.staged && d.trial.info == nil) {
 		d.poller.deferred = false
 		d.poll(ctx)
 	}

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/hostconfig"
+	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/wire"
 )
@@ -162,6 +164,15 @@ func (d *Daemon) onExit() {
 		Evidence: map[string]string{"stderr": a.evidence(), "during": during}}
 	if t := d.trial.info; t != nil {
 		ev.Channel, ev.Version = t.channel, t.version
+	} else {
+		// A crash while loading comes before the trial's window: the
+		// channel in its trial is the one (one trial at a time).
+		for _, ch := range d.cfg.Followed() {
+			if e, ok := activeEntry(readBoot(installer.RecordPathOf(d.cfg.Root, ch))); ok && e.State == bootguard.StateTrial {
+				ev.Channel, ev.Version = ch, e.Version
+				break
+			}
+		}
 	}
 	d.out.add(ev)
 	d.setStatus(func(s *Status) { s.Agent = AgentRestarting; s.LastCrash = a.evidence() })
