@@ -41,6 +41,21 @@ func addHostFlags(fs interface {
 	}
 }
 
+// openChannels opens the root (openRoot) and returns it with the Installers
+// of the channels the command acts on (channels); the caller closes root.
+func openChannels(name string, hf hostFlags, opts installer.Options, stderr io.Writer) (*installer.Installer, []*installer.Installer, bool) {
+	root, ok := openRoot(name, hf, opts, stderr)
+	if !ok {
+		return nil, nil, false
+	}
+	chs, ok := channels(name, hf, root, stderr)
+	if !ok {
+		root.Close()
+		return nil, nil, false
+	}
+	return root, chs, true
+}
+
 // channels returns the Installers the command acts on: --channel's, or every
 // channel of the root (in ascending order, as a loader loads them).
 func channels(name string, hf hostFlags, in *installer.Installer, stderr io.Writer) ([]*installer.Installer, bool) {
@@ -272,15 +287,11 @@ func runBoot(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence boot: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	root, ok := openRoot("boot", hf, installer.Options{}, stderr)
+	root, chs, ok := openChannels("boot", hf, installer.Options{}, stderr)
 	if !ok {
 		return exitUsage
 	}
 	defer root.Close()
-	chs, ok := channels("boot", hf, root, stderr)
-	if !ok {
-		return exitUsage
-	}
 	if len(chs) == 0 {
 		fmt.Fprintln(stdout, "the root follows no channel yet: load no content")
 		return exitOK
@@ -353,15 +364,11 @@ func runMarkGood(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence mark-good: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	root, ok := openRoot("mark-good", hf, installer.Options{}, stderr)
+	root, chs, ok := openChannels("mark-good", hf, installer.Options{}, stderr)
 	if !ok {
 		return exitUsage
 	}
 	defer root.Close()
-	chs, ok := channels("mark-good", hf, root, stderr)
-	if !ok {
-		return exitUsage
-	}
 	if len(chs) == 0 {
 		fmt.Fprintln(stderr, "ringfence mark-good: the root holds no channel yet: nothing to mark good ('ringfence status' shows the channels)")
 		return exitRejected
@@ -423,15 +430,11 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	quiet := true
-	in, ok := openRoot("status", hostFlags{root: hf.root, asJSON: &quiet}, installer.Options{ReadOnly: true}, stderr)
+	in, chs, ok := openChannels("status", hostFlags{root: hf.root, asJSON: &quiet, channel: hf.channel}, installer.Options{ReadOnly: true}, stderr)
 	if !ok {
 		return exitUsage
 	}
 	defer in.Close()
-	chs, ok := channels("status", hf, in, stderr)
-	if !ok {
-		return exitUsage
-	}
 	out := hostStatus{Root: in.Root(), Channels: []installer.Status{}, Warnings: append([]string{}, in.Warnings()...)}
 	for _, c := range chs {
 		st := c.Status()
@@ -612,15 +615,11 @@ func runRecover(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence recover: %v; mount the host's disk and pass its Ringfence directory as --root\n", err)
 		return exitUsage
 	}
-	root, ok := openRoot("recover", hf, installer.Options{ReadOnly: *dry}, stderr)
+	root, chs, ok := openChannels("recover", hf, installer.Options{ReadOnly: *dry}, stderr)
 	if !ok {
 		return exitUsage
 	}
 	defer root.Close()
-	chs, ok := channels("recover", hf, root, stderr)
-	if !ok {
-		return exitUsage
-	}
 	if len(chs) == 0 {
 		if *to == installer.TargetLastGood || *to == installer.TargetNone {
 			fmt.Fprintf(stdout, "the root %s holds no channel yet: nothing to recover\n", root.Root())

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -165,4 +166,62 @@ func TestInstallRejects(t *testing.T) {
 	out, _, code := runCLI("recover", "--help")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "offline recovery")
+}
+
+// TestHostCommandsChannels: a root of two channels. status shows both (or
+// the one --channel names), boot goes through both in ascending order,
+// recover to a version needs --channel.
+func TestHostCommandsChannels(t *testing.T) {
+	root := t.TempDir()
+	src, err := os.ReadFile(td("channels", "src", "good-ipc-1001.json"))
+	require.NoError(t, err)
+	j := filepath.Join(t.TempDir(), "ch292.json")
+	require.NoError(t, os.WriteFile(j, []byte(strings.Replace(strings.Replace(string(src), `"channel": 291`, `"channel": 292`, 1), `"content_version": 1001`, `"content_version": 2001`, 1)), 0o600))
+	f292 := filepath.Join(t.TempDir(), "ch292.rfch")
+	_, errOut, code := runCLI("channel", "build", "-o", f292, j)
+	require.Equal(t, exitOK, code, errOut)
+	for _, f := range []string{td("channels", "good-ipc-1001.rfch"), f292} {
+		_, errOut, code := runCLI("install", "--root", root, "--no-preflight", f)
+		require.Equal(t, exitOK, code, errOut)
+		_, _, code = runCLI("boot", "--root", root, "--loaded")
+		require.Equal(t, exitOK, code)
+		_, errOut, code = runCLI("mark-good", "--root", root)
+		require.Equal(t, exitOK, code, errOut)
+	}
+	out, _, code := runCLI("boot", "--root", root)
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "channel 291: load slot a: channel 291 version 1001 (last-known-good)\nchannel 292: load slot a: channel 292 version 2001 (last-known-good)")
+
+	out, _, code = runCLI("status", "--root", root, "--json")
+	require.Equal(t, exitOK, code)
+	var st struct {
+		Channels []struct {
+			Channel uint32 `json:"channel"`
+			History []struct {
+				Channel uint32 `json:"channel"`
+			} `json:"history"`
+		} `json:"channels"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Len(t, st.Channels, 2)
+	for _, c := range st.Channels {
+		require.NotEmpty(t, c.History)
+		for _, h := range c.History {
+			require.Equal(t, c.Channel, h.Channel, "each channel shows its own history")
+		}
+	}
+	out, _, code = runCLI("status", "--root", root, "--channel", "292")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "channel 292:")
+	require.NotContains(t, out, "channel 291:")
+
+	_, errOut, code = runCLI("recover", "--root", root, "--to", "1001")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "pass --channel too (the root holds 291, 292)")
+	out, errOut, code = runCLI("recover", "--root", root, "--channel", "291", "--to", "none")
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, out, "the next boot will load no content")
+	out, _, code = runCLI("boot", "--root", root)
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "channel 292: load slot a: channel 292 version 2001 (last-known-good)", "292 untouched")
 }
