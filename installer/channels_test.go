@@ -140,7 +140,7 @@ func legacyRoot(t *testing.T) string {
 	ch := filepath.Join(root, installer.ChannelsDir, "291")
 	require.NoError(t, os.Rename(filepath.Join(ch, installer.SlotsDir), filepath.Join(root, installer.SlotsDir)))
 	require.NoError(t, os.Rename(filepath.Join(ch, installer.RecordName), filepath.Join(root, installer.RecordName)))
-	require.NoError(t, os.RemoveAll(filepath.Join(root, installer.ChannelsDir)))
+	require.NoError(t, testtmp.RemoveAll(filepath.Join(root, installer.ChannelsDir)))
 	return root
 }
 

@@ -163,7 +163,7 @@ var crashOps = []crashOp{
 			root, dir := in.Root(), filepath.Dir(in.RecordPath())
 			require.NoError(t, os.Rename(filepath.Join(dir, installer.SlotsDir), filepath.Join(root, installer.SlotsDir)))
 			require.NoError(t, os.Rename(in.RecordPath(), filepath.Join(root, installer.RecordName)))
-			require.NoError(t, os.RemoveAll(filepath.Join(root, installer.ChannelsDir)))
+			require.NoError(t, testtmp.RemoveAll(filepath.Join(root, installer.ChannelsDir)))
 		},
 		run: func(in *installer.Installer) error {
 			_, err := in.Boot(true)

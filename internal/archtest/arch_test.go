@@ -225,7 +225,9 @@ func TestSidesStayApart(t *testing.T) {
 // TestWineTestsUseTesttmp: the packages whose tests run under Wine (the
 // list in wine/run.sh) make their temporary directories with
 // internal/testtmp, never t.TempDir: Go's RemoveAll fails under Wine, and
-// t.TempDir's cleanup then fails the test (a fresh CI run caught one).
+// t.TempDir's cleanup then fails the test (a fresh CI run caught one). For
+// the same reason they remove trees with testtmp.RemoveAll, not
+// os.RemoveAll (a Wine run caught one).
 func TestWineTestsUseTesttmp(t *testing.T) {
 	script, err := os.ReadFile(filepath.Join("..", "..", "wine", "run.sh"))
 	if err != nil {
@@ -250,6 +252,11 @@ func TestWineTestsUseTesttmp(t *testing.T) {
 			if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "TempDir" {
 				if x, ok := sel.X.(*ast.Ident); ok && x.Name != "os" {
 					t.Errorf("%s calls %s.TempDir; its tests run under Wine: use testtmp.Dir", f.rel, x.Name)
+				}
+			}
+			if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "RemoveAll" {
+				if x, ok := sel.X.(*ast.Ident); ok && x.Name == "os" && f.dir != "internal/testtmp" {
+					t.Errorf("%s calls os.RemoveAll; its tests run under Wine: use testtmp.RemoveAll", f.rel)
 				}
 			}
 			return true
