@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/tuf"
 )
@@ -34,7 +34,7 @@ Example:
 
 func runFetch(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("fetch", "fetch --root DIR --url URL [--trusted-root FILE] TARGET...", fetchHelp, stdout, stderr)
-	root := fs.String("root", installer.DefaultRoot, "Ringfence root directory")
+	root := fs.String("root", hostconfig.DefaultRoot, "Ringfence root directory")
 	url := fs.String("url", "", "repository base URL (metadata/ and targets/ below it)")
 	trusted := fs.String("trusted-root", "", "root.json installed with the agent (first use)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/validator"
@@ -35,7 +36,7 @@ func addHostFlags(fs interface {
 	Uint(name string, value uint, usage string) *uint
 }) hostFlags {
 	return hostFlags{
-		root:    fs.String("root", installer.DefaultRoot, "Ringfence root directory (channels/<N>/ with each channel's boot record and slots, state.db)"),
+		root:    fs.String("root", hostconfig.DefaultRoot, "Ringfence root directory (channels/<N>/ with each channel's boot record and slots, state.db)"),
 		asJSON:  fs.Bool("json", false, "print the result as JSON (field names in docs/recovery.md)"),
 		channel: fs.Uint("channel", 0, "the content channel to act on (default: every channel of the root, or its only one)"),
 	}
@@ -426,7 +427,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if _, err := os.Stat(*hf.root); err != nil {
-		fmt.Fprintf(stderr, "ringfence status: %v; pass the host's Ringfence directory as --root (the default is %s)\n", err, installer.DefaultRoot)
+		fmt.Fprintf(stderr, "ringfence status: %v; pass the host's Ringfence directory as --root (the default is %s)\n", err, hostconfig.DefaultRoot)
 		return exitUsage
 	}
 	quiet := true
