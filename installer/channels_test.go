@@ -218,3 +218,28 @@ func TestTornWriteOfOneChannel(t *testing.T) {
 		require.Equal(t, bootguard.WhyGood, d.Why)
 	}
 }
+
+// TestLegacyRootReadOnly: a root of the single-channel layout on a disk
+// opened read-only (a rescue shell looking first) is read where it is:
+// status and a dry-run recovery see channel 291 and change nothing.
+func TestLegacyRootReadOnly(t *testing.T) {
+	root := legacyRoot(t)
+	before, err := os.ReadFile(filepath.Join(root, installer.RecordName))
+	require.NoError(t, err)
+	ro, err := installer.Open(root, installer.Options{Capabilities: capabilities(t), ReadOnly: true})
+	require.NoError(t, err)
+	defer ro.Close()
+	require.Equal(t, []uint32{291}, ro.Channels())
+	st := ro.Status()
+	require.True(t, st.RecordValid)
+	require.Equal(t, installer.NextLoad{Action: "load", Slot: "b", Channel: 291, Version: 1002, Why: "trial"}, st.Next)
+	require.True(t, st.Slots[1].Verified)
+	rep, err := ro.Recover(installer.TargetLastGood, true)
+	require.NoError(t, err)
+	require.Equal(t, uint32(1001), rep.After.Version)
+	after, err := os.ReadFile(filepath.Join(root, installer.RecordName))
+	require.NoError(t, err)
+	require.Equal(t, before, after)
+	_, err = os.Stat(filepath.Join(root, installer.ChannelsDir))
+	require.True(t, os.IsNotExist(err), "nothing converted on a read-only open")
+}

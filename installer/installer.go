@@ -79,6 +79,7 @@ type Installer struct {
 	db       *hostdb.DB // nil when state.db cannot be used: see Warnings
 	warnings *[]string  // shared by the root's Installer and its channels'
 	view     bool       // a channel's Installer: Close leaves state.db open
+	legacy   uint32     // the channel of a single-channel root not converted (read-only), or 0
 }
 
 // Open prepares root: it creates the directories and an empty boot record if
@@ -114,11 +115,24 @@ func Open(root string, opts Options) (*Installer, error) {
 			in.warn("the disk under %s is read-only: showing what would happen, changing nothing", root)
 		}
 	}
+	// A root of the single-channel layout that could not be converted (a
+	// read-only disk, a rescue shell's look first) is read where it is.
+	if legacy := filepath.Join(root, RecordName); fileExists(legacy) {
+		if ch := legacyChannel(legacy); ch != 0 && !fileExists(RecordPathOf(root, ch)) {
+			in.legacy = ch
+			in.warn("%s is a root of the single-channel layout (channel %d's record and slots at the root); it is converted at the first writable open", root, ch)
+		}
+	}
 	in.openState()
 	if !in.readOnly {
 		in.reconcile()
 	}
 	return in, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // checkPerms refuses (strict) or warns about a root directory, boot record
@@ -279,9 +293,14 @@ func (in *Installer) RecordPath() string { return in.recordPath(in.Ch()) }
 // SlotDir returns the directory of slot s of the Installer's channel.
 func (in *Installer) SlotDir(s bootguard.Slot) string { return in.slotDir(in.Ch(), s) }
 
-func (in *Installer) channelDir(ch uint32) string { return ChannelDir(in.root, ch) }
+func (in *Installer) channelDir(ch uint32) string {
+	if ch != 0 && ch == in.legacy {
+		return in.root
+	}
+	return ChannelDir(in.root, ch)
+}
 
-func (in *Installer) recordPath(ch uint32) string { return RecordPathOf(in.root, ch) }
+func (in *Installer) recordPath(ch uint32) string { return filepath.Join(in.channelDir(ch), RecordName) }
 
 // ChannelDir is channel ch's directory under root: its boot record and its
 // slots.
@@ -315,10 +334,7 @@ func (in *Installer) Ch() uint32 {
 // Channels returns the channels the root holds, in ascending order (the
 // order a loader loads them in).
 func (in *Installer) Channels() []uint32 {
-	ents, err := os.ReadDir(filepath.Join(in.root, ChannelsDir))
-	if err != nil {
-		return nil
-	}
+	ents, _ := os.ReadDir(filepath.Join(in.root, ChannelsDir)) // none yet: no channel but a legacy one
 	var out []uint32
 	for _, e := range ents {
 		n, err := strconv.ParseUint(e.Name(), 10, 32)
@@ -326,6 +342,9 @@ func (in *Installer) Channels() []uint32 {
 			continue
 		}
 		out = append(out, uint32(n))
+	}
+	if in.legacy != 0 && !slices.Contains(out, in.legacy) {
+		out = append(out, in.legacy)
 	}
 	slices.Sort(out)
 	return out

@@ -48,6 +48,7 @@ type NextLoad struct {
 type Status struct {
 	Root        string              `json:"root"`
 	Channel     uint32              `json:"channel"`
+	Dir         string              `json:"dir"` // the channel's directory: its boot record and slots
 	RecordValid bool                `json:"record_valid"`
 	RecordError string              `json:"record_error,omitempty"`
 	Seq         uint64              `json:"seq"`
@@ -68,7 +69,7 @@ const StatusHistory = 10
 // the channel's history and quarantine from state.db (when it can). It
 // changes nothing.
 func (in *Installer) Status() Status {
-	st := Status{Root: in.root, Channel: in.Ch(), Warnings: append([]string{}, *in.warnings...), History: []hostdb.Transition{}, Quarantined: []hostdb.Quarantine{}}
+	st := Status{Root: in.root, Channel: in.Ch(), Dir: in.channelDir(in.Ch()), Warnings: append([]string{}, *in.warnings...), History: []hostdb.Transition{}, Quarantined: []hostdb.Quarantine{}}
 	rec, err := bootguard.Read(in.RecordPath())
 	st.RecordValid = err == nil
 	if err != nil {

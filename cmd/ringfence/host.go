@@ -507,11 +507,11 @@ func printDaemonStatus(w io.Writer, root string) {
 
 func printStatus(w io.Writer, st installer.Status) {
 	if !st.RecordValid {
-		fmt.Fprintf(w, "channel %d:     %s (boot record: NO VALID COPY)\n", st.Channel, installer.ChannelDir(st.Root, st.Channel))
+		fmt.Fprintf(w, "channel %d:     %s (boot record: NO VALID COPY)\n", st.Channel, st.Dir)
 		fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
 		fmt.Fprintln(w, "slots:           unknown without the record; 'ringfence recover --dry-run' shows what their manifests hold")
 	} else {
-		fmt.Fprintf(w, "channel %d:     %s (boot record seq %d)\n", st.Channel, installer.ChannelDir(st.Root, st.Channel), st.Seq)
+		fmt.Fprintf(w, "channel %d:     %s (boot record seq %d)\n", st.Channel, st.Dir, st.Seq)
 		fmt.Fprintf(w, "next boot:       %s\n", describeNext(st.Next))
 		fmt.Fprintf(w, "active:          %s   fallback: %s   last-known-good: %s\n\n", st.Active, st.Fallback, st.LastGood)
 		printSlots(w, st)
