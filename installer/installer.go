@@ -300,7 +300,9 @@ func (in *Installer) channelDir(ch uint32) string {
 	return ChannelDir(in.root, ch)
 }
 
-func (in *Installer) recordPath(ch uint32) string { return filepath.Join(in.channelDir(ch), RecordName) }
+func (in *Installer) recordPath(ch uint32) string {
+	return filepath.Join(in.channelDir(ch), RecordName)
+}
 
 // ChannelDir is channel ch's directory under root: its boot record and its
 // slots.
