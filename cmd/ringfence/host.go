@@ -460,7 +460,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "  %s\n", x)
 		}
 	}
-	printDaemonStatus(stdout, *hf.root)
+	printDaemonStatus(stdout, *hf.root, in.Channels())
 	return exitOK
 }
 
@@ -473,7 +473,7 @@ type hostStatus struct {
 
 // printDaemonStatus adds what ringfenced last did, from its status file,
 // when a daemon runs on this root.
-func printDaemonStatus(w io.Writer, root string) {
+func printDaemonStatus(w io.Writer, root string, held []uint32) {
 	ds, err := daemon.ReadStatus(root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
@@ -483,6 +483,11 @@ func printDaemonStatus(w io.Writer, root string) {
 		return
 	}
 	fmt.Fprintf(w, "\ndaemon:          host %s, agent %s, running %s\n", ds.HostID, ds.Agent, ds.Running)
+	for _, ch := range held {
+		if len(ds.Channels) > 0 && !slices.Contains(ds.Channels, ch) {
+			fmt.Fprintf(w, "channel %d:     not followed by the daemon: no updates, but the agent still loads what it holds ('ringfence recover --channel %d --to none' stops that)\n", ch, ch)
+		}
+	}
 	if !ds.LastPoll.IsZero() {
 		v := ""
 		if ds.Poll.Version != 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/daemon"
 )
 
 // TestHostCommands walks a host through the issue's story with the CLI:
@@ -214,6 +215,15 @@ func TestHostCommandsChannels(t *testing.T) {
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "channel 292:")
 	require.NotContains(t, out, "channel 291:")
+
+	// A daemon that follows 291 only: status says 292 gets no updates.
+	require.NoError(t, os.MkdirAll(filepath.Join(root, daemon.StatusDir), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(root, daemon.StatusDir, daemon.StatusName),
+		[]byte(`{"host_id":"h-1","channels":[291],"agent":"running","running":"channel 291 version 1001 (GOOD)"}`), 0o600))
+	out, _, code = runCLI("status", "--root", root)
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "channel 292:     not followed by the daemon: no updates, but the agent still loads what it holds")
+	require.NotContains(t, out, "channel 291:     not followed")
 
 	_, errOut, code = runCLI("recover", "--root", root, "--to", "1001")
 	require.Equal(t, exitUsage, code)
