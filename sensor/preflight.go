@@ -117,12 +117,13 @@ func PreflightCommand(bin, capsPath string) []string {
 //	preflight [--capabilities FILE] [--seed N] [--events N] FILE
 //
 // It prints a JSON Report on stdout and exits ExitPass, or describes the
-// failure on stderr and exits ExitLoad, ExitCrash or ExitUsage.
+// failure on stderr and exits ExitLoad, ExitCrash or ExitUsage: PreflightFile
+// with the capabilities of --capabilities.
 func PreflightMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("preflight", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	capsPath := fs.String("capabilities", "", "capability manifest of the interpreter (default: the built-in sensor "+Version+")")
-	seed := fs.Uint64("seed", 1, "seed of the random event generator")
+	seed := fs.Uint64("seed", DefaultPreflightSeed, "seed of the random event generator")
 	events := fs.Int("events", DefaultRandomEvents, "random events to evaluate after the synthesized ones")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || *events < 0 {
 		fmt.Fprintln(stderr, "usage: preflight [--capabilities FILE] [--seed N] [--events N] FILE")
@@ -133,12 +134,29 @@ func PreflightMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "preflight:", err)
 		return ExitUsage
 	}
-	data, err := validator.ReadFile(fs.Arg(0))
+	return PreflightFile(fs.Arg(0), caps, *seed, *events, stdout, stderr)
+}
+
+// DefaultPreflightSeed seeds a preflight run's random events unless the
+// caller chooses another seed, so that a run can be repeated.
+const DefaultPreflightSeed = 1
+
+// PreflightFile is the preflight harness: it runs the channel file at path
+// in a sensor with caps (RunPreflight), prints a JSON Report on stdout and
+// returns ExitPass, or describes the failure on stderr and returns ExitLoad,
+// ExitCrash (the interpreter crashed: the event and the stack follow the
+// first line) or ExitUsage (the file cannot be read). Its exit code and
+// stderr are what validator.Preflight interprets. Both the reference
+// preflight command (PreflightMain) and the reference agent's own preflight
+// mode (ringfenced agent --preflight) are this function, given the
+// capabilities they run with.
+func PreflightFile(path string, caps *validator.Capabilities, seed uint64, events int, stdout, stderr io.Writer) int {
+	data, err := validator.ReadFile(path)
 	if err != nil {
 		fmt.Fprintln(stderr, "preflight:", err)
 		return ExitUsage
 	}
-	rep, err := RunPreflight(data, caps, *seed, *events)
+	rep, err := RunPreflight(data, caps, seed, events)
 	if ce, ok := err.(*CrashError); ok {
 		fmt.Fprintf(stderr, "preflight: %v\n", ce)
 		ev, _ := json.Marshal(ce.Input)

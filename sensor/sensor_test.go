@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,4 +142,37 @@ func TestRunPreflight(t *testing.T) {
 	require.Equal(t, "synthesized", ce.Phase)
 	require.Equal(t, uint32(291), ce.ID)
 	require.Contains(t, string(ce.Stack), "matchAll")
+}
+
+// TestPreflightFile: the harness's exit codes and outputs, which
+// validator.Preflight reads, for the interpreter the capabilities describe.
+func TestPreflightFile(t *testing.T) {
+	file := func(name string) string { return filepath.Join("..", "testdata", "channels", name+".rfch") }
+	caps712, err := validator.LoadCapabilities(filepath.Join("..", "testdata", "capabilities", "sensor-7.12.json"))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name   string
+		caps   *validator.Capabilities
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"good-ipc-1001", DefaultCapabilities(), ExitPass, `"sensor":"7.11","instances":4,"synthesized_events":8,"random_events":100`, ""},
+		{"cf291-shape", DefaultCapabilities(), ExitCrash, "", "preflight: interpreter crashed in instance 1 (id 291) on synthesized event 1: runtime error: index out of range [20] with length 20\nevent: "},
+		{"cf291-shape", caps712, ExitPass, `"sensor":"7.12"`, ""},
+		{"bad-magic", DefaultCapabilities(), ExitLoad, "", "preflight: sensor: load: validator: BAD_MAGIC"},
+		{"missing", DefaultCapabilities(), ExitUsage, "", "preflight: "},
+	} {
+		t.Run(tc.name+"/"+tc.caps.Sensor, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			require.Equal(t, tc.code, PreflightFile(file(tc.name), tc.caps, DefaultPreflightSeed, 100, &out, &errb), "stderr: %s", errb.String())
+			require.Contains(t, out.String(), tc.stdout)
+			require.True(t, strings.HasPrefix(errb.String(), tc.stderr), "stderr: %s", errb.String())
+			if tc.code == ExitPass {
+				require.Empty(t, errb.String())
+			} else {
+				require.Empty(t, out.String())
+			}
+		})
+	}
 }

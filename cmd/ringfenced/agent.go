@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +16,6 @@ import (
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/loader"
 	"github.com/ringfence/ringfence/sensor"
-	"github.com/ringfence/ringfence/validator"
 )
 
 const agentHelp = `The reference sensor as the daemon supervises it: the agent a vendor replaces
@@ -26,30 +26,52 @@ content read exactly as verified, its first events, then LOADED), prints
 "ready" on stdout, then evaluates a stream of events with every loaded channel
 and prints "alive" now and then, until SIGINT or SIGTERM. A crash on content
 kills it, as a kernel agent's crash kills its host: the breadcrumb it leaves
-on that channel makes the next start fall back on that channel alone.`
+on that channel makes the next start fall back on that channel alone.
+
+With --preflight it loads no root: it runs FILE in its own interpreter, with
+the capabilities it would load content with, through the reference preflight
+harness (the one 'ringfenced sensor preflight' runs: synthesized events, then
+random ones), prints its report and exits 0, or describes the failure on
+stderr and exits 1 (refused on load), 3 (crashed) or 2 (usage). Pointing
+agent.preflight_command at the agent's own command line plus --preflight
+preflights content with the interpreter that will load it, whatever the
+installed capability manifest claims.`
 
 func agentMain(args []string, stdout, stderr io.Writer) int {
-	fs := cli.NewFlags("ringfenced", "agent", "[--root DIR] [--capabilities FILE]", agentHelp, stdout, stderr)
+	fs := cli.NewFlags("ringfenced", "agent", "agent [--root DIR] [--capabilities FILE] | agent --preflight [--capabilities FILE] FILE", agentHelp, stdout, stderr)
 	root := fs.String("root", os.Getenv(daemon.EnvRoot), "Ringfence root directory (default: $"+daemon.EnvRoot+")")
 	capsPath := fs.String("capabilities", "", "capability manifest of this interpreter (default: the built-in sensor "+sensor.Version+")")
-	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the event stream")
+	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the event stream (with --preflight: of its random events, default 1)")
 	rate := fs.Int("events-per-second", 200, "events evaluated per second after the load")
 	alive := fs.Duration("alive-interval", 5*time.Second, "how often to print \"alive\"")
-	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
+	preflight := fs.Bool("preflight", false, "run the channel file FILE in this agent's interpreter instead, as a preflight command (validator.Preflight) does")
+	pos, code, ok := cli.ParseArgs(fs, args, stdout)
+	if !ok {
 		return code
+	}
+	// One manifest for both modes: what the agent loads content with is
+	// what its preflight runs content with.
+	caps, err := sensor.LoadCapabilities(*capsPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "ringfenced agent:", err)
+		return cli.ExitUsage
+	}
+	if *preflight {
+		if len(pos) != 1 {
+			fmt.Fprintln(stderr, "usage: ringfenced agent --preflight [--capabilities FILE] [--seed N] FILE")
+			return cli.ExitUsage
+		}
+		s := uint64(sensor.DefaultPreflightSeed)
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "seed" {
+				s = *seed
+			}
+		})
+		return sensor.PreflightFile(pos[0], caps, s, sensor.DefaultRandomEvents, stdout, stderr)
 	}
 	if *root == "" {
 		fmt.Fprintln(stderr, "ringfenced agent: no root: pass --root or set", daemon.EnvRoot)
 		return cli.ExitUsage
-	}
-	caps := sensor.DefaultCapabilities()
-	if *capsPath != "" {
-		c, err := validator.LoadCapabilities(*capsPath)
-		if err != nil {
-			fmt.Fprintln(stderr, "ringfenced agent:", err)
-			return cli.ExitUsage
-		}
-		caps = c
 	}
 	in, err := installer.Open(*root, installer.Options{Capabilities: caps})
 	if err != nil {

@@ -35,6 +35,8 @@ Commands:
   stop       stop the service
   status     say whether the service is installed and running
   agent      the reference sensor the daemon supervises (not run by hand)
+  agent --preflight FILE
+             run FILE in the agent's own interpreter, as a preflight command
   sensor preflight FILE
              the reference sensor's preflight harness
   version    print the version
