@@ -172,7 +172,13 @@ func TestDenyTakesBackAGoodVersion(t *testing.T) {
 	h.waitFor(t, "the agent running", func(s daemon.Status) bool { return s.Agent == daemon.AgentRunning })
 	trialOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (TRIAL)", v) }
 	goodOf := func(v uint32) string { return fmt.Sprintf("channel 291 version %d (GOOD)", v) }
-	for _, v := range []uint32{good, l.roll(t, "good-ipc-1002")} {
+	// 1002 is published only once 1001 is good: a slice literal would
+	// publish it before the first poll, which could then take 1002 at once.
+	for i := range 2 {
+		v := good
+		if i == 1 {
+			v = l.roll(t, "good-ipc-1002")
+		}
 		_, err := h.d.Poll(ctx)
 		require.NoError(t, err)
 		h.waitFor(t, "the trial", running(trialOf(v)))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/internal/testfiles"
+	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/sensor"
 )
 
@@ -61,8 +62,8 @@ func TestAgentPreflightUsage(t *testing.T) {
 	for name, args := range map[string][]string{
 		"no file":                     {"agent", "--preflight"},
 		"two files":                   {"agent", "--preflight", good, good},
-		"bad manifest":                {"agent", "--capabilities", filepath.Join(t.TempDir(), "missing.json"), "--preflight", good},
-		"missing file":                {"agent", "--preflight", filepath.Join(t.TempDir(), "missing.rfch")},
+		"bad manifest":                {"agent", "--capabilities", filepath.Join(testtmp.Dir(t), "missing.json"), "--preflight", good},
+		"missing file":                {"agent", "--preflight", filepath.Join(testtmp.Dir(t), "missing.rfch")},
 		"no root without --preflight": {"agent"},
 	} {
 		t.Run(name, func(t *testing.T) {
