@@ -710,17 +710,7 @@ func TestMultiChannelVectors(t *testing.T) {
 // TestMultiChannelVectorsC runs every scenario with the C loader's
 // multi-channel harness: its transcript must be byte-identical to the .want.
 func TestMultiChannelVectorsC(t *testing.T) {
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "cc"
-	}
-	if _, err := exec.LookPath(cc); err != nil {
-		t.Skipf("no C compiler (%s): the C loader was not checked against the multi-channel vectors; install gcc (make deps) to run it", cc)
-	}
-	bin := filepath.Join(testtmp.Dir(t), "harness_multi")
-	out, err := exec.Command(cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
-		"-o", bin, filepath.Join("c", "harness_multi.c"), filepath.Join("c", "rfbootrec.c")).CombinedOutput()
-	require.NoError(t, err, "compile the C multi-channel harness:\n%s", out)
+	bin := buildHarness(t, "harness_multi")
 	names := multiScenarioNames(t)
 	require.NotEmpty(t, names)
 	for _, name := range names {

@@ -180,20 +180,29 @@ func TestVectors(t *testing.T) {
 	}
 }
 
-// TestVectorsC runs the reference loader in C on every vector: its output
-// must be byte-identical to the .want file.
-func TestVectorsC(t *testing.T) {
+// buildHarness compiles bootguard/c/<name>.c with the reference loader, as
+// a driver would build it (C99, every warning an error), with the system C
+// compiler (cc, or $CC); without one the test is skipped, saying so.
+func buildHarness(t *testing.T, name string) string {
+	t.Helper()
 	cc := os.Getenv("CC")
 	if cc == "" {
 		cc = "cc"
 	}
 	if _, err := exec.LookPath(cc); err != nil {
-		t.Skipf("no C compiler (%s): the C loader was not checked against the vectors; install gcc (make deps) to run it", cc)
+		t.Skipf("no C compiler (%s): the C loader was not checked against %s's vectors; install gcc (make deps) to run it", cc, name)
 	}
-	bin := filepath.Join(testtmp.Dir(t), "harness")
+	bin := filepath.Join(testtmp.Dir(t), name)
 	out, err := exec.Command(cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
-		"-o", bin, filepath.Join("c", "harness.c"), filepath.Join("c", "rfbootrec.c")).CombinedOutput()
-	require.NoError(t, err, "compile the C loader:\n%s", out)
+		"-o", bin, filepath.Join("c", name+".c"), filepath.Join("c", "rfbootrec.c")).CombinedOutput()
+	require.NoError(t, err, "compile the C %s:\n%s", name, out)
+	return bin
+}
+
+// TestVectorsC runs the reference loader in C on every vector: its output
+// must be byte-identical to the .want file.
+func TestVectorsC(t *testing.T) {
+	bin := buildHarness(t, "harness")
 	names := vectorNames(t)
 	require.NotEmpty(t, names)
 	for _, name := range names {
