@@ -62,12 +62,15 @@ var rank = map[Action]int{ActionSelfUpdated: 9, ActionInstalled: 8, ActionRevert
 
 // combine makes one result of the channels' results.
 func combine(rs []PollResult) PollResult {
-	if len(rs) == 1 {
+	switch len(rs) {
+	case 0:
+		return PollResult{Action: ActionNothing, Why: "the host follows no channel"}
+	case 1:
 		return rs[0]
 	}
-	top := PollResult{Action: ActionNothing, Why: "no channel"}
-	for _, r := range rs {
-		if rank[r.Action] > rank[top.Action] || top.Why == "no channel" {
+	top := rs[0]
+	for _, r := range rs[1:] {
+		if rank[r.Action] > rank[top.Action] {
 			top = r
 		}
 	}
@@ -239,10 +242,7 @@ func (p *poller) updateChannel(ctx context.Context, root *installer.Installer, c
 	}
 	// Staged earlier, while another channel was in its trial: activate it
 	// now if that trial is over (Activate verifies the slot first).
-	if s := rec.Active.Other(); s != bootguard.SlotNone || rec.Active == bootguard.SlotNone {
-		if s == bootguard.SlotNone {
-			s = bootguard.SlotA
-		}
+	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
 		if e := rec.Entry(s); e.State == bootguard.StateStaged && e.Channel == ch && e.Version == want {
 			return p.activate(in, ch, want, s, nil)
 		}

@@ -52,13 +52,7 @@ func stage(t testing.TB, in *installer.Installer, name string, opts installer.St
 // goodOn installs version name and takes it through a healthy trial.
 func goodOn(t testing.TB, in *installer.Installer, name string) {
 	t.Helper()
-	_, _, err := in.Install(content(t, name), installer.StageOptions{})
-	require.NoError(t, err)
-	res, err := in.Boot(true)
-	require.NoError(t, err)
-	require.Equal(t, bootguard.WhyTrial, res.Decision.Why)
-	_, err = in.MarkGood()
-	require.NoError(t, err)
+	goodData(t, in, content(t, name))
 }
 
 func TestLifecycle(t *testing.T) {
