@@ -41,6 +41,8 @@ type Options struct {
 
 // Loaded is the outcome of one load.
 type Loaded struct {
+	// Channel is the channel loaded (the Installer's).
+	Channel uint32
 	// Boot is what the loader contract decided and did.
 	Boot installer.BootResult
 	// Program is the loaded content, nil when the contract chose to load no
@@ -64,7 +66,7 @@ func Load(in *installer.Installer, opts Options) (Loaded, error) {
 		return Loaded{}, errors.New("loader: no capabilities")
 	}
 	res, err := in.Boot(false)
-	out := Loaded{Boot: res}
+	out := Loaded{Channel: in.Ch(), Boot: res}
 	if err != nil {
 		return out, err
 	}
@@ -109,4 +111,25 @@ func DefaultEvents(f *validator.ChannelFile, seed uint64) []sensor.Event {
 		evs = append(evs, next())
 	}
 	return evs
+}
+
+// LoadAll loads every channel of the root in, in ascending order (the
+// order docs/boot-record.md fixes), each through Load on its own boot
+// record: a crash while loading channel N leaves N's breadcrumb LOADING and
+// the channels after it unselected. It stops at the first error. A root
+// with no channel yet gives no result.
+func LoadAll(in *installer.Installer, opts Options) ([]Loaded, error) {
+	var out []Loaded
+	for _, ch := range in.Channels() {
+		c, err := in.Channel(ch)
+		if err != nil {
+			return out, err
+		}
+		l, err := Load(c, opts)
+		out = append(out, l)
+		if err != nil {
+			return out, fmt.Errorf("channel %d: %w", ch, err)
+		}
+	}
+	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/loader"
+	"github.com/ringfence/ringfence/validator"
 )
 
 // host installs the named content in order, each but the last taken through
@@ -141,4 +142,39 @@ func TestLoadNothingInstalled(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, l.Program)
 	require.Equal(t, bootguard.WhyNoContent, l.Boot.Decision.Why)
+}
+
+// TestLoadAll: every channel of a root, in ascending order, each through
+// its own record; a root with no channel loads nothing.
+func TestLoadAll(t *testing.T) {
+	root := host(t, "7.11", "good-ipc-1001", "good-ipc-1002")
+	in, err := installer.Open(root, installer.Options{Capabilities: testfiles.Capabilities(t, "7.11")})
+	require.NoError(t, err)
+	defer in.Close()
+	_, err = in.Boot(true) // 291's trial of 1002 loads and is marked good
+	require.NoError(t, err)
+	_, err = in.MarkGood()
+	require.NoError(t, err)
+	f, err := validator.Parse(testfiles.Channel(t, "good-ipc-1001"))
+	require.NoError(t, err)
+	f.Channel, f.ContentVersion = 7, 70
+	data, err := validator.Encode(f)
+	require.NoError(t, err)
+	_, _, err = in.Install(data, installer.StageOptions{})
+	require.NoError(t, err)
+	caps := loader.Options{Capabilities: testfiles.Capabilities(t, "7.11")}
+	ls, err := loader.LoadAll(in, caps)
+	require.NoError(t, err)
+	require.Len(t, ls, 2)
+	require.Equal(t, []uint32{7, 291}, []uint32{ls[0].Channel, ls[1].Channel}, "ascending")
+	require.Equal(t, []uint32{70, 1002}, []uint32{ls[0].Boot.Decision.Entry.Version, ls[1].Boot.Decision.Entry.Version})
+	require.NotNil(t, ls[0].Program)
+	require.NotNil(t, ls[1].Program)
+
+	empty, err := installer.Open(testtmp.Dir(t), installer.Options{Capabilities: testfiles.Capabilities(t, "7.11")})
+	require.NoError(t, err)
+	defer empty.Close()
+	ls, err = loader.LoadAll(empty, caps)
+	require.NoError(t, err)
+	require.Empty(t, ls)
 }

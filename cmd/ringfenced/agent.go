@@ -78,27 +78,21 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ringfenced agent:", err)
 		return cli.ExitRejected
 	}
+	loaded, err := loader.LoadAll(in, loader.Options{Capabilities: caps, Seed: *seed})
+	if err != nil {
+		in.Close()
+		fmt.Fprintln(stderr, "ringfenced agent:", err)
+		return cli.ExitRejected
+	}
 	var progs []*sensor.Program
 	var words []string
-	for _, ch := range in.Channels() {
-		c, err := in.Channel(ch)
-		if err != nil {
-			in.Close()
-			fmt.Fprintln(stderr, "ringfenced agent:", err)
-			return cli.ExitRejected
-		}
-		l, err := loader.Load(c, loader.Options{Capabilities: caps, Seed: *seed})
-		if err != nil {
-			in.Close()
-			fmt.Fprintln(stderr, "ringfenced agent:", err)
-			return cli.ExitRejected
-		}
+	for _, l := range loaded {
 		d := l.Boot.Decision
 		if l.Program != nil {
 			progs = append(progs, l.Program)
 			words = append(words, fmt.Sprintf("channel=%d version=%d slot=%v why=%s", d.Entry.Channel, d.Entry.Version, d.Slot, d.Why))
 		} else {
-			words = append(words, fmt.Sprintf("channel=%d no-content why=%s", ch, d.Why))
+			words = append(words, fmt.Sprintf("channel=%d no-content why=%s", l.Channel, d.Why))
 		}
 	}
 	in.Close() // the daemon takes the root back after "ready"

@@ -221,17 +221,20 @@ func loaderMain(args []string) int {
 	for _, w := range in.Warnings() {
 		say("warning: %s", w)
 	}
-	l, err := loader.Load(in, loader.Options{Capabilities: sensor.DefaultCapabilities(), Seed: s})
-	d := l.Boot.Decision
-	res := Result{Action: d.Action.String(), Why: string(d.Why), Loaded: l.Boot.Loaded, Events: l.Events, Notes: l.Boot.Notes}
-	if l.Program != nil {
-		res.Slot, res.Channel, res.Version = d.Slot.String(), d.Entry.Channel, d.Entry.Version
-	}
+	// Every channel of the root, in order; one result line each.
+	loaded, err := loader.LoadAll(in, loader.Options{Capabilities: sensor.DefaultCapabilities(), Seed: s})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "guest loader:", err)
 		return 1
 	}
-	b, _ := json.Marshal(res)
-	fmt.Printf("%s%s\n", resultLabel, b)
+	for _, l := range loaded {
+		d := l.Boot.Decision
+		res := Result{Action: d.Action.String(), Why: string(d.Why), Loaded: l.Boot.Loaded, Events: l.Events, Notes: l.Boot.Notes}
+		if l.Program != nil {
+			res.Slot, res.Channel, res.Version = d.Slot.String(), d.Entry.Channel, d.Entry.Version
+		}
+		b, _ := json.Marshal(res)
+		fmt.Printf("%s%s\n", resultLabel, b)
+	}
 	return 0
 }
