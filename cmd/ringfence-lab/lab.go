@@ -107,7 +107,6 @@ type host struct {
 	journal           *journalFollower
 	events            []scenarioEvent
 	shown             map[string]int // failure lines printed, per scenario and kind
-	trial             [2]uint32      // the channel and version activated as a trial and not ended yet, by the journal
 }
 
 type scenarioEvent struct {

@@ -469,7 +469,6 @@ func (l *lab) collect() []timedLine {
 	var out []timedLine
 	for _, h := range l.hosts {
 		for _, ev := range h.journal.read() {
-			ev = h.attribute(ev)
 			h.events = append(h.events, scenarioEvent{scenario: l.current, hostEvent: ev})
 			var line string
 			switch ev.Kind {
@@ -499,26 +498,6 @@ func (l *lab) collect() []timedLine {
 		}
 	}
 	return out
-}
-
-// attribute gives a crash that names no channel the trial the host had
-// activated and not yet ended, if any. The daemon names the trial only once
-// the agent has loaded it, so a crash while loading comes without it; but a
-// host runs one trial at a time, and it is the one its boot guard blames.
-func (h *host) attribute(ev hostEvent) hostEvent {
-	switch ev.Kind {
-	case evInstalled:
-		h.trial = [2]uint32{ev.Channel, ev.Version}
-	case evHealthy, evReverted, evRecalled:
-		if h.trial == [2]uint32{ev.Channel, ev.Version} {
-			h.trial = [2]uint32{}
-		}
-	case evCrashed:
-		if ev.Channel == 0 && h.trial[0] != 0 {
-			ev.Channel, ev.Version = h.trial[0], h.trial[1]
-		}
-	}
-	return ev
 }
 
 // timedLine is a timeline line and when what it says happened.

@@ -75,25 +75,3 @@ func TestHostState(t *testing.T) {
 	require.Empty(t, l.waits(tr))
 	require.Equal(t, "channel 291 version 1002 (GOOD); channel 292 version 2001 (TRIAL); agent running", h.describe([]uint32{291, 292}))
 }
-
-// TestAttribute: a crash while loading names no channel; the lab gives it
-// the trial the host's journal has open (one trial at a time), and none
-// once that trial ended.
-func TestAttribute(t *testing.T) {
-	h := &host{}
-	crash := hostEvent{Kind: evCrashed, During: "load"}
-	require.Equal(t, crash, h.attribute(crash), "no trial: no channel")
-	h.attribute(hostEvent{Kind: evInstalled, Channel: 291, Version: 1006})
-	got := h.attribute(crash)
-	require.Equal(t, [2]uint32{291, 1006}, [2]uint32{got.Channel, got.Version})
-	named := hostEvent{Kind: evCrashed, Channel: 292, Version: 2001, During: "run"}
-	require.Equal(t, named, h.attribute(named), "a crash that names its trial keeps it")
-	h.attribute(hostEvent{Kind: evHealthy, Channel: 292, Version: 2001})
-	got = h.attribute(crash)
-	require.Equal(t, uint32(291), got.Channel, "another channel's end does not end 291's trial")
-	h.attribute(hostEvent{Kind: evReverted, Channel: 291, Version: 1006})
-	require.Equal(t, crash, h.attribute(crash), "the trial ended")
-	h.attribute(hostEvent{Kind: evInstalled, Channel: 292, Version: 2001})
-	h.attribute(hostEvent{Kind: evRecalled, Channel: 292, Version: 2001})
-	require.Equal(t, crash, h.attribute(crash), "recalled ends it too")
-}
