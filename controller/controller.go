@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/wire"
 )
@@ -36,9 +37,11 @@ var (
 type Report struct {
 	HostID string
 	// Versions maps channel to the version the host runs; it replaces
-	// what the host said before.
-	Versions map[uint32]uint32
-	Events   []Event
+	// what the host said before. Sensor and Manifest are its installed
+	// sensor's version and manifest digest (wire.HostInfo).
+	Versions         map[uint32]uint32
+	Sensor, Manifest string
+	Events           []Event
 }
 
 // Event is one telemetry event, as the controller needs it.
@@ -81,6 +84,12 @@ type Host struct {
 	// LastSeq is the highest event seq applied from the host: events at
 	// or below it are a replay (wire.Event.Seq).
 	LastSeq uint64 `json:"last_seq,omitempty"`
+	// Sensor and Manifest are what the host last said of its installed
+	// sensor ("": nothing, an older host). A rollout whose version is
+	// constrained to some sensors leaves the host out unless Sensor is
+	// one of them; the host enforces the constraint too.
+	Sensor   string `json:"sensor,omitempty"`
+	Manifest string `json:"manifest,omitempty"`
 }
 
 // Track is a host in one rollout: when it installed the new version, when
@@ -331,6 +340,27 @@ func (c *Controller) Versions(channel uint32) map[uint32]int {
 	return out
 }
 
+// Sensors counts the fleet's hosts per installed sensor version, as they
+// last said ("" for hosts that have not).
+func (c *Controller) Sensors() map[string]int {
+	out := map[string]int{}
+	for _, h := range c.list {
+		out[h.Sensor]++
+	}
+	return out
+}
+
+// SensorsOn is Sensors for the hosts on a channel.
+func (c *Controller) SensorsOn(channel uint32) map[string]int {
+	out := map[string]int{}
+	for _, h := range c.list {
+		if _, on := h.Versions[channel]; on {
+			out[h.Sensor]++
+		}
+	}
+	return out
+}
+
 // StageSizes counts the known hosts of a channel in each stage of its
 // rollout (each host in the first stage that includes it).
 func (c *Controller) StageSizes(channel uint32) []int {
@@ -367,18 +397,23 @@ func (c *Controller) Plan(channel uint32) *rollout.Plan {
 type rings struct {
 	limits []int
 	named  *named
+	compat compat.Constraint
 }
 
 func (c *Controller) rings(r *Rollout) rings {
-	g := rings{limits: make([]int, len(r.Stages)), named: c.namedOf(r)}
+	g := rings{limits: make([]int, len(r.Stages)), named: c.namedOf(r), compat: r.Compat}
 	for i, s := range r.Stages {
 		g.limits[i] = rollout.Stage{Percent: s.Percent}.BucketLimit()
 	}
 	return g
 }
 
-// of returns the index of the first stage h is in, or -1.
+// of returns the index of the first stage h is in, or -1 (also for a host
+// whose sensor the version's constraint does not allow).
 func (g rings) of(h *Host) int {
+	if !g.compat.Allows(h.Sensor) {
+		return -1
+	}
 	for i, lim := range g.limits {
 		if h.Bucket < lim || g.named.sets[i] != nil && g.named.sets[i][h.ID] {
 			return i
@@ -446,6 +481,7 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 	}
 	c.touchHost(h)
 	h.LastSeq, h.LastSeen = last, now
+	h.Sensor, h.Manifest = rep.Sensor, rep.Manifest
 	// The batch's versions replace the host's, in place: a map built once
 	// and refilled stays in Go's small-map layout, which a gate evaluation
 	// reads for every host (a clone is measurably slower to look up).
@@ -459,6 +495,9 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 		r := c.rollouts[ch]
 		if !r.Active() {
 			continue
+		}
+		if excluded(r, h) {
+			continue // its sensor is outside the version's constraint: outside the rollout
 		}
 		g := c.rings(r)
 		given := g.given(r, h)
@@ -538,6 +577,18 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 	return out, nil
 }
 
+// excluded reports whether h is outside r because of its sensor: the
+// version's constraint does not allow it, and it has not taken the version
+// anyway on r's plan (a host that did, then said another sensor, stays
+// treated: what it did with the version counts).
+func excluded(r *Rollout, h *Host) bool {
+	if r.Compat.Allows(h.Sensor) {
+		return false
+	}
+	tr := h.peek(r.Channel, r.To)
+	return tr == nil || tr.Installed.IsZero()
+}
+
 func (c *Controller) failTreated(r *Rollout, tr *Track, reason string, now time.Time) {
 	if !tr.Failed.IsZero() {
 		return
@@ -610,6 +661,10 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			if !g.given(r, h) {
 				cnt.OffPlan++ // runs it, but the plan did not give it: neither side
 			}
+			continue
+		}
+		if !treated && excluded(r, h) {
+			cnt.Excluded++
 			continue
 		}
 		alive := now.Sub(h.LastSeen) <= r.Silence

@@ -3,10 +3,12 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/rollout"
 )
@@ -116,6 +118,11 @@ type Spec struct {
 	// ManualRollback keeps a halted rollout halted (the plan frozen where it
 	// stopped) instead of rolling back by itself.
 	ManualRollback bool `json:"manual_rollback,omitempty"`
+	// Compat is To's compatibility constraint as the content role signed
+	// it (the server reads it from the repository). A host whose sensor it
+	// does not allow is in none of the rollout's stages and on neither
+	// side of its gate: it keeps From, and the plan's stages say so.
+	Compat compat.Constraint `json:"compat,omitzero"`
 }
 
 // Defaults of a Spec.
@@ -229,6 +236,9 @@ type Counts struct {
 	// plan did not give it to their stage (a local pin, a forged claim):
 	// they count on neither side.
 	OffPlan int64 `json:"off_plan"`
+	// Excluded counts hosts on the channel whose sensor the new version's
+	// constraint does not allow (Spec.Compat): outside the rollout.
+	Excluded int64 `json:"excluded,omitempty"`
 }
 
 // Point is one point of the gate's statistic over time.
@@ -272,6 +282,9 @@ func (r *Rollout) Active() bool {
 // every host gets the new one. A rollout from no content (From 0) gives
 // hosts outside its stages nothing, and rolled back it gives nobody
 // anything: a plan without stages, which hosts read as "run no content".
+// The stages that give the new version carry its compatibility constraint
+// (Spec.Compat), so hosts of other sensors fall through to the old one,
+// completed or not.
 //
 // named[i] are the hosts stage i names, resolved by the server from its
 // own records (Controller.Plan): the signed plan lists host ids, never
@@ -280,9 +293,16 @@ func (r *Rollout) Active() bool {
 func (r *Rollout) Plan(named [][]string) *rollout.Plan {
 	p := &rollout.Plan{Format: rollout.Format, Channel: r.Channel, Deny: append([]uint32(nil), r.Deny...), Stages: []rollout.Stage{}}
 	all := func(v uint32) []rollout.Stage { return []rollout.Stage{{Name: "fleet", Percent: 100, Version: v}} }
+	sensors := slices.Clone(r.Compat.Sensors)
 	switch r.State {
 	case StateCompleted:
 		p.Stages = all(r.To)
+		if !r.Compat.Any() {
+			p.Stages[0].Sensors = sensors
+			if r.From != 0 {
+				p.Stages = append(p.Stages, rollout.Stage{Name: "other sensors", Percent: 100, Version: r.From})
+			}
+		}
 	case StateRolledBack:
 		if r.From != 0 {
 			p.Stages = all(r.From)
@@ -294,7 +314,7 @@ func (r *Rollout) Plan(named [][]string) *rollout.Plan {
 			if named != nil {
 				hosts = named[i]
 			}
-			p.Stages = append(p.Stages, rollout.Stage{Name: s.Name, Percent: s.Percent, Hosts: hosts, Version: r.To})
+			p.Stages = append(p.Stages, rollout.Stage{Name: s.Name, Percent: s.Percent, Hosts: hosts, Version: r.To, Sensors: sensors})
 		}
 		if r.From != 0 {
 			p.Stages = append(p.Stages, all(r.From)...)
@@ -312,6 +332,7 @@ func (r *Rollout) clone() Rollout {
 		c.Stages[i].Hosts = slices.Clone(c.Stages[i].Hosts)
 		c.Stages[i].Tags = slices.Clone(c.Stages[i].Tags)
 	}
+	c.Compat.Sensors, c.Compat.Excluded = slices.Clone(r.Compat.Sensors), maps.Clone(r.Compat.Excluded)
 	c.Gate.Ratios = slices.Clone(r.Gate.Ratios)
 	c.Deny = slices.Clone(r.Deny)
 	c.GateState.LogLR = slices.Clone(r.GateState.LogLR)

@@ -141,7 +141,7 @@ func New(opts Options) (*Daemon, error) {
 	}
 	// The concerns share the daemon's configuration, clock and log; each
 	// holds the rest of what it uses, and the outbox that takes its events.
-	d.out = outbox{cfg: &d.cfg, sender: opts.Sender, clock: opts.Clock, log: opts.Log, reported: map[string]bool{}}
+	d.out = outbox{cfg: &d.cfg, caps: opts.Capabilities, sender: opts.Sender, clock: opts.Clock, log: opts.Log, reported: map[string]bool{}}
 	d.sup = supervisor{cfg: &d.cfg, command: opts.AgentCommand, onReady: opts.OnReady, clock: opts.Clock, log: opts.Log,
 		restartDelay: opts.Config.Agent.RestartDelay.Duration}
 	d.trial = trial{cfg: &d.cfg, clock: opts.Clock, log: opts.Log, out: &d.out}

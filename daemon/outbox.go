@@ -12,17 +12,18 @@ import (
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/telemetry"
+	"github.com/ringfence/ringfence/validator"
 	"github.com/ringfence/ringfence/wire"
 )
 
 // Sender ships queued telemetry; telemetry.Sender is one. The daemon calls
 // it only while it holds state.db, and hands it the outbox then. SetInfo
-// gives it what each batch says of the host: the tags it asks for and the
-// version it runs. Admission is the host's standing as the server said.
+// gives it what each batch says of the host: the tags it asks for, the
+// versions it runs, its sensor. Admission is the host's standing as the server said.
 type Sender interface {
 	Due(now time.Time) bool
 	Flush(ctx context.Context, outbox telemetry.Outbox) (int, error)
-	SetInfo(func() (tags []string, versions map[string]uint32))
+	SetInfo(func() wire.HostInfo)
 	Admission() wire.Admission
 }
 
@@ -30,8 +31,9 @@ type Sender interface {
 // (the agent's loader may hold state.db), move into state.db's outbox and
 // the journal when the daemon holds the root, and leave through the Sender.
 type outbox struct {
-	cfg    *hostconfig.Config // Root (the journal), Channel and tags (what a batch says)
-	sender Sender             // nil: events stay in state.db
+	cfg    *hostconfig.Config      // Root (the journal), Channel and tags (what a batch says)
+	caps   *validator.Capabilities // the installed sensor (what a batch says)
+	sender Sender                  // nil: events stay in state.db
 	clock  clock.Clock
 	log    *slog.Logger
 
@@ -87,11 +89,11 @@ func (o *outbox) heartbeat(in *installer.Installer) {
 	}
 }
 
-// info is what every telemetry batch says of the host: its tags, and for
-// each channel it follows the version the channel's boot record has active
-// (0: no content; the host is on the channel and counts in a first
-// rollout's stages).
-func (o *outbox) info() ([]string, map[string]uint32) {
+// info is what every telemetry batch says of the host: its tags, for each
+// channel it follows the version the channel's boot record has active (0:
+// no content; the host is on the channel and counts in a first rollout's
+// stages), and the installed sensor's version and manifest digest.
+func (o *outbox) info() wire.HostInfo {
 	versions := map[string]uint32{}
 	for _, ch := range o.cfg.Followed() {
 		v := uint32(0)
@@ -100,7 +102,7 @@ func (o *outbox) info() ([]string, map[string]uint32) {
 		}
 		versions[strconv.FormatUint(uint64(ch), 10)] = v
 	}
-	return o.cfg.HostTags(), versions
+	return wire.HostInfo{Tags: o.cfg.HostTags(), Versions: versions, Sensor: o.caps.Sensor, Manifest: o.caps.Digest}
 }
 
 // reportReverts queues the reverts in in's boot record not reported yet:

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/bootguard"
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/hostdb"
 	"github.com/ringfence/ringfence/installer"
@@ -240,6 +241,12 @@ func (p *poller) updateChannel(ctx context.Context, root *installer.Installer, c
 	if prev, ok := p.rejected[[2]uint32{ch, want}]; ok {
 		return PollResult{Action: ActionSkipped, Version: want, Why: "rejected earlier: " + prev}
 	}
+	// The content role's constraint binds whatever gave this host the
+	// version (a plan, a pin, N-1): content published for other sensors
+	// is never downloaded here.
+	if r, ok := p.checkCompat(ch, want); !ok {
+		return r
+	}
 	// Staged earlier, while another channel was in its trial: activate it
 	// now if that trial is over (Activate verifies the slot first).
 	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
@@ -274,7 +281,7 @@ func (p *poller) desired(ctx context.Context, ch uint32) (uint32, *rollout.Plan,
 	if plan.NoContent() {
 		return 0, plan, "the plan gives no host content on this channel (a first rollout, rolled back)", nil
 	}
-	host := rollout.Host{ID: p.hostID, Tags: p.cfg.HostTags()}
+	host := rollout.Host{ID: p.hostID, Tags: p.cfg.HostTags(), Sensor: p.caps.Sensor}
 	last := plan.Stages[len(plan.Stages)-1]
 	var v uint32
 	switch {
@@ -404,6 +411,28 @@ func (p *poller) activate(in *installer.Installer, ch, v uint32, slot bootguard.
 		Evidence: map[string]string{"slot": slot.String()}})
 	p.log.Info("content installed as a trial; restarting the agent to load it", "channel", ch, "version", v, "slot", slot)
 	return PollResult{Action: ActionInstalled, Version: v, Why: "staged and activated as a trial"}
+}
+
+// checkCompat reports whether version v of channel ch may run on the
+// installed sensor by the compatibility constraint signed with it (package
+// compat). When it may not, or the constraint cannot be read, it refuses
+// the version for this run, reports it as incompatible (an event the gate
+// does not count against the content) and returns what to say.
+func (p *poller) checkCompat(ch, v uint32) (PollResult, bool) {
+	c, err := compat.Parse(p.client.Custom("content", rollout.ContentTarget(ch, v)))
+	var why string
+	switch {
+	case err != nil:
+		why = fmt.Sprintf("version %d: its compatibility constraint cannot be read (%v); refusing it", v, err)
+	case c.Allows(p.caps.Sensor):
+		return PollResult{}, true
+	default:
+		why = fmt.Sprintf("version %d is published for %v; the installed sensor is %s", v, compat.Constraint{Sensors: c.Sensors}, p.caps.Sensor)
+	}
+	p.rejected[[2]uint32{ch, v}] = why
+	p.out.add(wire.Event{Kind: wire.EventIncompatible, Channel: ch, Version: v, Reason: why,
+		Evidence: map[string]string{"sensor": p.caps.Sensor, "constraint": c.String()}})
+	return PollResult{Action: ActionRejected, Version: v, Why: why}, false
 }
 
 // reject refuses version v of channel ch for this run, as the check the

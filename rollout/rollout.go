@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/ringfence/ringfence/compat"
 )
 
 // Format is the "format" member of a plan.
@@ -49,7 +51,15 @@ type Stage struct {
 	Hosts   []string `json:"hosts,omitempty"`
 	Tags    []string `json:"tags,omitempty"`
 	Version uint32   `json:"version"`
+	// Sensors, when set, are the sensor versions the stage's version may
+	// run on (its content's compatibility constraint, package compat): a
+	// host whose sensor is not listed is in no such stage, and falls
+	// through to a later one (the version the fleet ran before).
+	Sensors []string `json:"sensors,omitempty"`
 }
+
+// Constraint is the stage's compatibility constraint.
+func (s Stage) Constraint() compat.Constraint { return compat.Constraint{Sensors: s.Sensors} }
 
 // Parse decodes and checks a plan: strict JSON, bounded, the format known,
 // a list of stages (empty: no content for anyone), every stage with a
@@ -74,6 +84,9 @@ func Parse(data []byte) (*Plan, error) {
 		if !(s.Percent >= 0 && s.Percent <= 100) || s.Version == 0 {
 			return nil, fmt.Errorf("rollout: plan stage %d (%s): percent must be 0..100 and version set", i+1, s.Name)
 		}
+		if err := s.Constraint().Check(); err != nil {
+			return nil, fmt.Errorf("rollout: plan stage %d (%s): %w", i+1, s.Name, err)
+		}
 	}
 	return &p, nil
 }
@@ -89,6 +102,9 @@ func Bucket(hostID string) int {
 type Host struct {
 	ID   string
 	Tags []string
+	// Sensor is the host's installed sensor version ("": unknown, in no
+	// stage that names sensors).
+	Sensor string
 }
 
 // Contains reports whether the host is in the stage.
@@ -97,6 +113,9 @@ func (s Stage) Contains(h Host) bool { return s.ContainsBucket(h, Bucket(h.ID)) 
 // ContainsBucket is Contains for a host whose bucket is known (the server
 // computes each host's bucket once, not at every evaluation).
 func (s Stage) ContainsBucket(h Host, bucket int) bool {
+	if !s.Constraint().Allows(h.Sensor) {
+		return false
+	}
 	if slices.Contains(s.Hosts, h.ID) {
 		return true
 	}

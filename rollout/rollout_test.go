@@ -81,3 +81,22 @@ func TestStageFor(t *testing.T) {
 	require.False(t, p.Denied(3))
 	require.Equal(t, -1, (&rollout.Plan{Stages: []rollout.Stage{{Percent: 0, Version: 1}}}).StageFor(rollout.Host{ID: "x"}))
 }
+
+// A stage that names sensors holds only hosts of those sensors: the rest,
+// canaries by name included, fall through to the next stage (the version
+// the fleet ran before).
+func TestStageForSensors(t *testing.T) {
+	p := &rollout.Plan{Format: rollout.Format, Channel: 291, Stages: []rollout.Stage{
+		{Name: "canary", Hosts: []string{"c1", "c2"}, Version: 1004, Sensors: []string{"7.12"}},
+		{Name: "fleet", Percent: 100, Version: 1004, Sensors: []string{"7.12"}},
+		{Name: "rest", Percent: 100, Version: 1002},
+	}}
+	require.Equal(t, 0, p.StageFor(rollout.Host{ID: "c1", Sensor: "7.12"}))
+	require.Equal(t, 2, p.StageFor(rollout.Host{ID: "c2", Sensor: "7.11"}), "a named canary of another sensor is not in the stage")
+	require.Equal(t, 2, p.StageFor(rollout.Host{ID: "c2"}), "an unknown sensor is in no constrained stage")
+	require.Equal(t, 1, p.StageFor(rollout.Host{ID: "x", Sensor: "7.12"}))
+
+	data := []byte(`{"format": "ringfence-rollout/v1", "channel": 291, "stages": [{"name": "all", "percent": 100, "version": 1004, "sensors": ["7.12 beta"]}]}`)
+	_, err := rollout.Parse(data)
+	require.ErrorContains(t, err, "only letters", "a plan's sensors are checked as a constraint is")
+}

@@ -7,15 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ringfence/ringfence/admission"
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/internal/boundedio"
-	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/tufrepo"
 )
 
@@ -30,24 +31,40 @@ func versionName(v uint32) string {
 	return strconv.FormatUint(uint64(v), 10)
 }
 
+// sensorName names a host's sensor version; "" is a host that has not
+// said (an older ringfenced).
+func sensorName(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
 // View is a rollout as the API and the dashboard show it.
 type View struct {
-	Channel      uint32                `json:"channel"`
-	From         uint32                `json:"from_version"`
-	To           uint32                `json:"to_version"`
-	State        controller.State      `json:"state"`
-	Schedule     string                `json:"schedule"`
-	Stage        int                   `json:"stage"`
-	Started      time.Time             `json:"started"`
-	StageStarted time.Time             `json:"stage_started"`
-	Updated      time.Time             `json:"updated"`
-	Stages       []StageView           `json:"stages"`
-	Versions     map[string]int        `json:"versions"` // hosts per running version ("none": no content yet)
-	Gate         GateView              `json:"gate"`
-	History      []controller.Point    `json:"history"`
-	Decisions    []controller.Decision `json:"decisions"` // newest first
-	Deny         []uint32              `json:"deny"`
-	Plan         any                   `json:"plan"`
+	Channel      uint32           `json:"channel"`
+	From         uint32           `json:"from_version"`
+	To           uint32           `json:"to_version"`
+	State        controller.State `json:"state"`
+	Schedule     string           `json:"schedule"`
+	Stage        int              `json:"stage"`
+	Started      time.Time        `json:"started"`
+	StageStarted time.Time        `json:"stage_started"`
+	Updated      time.Time        `json:"updated"`
+	Stages       []StageView      `json:"stages"`
+	Versions     map[string]int   `json:"versions"` // hosts per running version ("none": no content yet)
+	// Compat is the new version's compatibility constraint, as published.
+	// Sensors counts the channel's hosts per sensor version ("unknown":
+	// hosts that have not said), and Excludes lists those of them the
+	// constraint keeps out of the rollout.
+	Compat    compat.Constraint     `json:"compat"`
+	Sensors   map[string]int        `json:"sensors"`
+	Excludes  []string              `json:"excludes"`
+	Gate      GateView              `json:"gate"`
+	History   []controller.Point    `json:"history"`
+	Decisions []controller.Decision `json:"decisions"` // newest first
+	Deny      []uint32              `json:"deny"`
+	Plan      any                   `json:"plan"`
 	// PlanSigned is false while the plan for the rollout's state is
 	// committed but not yet signed into the repository (SignError says
 	// why; the server retries): hosts still follow the last signed plan.
@@ -118,6 +135,14 @@ func (s *Server) view(r *controller.Rollout) View {
 			BakeSeconds: st.Bake.Seconds(), MinHosts: st.MinHosts, Status: status, KnownHosts: sizes[i], LeftOut: over[i]})
 	}
 	v.Versions = foldVersions(s.ctl.Versions(r.Channel), append([]uint32{r.From, r.To}, r.Deny...)...)
+	v.Compat, v.Sensors, v.Excludes = r.Compat, map[string]int{}, []string{}
+	for sensor, n := range s.ctl.SensorsOn(r.Channel) {
+		v.Sensors[sensorName(sensor)] = n
+		if !r.Compat.Allows(sensor) {
+			v.Excludes = append(v.Excludes, sensorName(sensor))
+		}
+	}
+	slices.Sort(v.Excludes)
 	v.Decisions = make([]controller.Decision, 0, len(r.Decisions))
 	for i := len(r.Decisions) - 1; i >= 0; i-- {
 		v.Decisions = append(v.Decisions, r.Decisions[i])
@@ -128,15 +153,21 @@ func (s *Server) view(r *controller.Rollout) View {
 // Overview is GET /v1/rollouts: every rollout, the fleet's size, and the
 // store's health (a failing commit shows here until one succeeds).
 type Overview struct {
-	Rollouts []View      `json:"rollouts"`
-	Hosts    int         `json:"hosts"`
-	Pending  int         `json:"pending_hosts"`
-	Store    storeHealth `json:"store"`
+	Rollouts []View `json:"rollouts"`
+	Hosts    int    `json:"hosts"`
+	// Sensors counts the fleet's hosts per sensor version ("unknown":
+	// hosts that have not said).
+	Sensors map[string]int `json:"sensors"`
+	Pending int            `json:"pending_hosts"`
+	Store   storeHealth    `json:"store"`
 }
 
 func (s *Server) handleRollouts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	o := Overview{Rollouts: s.status(), Hosts: s.ctl.Hosts(), Pending: s.reg.PendingCount(), Store: s.health}
+	o := Overview{Rollouts: s.status(), Hosts: s.ctl.Hosts(), Sensors: map[string]int{}, Pending: s.reg.PendingCount(), Store: s.health}
+	for sensor, n := range s.ctl.Sensors() {
+		o.Sensors[sensorName(sensor)] = n
+	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, o)
 }
@@ -291,8 +322,12 @@ func (s *Server) Start(spec controller.Spec, who, why string) (controller.Decisi
 	if err != nil {
 		return controller.Decision{}, View{}, fmt.Errorf("server: %w", err)
 	}
-	if repo.Targets()[rollout.ContentTarget(spec.Channel, spec.To)] == nil {
+	spec.Compat, err = repo.Constraint(spec.Channel, spec.To)
+	if errors.Is(err, tufrepo.ErrNotPublished) {
 		return controller.Decision{}, View{}, fmt.Errorf("%w: version %d is not published on channel %d; run 'ringfence-server publish' first", errBadRequest, spec.To, spec.Channel)
+	}
+	if err != nil {
+		return controller.Decision{}, View{}, fmt.Errorf("%w: version %d of channel %d: %v; publish it again as a new version", errBadRequest, spec.To, spec.Channel, err)
 	}
 	var d controller.Decision
 	_, err = s.change(func() ([]controller.Decision, error) {

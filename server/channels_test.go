@@ -30,7 +30,7 @@ func (h *host) batch2(v291, v292 uint32, evs ...wire.Event) wire.Batch {
 		}
 	}
 	b := wire.Batch{Format: wire.Format, HostID: h.id.HostID(), PublicKey: base64.StdEncoding.EncodeToString(h.id.PublicKey()),
-		SentAt: time.Now().UTC(), Versions: map[string]uint32{"291": v291, "292": v292}, Events: evs}
+		SentAt: time.Now().UTC(), HostInfo: wire.HostInfo{Versions: map[string]uint32{"291": v291, "292": v292}}, Events: evs}
 	return b
 }
 

@@ -45,13 +45,17 @@ type HostView struct {
 	Bucket    int               `json:"bucket,omitempty"`
 	// LastSeq is the highest event seq applied from the host.
 	LastSeq uint64 `json:"last_seq,omitempty"`
+	// Sensor and Manifest are the installed sensor's version and manifest
+	// digest, as the host last said.
+	Sensor   string `json:"sensor,omitempty"`
+	Manifest string `json:"manifest,omitempty"`
 }
 
 // hostView copies what it shows of h: the caller encodes it after s.mu is
 // released, while batches keep changing the host.
 func hostView(h *controller.Host) HostView {
 	return HostView{ID: h.ID, State: wire.AdmissionAccepted, Fleet: h.Fleet, Tags: h.Tags, Admitted: h.Admitted, By: h.AdmittedBy,
-		LastSeen: h.LastSeen, Versions: maps.Clone(h.Versions), Bucket: h.Bucket, LastSeq: h.LastSeq}
+		LastSeen: h.LastSeen, Versions: maps.Clone(h.Versions), Bucket: h.Bucket, LastSeq: h.LastSeq, Sensor: h.Sensor, Manifest: h.Manifest}
 }
 
 func recordView(r admission.Record) HostView {

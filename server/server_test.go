@@ -126,7 +126,7 @@ func (h *host) batch(running uint32, evs ...wire.Event) wire.Batch {
 		evs[i].Channel = 291
 	}
 	b := wire.Batch{Format: wire.Format, HostID: h.id.HostID(), PublicKey: base64.StdEncoding.EncodeToString(h.id.PublicKey()),
-		SentAt: time.Now().UTC(), Versions: map[string]uint32{"291": running}, Events: evs}
+		SentAt: time.Now().UTC(), HostInfo: wire.HostInfo{Versions: map[string]uint32{"291": running}}, Events: evs}
 	if h.tag != "" {
 		b.Tags = []string{h.tag}
 	}

@@ -98,7 +98,7 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	versions, _ := b.Channels() // VerifyBatch checked them
-	rep := controller.Report{HostID: b.HostID, Versions: versions, Events: make([]controller.Event, len(b.Events))}
+	rep := controller.Report{HostID: b.HostID, Versions: versions, Sensor: b.Sensor, Manifest: b.Manifest, Events: make([]controller.Event, len(b.Events))}
 	ids := make([]string, len(b.Events))
 	for i, e := range b.Events {
 		ids[i] = e.ID

@@ -63,9 +63,10 @@ type Sender struct {
 	// clock.System and a random seed.
 	Clock clock.Clock
 	Rand  *rand.Rand
-	// Info returns the tags (a request; the server's record decides) and
-	// running versions sent with each batch.
-	Info func() (tags []string, versions map[string]uint32)
+	// Info returns what each batch says of the host: the tags it asks for
+	// (a request; the server's record decides), its running versions and
+	// its sensor.
+	Info func() wire.HostInfo
 	// MinBackoff and MaxBackoff bound the wait after consecutive failures:
 	// full jitter in [0, min(MaxBackoff, MinBackoff*2^failures)).
 	MinBackoff, MaxBackoff time.Duration
@@ -76,7 +77,7 @@ type Sender struct {
 }
 
 // SetInfo sets Info (the daemon hands in its own).
-func (s *Sender) SetInfo(f func() (tags []string, versions map[string]uint32)) { s.Info = f }
+func (s *Sender) SetInfo(f func() wire.HostInfo) { s.Info = f }
 
 // Due reports whether a send may be tried at now (not backing off).
 func (s *Sender) Due(now time.Time) bool { return !now.Before(s.next) }
@@ -153,7 +154,7 @@ func (s *Sender) send(ctx context.Context, evs []wire.Event) ([]string, error) {
 		b.EnrolmentToken = s.EnrolmentToken
 	}
 	if s.Info != nil {
-		b.Tags, b.Versions = s.Info()
+		b.HostInfo = s.Info()
 	}
 	body, err := json.Marshal(b)
 	for err == nil && len(body) > wire.MaxBody && len(b.Events) > 1 {

@@ -112,7 +112,9 @@ func sender(t *testing.T, url string, clk *clock.Fake) *telemetry.Sender {
 	id, err := telemetry.LoadOrCreateIdentity(testtmp.Dir(t))
 	require.NoError(t, err)
 	return &telemetry.Sender{Endpoint: url, Identity: id, Clock: clk,
-		Rand: rand.New(rand.NewPCG(1, 2)), Info: func() ([]string, map[string]uint32) { return []string{"lab"}, map[string]uint32{"291": 1001} }}
+		Rand: rand.New(rand.NewPCG(1, 2)), Info: func() wire.HostInfo {
+			return wire.HostInfo{Tags: []string{"lab"}, Versions: map[string]uint32{"291": 1001}, Sensor: "7.12"}
+		}}
 }
 
 func TestFlushAtLeastOnce(t *testing.T) {

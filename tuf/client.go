@@ -189,6 +189,17 @@ func (c *Client) Targets(role string) map[string]*metadata.TargetFiles {
 	return t.Signed.Targets
 }
 
+// Custom returns the custom metadata the role signed for target name, from
+// the last successful Refresh (nil: none, or no such target). The bytes
+// are the verified metadata's; the caller parses them, bounded.
+func (c *Client) Custom(role, name string) []byte {
+	tf := c.Targets(role)[name]
+	if tf == nil || tf.Custom == nil {
+		return nil
+	}
+	return *tf.Custom
+}
+
 // checkName refuses target names that could escape a directory.
 func checkName(name string) error {
 	if name == "" || strings.Contains(name, `\`) || strings.HasPrefix(name, "/") || filepath.IsAbs(name) || strings.Contains(name, ":") {

@@ -17,6 +17,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/tuf"
@@ -154,6 +155,43 @@ func TestGoTUFReadsRepository(t *testing.T) {
 	_, got, err := up.DownloadTarget(tf, filepath.Join(dir, "out"), "")
 	require.NoError(t, err)
 	require.Equal(t, sha256.Sum256(data), sha256.Sum256(got))
+}
+
+// TestCustomConstraintReadBack: a compatibility constraint signed into a
+// target's custom metadata (package compat) reads back unchanged through
+// go-tuf's own updater and through our client, and a target without one
+// has none.
+func TestCustomConstraintReadBack(t *testing.T) {
+	f := newFixture(t)
+	f.publish(291, 1002, channelFile(t, "good-ipc-1002"))
+	only712 := compat.Constraint{Sensors: []string{"7.12"}, Excluded: map[string]string{"7.11": "FIELD_NOT_SUPPLIED"}}
+	_, err := f.repo.PublishFor(291, 1004, channelFile(t, "cf291-shape"), only712)
+	require.NoError(t, err)
+
+	cfg, err := config.New(f.srv.URL+"/metadata", f.root)
+	require.NoError(t, err)
+	dir := testtmp.Dir(t)
+	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
+	cfg.RemoteTargetsURL = f.srv.URL + "/targets"
+	cfg.PrefixTargetsWithHash = true
+	up, err := updater.New(cfg)
+	require.NoError(t, err)
+	up.UnsafeSetRefTime(t0)
+	require.NoError(t, up.Refresh())
+	tf, err := up.GetTargetInfo("channels/291/1004.rfch")
+	require.NoError(t, err)
+	require.NotNil(t, tf.Custom, "go-tuf keeps the custom metadata")
+	got, err := compat.Parse(*tf.Custom)
+	require.NoError(t, err)
+	require.Equal(t, only712, got, "go-tuf's updater")
+
+	c := f.client()
+	require.NoError(t, c.Refresh(context.Background()))
+	got, err = compat.Parse(c.Custom("content", "channels/291/1004.rfch"))
+	require.NoError(t, err)
+	require.Equal(t, only712, got, "our client")
+	require.Nil(t, c.Custom("content", "channels/291/1002.rfch"), "unconstrained content carries no custom metadata")
+	require.Nil(t, c.Custom("content", "channels/291/9999.rfch"))
 }
 
 // TestIdleRefreshIsSmall: a refresh with nothing new fetches root N+1 (404)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/tufrepo"
@@ -79,9 +80,10 @@ func runTufJS(t *testing.T, tufjs, base string, root []byte, names ...string) tu
 
 // tufJSTarget is one line of the client's output.
 type tufJSTarget struct {
-	Name   string `json:"name"`
-	Path   string `json:"path"`
-	SHA256 string `json:"sha256"`
+	Name   string          `json:"name"`
+	Path   string          `json:"path"`
+	SHA256 string          `json:"sha256"`
+	Custom json.RawMessage `json:"custom"`
 }
 
 func (r tufJSRun) targets(t *testing.T) []tufJSTarget {
@@ -143,6 +145,13 @@ func TestTufJSReadsRepository(t *testing.T) {
 	require.NoError(t, r.RotateKeys(tufrepo.RoleContent, tufrepo.KeyECDSAP256)) // targets' delegation
 	require.NoError(t, r.RotateKeys(tufrepo.RoleRollout, tufrepo.KeyECDSAP256)) // targets' delegation
 	publish(1003, "good-ipc-1003.rfch")
+	// A version with a compatibility constraint in its custom metadata,
+	// which tuf-js must read back as signed.
+	only712 := compat.Constraint{Sensors: []string{"7.12"}, Excluded: map[string]string{"7.11": "FIELD_NOT_SUPPLIED"}}
+	cf291 := read("cf291-shape.rfch")
+	name, err := r.PublishFor(291, 1004, cf291, only712)
+	require.NoError(t, err)
+	published[name] = cf291
 	plan := fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"all","percent":100,"version":1003}]}`, rollout.Format)
 	require.NoError(t, r.SetRollout(291, plan))
 	published[rollout.RolloutTarget(291)] = plan
@@ -177,7 +186,7 @@ func TestTufJSReadsRepository(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(repoDir)))
 	t.Cleanup(srv.Close)
 
-	names := []string{"channels/291/1002.rfch", "channels/291/1003.rfch", rollout.RolloutTarget(291)}
+	names := []string{"channels/291/1002.rfch", "channels/291/1003.rfch", "channels/291/1004.rfch", rollout.RolloutTarget(291)}
 	t.Run("reads", func(t *testing.T) {
 		run := runTufJS(t, tufjs, srv.URL, trusted, names...)
 		require.NoError(t, run.err, "tuf-js failed; stderr:\n%s", run.stderr)
@@ -190,6 +199,13 @@ func TestTufJSReadsRepository(t *testing.T) {
 			b, err := os.ReadFile(g.Path)
 			require.NoError(t, err)
 			require.True(t, bytes.Equal(want, b), "%s: the file tuf-js wrote differs from the published bytes", g.Name)
+			c, err := compat.Parse(g.Custom)
+			require.NoError(t, err, "%s: the custom metadata tuf-js read: %s", g.Name, g.Custom)
+			if g.Name == "channels/291/1004.rfch" {
+				require.Equal(t, only712, c, "tuf-js reads the signed constraint back")
+			} else {
+				require.True(t, c.Any(), "%s has no constraint: %s", g.Name, g.Custom)
+			}
 		}
 		// tuf-js keeps the newest root it trusts: it followed the chain.
 		cached, err := os.ReadFile(filepath.Join(run.metaDir, "root.json"))

@@ -3,17 +3,20 @@ package tufrepo
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/clock"
@@ -346,10 +349,13 @@ func (r *Repo) signers(role string) ([]*privateKey, error) {
 
 // addTarget writes data as target name (hash-prefixed, for consistent
 // snapshots) and records it in role's metadata.
-func (r *Repo) addTarget(role, name string, data []byte) error {
+func (r *Repo) addTarget(role, name string, data []byte, custom json.RawMessage) error {
 	tf, err := metadata.TargetFile().FromBytes(name, data, "sha256")
 	if err != nil {
 		return err
+	}
+	if custom != nil {
+		tf.Custom = &custom
 	}
 	sum := sha256.Sum256(data)
 	dir, base := path.Split(name)
@@ -370,20 +376,61 @@ var ErrExists = errors.New("tufrepo: content version already published with diff
 
 // Publish adds a channel file as target channels/<channel>/<version>.rfch in
 // the content role and re-signs content, snapshot and timestamp. The caller
-// has validated and preflighted it.
+// has validated and preflighted it, for any sensor (PublishFor).
 func (r *Repo) Publish(channel, version uint32, data []byte) (string, error) {
+	return r.PublishFor(channel, version, data, compat.Constraint{})
+}
+
+// PublishFor is Publish for content that may run only where c allows: the
+// constraint is signed with it as the target's custom metadata (package
+// compat). The same bytes with the same constraint again change nothing;
+// with another constraint, they are refused (ErrOtherConstraint): hosts
+// may hold the first, so a new constraint needs a new version.
+func (r *Repo) PublishFor(channel, version uint32, data []byte, c compat.Constraint) (string, error) {
 	name := rollout.ContentTarget(channel, version)
+	custom, err := c.Custom()
+	if err != nil {
+		return "", err
+	}
 	if old := r.content.Signed.Targets[name]; old != nil {
 		sum := sha256.Sum256(data)
-		if old.Length == int64(len(data)) && hex.EncodeToString(old.Hashes["sha256"]) == hex.EncodeToString(sum[:]) {
-			return name, nil // the same bytes again: nothing to do
+		if old.Length != int64(len(data)) || hex.EncodeToString(old.Hashes["sha256"]) != hex.EncodeToString(sum[:]) {
+			return "", fmt.Errorf("%w: %s", ErrExists, name)
 		}
-		return "", fmt.Errorf("%w: %s", ErrExists, name)
+		if was, err := constraintOf(old); err != nil || !slices.Equal(was.Sensors, slices.Sorted(slices.Values(c.Sensors))) {
+			return "", fmt.Errorf("%w: %s is published for %v; to publish it for %v, give it a new version", ErrOtherConstraint, name, was, c)
+		}
+		return name, nil // the same bytes again: nothing to do
 	}
-	if err := r.addTarget(RoleContent, name, data); err != nil {
+	if err := r.addTarget(RoleContent, name, data, custom); err != nil {
 		return "", err
 	}
 	return name, r.commit(RoleContent)
+}
+
+// Constraint returns the compatibility constraint published with content
+// version v of channel ch; ErrNotPublished when there is no such version.
+func (r *Repo) Constraint(ch, v uint32) (compat.Constraint, error) {
+	tf := r.content.Signed.Targets[rollout.ContentTarget(ch, v)]
+	if tf == nil {
+		return compat.Constraint{}, fmt.Errorf("%w: version %d on channel %d", ErrNotPublished, v, ch)
+	}
+	return constraintOf(tf)
+}
+
+// ErrOtherConstraint is returned when publishing the bytes of a content
+// version again with another compatibility constraint.
+var ErrOtherConstraint = errors.New("tufrepo: content version already published with another compatibility constraint")
+
+// ErrNotPublished is returned for a content version the repository does
+// not hold.
+var ErrNotPublished = errors.New("tufrepo: not published")
+
+func constraintOf(tf *metadata.TargetFiles) (compat.Constraint, error) {
+	if tf.Custom == nil {
+		return compat.Constraint{}, nil
+	}
+	return compat.Parse(*tf.Custom)
 }
 
 // PublishBinary adds a ringfenced binary as target
@@ -397,7 +444,7 @@ func (r *Repo) PublishBinary(goos, goarch, version string, data []byte) (string,
 	if r.targets.Signed.Targets[name] != nil {
 		return "", fmt.Errorf("%w: %s", ErrExists, name)
 	}
-	if err := r.addTarget(RoleTargets, name, data); err != nil {
+	if err := r.addTarget(RoleTargets, name, data, nil); err != nil {
 		return "", err
 	}
 	return name, r.commit(RoleTargets)
@@ -414,11 +461,18 @@ func (r *Repo) SetRollout(channel uint32, plan []byte) error {
 		return fmt.Errorf("tufrepo: the plan is for channel %d, not %d", p.Channel, channel)
 	}
 	for _, s := range p.Stages {
-		if r.content.Signed.Targets[rollout.ContentTarget(channel, s.Version)] == nil {
+		c, err := r.Constraint(channel, s.Version)
+		if errors.Is(err, ErrNotPublished) {
 			return fmt.Errorf("tufrepo: stage %s names version %d, which is not published on channel %d", s.Name, s.Version, channel)
 		}
+		if err != nil {
+			return fmt.Errorf("tufrepo: stage %s: version %d: %w", s.Name, s.Version, err)
+		}
+		if !s.Constraint().Within(c) {
+			return fmt.Errorf("tufrepo: stage %s gives version %d to %v, but it is published for %v only: list those in the stage's \"sensors\"", s.Name, s.Version, s.Constraint(), compat.Constraint{Sensors: c.Sensors})
+		}
 	}
-	if err := r.addTarget(RoleRollout, rollout.RolloutTarget(channel), plan); err != nil {
+	if err := r.addTarget(RoleRollout, rollout.RolloutTarget(channel), plan, nil); err != nil {
 		return err
 	}
 	return r.commit(RoleRollout)
@@ -464,7 +518,7 @@ func (r *Repo) PublishMany(channel uint32, files map[string][]byte, first uint32
 		if r.content.Signed.Targets[name] != nil {
 			return fmt.Errorf("%w: %s", ErrExists, name)
 		}
-		if err := r.addTarget(RoleContent, name, data); err != nil {
+		if err := r.addTarget(RoleContent, name, data, nil); err != nil {
 			return err
 		}
 	}

@@ -2,12 +2,15 @@ package validator
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/internal/boundedio"
 )
 
@@ -32,6 +35,10 @@ type Capabilities struct {
 	// a host follows no other (ringfenced refuses to start), and content of
 	// another channel fails validation (CHANNEL_NOT_LOADED). Unset: any.
 	Channels []uint32 `json:"channels,omitempty"`
+	// Digest is the SHA-256 (lower-case hex) of the manifest's bytes as
+	// ParseCapabilities read them: hosts report it with Sensor, so that
+	// two manifests that claim one version can be told apart.
+	Digest string `json:"-"`
 }
 
 // LoadsChannel reports whether the agent loads content of channel ch.
@@ -111,8 +118,8 @@ func ParseCapabilities(data []byte) (*Capabilities, error) {
 	if c.Format != CapabilitiesFormat {
 		return nil, fmt.Errorf("%w: format %q; want %q", ErrCapabilities, c.Format, CapabilitiesFormat)
 	}
-	if c.Sensor == "" {
-		return nil, fmt.Errorf("%w: \"sensor\" (the interpreter version) is empty", ErrCapabilities)
+	if err := compat.CheckSensor(c.Sensor); err != nil {
+		return nil, fmt.Errorf("%w: \"sensor\" (the interpreter version): %v", ErrCapabilities, err)
 	}
 	for i, ch := range c.Channels {
 		if ch == 0 || slices.Contains(c.Channels[:i], ch) {
@@ -137,6 +144,8 @@ func ParseCapabilities(data []byte) (*Capabilities, error) {
 			}
 		}
 	}
+	sum := sha256.Sum256(data)
+	c.Digest = hex.EncodeToString(sum[:])
 	return &c, nil
 }
 

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ringfence/ringfence/compat"
 )
 
 // The request.
@@ -78,12 +80,16 @@ const (
 	EventFetchFailed        EventKind = "fetch-failed"
 	EventHeartbeat          EventKind = "heartbeat"
 	EventBinaryUpdated      EventKind = "binary-updated"
+	// EventIncompatible: the host refused a version whose signed
+	// compatibility constraint excludes its installed sensor. The gate
+	// does not count it against the content: the content never ran there.
+	EventIncompatible EventKind = "incompatible"
 )
 
 // Kinds lists every kind, in the order of the table in docs/telemetry.md.
 var Kinds = []EventKind{EventInstalled, EventTrialStarted, EventHealthy, EventReverted, EventQuarantined,
 	EventRecoveredOffline, EventRejectedValidation, EventRejectedPreflight, EventSensorCrashed,
-	EventFetchFailed, EventHeartbeat, EventBinaryUpdated}
+	EventFetchFailed, EventHeartbeat, EventBinaryUpdated, EventIncompatible}
 
 func (k EventKind) String() string { return string(k) }
 
@@ -189,14 +195,26 @@ type Batch struct {
 	// admitted: a token the vendor issued admits the host at once, with
 	// the fleet and tags the token carries.
 	EnrolmentToken string `json:"enrolment_token,omitempty"`
+	HostInfo
+	Events []Event `json:"events"`
+}
+
+// HostInfo is what every batch says of the host as it is now; each batch
+// replaces the last one's.
+type HostInfo struct {
 	// Tags are the tags the host asks for (its configuration's). They are
 	// shown to the operator who admits it, and count for nothing: a
 	// host's membership is what the server records.
 	Tags []string `json:"tags,omitempty"`
 	// Versions maps a channel (decimal) to the version the host runs now
-	// (0: no content yet). Each batch replaces the last one's.
+	// (0: no content yet).
 	Versions map[string]uint32 `json:"versions,omitempty"`
-	Events   []Event           `json:"events"`
+	// Sensor is the installed sensor's version, as its capability manifest
+	// says ("": an older host); Manifest is the SHA-256 (hex) of that
+	// manifest, so that two hosts whose manifests say the same version but
+	// differ can be told apart.
+	Sensor   string `json:"sensor,omitempty"`
+	Manifest string `json:"manifest,omitempty"`
 }
 
 // Channels returns Versions with numeric channels.
@@ -296,6 +314,14 @@ func VerifyBatch(body []byte, sigHeader string) (*Batch, error) {
 	}
 	if _, err := b.Channels(); err != nil {
 		return nil, err
+	}
+	if b.Sensor != "" {
+		if err := compat.CheckSensor(b.Sensor); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
+	if len(b.Manifest) != 0 && (len(b.Manifest) != 64 || strings.Trim(b.Manifest, "0123456789abcdef") != "") {
+		return nil, fmt.Errorf("%w: manifest %.80q is not a SHA-256 in lower-case hex", ErrMalformed, b.Manifest)
 	}
 	pub, err := base64.StdEncoding.DecodeString(b.PublicKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {

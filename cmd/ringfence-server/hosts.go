@@ -112,6 +112,9 @@ func hostsShow(args []string, stdout, stderr io.Writer) int {
 		return printJSON(stdout, h)
 	}
 	printHost(stdout, h)
+	if h.Manifest != "" {
+		fmt.Fprintf(stdout, "  sensor manifest sha256 %s\n", termText(h.Manifest))
+	}
 	return cli.ExitOK
 }
 
@@ -177,6 +180,14 @@ func printHost(w io.Writer, h server.HostView) {
 	}
 	if len(h.Requested) > 0 {
 		fmt.Fprintf(w, " asks-for-tags=%s", strings.Join(h.Requested, ","))
+	}
+	switch {
+	case h.Sensor != "":
+		fmt.Fprintf(w, " sensor=%s", termText(h.Sensor))
+	case h.State == wire.AdmissionAccepted && !h.LastSeen.IsZero():
+		// Heard from, but said no sensor version: an older ringfenced,
+		// outside every rollout of constrained content.
+		fmt.Fprint(w, " sensor=unknown")
 	}
 	if h.By != "" {
 		fmt.Fprintf(w, " by=%s", h.By)

@@ -48,7 +48,7 @@ func TestAcknowledgedSurvivesKill(t *testing.T) {
 	post := func(url string, h *host) (int, error) {
 		h.seq++
 		b := wire.Batch{Format: wire.Format, HostID: h.id, PublicKey: base64.StdEncoding.EncodeToString(h.key.Public().(ed25519.PublicKey)),
-			SentAt: time.Now().UTC(), Versions: map[string]uint32{"291": 1001},
+			SentAt: time.Now().UTC(), HostInfo: wire.HostInfo{Versions: map[string]uint32{"291": 1001}},
 			Events: []wire.Event{{ID: fmt.Sprintf("e%d", h.seq), Seq: h.seq, Kind: wire.EventHeartbeat, Channel: 291, Version: 1001}}}
 		body, err := json.Marshal(b)
 		if err != nil {

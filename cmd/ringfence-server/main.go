@@ -22,6 +22,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/rollout"
@@ -194,19 +195,30 @@ fails to verify.`, stdout, stderr)
 }
 
 const publishHelp = `
-Publish runs the same validation and preflight as the hosts (refusing invalid
-content with the validator's message, exit 1), then adds the file as target
-channels/<N>/<version>.rfch with its length and SHA-256, and re-signs content,
-snapshot and timestamp.
+Publish runs the hosts' check (validation, then preflight) against every
+sensor version the fleet runs, then adds the file as target
+channels/<N>/<version>.rfch with its length and SHA-256, and re-signs
+content, snapshot and timestamp.
+
+The sensor versions are capability manifests: each --capabilities FILE
+(repeatable) and every *.json in --matrix DIR; with neither, the built-in
+sensor's. Publish says per version whether the file validates and passes
+preflight. Refused by every version, nothing is published (exit 1).
+Refused by some, it is published with a compatibility constraint signed
+into its target metadata: the versions that accepted it. The rollout
+server then keeps hosts of other sensors out of its rollouts, and those
+hosts refuse it themselves (docs/repository.md).
 
 --skip-static and --skip-preflight exist for the lab's replay of the 2024
 failure (content that bypassed the validator); never use them for real.`
 
 func runPublish(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("publish", "publish --repo DIR --keys KEYDIR --channel N [--capabilities FILE] FILE", publishHelp, stdout, stderr)
+	fs := newFlags("publish", "publish --repo DIR --keys KEYDIR --channel N [--capabilities FILE]... [--matrix DIR] FILE", publishHelp, stdout, stderr)
 	repo, keys := repoFlags(fs)
 	channel := fs.Uint("channel", 0, "channel number the file must carry")
-	capsPath := fs.String("capabilities", "", "capability manifest of the interpreter the fleet runs (default: built-in sensor "+sensor.Version+")")
+	var manifests manifestList
+	fs.Var(&manifests, "capabilities", "capability manifest of a sensor version the fleet runs; repeat for each (default: built-in sensor "+sensor.Version+")")
+	matrix := fs.String("matrix", "", "directory of capability manifests (*.json), one per sensor version the vendor supports")
 	skipStatic := fs.Bool("skip-static", false, "LAB ONLY: skip the static checks (models the 2024 validator bug)")
 	skipPreflight := fs.Bool("skip-preflight", false, "LAB ONLY: skip the preflight run")
 	files, code, ok := cli.ParseArgs(fs, args, stdout)
@@ -221,9 +233,10 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	path := files[0]
-	caps, err := sensor.LoadCapabilities(*capsPath)
+	paths, err := matrixPaths(manifests, *matrix)
 	if err != nil {
-		return fail(stderr, "publish", err)
+		fmt.Fprintf(stderr, "ringfence-server publish: %v\n", err)
+		return cli.ExitUsage
 	}
 	data, err := validator.ReadFile(path)
 	if err != nil {
@@ -238,41 +251,53 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringfence-server publish: %s is channel %d, not %d\n", path, f.Channel, *channel)
 		return cli.ExitRejected
 	}
-	// The hosts' check, against the fleet's interpreter.
+	// The hosts' check, against each sensor version of the fleet.
 	opts := validator.VetOptions{SkipStatic: *skipStatic}
+	self := ""
 	if !*skipPreflight {
-		self, err := os.Executable()
-		if err != nil {
+		if self, err = os.Executable(); err != nil {
 			return fail(stderr, "publish", err)
 		}
-		opts.Preflight = &validator.PreflightOptions{Command: sensor.PreflightCommand(self, *capsPath)}
+		opts.Preflight = &validator.PreflightOptions{}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	v, err := validator.Vet(ctx, data, caps, opts)
+	checks, err := vetMatrix(ctx, data, paths, self, opts)
 	stop()
 	if err != nil {
 		return fail(stderr, "publish", err)
 	}
-	if !v.Accepted() {
+	c := constraint(checks)
+	if len(checks) == 1 && !checks[0].verdict.Accepted() {
+		v := checks[0].verdict // one version: the report of before the matrix
 		v.Print(stderr, path)
 		fmt.Fprintf(stderr, "ringfence-server publish: %s; nothing was published\n", v.Refusal(path))
 		return cli.ExitRejected
 	}
+	printMatrix(stdout, stderr, path, checks)
+	if len(c.Excluded) == len(checks) {
+		fmt.Fprintf(stderr, "ringfence-server publish: %s is refused by every sensor version checked; nothing was published\n", path)
+		return cli.ExitRejected
+	}
 	var name string
 	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
-		name, err = r.Publish(f.Channel, f.ContentVersion, data)
+		name, err = r.PublishFor(f.Channel, f.ContentVersion, data, c)
 		return nil
 	}); uerr != nil {
 		return fail(stderr, "publish", uerr)
 	}
-	if errors.Is(err, tufrepo.ErrExists) {
+	if errors.Is(err, tufrepo.ErrExists) || errors.Is(err, tufrepo.ErrOtherConstraint) {
 		fmt.Fprintf(stderr, "ringfence-server publish: %v\n", err)
 		return cli.ExitRejected
 	}
 	if err != nil {
 		return fail(stderr, "publish", err)
 	}
-	fmt.Fprintf(stdout, "published %s (%d bytes); content, snapshot and timestamp re-signed\n", name, len(data))
+	if c.Any() {
+		fmt.Fprintf(stdout, "published %s (%d bytes) for any sensor; content, snapshot and timestamp re-signed\n", name, len(data))
+	} else {
+		fmt.Fprintf(stdout, "published %s (%d bytes) for %v only (refused by %s): hosts of other sensors never get it; content, snapshot and timestamp re-signed\n",
+			name, len(data), compat.Constraint{Sensors: c.Sensors}, refusedBy(c))
+	}
 	return cli.ExitOK
 }
 

@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
@@ -164,8 +169,11 @@ func decided(stdout, stderr io.Writer, cmd string, d controller.Decision, v serv
 func rolloutStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("rollout status", "rollout status [--channel N] (--state DIR | --server URL) [--json]", `
 Status shows each channel's rollout: state, stages, hosts per version, the
-gate's statistic against its threshold, and the newest decisions with their
-evidence. Without a running server it reads the state directory.`, stdout, stderr)
+new version's compatibility constraint (the sensor versions it may run on),
+the channel's hosts per sensor version with those the constraint keeps out
+of the rollout marked "(excluded)", the gate's statistic against its
+threshold, and the newest decisions with their evidence. Without a running
+server it reads the state directory.`, stdout, stderr)
 	where := targetFlags(fs)
 	channel := fs.Uint("channel", 0, "only this channel")
 	asJSON := fs.Bool("json", false, "print the rollouts as JSON (the API's shape)")
@@ -223,6 +231,8 @@ func printView(w io.Writer, v server.View, decisions int) {
 	}
 	slices.Sort(vers)
 	fmt.Fprintf(w, "  hosts:    %s\n", strings.Join(vers, ", "))
+	fmt.Fprintf(w, "  compat:   %s\n", compatText(v.Compat))
+	fmt.Fprintf(w, "  sensors:  %s\n", sensorsText(v))
 	g := v.Gate
 	fmt.Fprintf(w, "  gate:     statistic %.2f, threshold %.2f (alpha %g); treated %d (%d failed), control %d (%d failed)\n",
 		g.Statistic, g.Threshold, g.Alpha, g.Treated, g.TreatedFailures, g.Control, g.ControlFailures)
@@ -235,6 +245,122 @@ func printView(w io.Writer, v server.View, decisions int) {
 		}
 		fmt.Fprintf(w, "  %s  %-8s %-9s by %s: %s\n", d.Time.Local().Format(time.DateTime), d.Kind, stageName(v, d.Stage), d.Actor, d.Reason)
 	}
+}
+
+// compatText describes a rollout's compatibility constraint for a
+// terminal: "any sensor", or "sensor 7.12 only; excludes 7.11
+// (FIELD_NOT_SUPPLIED)".
+func compatText(c compat.Constraint) string {
+	if c.Any() {
+		return "any sensor"
+	}
+	allowed := slices.SortedFunc(slices.Values(c.Sensors), compareSensors)
+	for i, s := range allowed {
+		allowed[i] = termText(s)
+	}
+	out := "sensor"
+	if len(allowed) > 1 {
+		out += "s"
+	}
+	out += " " + strings.Join(allowed, ", ") + " only"
+	if len(c.Excluded) > 0 {
+		var ex []string
+		for _, s := range slices.SortedFunc(maps.Keys(c.Excluded), compareSensors) {
+			ex = append(ex, fmt.Sprintf("%s (%s)", termText(s), termText(c.Excluded[s])))
+		}
+		out += "; excludes " + strings.Join(ex, ", ")
+	}
+	return out
+}
+
+// sensorsText is the hosts on a rollout's channel per sensor version,
+// those the constraint keeps out marked, and for a constrained version how
+// many hosts that leaves out: "7.11 3 hosts (excluded), 7.12 5 hosts; 3
+// hosts excluded from the rollout". The count is the hosts as they are
+// now, not the gate's at its last evaluation.
+func sensorsText(v server.View) string {
+	var parts []string
+	excluded := 0
+	for _, s := range slices.SortedFunc(maps.Keys(v.Sensors), compareSensors) {
+		p := fmt.Sprintf("%s %s", termText(s), plural(v.Sensors[s], "host"))
+		if slices.Contains(v.Excludes, s) {
+			p += " (excluded)"
+			excluded += v.Sensors[s]
+		}
+		parts = append(parts, p)
+	}
+	out := strings.Join(parts, ", ")
+	if out == "" {
+		out = "no hosts on the channel yet"
+	}
+	if !v.Compat.Any() {
+		out += fmt.Sprintf("; %s excluded from the rollout", plural(excluded, "host"))
+	}
+	return out
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// compareSensors orders sensor versions as people read them: runs of
+// digits by their value (7.9 before 7.11), the rest as text, and "unknown"
+// (hosts that did not say) last.
+func compareSensors(a, b string) int {
+	if (a == "unknown") != (b == "unknown") {
+		if a == "unknown" {
+			return 1
+		}
+		return -1
+	}
+	for a != "" && b != "" {
+		na, ra := leadingRun(a)
+		nb, rb := leadingRun(b)
+		if c := compareRuns(na, nb); c != 0 {
+			return c
+		}
+		a, b = ra, rb
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// leadingRun splits s after its first run of digits or of other bytes.
+func leadingRun(s string) (run, rest string) {
+	digit := func(c byte) bool { return c >= '0' && c <= '9' }
+	i := 1
+	for i < len(s) && digit(s[i]) == digit(s[0]) {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+func compareRuns(a, b string) int {
+	isNum := func(s string) bool { return s[0] >= '0' && s[0] <= '9' }
+	if isNum(a) && isNum(b) {
+		ta, tb := strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+		if c := cmp.Compare(len(ta), len(tb)); c != 0 {
+			return c
+		}
+		if c := strings.Compare(ta, tb); c != 0 {
+			return c
+		}
+	}
+	return strings.Compare(a, b)
+}
+
+// termText is s as it is when every rune of it prints, else quoted: sensor
+// versions and reasons come from hosts and publishers, and a terminal is
+// not the place for their control characters.
+func termText(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func stageName(v server.View, i int) string {

@@ -8,7 +8,8 @@
 // metadata it accepts there (root.json is replaced by the newest trusted
 // root), so give it a fresh copy for every run. The script refreshes the
 // metadata, downloads each target NAME into TARGET_DIR, prints one JSON line
-// per target ({"name", "path", "sha256" of the file written}) and exits 0. On
+// per target ({"name", "path", "sha256" of the file written, "custom": the
+// target's custom metadata as tuf-js read it, or null}) and exits 0. On
 // any error it prints the error to stderr and exits 1.
 //
 // Where tuf-js comes from: RINGFENCE_TUFJS names the directory holding
@@ -49,7 +50,7 @@ async function main(argv) {
     if (!info) throw new Error(`no target ${name} in the repository`);
     const file = (await updater.findCachedTarget(info)) ?? (await updater.downloadTarget(info));
     const sha256 = createHash('sha256').update(readFileSync(file)).digest('hex');
-    process.stdout.write(JSON.stringify({ name, path: file, sha256 }) + '\n');
+    process.stdout.write(JSON.stringify({ name, path: file, sha256, custom: info.custom ?? null }) + '\n');
   }
 }
 
