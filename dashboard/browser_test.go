@@ -25,8 +25,11 @@ import (
 
 // haltedRollout is GET /v1/rollouts with one rollout that the gate halted in
 // its second stage. The decisions are oldest first, so the test also sees the
-// page put the newest first.
-const haltedRollout = `{"hosts": 50, "pending_hosts": 3,
+// page put the newest first. Its version runs on sensor 7.12 only: the
+// channel's 7.11 hosts and those that did not say their sensor are outside
+// the rollout (neither treated nor control).
+const haltedRollout = `{"hosts": 70, "pending_hosts": 3,
+  "sensors": {"7.12": 55, "unknown": 2, "7.11": 12, "7.9": 1},
   "store": {"failures": 2, "last_error": "fleetdb: commit: no space left on device", "since": "2026-12-01T10:04:30Z"},
   "rollouts": [{
   "channel": 291, "from_version": 1001, "to_version": 1002, "plan_signed": false, "sign_error": "sign the plan of channel 291: disk full",
@@ -39,8 +42,11 @@ const haltedRollout = `{"hosts": 50, "pending_hosts": 3,
     {"name": "10%", "percent": 10, "bake_seconds": 7200, "min_hosts": 200, "status": "pending"},
     {"name": "all", "percent": 100, "bake_seconds": 0, "min_hosts": 0, "status": "pending"}
   ],
-  "versions": {"1001": 45, "1002": 5},
-  "gate": {"statistic": 3.4, "threshold": 3.0, "alpha": 0.001, "treated": 5, "control": 45, "treated_failures": 3, "control_failures": 0},
+  "versions": {"1001": 59, "1002": 5},
+  "compat": {"sensors": ["7.12"], "excluded": {"7.11": "FIELD_NOT_SUPPLIED"}},
+  "sensors": {"unknown": 2, "7.12": 50, "7.11": 12},
+  "excludes": ["7.11", "unknown"],
+  "gate": {"statistic": 3.4, "threshold": 3.0, "alpha": 0.001, "treated": 5, "control": 45, "treated_failures": 3, "control_failures": 0, "excluded": 14},
   "history": [
     {"time": "2026-12-01T09:51:00Z", "statistic": 0.0, "threshold": 3.0, "stage": 0},
     {"time": "2026-12-01T09:54:00Z", "statistic": 0.3, "threshold": 3.0, "stage": 0},
@@ -169,7 +175,7 @@ func TestBrowserHaltedRollout(t *testing.T) {
 	t.Run("store and signing", func(t *testing.T) {
 		fleet, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("fleet")))
 		require.NoError(t, err)
-		require.Contains(t, fleet, "50 hosts")
+		require.Contains(t, fleet, "70 hosts")
 		require.Contains(t, fleet, "pending 3")
 		require.Contains(t, fleet, "STORE FAILING")
 		require.Contains(t, fleet, "no space left on device")
@@ -189,6 +195,42 @@ func TestBrowserHaltedRollout(t *testing.T) {
 		require.Contains(t, first, haltReason)
 		require.Contains(t, first, "gate")
 		require.Contains(t, first, "3.40 ≥ 3.00")
+	})
+
+	t.Run("sensors", func(t *testing.T) {
+		// The constraint, the channel's hosts per sensor with the excluded
+		// ones marked and counted, and the fleet's hosts per sensor, in
+		// version order (7.9 before 7.11), unknown last.
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`(() => {
+			const a = document.querySelector('[data-channel="291"]');
+			const p = a.querySelector('.sensors-panel');
+			return {
+				compat: p.querySelector('.compat').textContent,
+				meta: a.querySelector('.rollout-head .compat-meta').textContent,
+				rows: [...p.querySelectorAll('.sensors-table tbody tr')].map((r) =>
+					[r.dataset.sensor, r.dataset.excluded, r.cells[0].textContent, r.cells[1].textContent]),
+				excluded: p.querySelector('.sensors-table tfoot').textContent,
+				fleet: [...document.querySelectorAll('#fleet .fleet-sensor')].map((s) => s.textContent),
+			};
+		})()`))
+		require.NoError(t, err)
+		require.Equal(t, map[string]any{
+			"compat": "compat sensor 7.12 only; excludes 7.11 (FIELD_NOT_SUPPLIED)",
+			"meta":   "compat sensor 7.12 only",
+			"rows": []any{
+				[]any{"7.11", "true", "7.11excluded", "12"},
+				[]any{"7.12", "false", "7.12", "50"},
+				[]any{"unknown", "true", "unknownexcluded", "2"},
+			},
+			"excluded": "excluded from the rollout14",
+			"fleet":    []any{"7.9: 1", "7.11: 12", "7.12: 55", "unknown: 2"},
+		}, got)
+		panel, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(rollout+".sensors-panel")))
+		require.NoError(t, err)
+		require.Contains(t, panel, "HOSTS PER SENSOR") // the panels' titles are upper-cased by the stylesheet
+		fleet, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("fleet")))
+		require.NoError(t, err)
+		require.Contains(t, fleet, "sensors 7.9: 1, 7.11: 12, 7.12: 55, unknown: 2")
 	})
 
 	t.Run("stages", func(t *testing.T) {
@@ -284,18 +326,28 @@ func TestBrowserHaltedRollout(t *testing.T) {
 
 	t.Run("hostile text stays text", func(t *testing.T) {
 		hostile := strings.Replace(haltedRollout, haltReason, `<img src=x onerror=\"document.title='pwned'\"><b>bold</b>`, 1)
+		// Sensor versions and the publisher's reasons come from hosts and
+		// signed metadata: text too, wherever they show.
+		hostile = strings.ReplaceAll(hostile, `"7.11"`, `"<b>7.11</b><img src=x onerror=\"document.title='sensor'\">"`)
+		hostile = strings.Replace(hostile, `"FIELD_NOT_SUPPLIED"`, `"<i>why</i>"`, 1)
 		f.rollouts.Store(&hostile)
 		require.NoError(t, chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("halt-banner-291"))))
 		got, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`(() => ({
 			title: document.title,
-			markup: document.querySelectorAll('#rollouts img, #rollouts b').length,
+			markup: document.querySelectorAll('#rollouts img, #rollouts b, #rollouts i, #fleet img, #fleet b').length,
 			text: document.querySelector('#halt-banner-291 .banner-reason').textContent,
+			sensors: [...document.querySelectorAll('[data-channel="291"] .sensors-table tbody tr')].map((r) => r.cells[0].textContent),
+			compat: document.querySelector('[data-channel="291"] .compat').textContent,
+			fleet: [...document.querySelectorAll('#fleet .fleet-sensor')].map((s) => s.textContent),
 		}))()`))
 		require.NoError(t, err)
 		require.Equal(t, map[string]any{
-			"title":  "ringfence rollouts",
-			"markup": float64(0),
-			"text":   `<img src=x onerror="document.title='pwned'"><b>bold</b>`,
+			"title":   "ringfence rollouts",
+			"markup":  float64(0),
+			"text":    `<img src=x onerror="document.title='pwned'"><b>bold</b>`,
+			"sensors": []any{"7.12", `<b>7.11</b><img src=x onerror="document.title='sensor'">excluded`, "unknownexcluded"},
+			"compat":  `compat sensor 7.12 only; excludes <b>7.11</b><img src=x onerror="document.title='sensor'"> (<i>why</i>)`,
+			"fleet":   []any{"7.9: 1", "7.12: 55", `<b>7.11</b><img src=x onerror="document.title='sensor'">: 12`, "unknown: 2"},
 		}, got)
 	})
 

@@ -1,6 +1,8 @@
 package dashboard_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +12,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/compat"
+	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/dashboard"
+	"github.com/ringfence/ringfence/server"
 )
 
 func TestHandler(t *testing.T) {
@@ -109,5 +114,63 @@ func TestAssetsKeepThePolicy(t *testing.T) {
 	app := get("/app.js")
 	for _, banned := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "'style'"} {
 		require.Falsef(t, strings.Contains(app, banned), "app.js uses %s", banned)
+	}
+}
+
+// TestFixtureIsTheAPI: the fixture the browser test draws is what the
+// server sends (server.Overview, no member it lacks), and it has what the
+// page must show of sensors: a constrained version, hosts per sensor on
+// the channel with some excluded, the gate's count of them, and the
+// fleet's hosts per sensor.
+func TestFixtureIsTheAPI(t *testing.T) {
+	dec := json.NewDecoder(strings.NewReader(haltedRollout))
+	dec.DisallowUnknownFields()
+	var o server.Overview
+	require.NoError(t, dec.Decode(&o))
+	require.Len(t, o.Rollouts, 1)
+	v := o.Rollouts[0]
+	require.Equal(t, compat.Constraint{Sensors: []string{"7.12"}, Excluded: map[string]string{"7.11": "FIELD_NOT_SUPPLIED"}}, v.Compat)
+	require.Equal(t, map[string]int{"7.11": 12, "7.12": 50, "unknown": 2}, v.Sensors)
+	require.Equal(t, []string{"7.11", "unknown"}, v.Excludes)
+	require.EqualValues(t, 14, v.Gate.Excluded)
+	require.Equal(t, map[string]int{"7.9": 1, "7.11": 12, "7.12": 55, "unknown": 2}, o.Sensors)
+}
+
+// TestScriptReadsTheSensors: the names under which the server sends the
+// constraint, the hosts per sensor, the excluded versions and counts are
+// the ones app.js reads (a renamed member would leave the page blank where
+// the browser test, with its fixture, could not tell).
+func TestScriptReadsTheSensors(t *testing.T) {
+	v := server.View{Compat: compat.Constraint{Sensors: []string{"7.12"}, Excluded: map[string]string{"7.11": "preflight"}},
+		Sensors: map[string]int{"7.11": 1}, Excludes: []string{"7.11"},
+		Gate: server.GateView{Counts: controller.Counts{Excluded: 1}}}
+	b, err := json.Marshal(server.Overview{Rollouts: []server.View{v}, Sensors: map[string]int{"7.11": 1}})
+	require.NoError(t, err)
+	var o struct {
+		Sensors  map[string]int `json:"sensors"`
+		Rollouts []struct {
+			Compat   struct{ Sensors, Excluded json.RawMessage } `json:"compat"`
+			Sensors  json.RawMessage                             `json:"sensors"`
+			Excludes json.RawMessage                             `json:"excludes"`
+			Gate     struct {
+				Excluded *int64 `json:"excluded"`
+			} `json:"gate"`
+		} `json:"rollouts"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	require.NoError(t, dec.Decode(&o))
+	require.NotEmpty(t, o.Sensors, "overview sensors: %s", b)
+	require.Len(t, o.Rollouts, 1)
+	r := o.Rollouts[0]
+	for name, raw := range map[string]json.RawMessage{"compat.sensors": r.Compat.Sensors, "compat.excluded": r.Compat.Excluded, "sensors": r.Sensors, "excludes": r.Excludes} {
+		require.NotEmpty(t, raw, "the view has no %s: %s", name, b)
+	}
+	require.NotNil(t, r.Gate.Excluded, "the view's gate has no excluded: %s", b)
+
+	rec := httptest.NewRecorder()
+	dashboard.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/app.js", nil))
+	app := rec.Body.String()
+	for _, read := range []string{"obj(r.compat)", "c.sensors", "c.excluded", "sensorCounts(r.sensors)", "arr(r.excludes)", "g.excluded", "sensorCounts(data.sensors)"} {
+		require.Contains(t, app, read)
 	}
 }

@@ -24,6 +24,7 @@
     { action: 'promote', label: 'Promote' },
   ];
   const KNOWN_STATES = ['running', 'paused', 'halted', 'rolled-back', 'completed'];
+  const UNKNOWN_SENSOR = 'unknown'; // the API's name for hosts that did not say their sensor
   const KNOWN_KINDS = ['start', 'advance', 'wait', 'halt', 'rollback', 'pause', 'resume', 'promote', 'complete'];
   const NO_TOKEN_HINT = 'Read-only: open the dashboard URL that "ringfence-server serve" prints ' +
     '(it ends in #token=...) to enable the actions.';
@@ -114,6 +115,47 @@
     return s && s.name ? str(s.name) : `#${i}`;
   }
 
+  function obj(v) { return v && typeof v === 'object' && !Array.isArray(v) ? v : {}; }
+
+  // compareSensors orders sensor versions as people read them: runs of
+  // digits by value (7.9 before 7.11), the rest as text, "unknown" (hosts
+  // that did not say) last.
+  function compareSensors(a, b) {
+    if ((a === UNKNOWN_SENSOR) !== (b === UNKNOWN_SENSOR)) return a === UNKNOWN_SENSOR ? 1 : -1;
+    const ra = a.match(/\d+|\D+/g) || [], rb = b.match(/\d+|\D+/g) || [];
+    for (let i = 0; i < Math.min(ra.length, rb.length); i++) {
+      const na = /^\d/.test(ra[i]), nb = /^\d/.test(rb[i]);
+      if (na && nb) {
+        const ta = ra[i].replace(/^0+/, ''), tb = rb[i].replace(/^0+/, '');
+        if (ta.length !== tb.length) return ta.length - tb.length;
+        if (ta !== tb) return ta < tb ? -1 : 1;
+      }
+      if (ra[i] !== rb[i]) return ra[i] < rb[i] ? -1 : 1;
+    }
+    return ra.length - rb.length;
+  }
+
+  // sensorCounts is an API map of hosts per sensor version as sorted
+  // [version, hosts] pairs.
+  function sensorCounts(m) {
+    return Object.entries(obj(m)).filter(([k, n]) => k && finite(n))
+      .sort((a, b) => compareSensors(a[0], b[0]));
+  }
+
+  // compatOf is a rollout's constraint: the allowed sensor versions (none:
+  // any) and the excluded ones with their reasons, all as strings.
+  function compatOf(r) {
+    const c = obj(r.compat);
+    const sensors = arr(c.sensors).map(str).filter(Boolean).sort(compareSensors);
+    const excluded = Object.entries(obj(c.excluded)).map(([k, why]) => [k, str(why)]).filter(([k]) => k)
+      .sort((a, b) => compareSensors(a[0], b[0]));
+    return { any: !sensors.length, sensors, excluded };
+  }
+
+  function compatSummary(c) {
+    return c.any ? 'any sensor' : `sensor${c.sensors.length > 1 ? 's' : ''} ${c.sensors.join(', ')} only`;
+  }
+
   function evidenceParts(ev) {
     if (!ev || typeof ev !== 'object') return [];
     const parts = [];
@@ -154,6 +196,8 @@
       meta.push(el('span', null, el('span', { class: 'k' }, 'stage'), ' ',
         `${Math.min(r.stage + 1, stages.length)} of ${stages.length}`));
     }
+    const c = compatOf(r);
+    if (!c.any) meta.push(el('span', { class: 'compat-meta', title: 'the sensor versions the new version may run on' }, el('span', { class: 'k' }, 'compat'), ' ', compatSummary(c)));
     if (r.updated) meta.push(el('span', { title: str(r.updated) }, el('span', { class: 'k' }, 'updated'), ' ', when(r.updated)));
     return el('header', { class: 'rollout-head' },
       el('h2', null, 'Channel ', ch),
@@ -294,6 +338,52 @@
             el('span', null, total ? `${(100 * n / total).toFixed(1)}%` : '–')));
       })),
       el('tfoot', null, el('tr', null, el('td', null, 'total'), el('td', { class: 'num' }, count(total)), el('td'))));
+  }
+
+  // compatLine says which sensor versions the new version may run on and
+  // which it excludes, with the first reason the publisher's check gave.
+  function compatLine(r) {
+    const c = compatOf(r);
+    if (c.any) {
+      return el('div', { class: 'compat compat-any' }, el('span', { class: 'k' }, 'compat'), ' ', 'any sensor');
+    }
+    const line = el('div', { class: 'compat compat-constrained' }, el('span', { class: 'k' }, 'compat'), ' ', compatSummary(c));
+    if (c.excluded.length) {
+      append(line, ['; excludes ', c.excluded.map(([s, why], i) => [
+        i ? ', ' : null,
+        el('span', { class: 'compat-excluded', 'data-sensor': s }, s, why ? el('span', { class: 'why' }, ` (${why})`) : null),
+      ])]);
+    }
+    return line;
+  }
+
+  // sensorsTable is the channel's hosts per sensor version, those the
+  // constraint keeps out of the rollout marked.
+  function sensorsTable(r) {
+    const rows = sensorCounts(r.sensors);
+    const c = compatOf(r);
+    const out = new Set(arr(r.excludes).map(str));
+    const why = new Map(c.excluded);
+    const g = obj(r.gate);
+    const foot = c.any ? null : el('tfoot', null, el('tr', { class: 'sensors-excluded' },
+      el('td', { title: 'hosts on the channel that the constraint keeps out of the rollout (the gate counts them on neither side)' }, 'excluded from the rollout'),
+      el('td', { class: 'num' }, count(finite(g.excluded) ? g.excluded : 0)), el('td')));
+    if (!rows.length) return el('p', { class: 'muted' }, 'No hosts on the channel yet.');
+    const total = rows.reduce((sum, [, n]) => sum + n, 0);
+    return el('table', { class: 'sensors-table' },
+      el('thead', null, el('tr', null, el('th', null, 'Sensor'), el('th', { class: 'num' }, 'Hosts'), el('th', null, 'Share'))),
+      el('tbody', null, rows.map(([s, n]) => {
+        const excluded = out.has(s);
+        const title = !excluded ? null : (why.get(s) ? `excluded: refused by the publisher's check (${why.get(s)})`
+          : (s === UNKNOWN_SENSOR ? 'excluded: these hosts did not say their sensor version' : 'excluded: not a sensor version the content may run on'));
+        return el('tr', { class: 'sensor' + (excluded ? ' sensor-excluded' : ''), 'data-sensor': s, 'data-excluded': excluded ? 'true' : 'false' },
+          el('td', { title }, s, excluded ? el('span', { class: 'tag tag-excluded' }, 'excluded') : null),
+          el('td', { class: 'num' }, count(n)),
+          el('td', { class: 'share' },
+            el('progress', { max: total || 1, value: n }),
+            el('span', null, total ? `${(100 * n / total).toFixed(1)}%` : '–')));
+      })),
+      foot);
   }
 
   function gatePanel(r, decisions) {
@@ -496,7 +586,9 @@
       section('Stages', 'stages-panel', stagesRow(r, state)),
       el('div', { class: 'columns' },
         section('Gate', 'gate-panel', gatePanel(r, decisions)),
-        section('Hosts per version', 'hosts-panel', versionsTable(r))),
+        el('div', { class: 'side' },
+          section('Hosts per version', 'hosts-panel', versionsTable(r)),
+          section('Hosts per sensor', 'sensors-panel', compatLine(r), sensorsTable(r)))),
       section('Decision log', 'log-panel', decisionLog(r, decisions)));
   }
 
@@ -519,8 +611,9 @@
     root.replaceChildren(...list.map(rollout));
   }
 
-  // fleetLine shows the fleet's size, the keys waiting for admission and,
-  // when the latest commit failed, that nothing of it took effect.
+  // fleetLine shows the fleet's size, the keys waiting for admission, the
+  // hosts per sensor version and, when the latest commit failed, that
+  // nothing of it took effect.
   function fleetLine(data) {
     const f = document.getElementById('fleet');
     if (!f) return;
@@ -530,6 +623,12 @@
       el('span', { class: data.pending_hosts > 0 ? 'pending' : null, title: 'keys waiting for admission: nothing they report counts' },
         el('span', { class: 'k' }, 'pending'), ' ', count(data.pending_hosts)),
     ];
+    const sensors = sensorCounts(data.sensors);
+    if (sensors.length) {
+      parts.push(el('span', { class: 'fleet-sensors', title: 'hosts per sensor version across the fleet' },
+        el('span', { class: 'k' }, 'sensors'), ' ',
+        sensors.map(([s, n], i) => [i ? ', ' : null, el('span', { class: 'fleet-sensor', 'data-sensor': s }, `${s}: ${count(n)}`)])));
+    }
     if (str(store.last_error)) {
       parts.push(el('span', { class: 'store-error' }, `STORE FAILING since ${when(store.since)}: ${str(store.last_error)} (nothing of the failed changes took effect; retried)`));
     }
