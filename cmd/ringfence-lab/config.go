@@ -28,10 +28,20 @@ const maxConfigSize = 1 << 20
 // Config is the lab: the fleet, the hosts' and the server's settings, the
 // rollout plan and the content of each scenario.
 type Config struct {
-	Hosts          int     `toml:"hosts" json:"hosts"`
-	Canaries       int     `toml:"canaries" json:"canaries"`
-	LegacyPercent  float64 `toml:"legacy_percent" json:"legacy_percent"`
-	LegacyCanaries int     `toml:"legacy_canaries" json:"legacy_canaries"`
+	Hosts         int     `toml:"hosts" json:"hosts"`
+	Canaries      int     `toml:"canaries" json:"canaries"`
+	LegacyPercent float64 `toml:"legacy_percent" json:"legacy_percent"`
+	// LegacyCanaries of the legacy hosts (a 7.11 agent under a 7.12
+	// manifest) are canaries: the first ones of the canary group.
+	LegacyCanaries int `toml:"legacy_canaries" json:"legacy_canaries"`
+	// AgentPreflightCanaries of those legacy canaries (the last ones)
+	// preflight content with their installed agent (agent.preflight_command
+	// is the 7.11 agent's own command line plus --preflight); every other
+	// host runs the reference preflight against its 7.12 manifest.
+	// Scenario 4 shows both on the same content in the same canary group,
+	// so it needs at least one of each: 1 <= agent_preflight_canaries <
+	// legacy_canaries, hence legacy_canaries >= 2 and canaries >= 2.
+	AgentPreflightCanaries int `toml:"agent_preflight_canaries" json:"agent_preflight_canaries"`
 	// Channels are the two content channels every host follows, with one
 	// daemon and one identity (a boot record and A/B slots each). Scenarios
 	// 1-4 run on the first, the channel the content files carry; scenario
@@ -144,14 +154,16 @@ func (c Config) Check() error {
 		return nil
 	}
 	switch {
-	case c.Hosts < 2 || c.Hosts > MaxHosts:
-		return fmt.Errorf("config: hosts: %d; want 2..%d", c.Hosts, MaxHosts)
-	case c.Canaries < 1 || c.Canaries >= c.Hosts:
-		return fmt.Errorf("config: canaries: %d; want 1..%d (fewer than the hosts)", c.Canaries, c.Hosts-1)
+	case c.Hosts < 3 || c.Hosts > MaxHosts:
+		return fmt.Errorf("config: hosts: %d; want 3..%d", c.Hosts, MaxHosts)
+	case c.Canaries < 2 || c.Canaries >= c.Hosts:
+		return fmt.Errorf("config: canaries: %d; want 2..%d (fewer than the hosts): scenario 4 needs two legacy canaries", c.Canaries, c.Hosts-1)
 	case !(c.LegacyPercent >= 0 && c.LegacyPercent <= 100):
 		return fmt.Errorf("config: legacy_percent: %g; want 0..100", c.LegacyPercent)
-	case c.LegacyCanaries < 1 || c.LegacyCanaries > c.Canaries:
-		return fmt.Errorf("config: legacy_canaries: %d; want 1..canaries (%d): scenario 4 needs a legacy canary", c.LegacyCanaries, c.Canaries)
+	case c.LegacyCanaries < 2 || c.LegacyCanaries > c.Canaries:
+		return fmt.Errorf("config: legacy_canaries: %d; want 2..canaries (%d): scenario 4 needs a legacy canary with the reference preflight and one with preflight by the installed agent", c.LegacyCanaries, c.Canaries)
+	case c.AgentPreflightCanaries < 1 || c.AgentPreflightCanaries >= c.LegacyCanaries:
+		return fmt.Errorf("config: agent_preflight_canaries: %d; want 1..%d (fewer than legacy_canaries, %d): scenario 4 needs a legacy canary with preflight by the installed agent and one with the reference preflight", c.AgentPreflightCanaries, c.LegacyCanaries-1, c.LegacyCanaries)
 	case len(c.Channels) != 2 || c.Channels[0] == 0 || c.Channels[1] == 0 || c.Channels[0] == c.Channels[1]:
 		return fmt.Errorf("config: channels: %v; want two channels, the content files' first ([291, 292]): scenarios 1-4 run on the first, scenario 5 on both", c.Channels)
 	case c.Host.PollInterval.Duration < time.Second:
@@ -219,16 +231,23 @@ type HostSpec struct {
 	Canary bool   `json:"canary,omitempty"`
 	// Legacy hosts run the 7.11 agent under a 7.12 manifest.
 	Legacy bool `json:"legacy,omitempty"`
+	// AgentPreflight hosts preflight content with their installed agent
+	// (`ringfenced agent --capabilities <its manifest> --preflight`); the
+	// others with the reference preflight against the installed manifest
+	// (`ringfenced sensor preflight --capabilities <7.12>`).
+	AgentPreflight bool `json:"agent_preflight,omitempty"`
 }
 
 // Fleet lays out the hosts: h01..hNN, the first Canaries of them canaries;
-// the first LegacyCanaries canaries are legacy, and the other legacy hosts
-// are spread evenly over the non-canary hosts.
+// the first LegacyCanaries canaries are legacy, the last
+// AgentPreflightCanaries of those preflight with their installed agent, and
+// the other legacy hosts are spread evenly over the non-canary hosts.
 func (c Config) Fleet() []HostSpec {
 	w := len(fmt.Sprint(c.Hosts))
 	out := make([]HostSpec, c.Hosts)
 	for i := range out {
-		out[i] = HostSpec{Name: fmt.Sprintf("h%0*d", max(w, 2), i+1), Canary: i < c.Canaries, Legacy: i < c.LegacyCanaries}
+		out[i] = HostSpec{Name: fmt.Sprintf("h%0*d", max(w, 2), i+1), Canary: i < c.Canaries, Legacy: i < c.LegacyCanaries,
+			AgentPreflight: i < c.LegacyCanaries && i >= c.LegacyCanaries-c.AgentPreflightCanaries}
 	}
 	rest, others := c.LegacyHosts()-c.LegacyCanaries, c.Hosts-c.Canaries
 	for k := range rest {

@@ -13,6 +13,8 @@ func TestDefaultConfig(t *testing.T) {
 	require.Equal(t, 50, c.Hosts)
 	require.Equal(t, 5, c.Canaries)
 	require.Equal(t, 10, c.LegacyHosts(), "20% of 50")
+	require.Equal(t, 2, c.LegacyCanaries)
+	require.Equal(t, 1, c.AgentPreflightCanaries, "one legacy canary of each preflight")
 	require.Equal(t, []uint32{291, 292}, c.Channels)
 	require.Equal(t, 2*time.Second, c.Host.PollInterval.Duration)
 	require.Equal(t, 10*time.Second, c.Host.HealthWindow.Duration)
@@ -40,9 +42,23 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"poll below ringfenced's minimum", func(s string) string {
 			return strings.Replace(s, `poll_interval = "2s"`, `poll_interval = "500ms"`, 1)
 		}, "host.poll_interval must be at least 1s"},
-		{"too many hosts", func(s string) string { return strings.Replace(s, "hosts = 50", "hosts = 201", 1) }, "hosts: 201; want 2..200"},
+		{"too many hosts", func(s string) string { return strings.Replace(s, "hosts = 50", "hosts = 201", 1) }, "hosts: 201; want 3..200"},
 		{"as many canaries as hosts", func(s string) string { return strings.Replace(s, "canaries = 5", "canaries = 50", 1) }, "canaries: 50"},
-		{"no legacy canary", func(s string) string { return strings.Replace(s, "legacy_canaries = 1", "legacy_canaries = 0", 1) }, "scenario 4 needs a legacy canary"},
+		{"one canary", func(s string) string { return strings.Replace(s, "canaries = 5", "canaries = 1", 1) }, "canaries: 1; want 2..49"},
+		{"one legacy canary", func(s string) string { return strings.Replace(s, "legacy_canaries = 2", "legacy_canaries = 1", 1) },
+			"legacy_canaries: 1; want 2..canaries (5): scenario 4 needs a legacy canary with the reference preflight and one with preflight by the installed agent"},
+		{"no agent preflight", func(s string) string {
+			return strings.Replace(s, "agent_preflight_canaries = 1", "agent_preflight_canaries = 0", 1)
+		}, "agent_preflight_canaries: 0; want 1..1 (fewer than legacy_canaries, 2)"},
+		{"agent preflight on every legacy canary", func(s string) string {
+			return strings.Replace(s, "agent_preflight_canaries = 1", "agent_preflight_canaries = 2", 1)
+		}, "agent_preflight_canaries: 2; want 1..1 (fewer than legacy_canaries, 2): scenario 4 needs"},
+		{"agent preflight not given", func(s string) string {
+			return strings.Replace(s, "agent_preflight_canaries = 1", "", 1)
+		}, "agent_preflight_canaries: 0"},
+		{"three legacy canaries, two by the agent", func(s string) string {
+			return strings.Replace(strings.Replace(s, "agent_preflight_canaries = 1", "agent_preflight_canaries = 2", 1), "legacy_canaries = 2", "legacy_canaries = 3", 1)
+		}, ""},
 		{"legacy hosts do not fit", func(s string) string { return strings.Replace(s, "legacy_percent = 20", "legacy_percent = 100", 1) }, "do not fit"},
 		{"no 100% stage", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 50", 1) }, "the last stage must be 100%"},
 		{"stages shrink", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 10", 1) }, "less than the stage before"},
@@ -106,30 +122,34 @@ func TestFleet(t *testing.T) {
 	}
 	canary := func(h HostSpec) bool { return h.Canary }
 	legacy := func(h HostSpec) bool { return h.Legacy }
+	byAgent := func(h HostSpec) bool { return h.AgentPreflight }
 	tests := []struct {
-		name                            string
-		hosts, canaries, legacyCanaries int
-		percent                         float64
-		wantCanaries, wantLegacy        []string
+		name                                         string
+		hosts, canaries, legacyCanaries, byAgentN    int
+		percent                                      float64
+		wantCanaries, wantLegacy, wantAgentPreflight []string
 	}{
-		{"the demo", 50, 5, 1, 20,
+		{"the demo", 50, 5, 2, 1, 20,
 			[]string{"h01", "h02", "h03", "h04", "h05"},
-			[]string{"h01", "h06", "h11", "h16", "h21", "h26", "h31", "h36", "h41", "h46"}},
-		{"the test", 6, 2, 1, 20, []string{"h01", "h02"}, []string{"h01"}},
-		{"legacy canaries only", 6, 2, 2, 0, []string{"h01", "h02"}, []string{"h01", "h02"}},
-		{"half legacy", 10, 2, 2, 50, []string{"h01", "h02"}, []string{"h01", "h02", "h03", "h05", "h08"}},
-		{"three-digit names", 120, 1, 1, 0, []string{"h001"}, []string{"h001"}},
+			[]string{"h01", "h02", "h06", "h11", "h17", "h22", "h28", "h34", "h39", "h45"},
+			[]string{"h02"}},
+		{"the test", 6, 3, 2, 1, 20, []string{"h01", "h02", "h03"}, []string{"h01", "h02"}, []string{"h02"}},
+		{"legacy canaries only", 6, 2, 2, 1, 0, []string{"h01", "h02"}, []string{"h01", "h02"}, []string{"h02"}},
+		{"half legacy", 10, 2, 2, 1, 50, []string{"h01", "h02"}, []string{"h01", "h02", "h03", "h05", "h08"}, []string{"h02"}},
+		{"two by the installed agent", 10, 4, 3, 2, 0, []string{"h01", "h02", "h03", "h04"}, []string{"h01", "h02", "h03"}, []string{"h02", "h03"}},
+		{"three-digit names", 120, 2, 2, 1, 0, []string{"h001", "h002"}, []string{"h001", "h002"}, []string{"h002"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := DefaultConfig()
-			c.Hosts, c.Canaries, c.LegacyCanaries, c.LegacyPercent = tt.hosts, tt.canaries, tt.legacyCanaries, tt.percent
+			c.Hosts, c.Canaries, c.LegacyCanaries, c.AgentPreflightCanaries, c.LegacyPercent = tt.hosts, tt.canaries, tt.legacyCanaries, tt.byAgentN, tt.percent
 			require.NoError(t, c.Check())
 			hs := c.Fleet()
 			require.Len(t, hs, tt.hosts)
 			require.Equal(t, tt.wantCanaries, names(hs, canary))
 			require.Equal(t, tt.wantLegacy, names(hs, legacy))
 			require.Len(t, names(hs, legacy), c.LegacyHosts())
+			require.Equal(t, tt.wantAgentPreflight, names(hs, byAgent), "the last legacy canaries")
 		})
 	}
 }

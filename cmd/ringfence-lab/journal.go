@@ -49,8 +49,10 @@ type hostEvent struct {
 	// (rejected), why and what runs now (reverted), what runs now
 	// (recalled).
 	Detail string
-	Check  string // rejected: checkValidation or checkPreflight
-	During string // crashed: "load" or "run", as the daemon says
+	Check  string   // rejected: checkValidation or checkPreflight
+	Codes  []string // rejected: the check's problem codes
+	Reason string   // reverted: the boot guard's reason ("load-crash")
+	During string   // crashed: "load" or "run", as the daemon says
 }
 
 // hostEventOf maps a journal event to what the lab counts, if it counts it.
@@ -72,12 +74,12 @@ func hostEventOf(ev wire.Event) (hostEvent, bool) {
 		if ev.Reason == bootguard.ReasonManual.String() {
 			out.Kind, out.Detail = evRecalled, ev.Evidence["running"]
 		} else {
-			out.Kind, out.Detail = evReverted, ev.Reason+"; running "+ev.Evidence["running"]
+			out.Kind, out.Reason, out.Detail = evReverted, ev.Reason, ev.Reason+"; running "+ev.Evidence["running"]
 		}
 	case wire.EventRejectedValidation:
-		out.Kind, out.Check, out.Detail = evRejected, checkValidation, firstProblem(ev.Reason, ev.Codes)
+		out.Kind, out.Check, out.Codes, out.Detail = evRejected, checkValidation, ev.Codes, firstProblem(ev.Reason, ev.Codes)
 	case wire.EventRejectedPreflight:
-		out.Kind, out.Check, out.Detail = evRejected, checkPreflight, firstProblem(ev.Reason, ev.Codes)
+		out.Kind, out.Check, out.Codes, out.Detail = evRejected, checkPreflight, ev.Codes, firstProblem(ev.Reason, ev.Codes)
 	default:
 		return out, false
 	}

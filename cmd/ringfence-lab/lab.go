@@ -114,14 +114,35 @@ type scenarioEvent struct {
 	hostEvent
 }
 
-// label names the host with its role: "h01 (canary, 7.11 agent)".
+// The preflight a host runs, as the timeline and the report name it.
+const (
+	// preflightReference is `ringfenced sensor preflight --capabilities
+	// <the installed manifest>`: the reference interpreter, built from what
+	// the manifest says (7.12 on every lab host).
+	preflightReference = "reference preflight"
+	// preflightAgent is the installed agent's own preflight mode
+	// (`ringfenced agent --capabilities <its build's manifest> --preflight`):
+	// the interpreter that will load the content.
+	preflightAgent = "preflight by the installed agent"
+)
+
+// preflight names the preflight h runs.
+func (h *host) preflight() string {
+	if h.AgentPreflight {
+		return preflightAgent
+	}
+	return preflightReference
+}
+
+// label names the host with its role and, for a legacy host, the
+// preflight it runs: "h01 (canary, 7.11 agent, reference preflight)".
 func (h *host) label() string {
 	var r []string
 	if h.Canary {
 		r = append(r, "canary")
 	}
 	if h.Legacy {
-		r = append(r, "7.11 agent")
+		r = append(r, "7.11 agent", h.preflight())
 	}
 	if len(r) == 0 {
 		return h.Name
@@ -209,6 +230,9 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 		if h.Legacy {
 			rep.LegacyHosts = append(rep.LegacyHosts, h.Name)
 		}
+		if h.AgentPreflight {
+			rep.AgentPreflightHosts = append(rep.AgentPreflightHosts, h.Name)
+		}
 	}
 	rep.Channels = l.cfg.Channels
 	rep.GoodVersion = l.lastGood()
@@ -235,7 +259,9 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	scenarios = append(scenarios,
 		func() ([]Row, error) { row, err := l.publisherRefuses(ctx, "2"); return []Row{row}, err },
 		one(&track{id: "3", label: fmt.Sprintf("checks bypassed %d", bypassed.version), c: bypassed, want: expectRejected}),
-		one(&track{id: "4", label: fmt.Sprintf("cf291 on 7.11 agents %d", cf291.version), c: cf291, want: expectCrash}),
+		// Scenario 4 holds its rollback after the halt until every legacy
+		// canary has shown what it does with the version (hold).
+		one(&track{id: "4", label: fmt.Sprintf("cf291 on 7.11 agents %d", cf291.version), c: cf291, want: expectCrash, hold: true}),
 		// Scenario 5: both channels at once, on the same hosts.
 		func() ([]Row, error) {
 			return l.rollout(ctx,
@@ -547,8 +573,10 @@ type hostTelemetry struct {
 }
 
 // renderHostConfig writes h's configuration. Every host's manifest (what
-// validation and preflight use) says 7.12; a legacy host's agent is a 7.11
-// build.
+// validation uses) says 7.12; a legacy host's agent is a 7.11 build. Most
+// hosts preflight with the reference harness against that manifest; an
+// AgentPreflight host with its installed agent (the agent's command line
+// plus --preflight; the daemon appends the file's path).
 func (l *lab) renderHostConfig(h *host, trusted, tokenFile string) ([]byte, error) {
 	agentCaps := l.capabilities("7.12")
 	header := "# ringfence-lab host " + h.Name + ": its manifest and its agent agree (sensor 7.12).\n"
@@ -557,14 +585,20 @@ func (l *lab) renderHostConfig(h *host, trusted, tokenFile string) ([]byte, erro
 		header = "# ringfence-lab host " + h.Name + ": LEGACY. The installed manifest says sensor 7.12, but the agent\n" +
 			"# is a 7.11 build whose manifest was never updated (the packaging bug).\n"
 	}
+	agent := []string{l.bin("ringfenced"), "agent", "--capabilities", agentCaps}
+	preflight := []string{l.bin("ringfenced"), "sensor", "preflight", "--capabilities", l.capabilities("7.12")}
+	if h.AgentPreflight {
+		preflight = append(slices.Clone(agent), "--preflight")
+		header += "# Its preflight runs the installed agent itself, whatever the manifest says.\n"
+	}
 	c := hostConfig{
 		Root: h.root, Repository: l.url, TrustedRoot: trusted, Channels: l.cfg.Channels,
 		PollInterval: l.cfg.Host.PollInterval.String(), PollJitter: l.cfg.Host.PollJitter.String(),
 		HealthWindow: l.cfg.Host.HealthWindow.String(),
 		Agent: hostAgent{
 			Capabilities:     l.capabilities("7.12"),
-			Command:          []string{l.bin("ringfenced"), "agent", "--capabilities", agentCaps},
-			PreflightCommand: []string{l.bin("ringfenced"), "sensor", "preflight", "--capabilities", l.capabilities("7.12")},
+			Command:          agent,
+			PreflightCommand: preflight,
 			RestartDelay:     l.cfg.Host.RestartDelay.String(),
 		},
 		Telemetry: hostTelemetry{Endpoint: l.url, Interval: l.cfg.Host.TelemetryInterval.String(), EnrolmentTokenFile: tokenFile},
@@ -623,7 +657,7 @@ func (l *lab) startFleet(ctx context.Context) error {
 			return err
 		}
 	}
-	var canaries, legacy []string
+	var canaries, legacy, byAgent []string
 	for _, h := range l.hosts {
 		if h.Canary {
 			canaries = append(canaries, h.Name)
@@ -631,10 +665,15 @@ func (l *lab) startFleet(ctx context.Context) error {
 		if h.Legacy {
 			legacy = append(legacy, h.Name)
 		}
+		if h.AgentPreflight {
+			byAgent = append(byAgent, h.Name)
+		}
 	}
 	l.tl.printf("fleet: %d ringfenced started, each with its own root, host key and reference sensor (logs in hosts/*/daemon.log)",
 		len(l.hosts))
 	l.tl.printf("fleet: canaries %s; legacy 7.11 agents under a 7.12 manifest: %s", strings.Join(canaries, " "), strings.Join(legacy, " "))
+	l.tl.printf("fleet: preflight by the installed agent on %s; every other host runs the reference preflight against its 7.12 manifest",
+		strings.Join(byAgent, " "))
 	deadline := time.Now().Add(fleetStartTimeout)
 	for {
 		up := 0

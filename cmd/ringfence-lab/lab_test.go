@@ -3,22 +3,27 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/testbin"
 	"github.com/ringfence/ringfence/wire"
 )
 
-// labTestConfig is the lab scaled down for go test: 6 hosts, 2 canaries, 1
-// legacy (a canary), one good version, short windows. The hosts' health
+// labTestConfig is the lab scaled down for go test: 6 hosts, 3 canaries, 2
+// of them legacy (h01 with the reference preflight, h02 with preflight by
+// its installed agent), one good version, short windows. The hosts' health
 // window (6 s) still outlasts the longest start-to-halt path here (a poll
 // within 2 s, the crash, a 200 ms restart, a 1 s telemetry flush), so no
 // canary marks the bad version good before the halt. The timeout covers
@@ -26,9 +31,10 @@ import (
 // trial to end first (about 30 s, 40 s at worst).
 const labTestConfig = `
 hosts = 6
-canaries = 2
+canaries = 3
 legacy_percent = 20
-legacy_canaries = 1
+legacy_canaries = 2
+agent_preflight_canaries = 1
 channels = [291, 292]
 
 [host]
@@ -74,10 +80,13 @@ second_version = 2001
 // It checks the report: every host ends on good content on both channels,
 // the publisher refuses cf291 against 7.11, the bypassed content is refused
 // by the hosts' own checks and nothing is activated, cf291 crashes the
-// legacy canary, which reverts by itself, the server halts and rolls back,
-// and no host outside the canary group ever loads it; and with two rollouts
-// at once, the bad one on 291 halts alone while 292's completes, each host
-// taking 292's version only once 291's trial ended.
+// legacy canary with the reference preflight, which reverts by itself,
+// while the one with preflight by its installed agent refuses it before
+// activation, the server halts and rolls back, and no host outside the
+// canary group ever loads it; and with two rollouts at once, the bad one on
+// 291 halts alone while 292's completes, each host taking 292's version
+// only once 291's trial ended. The journals and boot records on disk back
+// the legacy canaries' outcomes.
 func TestLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server and 6 daemons for about 70 s")
@@ -101,8 +110,11 @@ func TestLab(t *testing.T) {
 	require.Empty(t, rep.HostsWithoutGoodContent, "every host ends on good content")
 	require.Equal(t, uint32(1001), rep.GoodVersion)
 	require.Equal(t, map[uint32]uint32{291: 1001, 292: 2001}, rep.GoodVersions)
-	require.Equal(t, []string{"h01", "h02"}, rep.Canaries)
-	require.Equal(t, []string{"h01"}, rep.LegacyHosts)
+	require.Equal(t, []string{"h01", "h02", "h03"}, rep.Canaries)
+	require.Equal(t, []string{"h01", "h02"}, rep.LegacyHosts)
+	require.Equal(t, []string{"h02"}, rep.AgentPreflightHosts)
+	require.Contains(t, stderr.String(), "h01 (canary, 7.11 agent, reference preflight)")
+	require.Contains(t, stderr.String(), "h02 (canary, 7.11 agent, preflight by the installed agent)")
 
 	rows := map[string]Row{}
 	for _, r := range rep.Scenarios {
@@ -133,16 +145,26 @@ func TestLab(t *testing.T) {
 	require.Equal(t, 6, bypassed.Healthy)
 	require.Contains(t, bypassed.HaltReason, "rejected-validation")
 
+	// Scenario 4: both legacy canaries, whichever reported first (the
+	// lab holds the rollback until both have shown what they do).
 	crash := rows["4"]
 	require.Equal(t, uint32(1004), crash.Version)
 	require.True(t, crash.Halted)
 	require.Equal(t, "halted, rolled back", crash.Outcome)
+	require.Equal(t, "ringfence-lab", crash.RollbackBy, "held after the halt, rolled back by the lab")
 	require.Zero(t, crash.LoadedOutsideCanary, "hosts outside the canary group never load it")
 	require.GreaterOrEqual(t, crash.Crashed, 1)
-	require.Equal(t, 1, crash.Reverted, "the legacy canary reverts by itself")
-	require.Contains(t, crash.HaltReason, "load-crash of version 1004 in the canary group (host h01)")
+	require.Equal(t, 1, crash.Reverted, "the legacy canary with the reference preflight reverts by itself")
+	require.Equal(t, 1, crash.Rejected, "the legacy canary with preflight by its installed agent refuses it")
+	require.Equal(t, map[string]int{"preflight": 1}, crash.RejectedBy)
+	require.LessOrEqual(t, crash.Loaded, 2, "h02 never loaded it")
+	haltedBy(t, crash.HaltReason, 1004)
 	require.Positive(t, crash.HaltSeconds)
 	require.Equal(t, 6, crash.Healthy)
+	require.Equal(t, []LegacyCanary{
+		{Host: "h01", Preflight: "reference preflight", Outcome: OutcomeReverted},
+		{Host: "h02", Preflight: "preflight by the installed agent", Outcome: OutcomeRefused},
+	}, withoutEvidence(crash.LegacyCanaries), "%+v", crash.LegacyCanaries)
 
 	// Scenario 5: both at once. 291's bad version halts in the canary group
 	// as in scenario 4; 292's first content completes on every host.
@@ -150,9 +172,19 @@ func TestLab(t *testing.T) {
 	require.Equal(t, uint32(291), bad.Channel)
 	require.Equal(t, uint32(1006), bad.Version, "cf291 again, at the version after all the others")
 	require.Equal(t, "halted, rolled back", bad.Outcome)
+	require.Equal(t, "gate", bad.RollbackBy, "rolled back at once by the gate")
 	require.Zero(t, bad.LoadedOutsideCanary)
-	require.Equal(t, 1, bad.Reverted)
-	require.Contains(t, bad.HaltReason, "load-crash of version 1006 in the canary group (host h01)")
+	// The first legacy canary's report halts and rolls back at once: the
+	// other may never fetch 1006, but if it does, it does what it did with
+	// 1004.
+	haltedBy(t, bad.HaltReason, 1006)
+	require.LessOrEqual(t, bad.Reverted, 1)
+	require.LessOrEqual(t, bad.Rejected, 1)
+	require.Positive(t, bad.Reverted+bad.Rejected)
+	require.Len(t, bad.LegacyCanaries, 2)
+	for i, want := range []string{OutcomeReverted, OutcomeRefused} {
+		require.Contains(t, []string{want, OutcomeNotFetched}, bad.LegacyCanaries[i].Outcome, "%+v", bad.LegacyCanaries[i])
+	}
 	require.Equal(t, 6, bad.Healthy, "every host back on 1001")
 	require.Equal(t, uint32(292), second.Channel)
 	require.Equal(t, uint32(2001), second.Version)
@@ -161,12 +193,13 @@ func TestLab(t *testing.T) {
 	require.Equal(t, 6, second.Loaded)
 	require.Zero(t, second.Crashed, "the legacy canary's crash is 291's")
 	require.Equal(t, 6, second.Healthy)
-	require.LessOrEqual(t, second.Waited, 2, "only canaries had 291's trial to wait for")
+	require.LessOrEqual(t, second.Waited, 3, "only canaries had 291's trial to wait for")
 
 	// The journals back the report: no non-canary daemon ever installed
 	// 1004, 1005 or 1006; every host installed 2001 on channel 292, and a
 	// canary that took 1006 took 2001 only after 1006's trial ended (one
 	// trial at a time).
+	legacyOnDisk(t, work)
 	for _, h := range []string{"h01", "h02", "h03", "h04", "h05", "h06"} {
 		evs, err := daemon.ReadJournal(filepath.Join(work, "hosts", h, "root"))
 		require.NoError(t, err)
@@ -177,7 +210,7 @@ func TestLab(t *testing.T) {
 			case ev.Kind == wire.EventInstalled && ev.Channel == 292:
 				require.Equal(t, uint32(2001), ev.Version, h)
 				took2001 = i
-			case ev.Kind == wire.EventInstalled && h >= "h03":
+			case ev.Kind == wire.EventInstalled && (h >= "h04" || h == "h02"):
 				require.NotContains(t, []uint32{1004, 1005, 1006}, ev.Version, h)
 			case ev.Kind == wire.EventInstalled && ev.Version == 1006:
 				took = i
@@ -188,9 +221,6 @@ func TestLab(t *testing.T) {
 			}
 		}
 		require.GreaterOrEqual(t, took2001, 0, "%s installed 2001", h)
-		if h == "h01" {
-			require.GreaterOrEqual(t, took, 0, "the legacy canary took 1006: its revert halted the rollout")
-		}
 		if took >= 0 {
 			require.Greater(t, left, took, "%s left 1006", h)
 			require.Greater(t, took2001, left, "%s: 2001 went on trial after 1006's trial ended", h)
@@ -199,4 +229,78 @@ func TestLab(t *testing.T) {
 	// Every process is gone.
 	out, _ := exec.Command("pgrep", "-f", work).CombinedOutput()
 	require.Empty(t, strings.TrimSpace(string(out)), "processes left running")
+}
+
+// haltedBy checks a cf291 rollout's halt: on the report of the first
+// legacy canary, whichever it was: h01's revert (load-crash) or h02's
+// refusal in preflight.
+func haltedBy(t *testing.T, reason string, v uint32) {
+	t.Helper()
+	byGuard := fmt.Sprintf("reverted: load-crash of version %d in the canary group (host h01)", v)
+	byPreflight := fmt.Sprintf("of version %d in the canary group (host h02)", v)
+	require.True(t, strings.Contains(reason, byGuard) ||
+		strings.HasPrefix(reason, "rejected-preflight") && strings.Contains(reason, "PREFLIGHT_CRASH") && strings.HasSuffix(reason, byPreflight), reason)
+}
+
+func withoutEvidence(lcs []LegacyCanary) []LegacyCanary {
+	var out []LegacyCanary
+	for _, lc := range lcs {
+		lc.Evidence = ""
+		out = append(out, lc)
+	}
+	return out
+}
+
+// legacyOnDisk checks the legacy canaries' outcomes on disk, apart from the
+// lab's report: h01 (the reference preflight) installed 1004, its agent
+// crashed loading it and the boot guard reverted it (load-crash), and its
+// boot record holds a cf291 version BAD by a load crash; h02 (preflight by
+// its installed agent) refused 1004 in preflight (PREFLIGHT_CRASH) and
+// never installed it, put it on trial or crashed, and no slot of its
+// channel 291 holds a cf291 version.
+func legacyOnDisk(t *testing.T, work string) {
+	t.Helper()
+	root := func(h string) string { return filepath.Join(work, "hosts", h, "root") }
+	cf291 := []uint32{1004, 1006}
+	kinds := func(h string, v uint32) []wire.Event {
+		evs, err := daemon.ReadJournal(root(h))
+		require.NoError(t, err)
+		var out []wire.Event
+		for _, ev := range evs {
+			if ev.Channel == 291 && ev.Version == v {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	has := func(evs []wire.Event, f func(wire.Event) bool) bool { return slices.ContainsFunc(evs, f) }
+
+	h01 := kinds("h01", 1004)
+	require.True(t, has(h01, func(e wire.Event) bool { return e.Kind == wire.EventInstalled }), "h01 installed 1004: %+v", h01)
+	require.True(t, has(h01, func(e wire.Event) bool { return e.Kind == wire.EventSensorCrashed && e.Evidence["during"] == "load" }),
+		"h01's agent crashed loading 1004: %+v", h01)
+	require.True(t, has(h01, func(e wire.Event) bool {
+		return e.Kind == wire.EventReverted && e.Reason == bootguard.ReasonLoadCrash.String()
+	}), "h01's boot guard reverted 1004: %+v", h01)
+	rec, err := bootguard.Read(installer.RecordPathOf(root("h01"), 291))
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(rec.Slots[:], func(e bootguard.Entry) bool {
+		return slices.Contains(cf291, e.Version) && e.State == bootguard.StateBad && e.Reason == bootguard.ReasonLoadCrash
+	}), "h01's boot record holds a cf291 version BAD (load-crash): %+v", rec)
+
+	h02 := kinds("h02", 1004)
+	require.True(t, has(h02, func(e wire.Event) bool {
+		return e.Kind == wire.EventRejectedPreflight && slices.Contains(e.Codes, "PREFLIGHT_CRASH")
+	}), "h02 refused 1004 in preflight: %+v", h02)
+	for _, v := range cf291 {
+		for _, e := range kinds("h02", v) {
+			require.Contains(t, []wire.EventKind{wire.EventRejectedPreflight}, e.Kind, "h02 did nothing with %d but refuse it: %+v", v, e)
+		}
+	}
+	rec, err = bootguard.Read(installer.RecordPathOf(root("h02"), 291))
+	require.NoError(t, err)
+	for _, e := range rec.Slots {
+		require.NotContains(t, cf291, e.Version, "a cf291 version reached a slot of h02: %+v", rec)
+	}
+	require.Equal(t, bootguard.StateGood, rec.Entry(rec.Active).State)
 }

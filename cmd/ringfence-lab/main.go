@@ -31,10 +31,13 @@ telemetry; the server moves each rollout ring by ring and halts it by itself.
 The fleet. Every host's installed capability manifest says sensor 7.12 (21
 IPC inputs): that is what its validator and preflight check content against.
 Most hosts also run a 7.12 agent. A "legacy" share (legacy_percent, 20% by
-default, at least one of them a canary) runs a 7.11 agent build (20 IPC
+default, legacy_canaries of them canaries: 2) runs a 7.11 agent build (20 IPC
 inputs) whose manifest was never updated: a packaging bug, the kind of
-mismatch behind Channel File 291. The first --canaries hosts report the tag
-"canary". Every rollout is: the canary group, then 20% of hosts, then 100%,
+mismatch behind Channel File 291. Every host preflights content with the
+reference preflight against its manifest, except agent_preflight_canaries (1)
+of the legacy canaries, whose agent.preflight_command runs their installed
+agent ('ringfenced agent --capabilities sensor-7.11.json --preflight'). The
+first --canaries hosts report the tag "canary". Every rollout is: the canary group, then 20% of hosts, then 100%,
 with short bakes. Every host follows two channels, 291 and 292 (channels in
 lab.toml), with one daemon and one identity: each channel has its own boot
 record and A/B slots, and a host runs one trial at a time (a channel's new
@@ -51,16 +54,21 @@ The scenarios (1-4 on channel 291; 292 has no content until 5):
      pipeline did. Rolled out, every canary that fetches it refuses it in its
      own checks; the server halts and rolls back; nothing is activated.
   4  cf291-shape published after checks against sensor 7.12 (what every
-     manifest says): it passes the publisher and every host's validator and
-     preflight, and crashes the 7.11 agents on load. The legacy canary
-     crashes once and its boot guard puts last-known-good back; the server
-     halts and rolls back on that report (the canary rule); no host outside
-     the canary group ever loads it.
+     manifest says): it passes the publisher and every host's validator, and
+     every reference preflight. The legacy canary with the reference
+     preflight (h01) loads it, its 7.11 agent crashes, and its boot guard
+     puts last-known-good back; the one with preflight by its installed
+     agent (h02) refuses it in preflight (PREFLIGHT_CRASH) and never stages
+     it. The server halts on the first of the two reports (the canary rule);
+     the rollout is started with manual_rollback, so the halt freezes the
+     plan on the canary group, and the lab rolls back once both have shown
+     what they do. No host outside the canary group ever loads it.
   5  two channels at once: the server starts two rollouts at the same
      moment on the same hosts, cf291-shape again on channel 291 (re-encoded
      as version 1006) and channel 292's first content (good-ipc-1001
-     re-encoded as version 2001). 291's halts and rolls back in its canary
-     stage as in 4; 292's completes, its canaries taking 2001 once 291's
+     re-encoded as version 2001). 291's halts in its canary stage on the
+     first legacy canary's report and the server rolls it back at once (the
+     other legacy canary may not fetch it at all); 292's completes, its canaries taking 2001 once 291's
      trial ended. Every host ends on 291's last good version and on 2001,
      both GOOD; a row per channel.
 

@@ -54,6 +54,14 @@ type Row struct {
 	HaltSeconds        float64 `json:"halt_seconds,omitempty"`
 	CrashToHaltSeconds float64 `json:"failure_to_halt_seconds,omitempty"`
 	HaltReason         string  `json:"halt_reason,omitempty"`
+	// RollbackBy is who rolled the rollout back: "gate" (at once, with
+	// the halt) or "ringfence-lab" (scenario 4: the lab, as the operator,
+	// once every legacy canary had shown what it does with the version).
+	RollbackBy string `json:"rollback_by,omitempty"`
+	// LegacyCanaries say what each legacy canary did with content that
+	// crashes the 7.11 interpreter (scenarios 4 and 5a), by the preflight
+	// it runs.
+	LegacyCanaries []LegacyCanary `json:"legacy_canaries,omitempty"`
 	// Seconds is how long the scenario took, settling included.
 	Seconds float64 `json:"seconds"`
 	// Notes say what the numbers mean; Problems what went against what the
@@ -66,12 +74,45 @@ type Row struct {
 	seq int // the lab's running number of the scenario: its events' key
 }
 
+// LegacyCanary is what one legacy canary (a 7.11 agent under a 7.12
+// manifest) did with a version, as its daemon's journal and the channel's
+// boot record say.
+type LegacyCanary struct {
+	Host string `json:"host"`
+	// Preflight is the one it runs: "reference preflight" (against the
+	// manifest) or "preflight by the installed agent".
+	Preflight string `json:"preflight"`
+	// Outcome is one of the outcome constants (or "something else"),
+	// Evidence the journal's events and the boot record that say so.
+	Outcome  string `json:"outcome"`
+	Evidence string `json:"evidence"`
+}
+
+// What a legacy canary did with content that crashes its agent.
+const (
+	// OutcomeReverted: it installed the version, its agent crashed while
+	// loading it, and the boot guard reverted it (load-crash): the boot
+	// record holds it BAD, quarantined.
+	OutcomeReverted = "crashed on load, reverted by the boot guard"
+	// OutcomeRefused: its preflight refused the version (PREFLIGHT_CRASH);
+	// it never installed it or put it on trial, and no slot of the channel
+	// held it at any of the lab's looks nor at the end.
+	OutcomeRefused = "refused in preflight, never staged"
+	// OutcomeNotFetched: nothing at all: the rollback came before its poll.
+	OutcomeNotFetched = "never fetched it (the rollback came first)"
+	// OutcomeOther is anything else; Evidence says what.
+	OutcomeOther = "something else"
+)
+
 // Report is the lab's result (--json prints it).
 type Report struct {
 	OK          bool     `json:"ok"`
 	Hosts       int      `json:"hosts"`
 	Canaries    []string `json:"canaries"`
 	LegacyHosts []string `json:"legacy_hosts"`
+	// AgentPreflightHosts preflight with their installed agent; every other
+	// host with the reference preflight against its manifest.
+	AgentPreflightHosts []string `json:"agent_preflight_hosts"`
 	// Channels every host follows; GoodVersion is the first channel's last
 	// good version, GoodVersions what every host must end on, per channel.
 	Channels     []uint32          `json:"channels"`

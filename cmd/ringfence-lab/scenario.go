@@ -13,6 +13,7 @@ import (
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/validator"
 )
 
 // maxShown bounds the per-host lines a scenario prints for one kind of
@@ -152,10 +153,12 @@ const (
 	// the canaries reject it, the server halts and rolls back, nothing
 	// was activated anywhere.
 	expectRejected
-	// expectCrash: content that passes every check and crashes the 7.11
-	// agents on load (scenario 4): the legacy canaries crash and revert,
-	// the server halts and rolls back, no host outside the canary group
-	// ever loads it.
+	// expectCrash: content that passes every check against the manifest
+	// and crashes the 7.11 agents on load (scenarios 4 and 5a): a legacy
+	// canary with the reference preflight crashes loading it and its boot
+	// guard reverts it; one with preflight by the installed agent refuses
+	// it before activation; the server halts and rolls back, and no host
+	// outside the canary group ever loads it.
 	expectCrash
 )
 
@@ -178,6 +181,14 @@ type track struct {
 	// waited names the hosts seen with the version staged, waiting for
 	// another channel's trial to end (one trial at a time per host).
 	waited map[string]bool
+	// hold starts the rollout with manual_rollback: the halt freezes the
+	// plan on its stage instead of denying the version at once, and the
+	// lab rolls back (released) once every legacy canary has shown what it
+	// does with the version: each gets it, whichever reports first.
+	hold, released bool
+	// slotted names the legacy canaries the lab saw with the version in
+	// one of the channel's slots (any state), at any look.
+	slotted map[string]bool
 }
 
 // rollout starts the tracks' rollouts, one per channel, back to back (at
@@ -197,13 +208,14 @@ func (l *lab) rollout(ctx context.Context, ts ...*track) ([]Row, error) {
 	}
 	for _, t := range ts {
 		t.row = Row{ID: t.id, seq: l.current, Scenario: t.label, Channel: t.c.channel, Version: t.c.version, Hosts: len(l.hosts)}
-		t.waited = map[string]bool{}
+		t.waited, t.slotted = map[string]bool{}, map[string]bool{}
 	}
 	for _, t := range ts {
 		req := server.StartRequest{
-			ActionRequest: server.ActionRequest{Who: "ringfence-lab", Why: fmt.Sprintf("scenario %s: %s", t.id, t.c)},
+			ActionRequest: server.ActionRequest{Who: labActor, Why: fmt.Sprintf("scenario %s: %s", t.id, t.c)},
 			Channel:       t.c.channel, Version: t.c.version, Stages: l.stages(),
 			HealthWindow: l.cfg.Rollout.HealthWindow.String(), Grace: l.cfg.Rollout.Grace.String(), Silence: l.cfg.Rollout.Silence.String(),
+			ManualRollback: t.hold,
 		}
 		t.began = time.Now()
 		start, view, err := l.client.Start(ctx, req)
@@ -230,6 +242,14 @@ func (l *lab) rollout(ctx context.Context, ts ...*track) ([]Row, error) {
 			from = fmt.Sprint(t.view.From)
 		}
 		l.tl.printf("scenario %s: rollout %d (%s) on channel %d started from %s: %s", t.id, t.c.version, t.c, t.c.channel, from, l.rings(t.c.version))
+		if t.hold {
+			var legacy []string
+			for _, h := range l.legacyCanaries() {
+				legacy = append(legacy, fmt.Sprintf("%s (%s)", h.Name, h.preflight()))
+			}
+			l.tl.printf("  legacy canaries %s; a halt freezes the plan (manual_rollback) until each has shown what it does with %d, then the lab rolls back",
+				strings.Join(legacy, ", "), t.c.version)
+		}
 	}
 	deadline := time.Now().Add(l.cfg.Rollout.Timeout.Duration)
 	for {
@@ -262,6 +282,14 @@ func (l *lab) rollout(ctx context.Context, ts ...*track) ([]Row, error) {
 				continue
 			}
 			lines = append(lines, l.waits(t)...)
+			if t.want == expectCrash {
+				l.lookSlots(t)
+			}
+			if t.hold && t.halt != nil && t.back == nil && !t.released {
+				if err := l.release(ctx, t); err != nil {
+					return rows(), err
+				}
+			}
 			if l.settled(t) {
 				// The last events of the track, then its row: the other
 				// tracks go on.
@@ -283,7 +311,7 @@ func (l *lab) rollout(ctx context.Context, ts ...*track) ([]Row, error) {
 				}
 				t.row.Problems = append(t.row.Problems, fmt.Sprintf("not finished after %v (rollout %s)", l.cfg.Rollout.Timeout, t.view.State))
 				if t.view.State == controller.StateRunning || t.view.State == controller.StatePaused || t.view.State == controller.StateHalted {
-					if _, _, err := l.client.Act(ctx, t.c.channel, controller.KindRollback, "ringfence-lab", "the lab's scenario timed out"); err == nil {
+					if _, _, err := l.client.Act(ctx, t.c.channel, controller.KindRollback, labActor, "the lab's scenario timed out"); err == nil {
 						l.tl.printf("  the lab rolled channel %d's rollout back by hand: the scenario timed out", t.c.channel)
 					}
 				}
@@ -363,6 +391,94 @@ func (l *lab) waits(t *track) []timedLine {
 	return lines
 }
 
+// legacyCanaries are the canaries that run the 7.11 agent.
+func (l *lab) legacyCanaries() []*host {
+	var out []*host
+	for _, h := range l.hosts {
+		if h.Legacy && h.Canary {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// lookSlots notes the legacy canaries whose boot record for the track's
+// channel holds its version in a slot now, in any state.
+func (l *lab) lookSlots(t *track) {
+	for _, h := range l.legacyCanaries() {
+		if rec, err := h.record(t.c.channel); err == nil && slotOf(rec, t.c.version) != bootguard.SlotNone {
+			t.slotted[h.Name] = true
+		}
+	}
+}
+
+// slotOf is the slot of rec that holds version v, or SlotNone.
+func slotOf(rec bootguard.Record, v uint32) bootguard.Slot {
+	for _, s := range []bootguard.Slot{bootguard.SlotA, bootguard.SlotB} {
+		if e := rec.Entry(s); e.Version == v {
+			return s
+		}
+	}
+	return bootguard.SlotNone
+}
+
+// shown says what a legacy canary has done with the track's version so
+// far, as its journal says: "reverted it", "refused it", "ran it" (healthy),
+// or "" while it has not shown anything yet.
+func (l *lab) shown(h *host, t *track) string {
+	for _, ev := range h.events {
+		if ev.scenario != l.current || ev.Channel != t.c.channel || ev.Version != t.c.version {
+			continue
+		}
+		switch ev.Kind {
+		case evReverted:
+			return "reverted it"
+		case evRejected:
+			return "refused it"
+		case evHealthy:
+			return "ran it"
+		}
+	}
+	return ""
+}
+
+// release rolls a held track back, as the operator: once every legacy
+// canary has shown what it does with the version, or when that takes
+// longer than a poll and a health window after the halt (the row then
+// says which showed nothing).
+func (l *lab) release(ctx context.Context, t *track) error {
+	var done, silent []string
+	for _, h := range l.legacyCanaries() {
+		if what := l.shown(h, t); what != "" {
+			done = append(done, h.Name+" "+what)
+		} else {
+			silent = append(silent, h.Name)
+		}
+	}
+	bound := l.cfg.Host.PollInterval.Duration + l.cfg.Host.PollJitter.Duration + l.cfg.Host.HealthWindow.Duration
+	if len(silent) > 0 && time.Since(t.halt.Time) < bound {
+		return nil
+	}
+	v, from := t.c.version, t.view.From
+	why := fmt.Sprintf("once the legacy canaries had shown what they do with %d (%s): every host back to version %d, version %d denied",
+		v, strings.Join(done, ", "), from, v)
+	if len(silent) > 0 {
+		why = fmt.Sprintf("%v after the halt, %s still without an outcome for %d: every host back to version %d, version %d denied",
+			bound, strings.Join(silent, ", "), v, from, v)
+	}
+	t.released = true
+	if _, _, err := l.client.Act(ctx, t.c.channel, controller.KindRollback, labActor, why); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		t.row.Problems = append(t.row.Problems, "the lab could not roll back after the halt: "+err.Error())
+	}
+	return nil
+}
+
+// labActor is who the lab's own actions on the server are by.
+const labActor = "ringfence-lab"
+
 // settled reports whether the track ended: completed and every host runs
 // its version, or rolled back and every host runs the version it started
 // from, having polled since the rollback.
@@ -404,6 +520,10 @@ func (l *lab) decisionLine(v server.View, d controller.Decision) string {
 		return fmt.Sprint(i)
 	}
 	ev := d.Evidence
+	by := d.Actor
+	if by == "gate" {
+		by = "the gate"
+	}
 	switch d.Kind {
 	case controller.KindStart, controller.KindWait:
 		return ""
@@ -412,9 +532,9 @@ func (l *lab) decisionLine(v server.View, d controller.Decision) string {
 	case controller.KindComplete:
 		return fmt.Sprintf("  stage %s: %d of %d hosts healthy on %d -> completed (%s)", stage(d.Stage), ev.Healthy, ev.StageHosts, v.To, l.fleetOn(v.Channel, v.To))
 	case controller.KindHalt:
-		return fmt.Sprintf("  HALT in stage %s by the %s: %s", stage(d.Stage), d.Actor, shortReason(l.names(d.Reason)))
+		return fmt.Sprintf("  HALT in stage %s by %s: %s", stage(d.Stage), by, shortReason(l.names(d.Reason)))
 	case controller.KindRollback:
-		return fmt.Sprintf("  ROLLBACK by the %s: %s (a signed plan)", d.Actor, l.names(d.Reason))
+		return fmt.Sprintf("  ROLLBACK by %s: %s (a signed plan)", by, l.names(d.Reason))
 	default:
 		return fmt.Sprintf("  %s in stage %s by %s: %s", d.Kind, stage(d.Stage), d.Actor, l.names(d.Reason))
 	}
@@ -484,7 +604,7 @@ func (l *lab) collect() []timedLine {
 			case evReverted:
 				line = fmt.Sprintf("%s: boot guard reverted %d (%s), quarantined it", h.label(), ev.Version, ev.Detail)
 			case evRejected:
-				line = fmt.Sprintf("%s: rejected %d, its own %s says %s", h.label(), ev.Version, checkName(ev.Check), clip(ev.Detail, 140))
+				line = fmt.Sprintf("%s: rejected %d, its own %s says %s", h.label(), ev.Version, checkName(ev.Check), clip(ev.Detail, 160))
 			case evRecalled:
 				line = fmt.Sprintf("%s: left %d, which the signed plan denies (rolled back upstream); running %s", h.label(), ev.Version, ev.Detail)
 			default:
@@ -592,6 +712,9 @@ func (l *lab) summarise(t *track) {
 	row.Waited = len(t.waited)
 	row.Healthy, _ = l.onGood(ch, t.end)
 	row.Outcome = view.State.String()
+	if t.back != nil {
+		row.RollbackBy = t.back.Actor
+	}
 	if t.halt != nil {
 		row.Halted = true
 		row.HaltSeconds = t.halt.Time.Sub(t.start.Time).Seconds()
@@ -632,9 +755,13 @@ func (l *lab) summarise(t *track) {
 		row.Notes = append(row.Notes, fmt.Sprintf("%d of %d canaries fetched %d and refused it: %s; nothing was activated, %d hosts outside the canary group never fetched it",
 			row.Rejected, canaries, v, byText(row.RejectedBy), len(l.hosts)-canaries))
 	} else {
-		problem(row.Reverted > 0, "no host reverted %d", v)
-		row.Notes = append(row.Notes, fmt.Sprintf("%d of %d canaries loaded %d before the halt; %d crashed and came back on %d by the boot guard alone, %d left it on the signed rollback; %d hosts outside the canary group never loaded it",
-			row.Loaded, canaries, v, row.Reverted, t.end, row.Recalled, len(l.hosts)-canaries))
+		refused := ""
+		if row.Rejected > 0 {
+			refused = fmt.Sprintf(" and %d refused it (%s)", row.Rejected, byText(row.RejectedBy))
+		}
+		row.Notes = append(row.Notes, fmt.Sprintf("%d of %d canaries loaded %d before the rollback%s; %d crashed and came back on %d by the boot guard alone, %d left it on the signed rollback; %d hosts outside the canary group never loaded it",
+			row.Loaded, canaries, v, refused, row.Reverted, t.end, row.Recalled, len(l.hosts)-canaries))
+		l.legacyOutcomes(t, problem)
 	}
 	if t.halt != nil {
 		n := fmt.Sprintf("halted %.1fs after the start", row.HaltSeconds)
@@ -643,6 +770,125 @@ func (l *lab) summarise(t *track) {
 		}
 		row.Notes = append(row.Notes, n+": "+shortReason(row.HaltReason))
 	}
+	if t.back != nil && t.halt != nil && t.back.Actor != t.halt.Actor {
+		row.Notes = append(row.Notes, fmt.Sprintf("rolled back by %s %.1fs after the halt, %s", t.back.Actor, t.back.Time.Sub(t.halt.Time).Seconds(), l.names(t.back.Reason)))
+	}
+}
+
+// legacyOutcomes fills the row's LegacyCanaries and checks each against
+// the preflight it runs: the reference preflight lets the version through
+// to a crash on load and the boot guard's revert; preflight by the
+// installed agent refuses it, and it never reaches a slot. A held rollout
+// (scenario 4) waited for both, so each must have done it; otherwise the
+// halt on the first report may come before another's poll, and a legacy
+// canary that never fetched the version is no failure, as long as one of
+// them caught it.
+func (l *lab) legacyOutcomes(t *track, problem func(bool, string, ...any)) {
+	row, ch, v := &t.row, t.c.channel, t.c.version
+	caught := 0
+	for _, h := range l.legacyCanaries() {
+		rec, err := h.record(ch)
+		out, evidence := legacyOutcome(h.events, row.seq, ch, v, t.slotted[h.Name], rec)
+		if err != nil {
+			out, evidence = OutcomeOther, fmt.Sprintf("boot record of channel %d: %v", ch, err)
+		}
+		row.LegacyCanaries = append(row.LegacyCanaries, LegacyCanary{Host: h.Name, Preflight: h.preflight(), Outcome: out, Evidence: evidence})
+		row.Notes = append(row.Notes, fmt.Sprintf("%s (%s): %s; %s", h.Name, h.preflight(), out, evidence))
+		want := OutcomeReverted
+		if h.AgentPreflight {
+			want = OutcomeRefused
+		}
+		if out == want {
+			caught++
+		}
+		problem(out == want || !t.hold && out == OutcomeNotFetched, "%s (%s): %s, not %q; %s", h.Name, h.preflight(), out, want, evidence)
+	}
+	problem(caught > 0, "no legacy canary caught %d", v)
+}
+
+// legacyOutcome says what a legacy canary did with version v of channel
+// ch in scenario seq, and what says so: its journal's events of the
+// scenario, whether the lab saw v in one of the channel's slots during it
+// (slotted), and the channel's boot record now (rec).
+func legacyOutcome(evs []scenarioEvent, seq int, ch, v uint32, slotted bool, rec bootguard.Record) (outcome, evidence string) {
+	var installed, trial, loadCrash, ran bool
+	revert, rejectedBy := "", ""
+	var codes, journal []string
+	note := func(s string) {
+		if !slices.Contains(journal, s) {
+			journal = append(journal, s)
+		}
+	}
+	for _, ev := range evs {
+		// A crash outside any trial names no channel or version.
+		if ev.scenario != seq || !(ev.Channel == ch && ev.Version == v || ev.Kind == evCrashed && ev.Channel == 0) {
+			continue
+		}
+		switch ev.Kind {
+		case evInstalled:
+			installed = true
+			note("installed")
+		case evTrial:
+			trial = true
+			note("trial-started")
+		case evCrashed:
+			if ev.During == "load" {
+				loadCrash = true
+				note("crashed while loading")
+			} else {
+				note("crashed while running")
+			}
+		case evReverted:
+			revert = ev.Reason
+			note("reverted (" + ev.Reason + ")")
+		case evRejected:
+			rejectedBy = ev.Check
+			codes = append(codes, ev.Codes...)
+			slices.Sort(codes)
+			note("rejected-" + ev.Check + " (" + strings.Join(slices.Compact(codes), ", ") + ")")
+		case evHealthy:
+			ran = true
+			note("healthy")
+		case evRecalled:
+			note("recalled")
+		}
+	}
+	j := "journal: nothing about it"
+	if len(journal) > 0 {
+		j = "journal: " + strings.Join(journal, ", ")
+		if !installed {
+			j += ", never installed"
+		}
+	}
+	slot := slotOf(rec, v)
+	var b string
+	var held *bootguard.Entry
+	if slot == bootguard.SlotNone {
+		b = fmt.Sprintf("boot record: no slot holds %d", v)
+		if slotted {
+			b += ", though one did during the scenario"
+		} else {
+			b += ", nor did one at any of the lab's looks"
+		}
+	} else {
+		held = rec.Entry(slot)
+		b = fmt.Sprintf("boot record: slot %s holds %d %s", slot, v, held.State)
+		if held.Reason != bootguard.ReasonNone {
+			b += " (" + held.Reason.String() + ")"
+		}
+	}
+	evidence = j + "; " + b
+	switch {
+	case installed && loadCrash && revert == bootguard.ReasonLoadCrash.String() &&
+		held != nil && held.State == bootguard.StateBad && held.Reason == bootguard.ReasonLoadCrash:
+		return OutcomeReverted, evidence
+	case rejectedBy == checkPreflight && slices.Contains(codes, string(validator.CodePreflightCrash)) &&
+		!installed && !trial && !loadCrash && !ran && !slotted && held == nil:
+		return OutcomeRefused, evidence
+	case len(journal) == 0 && !slotted && held == nil:
+		return OutcomeNotFetched, evidence
+	}
+	return OutcomeOther, evidence
 }
 
 func byText(by map[string]int) string {
