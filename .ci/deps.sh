@@ -13,6 +13,12 @@ pkgs=(
   wine64
   gcc-mingw-w64-x86-64  # builds the bcryptprimitives.dll stand-in Wine 8 lacks
   chromium         # the dashboard in a headless browser (make test-browser)
+  prometheus       # promtool checks the example alert rules (monitoring/)
+  rpm              # rpm -qpl / --scripts read the .rpm packages back (dist/)
+  wixl             # builds the Windows .msi on Linux (dist/msi)
+  msitools         # msiinfo reads the .msi back (dist/msi)
+  debootstrap      # the Debian root the .deb is installed into (make test-packages)
+  systemd-container  # systemd-nspawn boots it with systemd as PID 1
 )
 apt_deps() {
   if [ "$(id -u)" -ne 0 ]; then
