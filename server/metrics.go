@@ -2,14 +2,16 @@ package server
 
 import (
 	"cmp"
-	"fmt"
-	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/wire"
@@ -26,25 +28,79 @@ const maxSeries = 10_000
 // fold into "other".
 const maxVersionSeries = 16
 
-// metrics are the server's counters, written in the Prometheus text
-// exposition format by hand: a handful of counters and gauges do not
-// justify the client library's dependency tree.
+// metrics are the server's Prometheus metrics, exposed on /metrics through
+// github.com/prometheus/client_golang: one well-kept implementation of the
+// exposition formats (the text format, OpenMetrics and the protobuf format,
+// negotiated with the scraper), of escaping and of the rules a family
+// must obey (one type, unique series), which hand-written text had to get
+// right by itself. Each server has its own registry, never the global
+// default one (tests run several servers in one process). The registry
+// also holds the Go runtime and process collectors (go_*, process_*:
+// memory, goroutines, open descriptors against the limit --max-conns is
+// derived from).
+//
+// Counters are client_golang counters the server increments; the gauges
+// are computed from the server's state at scrape time, under s.mu
+// (serverCollector), as the API computes its views.
 type metrics struct {
-	checkins      atomic.Uint64
-	storeFailures atomic.Uint64
-	signFailures  atomic.Uint64
+	reg *prometheus.Registry
 
-	mu        sync.Mutex
-	batches   uint64
-	events    map[[2]string]uint64 // type, version
-	stale     uint64
-	refused   map[string]uint64 // reason
-	decisions map[string]uint64 // kind
+	checkins      prometheus.Counter
+	storeFailures prometheus.Counter
+	signFailures  prometheus.Counter
+	batches       prometheus.Counter
+	stale         prometheus.Counter
+	events        *prometheus.CounterVec // type, version
+	refused       *prometheus.CounterVec // reason
+	decisions     *prometheus.CounterVec // kind
+
+	mu     sync.Mutex
+	series map[[2]string]bool // events' label pairs so far, at most maxSeries (and "other")
+
+	once    sync.Once
+	handler http.Handler
 }
 
 func newMetrics() *metrics {
-	return &metrics{events: map[[2]string]uint64{}, refused: map[string]uint64{}, decisions: map[string]uint64{}}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	vec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	m := &metrics{
+		reg:           prometheus.NewRegistry(),
+		checkins:      counter("ringfence_checkins_total", "Requests for timestamp.json (each host's check for news)."),
+		batches:       counter("ringfence_telemetry_batches_total", "Telemetry batches accepted."),
+		stale:         counter("ringfence_telemetry_stale_events_total", "Events at or below the host's last applied seq (a replay or a resend; acknowledged, without effect)."),
+		events:        vec("ringfence_telemetry_events_total", "Telemetry events taken, by type and content version.", "type", "version"),
+		refused:       vec("ringfence_telemetry_rejected_total", "Telemetry batches refused, by reason.", "reason"),
+		storeFailures: counter("ringfence_store_commit_failures_total", "Changes that could not be committed (nothing of them took effect; retried)."),
+		signFailures:  counter("ringfence_plan_sign_failures_total", "Attempts to sign a committed plan that failed (retried until one succeeds)."),
+		decisions:     vec("ringfence_gate_decisions_total", "Rollout decisions, by kind.", "kind"),
+		series:        map[[2]string]bool{},
+	}
+	m.reg.MustRegister(m.checkins, m.batches, m.stale, m.events, m.refused, m.storeFailures, m.signFailures, m.decisions,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The refusal reasons and decision kinds are few and known: each is
+	// exposed at 0 from the start, so that increase() and rate() see the
+	// first one (a series that appears at 1 shows no increase) and the
+	// alerts in monitoring/ fire on it.
+	for _, r := range refusals {
+		m.refused.WithLabelValues(r)
+	}
+	for _, k := range decisionKinds {
+		m.decisions.WithLabelValues(k.String())
+	}
+	return m
 }
+
+// refusals are the reasons handleTelemetry refuses a batch for.
+var refusals = []string{"bad-signature", "malformed", "too-large", "rate-limited", "not-admitted", "pending-full"}
+
+// decisionKinds are the kinds of controller.Decision.
+var decisionKinds = []controller.Kind{controller.KindStart, controller.KindAdvance, controller.KindWait, controller.KindHalt,
+	controller.KindRollback, controller.KindPause, controller.KindResume, controller.KindPromote, controller.KindComplete, controller.KindAllow}
 
 // batch counts an admitted host's batch: its events above lastSeq (the
 // host's last applied seq before it) by type and version, the rest as
@@ -52,20 +108,21 @@ func newMetrics() *metrics {
 func (m *metrics) batch(b *wire.Batch, lastSeq uint64, version func(uint32) string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.batches++
+	m.batches.Inc()
 	for _, e := range b.Events {
 		if e.Seq <= lastSeq {
-			m.stale++
+			m.stale.Inc()
 			continue
 		}
 		k := [2]string{"other", version(e.Version)}
 		if e.Kind.Known() {
 			k[0] = e.Kind.String()
 		}
-		if _, ok := m.events[k]; !ok && len(m.events) >= maxSeries {
+		if !m.series[k] && len(m.series) >= maxSeries {
 			k = [2]string{"other", "other"}
 		}
-		m.events[k]++
+		m.series[k] = true
+		m.events.WithLabelValues(k[0], k[1]).Inc()
 	}
 }
 
@@ -102,105 +159,83 @@ func foldVersions(counts map[uint32]int, keep ...uint32) map[string]int {
 	return out
 }
 
-func (m *metrics) rejected(reason string) {
-	m.mu.Lock()
-	m.refused[reason]++
-	m.mu.Unlock()
-}
+// rejected counts a refused batch; reason is one of refusals (the
+// callers' literals), so the label stays bounded.
+func (m *metrics) rejected(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
-func (m *metrics) decision(kind controller.Kind) {
-	m.mu.Lock()
-	m.decisions[kind.String()]++
-	m.mu.Unlock()
-}
+func (m *metrics) decision(kind controller.Kind) { m.decisions.WithLabelValues(kind.String()).Inc() }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	s.writeMetrics(w)
+	m := s.metrics
+	m.once.Do(func() {
+		m.reg.MustRegister(serverCollector{s})
+		m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+			// A metric that cannot be collected is logged and left out;
+			// the rest is still served.
+			ErrorHandling:     promhttp.ContinueOnError,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelError),
+			EnableOpenMetrics: true,
+		})
+	})
+	m.handler.ServeHTTP(w, r)
 }
 
-func (s *Server) writeMetrics(w io.Writer) {
-	m := s.metrics
-	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
-	p("# HELP ringfence_checkins_total Requests for timestamp.json (each host's check for news).")
-	p("# TYPE ringfence_checkins_total counter")
-	p("ringfence_checkins_total %d", m.checkins.Load())
+// The gauges serverCollector computes at scrape time.
+var (
+	descHosts        = prometheus.NewDesc("ringfence_hosts", "Hosts in the fleet (admitted).", nil, nil)
+	descPending      = prometheus.NewDesc("ringfence_pending_hosts", "Keys waiting for admission (they count toward nothing).", nil, nil)
+	descStoreFailing = prometheus.NewDesc("ringfence_store_failing", "1 while the latest commit failed.", nil, nil)
+	descUnsigned     = prometheus.NewDesc("ringfence_unsigned_plans", "Plans committed but not yet signed (retried).", nil, nil)
+	descRingHosts    = prometheus.NewDesc("ringfence_ring_hosts", "Known hosts in each stage of a channel's rollout.", []string{"channel", "stage"}, nil)
+	descVersionHosts = prometheus.NewDesc("ringfence_version_hosts", "Hosts running each version of a channel.", []string{"channel", "version"}, nil)
+	descStage        = prometheus.NewDesc("ringfence_rollout_stage", "Current stage index of each channel's rollout.", []string{"channel", "state"}, nil)
+	descStatistic    = prometheus.NewDesc("ringfence_gate_statistic", "The gate's log10 likelihood ratio; it halts at ringfence_gate_threshold.", []string{"channel"}, nil)
+	descThreshold    = prometheus.NewDesc("ringfence_gate_threshold", "log10(1/alpha).", []string{"channel"}, nil)
+)
 
-	m.mu.Lock()
-	p("# HELP ringfence_telemetry_batches_total Telemetry batches accepted.")
-	p("# TYPE ringfence_telemetry_batches_total counter")
-	p("ringfence_telemetry_batches_total %d", m.batches)
-	p("# HELP ringfence_telemetry_stale_events_total Events at or below the host's last applied seq (a replay or a resend; acknowledged, without effect).")
-	p("# TYPE ringfence_telemetry_stale_events_total counter")
-	p("ringfence_telemetry_stale_events_total %d", m.stale)
-	p("# HELP ringfence_telemetry_events_total Telemetry events taken, by type and content version.")
-	p("# TYPE ringfence_telemetry_events_total counter")
-	for _, k := range slices.SortedFunc(maps.Keys(m.events), func(a, b [2]string) int {
-		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
-	}) {
-		p("ringfence_telemetry_events_total{type=%q,version=%q} %d", k[0], k[1], m.events[k])
-	}
-	p("# HELP ringfence_telemetry_rejected_total Telemetry batches refused, by reason.")
-	p("# TYPE ringfence_telemetry_rejected_total counter")
-	for _, k := range slices.Sorted(maps.Keys(m.refused)) {
-		p("ringfence_telemetry_rejected_total{reason=%q} %d", k, m.refused[k])
-	}
-	p("# HELP ringfence_store_commit_failures_total Changes that could not be committed (nothing of them took effect; retried).")
-	p("# TYPE ringfence_store_commit_failures_total counter")
-	p("ringfence_store_commit_failures_total %d", m.storeFailures.Load())
-	p("# HELP ringfence_plan_sign_failures_total Attempts to sign a committed plan that failed (retried until one succeeds).")
-	p("# TYPE ringfence_plan_sign_failures_total counter")
-	p("ringfence_plan_sign_failures_total %d", m.signFailures.Load())
-	p("# HELP ringfence_gate_decisions_total Rollout decisions, by kind.")
-	p("# TYPE ringfence_gate_decisions_total counter")
-	for _, k := range slices.Sorted(maps.Keys(m.decisions)) {
-		p("ringfence_gate_decisions_total{kind=%q} %d", k, m.decisions[k])
-	}
-	m.mu.Unlock()
+// serverCollector computes the gauges from the server's state at each
+// scrape, under s.mu: one consistent view, as the API's.
+type serverCollector struct{ s *Server }
 
+func (serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHosts, descPending, descStoreFailing, descUnsigned, descRingHosts, descVersionHosts, descStage, descStatistic, descThreshold} {
+		ch <- d
+	}
+}
+
+func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		if err != nil { // a label that is not UTF-8: reported, never a panic
+			m = prometheus.NewInvalidMetric(d, err)
+		}
+		ch <- m
+	}
+	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p("# HELP ringfence_hosts Hosts in the fleet (admitted).")
-	p("# TYPE ringfence_hosts gauge")
-	p("ringfence_hosts %d", s.ctl.Hosts())
-	p("# HELP ringfence_pending_hosts Keys waiting for admission (they count toward nothing).")
-	p("# TYPE ringfence_pending_hosts gauge")
-	p("ringfence_pending_hosts %d", s.reg.PendingCount())
-	p("# HELP ringfence_store_failing 1 while the latest commit failed.")
-	p("# TYPE ringfence_store_failing gauge")
-	p("ringfence_store_failing %d", map[bool]int{false: 0, true: 1}[s.health.LastError != ""])
-	p("# HELP ringfence_unsigned_plans Plans committed but not yet signed (retried).")
-	p("# TYPE ringfence_unsigned_plans gauge")
-	p("ringfence_unsigned_plans %d", len(s.unsigned))
-	p("# HELP ringfence_ring_hosts Known hosts in each stage of a channel's rollout.")
-	p("# TYPE ringfence_ring_hosts gauge")
+	gauge(descHosts, float64(s.ctl.Hosts()))
+	gauge(descPending, float64(s.reg.PendingCount()))
+	gauge(descStoreFailing, map[bool]float64{false: 0, true: 1}[s.health.LastError != ""])
+	gauge(descUnsigned, float64(len(s.unsigned)))
 	rs := s.ctl.Rollouts()
 	for _, r := range rs {
+		channel := strconv.FormatUint(uint64(r.Channel), 10)
+		// Stages named alike (nothing forbids it) add up under their name:
+		// a series appears once.
+		stages := map[string]int{}
 		for i, n := range s.ctl.StageSizes(r.Channel) {
-			p("ringfence_ring_hosts{channel=\"%d\",stage=%q} %d", r.Channel, r.Stages[i].Name, n)
+			stages[r.Stages[i].Name] += n
 		}
-	}
-	p("# HELP ringfence_version_hosts Hosts running each version of a channel.")
-	p("# TYPE ringfence_version_hosts gauge")
-	for _, r := range rs {
+		for _, name := range slices.Sorted(maps.Keys(stages)) {
+			gauge(descRingHosts, float64(stages[name]), channel, name)
+		}
 		vs := foldVersions(s.ctl.Versions(r.Channel), append([]uint32{r.From, r.To}, r.Deny...)...)
 		for _, v := range slices.Sorted(maps.Keys(vs)) {
-			p("ringfence_version_hosts{channel=\"%d\",version=%q} %d", r.Channel, v, vs[v])
+			gauge(descVersionHosts, float64(vs[v]), channel, v)
 		}
-	}
-	p("# HELP ringfence_rollout_stage Current stage index of each channel's rollout.")
-	p("# TYPE ringfence_rollout_stage gauge")
-	for _, r := range rs {
-		p("ringfence_rollout_stage{channel=\"%d\",state=%q} %d", r.Channel, r.State, r.Stage)
-	}
-	p("# HELP ringfence_gate_statistic The gate's log10 likelihood ratio; it halts at ringfence_gate_threshold.")
-	p("# TYPE ringfence_gate_statistic gauge")
-	for _, r := range rs {
-		p("ringfence_gate_statistic{channel=\"%d\"} %g", r.Channel, controller.Finite(r.Result.Statistic))
-	}
-	p("# HELP ringfence_gate_threshold log10(1/alpha).")
-	p("# TYPE ringfence_gate_threshold gauge")
-	for _, r := range rs {
-		p("ringfence_gate_threshold{channel=\"%d\"} %g", r.Channel, r.Result.Threshold)
+		gauge(descStage, float64(r.Stage), channel, string(r.State))
+		gauge(descStatistic, controller.Finite(r.Result.Statistic), channel)
+		gauge(descThreshold, r.Result.Threshold, channel)
 	}
 }

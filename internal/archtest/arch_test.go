@@ -23,6 +23,9 @@ var rooms = map[string][]string{
 	"github.com/minio/selfupdate":          {"selfupdate"},
 	"github.com/chromedp":                  {"internal/browsertest"}, // tests drive the browser through it
 	"golang.org/x/time/rate":               {"server"},
+	"github.com/prometheus/client_golang":  {"server"},               // the /metrics exposition
+	"github.com/goreleaser/nfpm":           {"dist"},                 // the .deb and .rpm packages
+	"go.yaml.in/yaml":                      {},                       // tests only (monitoring/ reads the alert rules)
 	"golang.org/x/net":                     {"cmd/ringfence-server"}, // the connection cap
 	"golang.org/x/sys/windows":             {""},                     // anywhere, but only in _windows.go files (checked below)
 	"github.com/ringfence/ringfence/cmd":   {},                       // nothing imports a main package
