@@ -27,6 +27,7 @@ import (
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/capool"
 	"github.com/ringfence/ringfence/internal/fileperm"
+	"github.com/ringfence/ringfence/internal/vendorbuild"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -53,10 +54,12 @@ type Config struct {
 	// Root is the Ringfence root directory (boot record, slots, state.db).
 	Root string `toml:"root"`
 	// Repository is the TUF repository's base URL: metadata under
-	// metadata/, targets under targets/.
+	// metadata/, targets under targets/. A vendor build's server URL
+	// (vendorbuild.ServerURL) when the file leaves it out.
 	Repository string `toml:"repository"`
 	// TrustedRoot is the root.json installed with the agent. It is used
-	// until a newer root is persisted under Root/tuf.
+	// until a newer root is persisted under Root/tuf. Empty on a vendor
+	// build means the root.json the binary embeds (TrustedRootJSON).
 	TrustedRoot string `toml:"trusted_root"`
 	// CAFile, when set, names PEM certificates (the server's CA, or its
 	// self-signed certificate): every TLS connection the daemon makes, to
@@ -99,6 +102,10 @@ type Config struct {
 	Telemetry Telemetry `toml:"telemetry"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// LogFormat is text or json (slog's JSON lines, for log shippers):
+	// how `ringfenced run` logs to stderr. A Windows service logs to the
+	// event log whatever it says.
+	LogFormat string `toml:"log_format"`
 }
 
 // Agent configures the supervised sensor and its preflight. Vendors replace
@@ -109,7 +116,8 @@ type Agent struct {
 	// loader contract and speaks the line protocol in docs/ringfenced.md.
 	Command []string `toml:"command"`
 	// Capabilities is the installed interpreter's capability manifest;
-	// empty means the reference sensor's built-in one.
+	// empty means the reference agent's: the manifest a vendor build
+	// embeds (vendorbuild.Capabilities), else the built-in sensor's.
 	Capabilities string `toml:"capabilities"`
 	// PreflightCommand runs one channel file in the interpreter (the path
 	// is appended); empty means the reference sensor's preflight.
@@ -126,7 +134,8 @@ type Agent struct {
 // Telemetry configures the upstream reporting.
 type Telemetry struct {
 	// Endpoint is the rollout server's base URL; empty disables sending
-	// (events still queue in state.db).
+	// (events still queue in state.db). A vendor build's server URL when
+	// the file leaves it out (endpoint = "" in the file turns it off).
 	Endpoint string `toml:"endpoint"`
 	// Interval is how often queued events are sent and a heartbeat queued.
 	Interval Duration `toml:"interval"`
@@ -156,10 +165,14 @@ func (d *Duration) UnmarshalText(b []byte) error {
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // Default returns the configuration used for every key the file leaves out.
+// On a vendor build the repository and the telemetry endpoint are the
+// embedded server URL, and the trusted root the embedded root.json
+// (vendorbuild); otherwise the file must name the first two.
 func Default() Config {
 	pol := bootguard.DefaultPolicy()
 	return Config{
 		Root:         DefaultRoot,
+		Repository:   vendorbuild.ServerURL(),
 		PollInterval: Duration{5 * time.Minute},
 		PollJitter:   Duration{time.Minute},
 		Rings:        RingsDefault,
@@ -171,8 +184,9 @@ func Default() Config {
 			StartTimeout:     Duration{time.Minute},
 			RestartDelay:     Duration{time.Second},
 		},
-		Telemetry: Telemetry{Interval: Duration{time.Minute}},
+		Telemetry: Telemetry{Endpoint: vendorbuild.ServerURL(), Interval: Duration{time.Minute}},
 		LogLevel:  "info",
+		LogFormat: "text",
 	}
 }
 
@@ -258,8 +272,8 @@ func (c Config) Check() error {
 		return errors.New("root: must be set")
 	case c.Repository == "":
 		return errors.New("repository: must be set to the TUF repository's base URL")
-	case c.TrustedRoot == "":
-		return errors.New("trusted_root: must name the root.json installed with the agent")
+	case c.TrustedRoot == "" && vendorbuild.Root() == nil:
+		return errors.New("trusted_root: must name the root.json installed with the agent (this build embeds none: a vendor build, make dist VENDOR_ROOT=..., does)")
 	case c.Channel == 0 && len(c.Channels) == 0:
 		return errors.New("channels: name the content channels this host follows (channels = [291, 292])")
 	case c.Channel != 0 && len(c.Channels) != 0:
@@ -297,8 +311,13 @@ func (c Config) Check() error {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		return fmt.Errorf("log_level: %q; want debug, info, warn or error", c.LogLevel)
 	}
-	if _, err := os.Stat(c.TrustedRoot); err != nil {
-		return fmt.Errorf("trusted_root: %w", err)
+	if !slices.Contains([]string{"text", "json"}, c.LogFormat) {
+		return fmt.Errorf("log_format: %q; want text or json", c.LogFormat)
+	}
+	if c.TrustedRoot != "" {
+		if _, err := os.Stat(c.TrustedRoot); err != nil {
+			return fmt.Errorf("trusted_root: %w", err)
+		}
 	}
 	if c.Agent.Capabilities != "" {
 		if _, err := os.Stat(c.Agent.Capabilities); err != nil {
@@ -324,6 +343,25 @@ func (c Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// MaxTrustedRoot bounds the trusted root.json read at start-up.
+const MaxTrustedRoot = 1 << 20
+
+// TrustedRootJSON is the root.json the host trusts first: the file
+// trusted_root names, or, when it is unset, the one a vendor build embeds.
+func (c Config) TrustedRootJSON() ([]byte, error) {
+	if c.TrustedRoot == "" {
+		if b := vendorbuild.Root(); b != nil {
+			return b, nil
+		}
+		return nil, errors.New("trusted_root: must name the root.json installed with the agent (this build embeds none)")
+	}
+	b, err := boundedio.ReadFile(c.TrustedRoot, MaxTrustedRoot)
+	if err != nil {
+		return nil, fmt.Errorf("trusted_root: %w", err)
+	}
+	return b, nil
 }
 
 // maxTokenFile bounds the enrolment token file read.

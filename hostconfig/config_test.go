@@ -51,6 +51,7 @@ health_window = "2m"
 tries = 3
 load_tries = 2
 log_level = "debug"
+log_format = "json"
 
 [agent]
 command = ["/opt/vendor/agent", "--fast"]
@@ -71,6 +72,7 @@ interval = "2m"
 	require.Equal(t, 500*time.Millisecond, c.Agent.RestartDelay.Duration)
 	require.Equal(t, "https://rollout.example.com", c.Telemetry.Endpoint)
 	require.Equal(t, uint8(3), c.Tries)
+	require.Equal(t, "json", c.LogFormat)
 }
 
 // TestParseErrors: every mistake is an error at start-up that names the key.
@@ -84,6 +86,7 @@ func TestParseErrors(t *testing.T) {
 		{"tries", `tries = 0`, "tries"},
 		{"tries range", `tries = 300`, "tries"},
 		{"log level", `log_level = "loud"`, "log_level"},
+		{"log format", `log_format = "xml"`, "log_format"},
 		{"endpoint", "[telemetry]\nendpoint = \"ftp://x\"", "telemetry.endpoint"},
 		{"syntax", `poll_interval = `, "line 5"},
 		{"type", `channel = "291"`, "channel"},

@@ -40,7 +40,7 @@ installed capability manifest claims.`
 func agentMain(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlags("ringfenced", "agent", "agent [--root DIR] [--capabilities FILE] | agent --preflight [--capabilities FILE] FILE", agentHelp, stdout, stderr)
 	root := fs.String("root", os.Getenv(daemon.EnvRoot), "Ringfence root directory (default: $"+daemon.EnvRoot+")")
-	capsPath := fs.String("capabilities", "", "capability manifest of this interpreter (default: the built-in sensor "+sensor.Version+")")
+	capsPath := fs.String("capabilities", "", "capability manifest of this interpreter (default: the one a vendor build embeds, else the built-in sensor "+sensor.Version+"'s)")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the event stream (with --preflight: of its random events, default 1)")
 	rate := fs.Int("events-per-second", 200, "events evaluated per second after the load")
 	alive := fs.Duration("alive-interval", 5*time.Second, "how often to print \"alive\"")
@@ -51,7 +51,7 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	}
 	// One manifest for both modes: what the agent loads content with is
 	// what its preflight runs content with.
-	caps, err := sensor.LoadCapabilities(*capsPath)
+	caps, err := loadCapabilities(*capsPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "ringfenced agent:", err)
 		return cli.ExitUsage

@@ -39,7 +39,7 @@ Commands:
              run FILE in the agent's own interpreter, as a preflight command
   sensor preflight FILE
              the reference sensor's preflight harness
-  version    print the version
+  version    print the version and the vendor values the build embeds
 
 Every command takes --config FILE (default ` + hostconfig.DefaultPath + `).
 The configuration keys are in docs/ringfenced.md.
@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return cli.ExitOK
 	case "version":
-		fmt.Fprintln(stdout, "ringfenced", version)
+		printVersion(stdout)
 		return cli.ExitOK
 	case "run":
 		return runForeground(args[1:], stdout, stderr)
@@ -79,16 +79,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runForeground is `ringfenced run`: under a service manager it hands over to
 // the service layer, otherwise it runs until SIGINT or SIGTERM.
 func runForeground(args []string, stdout, stderr io.Writer) int {
-	fs, cfgPath := configFlags("run", "[--config FILE]", `Runs the daemon in the foreground until SIGINT or SIGTERM (or, started by
-the service manager, until the service is stopped). It logs to stderr, or to
-the Windows event log when it runs as a Windows service.`, stdout, stderr)
+	fs, cfgPath := configFlags("run", "[--config FILE] [--log-format text|json]", `Runs the daemon in the foreground until SIGINT or SIGTERM (or, started by
+the service manager, until the service is stopped). It logs to stderr, as
+text or as JSON lines (--log-format, or log_format in the configuration), or
+to the Windows event log when it runs as a Windows service.`, stdout, stderr)
+	logFormat := fs.String("log-format", "", "text or json (slog's JSON lines, for log shippers); overrides log_format in the configuration (default text)")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
+	}
+	if *logFormat != "" && *logFormat != "text" && *logFormat != "json" {
+		fmt.Fprintf(stderr, "ringfenced run: --log-format %q: want text or json\n", *logFormat)
+		return cli.ExitUsage
 	}
 	cfg, err := hostconfig.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "ringfenced:", err)
 		return cli.ExitRejected
+	}
+	if *logFormat != "" {
+		cfg.LogFormat = *logFormat
 	}
 	if isService() {
 		if err := runService(*cfgPath, func(ctx context.Context, log *slog.Logger) error { return serve(ctx, cfg, log) }); err != nil {
@@ -99,7 +108,7 @@ the Windows event log when it runs as a Windows service.`, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := newLogger(stderr, cfg.LogLevel)
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("ringfenced stopped", "err", err)
 		return cli.ExitRejected
@@ -113,8 +122,15 @@ func configFlags(cmd, synopsis, description string, stdout, stderr io.Writer) (*
 	return fs, p
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger logs to w at level: as slog's text, or with format "json" as
+// one JSON object a line (time, level, msg and the attributes), what fleet
+// log shippers parse without a pattern.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

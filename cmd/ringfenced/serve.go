@@ -13,15 +13,11 @@ import (
 
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/hostconfig"
-	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/internal/vendorbuild"
 	"github.com/ringfence/ringfence/selfupdate"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/telemetry"
-	"github.com/ringfence/ringfence/validator"
 )
-
-// maxTrustedRoot bounds the root.json read at start-up.
-const maxTrustedRoot = 1 << 20
 
 // serve runs the daemon for cfg until ctx ends.
 func serve(ctx context.Context, cfg hostconfig.Config, log *slog.Logger) error {
@@ -78,11 +74,9 @@ func daemonOptions(cfg hostconfig.Config, log *slog.Logger) (daemon.Options, err
 	if err != nil {
 		return daemon.Options{}, err
 	}
-	caps := sensor.DefaultCapabilities()
-	if cfg.Agent.Capabilities != "" {
-		if caps, err = validator.LoadCapabilities(cfg.Agent.Capabilities); err != nil {
-			return daemon.Options{}, fmt.Errorf("agent.capabilities: %w", err)
-		}
+	caps, err := loadCapabilities(cfg.Agent.Capabilities)
+	if err != nil {
+		return daemon.Options{}, fmt.Errorf("agent.capabilities: %w", err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -96,14 +90,22 @@ func daemonOptions(cfg hostconfig.Config, log *slog.Logger) (daemon.Options, err
 		}
 	}
 	if len(preflightCmd) == 0 {
-		preflightCmd = []string{exe, "sensor", "preflight"}
-		if cfg.Agent.Capabilities != "" {
-			preflightCmd = append(preflightCmd, "--capabilities", cfg.Agent.Capabilities)
+		switch {
+		case cfg.Agent.Capabilities != "":
+			preflightCmd = sensor.PreflightCommand(exe, cfg.Agent.Capabilities)
+		case vendorbuild.Capabilities() != nil:
+			// The manifest a vendor build embeds is the default of the
+			// reference agent, not of 'sensor preflight' (the built-in
+			// sensor's): the agent's own preflight mode runs the same
+			// harness with the agent's manifest.
+			preflightCmd = []string{exe, "agent", "--preflight"}
+		default:
+			preflightCmd = sensor.PreflightCommand(exe, "")
 		}
 	}
-	trusted, err := boundedio.ReadFile(cfg.TrustedRoot, maxTrustedRoot)
+	trusted, err := cfg.TrustedRootJSON()
 	if err != nil {
-		return daemon.Options{}, fmt.Errorf("trusted_root: %w", err)
+		return daemon.Options{}, err
 	}
 	hc, err := httpClient(cfg)
 	if err != nil {

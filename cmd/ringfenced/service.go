@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/kardianos/service"
@@ -17,9 +16,9 @@ import (
 )
 
 const (
-	serviceName        = "ringfenced"
+	serviceName        = hostconfig.ServiceName
 	serviceDisplayName = "Ringfence updater"
-	serviceDescription = "Ringfence: safe content updates for the kernel agent (validate, preflight, A/B slots, boot guard)"
+	serviceDescription = hostconfig.ServiceDescription
 )
 
 // Exit codes of `ringfenced status`.
@@ -28,47 +27,6 @@ const (
 	statusStopped      = 3
 	statusNotInstalled = 4
 )
-
-// systemdUnit is the unit ringfenced installs (kardianos/service's template
-// language: {{Key}}, {{range Key}}, pipes to cmd/cmdEscape). Restart on
-// failure after 2 s, never give up, and the hardening options a daemon that
-// writes only its root, starts the agent and talks HTTPS can live with.
-// ROOT is replaced with the configured root directory.
-const systemdUnit = `[Unit]
-Description={{Description}}
-ConditionFileIsExecutable={{Path | cmdEscape}}
-After=network-online.target
-Wants=network-online.target
-StartLimitIntervalSec=0
-
-[Service]
-ExecStart={{Path | cmdEscape}}{{range Arguments}} {{. | cmd}}{{end}}
-Restart=on-failure
-RestartSec=2
-TimeoutStopSec=30
-KillMode=mixed
-ProtectSystem=strict
-ReadWritePaths=ROOT
-ProtectHome=yes
-PrivateTmp=yes
-NoNewPrivileges=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictSUIDSGID=yes
-RestrictRealtime=yes
-RestrictNamespaces=yes
-LockPersonality=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-SystemCallArchitectures=native
-UMask=0077
-
-[Install]
-WantedBy=multi-user.target
-`
 
 // serviceConfig is the service's registration: `run --config <abs path>`.
 func serviceConfig(cfgPath string, cfg hostconfig.Config) (*service.Config, error) {
@@ -82,7 +40,8 @@ func serviceConfig(cfgPath string, cfg hostconfig.Config) (*service.Config, erro
 		Description: serviceDescription,
 		Arguments:   []string{"run", "--config", abs},
 		Option: service.KeyValue{
-			"SystemdScript":          strings.ReplaceAll(systemdUnit, "ROOT", cfg.Root),
+			// The one unit, shared with the packages (hostconfig/service.go).
+			"SystemdScript":          hostconfig.SystemdUnitTemplate(cfg.Root),
 			"Restart":                "on-failure",
 			"OnFailure":              "restart",
 			"OnFailureDelayDuration": "2s",
