@@ -33,7 +33,7 @@ sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every
 	$(BIN)/ringfence-sim $(SIMFLAGS)
 
 .PHONY: test
-test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run
+test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible test-dist-if-possible test-packages-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run, the packages built twice and checked, the .deb installed under systemd and the .msi under Wine
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@[ "$$(id -u)" = 0 ] || echo "SKIPPED the tests that need root: a real ENOSPC on a tmpfs (server.TestENOSPC, TestSigningRetried) and the SysV service install; run make test as root (CI does)" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
@@ -76,6 +76,59 @@ test-windows: ## run the Windows test binaries under Wine (needs wine, gcc-mingw
 test-windows-if-possible:
 	@mkdir -p $(BIN); rc=0; ./wine/run.sh > $(BIN)/wine.out 2>&1 || rc=$$?; cat $(BIN)/wine.out; \
 	if [ $$rc -eq 3 ]; then grep SKIPPED $(BIN)/wine.out >> $(SKIPPED); exit 0; fi; exit $$rc
+
+# The release packages (dist/; docs/packaging.md). VENDOR_ROOT (the fleet's
+# trusted root.json) and SERVER_URL (the rollout server as hosts reach it)
+# are required; the rest have defaults: VENDOR_CAPS the built-in sensor's
+# manifest, CHANNELS the manifest's or 291, VERSION from git describe,
+# SOURCE_DATE_EPOCH the last commit's time.
+VENDOR_ROOT       ?=
+SERVER_URL        ?=
+VENDOR_CAPS       ?=
+CHANNELS          ?=
+VERSION           ?=
+SOURCE_DATE_EPOCH ?=
+DISTOUT           ?= dist/out
+DISTARCH          ?= amd64,arm64
+
+.PHONY: dist
+dist: ## .deb and .rpm of ringfenced (+ the ringfence CLI) and ringfence-server, linux amd64/arm64, into DISTOUT with SHA256SUMS; reproducible (VENDOR_ROOT=root.json SERVER_URL=https://... required)
+	$(GO) run ./dist --out "$(DISTOUT)" --arch "$(DISTARCH)" --vendor-root "$(VENDOR_ROOT)" --server-url "$(SERVER_URL)" \
+	  --vendor-caps "$(VENDOR_CAPS)" --channels "$(CHANNELS)" --version "$(VERSION)" --source-date-epoch "$(SOURCE_DATE_EPOCH)"
+
+.PHONY: test-dist
+test-dist: ## build the amd64 packages twice and check them: identical bytes, contents, scripts, rpm's own tools, the packaged daemon against a vendor server
+	RINGFENCE_DIST=1 $(GO) test -count=1 -timeout 15m ./dist
+
+# test-dist everywhere (it needs only Go); a SKIPPED line for the checks
+# whose tools or rights are missing here.
+.PHONY: test-dist-if-possible
+test-dist-if-possible:
+	@mkdir -p $(BIN); command -v rpm >/dev/null || echo "SKIPPED the packages' rpm checks (no rpm: rpm -qpl, --scripts, -K); apt-get install rpm" >> $(SKIPPED); \
+	[ "$$(id -u)" = 0 ] || echo "SKIPPED the maintainer scripts run against a stub systemctl (dist.TestDebScripts*, they chown to root); run make test as root" >> $(SKIPPED); \
+	command -v wixl >/dev/null && command -v msiinfo >/dev/null || echo "SKIPPED the Windows .msi (no wixl or msiinfo); 'make deps' installs wixl and msitools" >> $(SKIPPED); \
+	$(MAKE) --no-print-directory test-dist; \
+	if command -v wine >/dev/null && command -v wixl >/dev/null; then $(MAKE) --no-print-directory test-msi-wine; \
+	else echo "SKIPPED installing the .msi under Wine (no wine or wixl); 'make deps' installs them" >> $(SKIPPED); fi
+
+.PHONY: test-msi-wine
+test-msi-wine: ## install, upgrade and uninstall the .msi with msiexec under Wine and find the service registered (needs wine, wixl, msitools)
+	RINGFENCE_MSI_WINE=1 $(GO) test -count=1 -timeout 10m -run TestWineInstall ./dist/msi
+
+NSPAWNROOT ?= $(BIN)/nspawn-root
+
+.PHONY: test-packages
+test-packages: ## install the .deb into Debian with systemd as PID 1 (systemd-nspawn on a debootstrap root, made once into NSPAWNROOT): the unit, content from a real server, a restart after a kill, remove and purge (root; needs debootstrap, systemd-container)
+	./pkgtest/rootfs.sh $(NSPAWNROOT)
+	RINGFENCE_NSPAWN_ROOT=$(abspath $(NSPAWNROOT)) RINGFENCE_REQUIRE_NSPAWN=1 $(GO) test -count=1 -v -timeout 15m -run TestDebInstall ./pkgtest
+
+# test-packages where it can run; elsewhere a SKIPPED line that says why.
+.PHONY: test-packages-if-possible
+test-packages-if-possible:
+	@mkdir -p $(BIN); rc=0; ./pkgtest/rootfs.sh $(NSPAWNROOT) || rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "SKIPPED the .deb installed under systemd in systemd-nspawn (see the line above); 'make deps' installs debootstrap and systemd-container, and it needs root" >> $(SKIPPED); exit 0; fi; \
+	[ $$rc -eq 0 ] || exit $$rc; \
+	$(MAKE) --no-print-directory test-packages
 
 .PHONY: skipped-reset
 skipped-reset:
