@@ -35,7 +35,11 @@ func boot(t *testing.T, base string) *container {
 	}
 	c := &container{t: t, log: &bytes.Buffer{}, dir: dir}
 	// --register=no --keep-unit: no systemd on the host to register with.
-	c.cmd = exec.Command("systemd-nspawn", "-q", "-D", dir, "-b", "--register=no", "--keep-unit", "--console=pipe")
+	// A machine name of its own: nspawn keeps per-name state under
+	// /run/systemd/nspawn, and two containers of one name (two test runs at
+	// once) collide there.
+	name := fmt.Sprintf("rf-pkgtest-%d", os.Getpid())
+	c.cmd = exec.Command("systemd-nspawn", "-q", "-D", dir, "--machine", name, "-b", "--register=no", "--keep-unit", "--console=pipe")
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("systemd-nspawn: %v", err)
@@ -45,7 +49,7 @@ func boot(t *testing.T, base string) *container {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for c.init == 0 {
-		c.init = childOf(c.cmd.Process.Pid)
+		c.init = initOf(c.cmd.Process.Pid)
 		if c.init != 0 {
 			break
 		}
@@ -60,23 +64,41 @@ func boot(t *testing.T, base string) *container {
 	c.until("the container's boot", 90*time.Second, func() (bool, string) {
 		out, _ := c.exec("systemctl", "is-system-running", "--wait")
 		s := strings.TrimSpace(out)
-		return s == "running" || s == "degraded", s
+		return s == "running" || s == "degraded", s + "; systemd-nspawn said:\n" + c.log.String()
 	})
 	return c
 }
 
-// childOf returns the first child process of pid, or 0.
-func childOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return 0
+// initOf returns the container's init among pid's descendants: the
+// process that is PID 1 in its own PID namespace (its NSpid ends in 1), or
+// 0 while there is none yet. nspawn's first child is not it: that one sets
+// up the namespaces, forks init and exits, so taking the first child races
+// with its exit.
+func initOf(pid int) int {
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if p != pid {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil {
+				for _, line := range strings.Split(string(st), "\n") {
+					if f := strings.Fields(strings.TrimPrefix(line, "NSpid:")); strings.HasPrefix(line, "NSpid:") && len(f) > 1 && f[len(f)-1] == "1" {
+						return p
+					}
+				}
+			}
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, p))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				queue = append(queue, n)
+			}
+		}
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[0])
-	return n
+	return 0
 }
 
 // exec runs a command inside the container (all of its namespaces) and
