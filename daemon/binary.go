@@ -43,7 +43,8 @@ func (p *poller) updateBinary(ctx context.Context) (PollResult, bool) {
 	best, name := "", ""
 	for n := range p.client.Targets("targets") {
 		goos, goarch, v, ok := rollout.ParseBinaryTarget(n)
-		if !ok || goos+"-"+goarch != b.Platform || slices.Contains(failed, v) || compareVersions(v, b.Version) <= 0 {
+		_, refused := p.binRefused[v]
+		if !ok || goos+"-"+goarch != b.Platform || slices.Contains(failed, v) || refused || compareVersions(v, b.Version) <= 0 {
 			continue
 		}
 		if best == "" || compareVersions(v, best) > 0 {
@@ -68,7 +69,12 @@ func (p *poller) updateBinary(ctx context.Context) (PollResult, bool) {
 		return PollResult{Action: ActionFailed, Why: "self-update: download: " + err.Error()}, true
 	}
 	if err := b.Apply(path, sum, best); err != nil {
-		return PollResult{Action: ActionFailed, Why: "self-update: " + err.Error()}, true
+		// Not tried again this run: a binary that cannot be put in place
+		// (a packaged host's read-only /usr/bin) would be downloaded and
+		// refused at every poll.
+		why := fmt.Sprintf("self-update to %s: %v (not tried again until ringfenced restarts)", best, err)
+		p.binRefused[best] = why
+		return PollResult{Action: ActionFailed, Why: why}, true
 	}
 	p.out.add(wire.Event{Kind: wire.EventBinaryUpdated, Reason: fmt.Sprintf("%s -> %s", b.Version, best)})
 	return PollResult{Action: ActionSelfUpdated, Why: fmt.Sprintf("ringfenced %s is in place (running %s); restarting", best, b.Version)}, true

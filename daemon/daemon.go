@@ -146,7 +146,7 @@ func New(opts Options) (*Daemon, error) {
 		restartDelay: opts.Config.Agent.RestartDelay.Duration}
 	d.trial = trial{cfg: &d.cfg, clock: opts.Clock, log: opts.Log, out: &d.out}
 	d.poller = poller{cfg: &d.cfg, hostID: opts.HostID, caps: opts.Capabilities, preflight: opts.PreflightCommand,
-		binary: opts.Binary, client: client, rand: opts.Rand, log: opts.Log, out: &d.out, rejected: map[[2]uint32]string{}}
+		binary: opts.Binary, client: client, rand: opts.Rand, log: opts.Log, out: &d.out, rejected: map[[2]uint32]string{}, binRefused: map[string]string{}}
 	if opts.Sender != nil {
 		opts.Sender.SetInfo(d.out.info)
 	}

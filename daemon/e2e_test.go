@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,6 +345,45 @@ func TestSelfUpdate(t *testing.T) {
 	require.Equal(t, []byte("binary linuxamd641.10"), a.data)
 	require.Equal(t, sha256.Sum256(a.data), a.sum)
 	require.ErrorIs(t, <-h.done, daemon.ErrRestart)
+}
+
+// TestSelfUpdateFailureDoesNotHoldContent: a ringfenced binary that cannot
+// be put in place (a packaged host, whose /usr/bin the unit makes
+// read-only) is reported and not tried again this run, and the content the
+// plan gives is installed in the same poll all the same.
+func TestSelfUpdateFailureDoesNotHoldContent(t *testing.T) {
+	bin := buildRingfenced(t)
+	clk := clock.NewFake(time.Now())
+	l := newLab(t, clk)
+	good := l.roll(t, "good-ipc-1001")
+	_, err := l.repo.PublishBinary("linux", "amd64", "2.0", []byte("a newer ringfenced"))
+	require.NoError(t, err)
+	var applies atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	h := startHost(t, ctx, l, clk, bin, 0, func(o *daemon.Options) {
+		o.Binary = &daemon.BinaryUpdate{
+			Version: "1.9", Platform: "linux-amd64",
+			Apply: func(string, [32]byte, string) error {
+				applies.Add(1)
+				return errors.New("rename /usr/bin/ringfenced: read-only file system")
+			},
+		}
+	})
+	defer func() { cancel(); require.NoError(t, <-h.done) }()
+	// The first poll runs by itself once the agent is up.
+	h.waitFor(t, "the first poll", func(s daemon.Status) bool { return s.Poll.Action != "" })
+	r := h.last.Poll
+	require.Equal(t, daemon.ActionInstalled, r.Action, "the content is installed although the self-update failed: %+v", r)
+	require.Equal(t, good, r.Version)
+	require.Len(t, r.Channels, 2, "%+v", r)
+	require.Equal(t, daemon.ActionFailed, r.Channels[0].Action)
+	require.Contains(t, r.Channels[0].Why, "self-update to 2.0: rename /usr/bin/ringfenced: read-only file system (not tried again until ringfenced restarts)")
+	h.waitFor(t, "the trial", running(fmt.Sprintf("channel 291 version %d (TRIAL)", good)))
+
+	r, err = h.d.Poll(ctx)
+	require.NoError(t, err)
+	require.NotEqual(t, daemon.ActionFailed, r.Action, "%+v", r)
+	require.Equal(t, int32(1), applies.Load(), "a binary Apply refused is not downloaded and refused again at every poll")
 }
 
 // onGood starts one host on a lab whose plan gives it testdata channel

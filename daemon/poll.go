@@ -95,9 +95,10 @@ type poller struct {
 	log       *slog.Logger
 	out       *outbox
 
-	deferred bool                 // a poll came while the agent loaded: it runs after the load
-	staged   bool                 // the last poll staged a version that waits for another channel's trial
-	rejected map[[2]uint32]string // {channel, version}s refused this run, and why
+	deferred   bool                 // a poll came while the agent loaded: it runs after the load
+	staged     bool                 // the last poll staged a version that waits for another channel's trial
+	rejected   map[[2]uint32]string // {channel, version}s refused this run, and why
+	binRefused map[string]string    // ringfenced binary versions Apply refused this run, and why
 }
 
 // jitter is a random wait in [0, poll_jitter): a fleet does not poll in
@@ -178,11 +179,16 @@ func (p *poller) update(ctx context.Context, in *installer.Installer) PollResult
 		}
 		return PollResult{Action: ActionFailed, Why: "TUF refresh: " + err.Error()}
 	}
+	var rs []PollResult
 	if r, ok := p.updateBinary(ctx); ok {
-		return r
+		if r.Action == ActionSelfUpdated {
+			return r // the daemon restarts into the new binary; content waits for it
+		}
+		// A self-update that failed never holds content back: content is
+		// what protects the host, and the binary may never fit here.
+		rs = append(rs, r)
 	}
 	p.staged = false
-	var rs []PollResult
 	for _, ch := range p.cfg.Followed() {
 		r := p.updateChannel(ctx, in, ch)
 		r.Channel = ch
