@@ -17,11 +17,14 @@ package compat
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"unicode"
 )
 
 // Bounds of a constraint, checked wherever one is read.
@@ -84,34 +87,65 @@ func (c Constraint) Within(other Constraint) bool {
 	return true
 }
 
-// String describes the constraint for people: "any sensor" or
-// "sensors 7.12 (excludes 7.11: FIELD_NOT_SUPPLIED)".
+// String describes the constraint for people, versions in Compare's
+// order: "any sensor", "sensor 7.12 only", or "sensors 7.9, 7.12 only;
+// excludes 7.8 (FIELD_NOT_SUPPLIED), 7.10 (preflight)".
 func (c Constraint) String() string {
 	if c.Any() {
 		return "any sensor"
 	}
-	var b bytes.Buffer
+	var b strings.Builder
 	b.WriteString("sensor")
 	if len(c.Sensors) > 1 {
 		b.WriteString("s")
 	}
-	for i, s := range c.Sensors {
-		if i > 0 {
-			b.WriteString(",")
+	b.WriteString(" " + strings.Join(slices.SortedFunc(slices.Values(c.Sensors), Compare), ", ") + " only")
+	for i, s := range slices.SortedFunc(maps.Keys(c.Excluded), Compare) {
+		if i == 0 {
+			b.WriteString("; excludes ")
+		} else {
+			b.WriteString(", ")
 		}
-		b.WriteString(" " + s)
-	}
-	if len(c.Excluded) > 0 {
-		b.WriteString(" (excludes")
-		for i, s := range slices.Sorted(maps.Keys(c.Excluded)) {
-			if i > 0 {
-				b.WriteString(";")
-			}
-			fmt.Fprintf(&b, " %s: %s", s, c.Excluded[s])
-		}
-		b.WriteString(")")
+		fmt.Fprintf(&b, "%s (%s)", s, c.Excluded[s])
 	}
 	return b.String()
+}
+
+// Compare orders sensor versions as people read them: runs of digits by
+// their value (7.9 before 7.11, 7.12 before 7.12.1), the rest as text.
+func Compare(a, b string) int {
+	for a != "" && b != "" {
+		ra, resta := leadingRun(a)
+		rb, restb := leadingRun(b)
+		if c := compareRuns(ra, rb); c != 0 {
+			return c
+		}
+		a, b = resta, restb
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// leadingRun splits s after its first run of digits or of other bytes.
+func leadingRun(s string) (run, rest string) {
+	digit := func(c byte) bool { return c >= '0' && c <= '9' }
+	i := 1
+	for i < len(s) && digit(s[i]) == digit(s[0]) {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+func compareRuns(a, b string) int {
+	if a[0] >= '0' && a[0] <= '9' && b[0] >= '0' && b[0] <= '9' {
+		ta, tb := strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+		if c := cmp.Compare(len(ta), len(tb)); c != 0 {
+			return c
+		}
+		if c := strings.Compare(ta, tb); c != 0 {
+			return c
+		}
+	}
+	return strings.Compare(a, b)
 }
 
 // CheckSensor reports whether s can name a sensor version: 1 to
@@ -130,7 +164,8 @@ func CheckSensor(s string) error {
 
 // Check reports the first thing wrong with c: too many versions, versions
 // excluded but none allowed, a bad version string, one listed twice, one
-// both allowed and excluded, a reason too long.
+// both allowed and excluded, a reason too long or one that does not print
+// (every character of a constraint that passes prints in a terminal).
 func (c Constraint) Check() error {
 	if len(c.Sensors)+len(c.Excluded) > MaxSensors {
 		return fmt.Errorf("%w: %d sensor versions; the limit is %d", ErrConstraint, len(c.Sensors)+len(c.Excluded), MaxSensors)
@@ -155,6 +190,9 @@ func (c Constraint) Check() error {
 		}
 		if len(why) > MaxWhyLen {
 			return fmt.Errorf("%w: excluded: the reason for %s is %d bytes; the limit is %d", ErrConstraint, s, len(why), MaxWhyLen)
+		}
+		if strings.IndexFunc(why, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			return fmt.Errorf("%w: excluded: the reason for %s holds a character that does not print", ErrConstraint, s)
 		}
 	}
 	return nil

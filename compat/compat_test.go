@@ -1,6 +1,7 @@
 package compat_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,6 +28,7 @@ func TestParse(t *testing.T) {
 		{name: "twice", custom: `{"ringfence": {"sensors": ["7.12", "7.12"]}}`, err: "listed twice"},
 		{name: "allowed and excluded", custom: `{"ringfence": {"sensors": ["7.12"], "excluded": {"7.12": "x"}}}`, err: "both allowed and excluded"},
 		{name: "excludes but allows none", custom: `{"ringfence": {"excluded": {"7.11": "x"}}}`, err: "allows none"},
+		{name: "a reason that does not print", custom: `{"ringfence": {"sensors": ["7.12"], "excluded": {"7.11": "x\u001b[2J"}}}`, err: "does not print"},
 		{name: "too many", custom: `{"ringfence": {"sensors": [` + strings.Repeat(`"a",`, 64) + `"b"]}}`, err: "the limit is 64"},
 		{name: "too large", custom: `{"x": "` + strings.Repeat("a", compat.MaxCustom) + `"}`, err: "custom metadata of"},
 	} {
@@ -75,6 +77,14 @@ func TestAllows(t *testing.T) {
 	require.False(t, compat.Constraint{Sensors: []string{"7.11", "7.12"}}.Within(only712))
 
 	require.Equal(t, "any sensor", compat.Constraint{}.String())
-	require.Equal(t, "sensor 7.12 (excludes 7.11: FIELD_NOT_SUPPLIED)",
+	require.Equal(t, "sensor 7.12 only; excludes 7.11 (FIELD_NOT_SUPPLIED)",
 		compat.Constraint{Sensors: []string{"7.12"}, Excluded: map[string]string{"7.11": "FIELD_NOT_SUPPLIED"}}.String())
+	require.Equal(t, "sensors 7.9, 7.12 only; excludes 7.8 (FIELD_NOT_SUPPLIED), 7.10 (preflight)",
+		compat.Constraint{Sensors: []string{"7.12", "7.9"}, Excluded: map[string]string{"7.10": "preflight", "7.8": "FIELD_NOT_SUPPLIED"}}.String())
+}
+
+func TestCompare(t *testing.T) {
+	in := []string{"7.12.1", "7.10", "7.8-rc1", "7.9", "7.12", "7.8", "10.0", "7.08"}
+	slices.SortFunc(in, compat.Compare)
+	require.Equal(t, []string{"7.08", "7.8", "7.8-rc1", "7.9", "7.10", "7.12", "7.12.1", "10.0"}, in, "digits by value (a tie, as text), the rest as text")
 }

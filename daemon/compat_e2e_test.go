@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,8 +57,6 @@ func TestConstrainedContentThroughTheServer(t *testing.T) {
 	_, err = repo.Publish(291, 1001, testfiles.Channel(t, "good-ipc-1001"))
 	require.NoError(t, err)
 	require.NoError(t, repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"all","percent":100,"version":1001}]}`, rollout.Format)))
-	root, err := repo.RootJSON()
-	require.NoError(t, err)
 
 	out, err := exec.Command(serverBin, "publish", "--repo", repoDir, "--keys", keys, "--channel", "291",
 		"--matrix", filepath.Join(testfiles.Dir(), "capabilities"), filepath.Join(testfiles.Dir(), "channels", "cf291-shape.rfch")).CombinedOutput()
@@ -73,22 +70,12 @@ func TestConstrainedContentThroughTheServer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"7.12"}, c.Sensors)
 
-	srv, err := server.New(server.Options{Repo: repoDir, Keys: keys, State: t.TempDir(), Clock: clk, CanaryTags: []string{"canary"}})
-	require.NoError(t, err)
-	defer srv.Close()
-	batches := make(chan struct{}, 100)
 	var served atomic.Int64 // downloads of 1004's bytes
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, l, batches := serveFleet(t, clk, repo, repoDir, keys, func(r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, ".1004.rfch") {
 			served.Add(1)
 		}
-		srv.Handler().ServeHTTP(w, r)
-		if r.URL.Path == wire.Path {
-			batches <- struct{}{}
-		}
-	}))
-	defer hs.Close()
-	l := &lab{repo: repo, srv: hs, telemetry: hs, root: root}
+	})
 
 	canaryToken, err := srv.CreateToken(server.TokenRequest{TTL: "1h", Tags: []string{"canary"}, MaxUses: 2})
 	require.NoError(t, err)
@@ -197,7 +184,7 @@ func TestIncompatibleContentRefusedByTheHost(t *testing.T) {
 	// The daemon's first poll, at start, met the pin already.
 	h.waitFor(t, "the pinned version refused", func(s daemon.Status) bool { return s.Poll.Action != "" })
 	require.Equal(t, daemon.ActionRejected, h.last.Poll.Action, "%+v", h.last.Poll)
-	require.Equal(t, "version 1004 is published for sensor 7.12; the installed sensor is 7.11", h.last.Poll.Why)
+	require.Equal(t, "version 1004 is published for sensor 7.12 only; the installed sensor is 7.11", h.last.Poll.Why)
 	r, err := h.d.Poll(ctx)
 	require.NoError(t, err)
 	require.Equal(t, daemon.ActionSkipped, r.Action, "not asked again this run: %+v", r)
@@ -219,7 +206,7 @@ func TestIncompatibleContentRefusedByTheHost(t *testing.T) {
 	for _, e := range l.events[h.id] {
 		if e.Kind == wire.EventIncompatible {
 			n++
-			require.Equal(t, map[string]string{"sensor": "7.11", "constraint": "sensor 7.12 (excludes 7.11: FIELD_NOT_SUPPLIED)"}, e.Evidence)
+			require.Equal(t, map[string]string{"sensor": "7.11", "constraint": "sensor 7.12 only; excludes 7.11 (FIELD_NOT_SUPPLIED)"}, e.Evidence)
 		}
 	}
 	require.Equal(t, 1, n, "reported once, however often the host polls")

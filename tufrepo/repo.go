@@ -469,7 +469,7 @@ func (r *Repo) SetRollout(channel uint32, plan []byte) error {
 			return fmt.Errorf("tufrepo: stage %s: version %d: %w", s.Name, s.Version, err)
 		}
 		if !s.Constraint().Within(c) {
-			return fmt.Errorf("tufrepo: stage %s gives version %d to %v, but it is published for %v only: list those in the stage's \"sensors\"", s.Name, s.Version, s.Constraint(), compat.Constraint{Sensors: c.Sensors})
+			return fmt.Errorf("tufrepo: stage %s gives version %d to %v, but it is published for %v: list those in the stage's \"sensors\"", s.Name, s.Version, s.Constraint(), compat.Constraint{Sensors: c.Sensors})
 		}
 	}
 	if err := r.addTarget(RoleRollout, rollout.RolloutTarget(channel), plan, nil); err != nil {

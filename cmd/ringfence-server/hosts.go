@@ -113,7 +113,7 @@ func hostsShow(args []string, stdout, stderr io.Writer) int {
 	}
 	printHost(stdout, h)
 	if h.Manifest != "" {
-		fmt.Fprintf(stdout, "  sensor manifest sha256 %s\n", termText(h.Manifest))
+		fmt.Fprintf(stdout, "  sensor manifest sha256 %s\n", h.Manifest)
 	}
 	return cli.ExitOK
 }
@@ -183,7 +183,7 @@ func printHost(w io.Writer, h server.HostView) {
 	}
 	switch {
 	case h.Sensor != "":
-		fmt.Fprintf(w, " sensor=%s", termText(h.Sensor))
+		fmt.Fprintf(w, " sensor=%s", h.Sensor)
 	case h.State == wire.AdmissionAccepted && !h.LastSeen.IsZero():
 		// Heard from, but said no sensor version: an older ringfenced,
 		// outside every rollout of constrained content.

@@ -22,7 +22,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/rollout"
@@ -295,8 +294,7 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 	if c.Any() {
 		fmt.Fprintf(stdout, "published %s (%d bytes) for any sensor; content, snapshot and timestamp re-signed\n", name, len(data))
 	} else {
-		fmt.Fprintf(stdout, "published %s (%d bytes) for %v only (refused by %s): hosts of other sensors never get it; content, snapshot and timestamp re-signed\n",
-			name, len(data), compat.Constraint{Sensors: c.Sensors}, refusedBy(c))
+		fmt.Fprintf(stdout, "published %s (%d bytes) for %v: hosts of other sensors never get it; content, snapshot and timestamp re-signed\n", name, len(data), c)
 	}
 	return cli.ExitOK
 }

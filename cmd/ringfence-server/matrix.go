@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,7 +112,6 @@ func constraint(checks []matrixCheck) compat.Constraint {
 	if len(c.Excluded) == 0 {
 		return compat.Constraint{}
 	}
-	slices.Sort(c.Sensors)
 	return c
 }
 
@@ -142,14 +140,4 @@ func printMatrix(stdout, stderr io.Writer, file string, checks []matrixCheck) {
 			v.Print(stderr, fmt.Sprintf("%s [sensor %s]", file, m.sensor))
 		}
 	}
-}
-
-// refusedBy lists the versions c excludes with their reasons:
-// "7.11 (FIELD_NOT_SUPPLIED), 7.10 (...)".
-func refusedBy(c compat.Constraint) string {
-	var parts []string
-	for _, s := range slices.Sorted(maps.Keys(c.Excluded)) {
-		parts = append(parts, fmt.Sprintf("%s (%s)", s, c.Excluded[s]))
-	}
-	return strings.Join(parts, ", ")
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,10 +9,8 @@ import (
 	"maps"
 	"os/user"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/controller"
@@ -231,7 +228,7 @@ func printView(w io.Writer, v server.View, decisions int) {
 	}
 	slices.Sort(vers)
 	fmt.Fprintf(w, "  hosts:    %s\n", strings.Join(vers, ", "))
-	fmt.Fprintf(w, "  compat:   %s\n", compatText(v.Compat))
+	fmt.Fprintf(w, "  compat:   %v\n", v.Compat)
 	fmt.Fprintf(w, "  sensors:  %s\n", sensorsText(v))
 	g := v.Gate
 	fmt.Fprintf(w, "  gate:     statistic %.2f, threshold %.2f (alpha %g); treated %d (%d failed), control %d (%d failed)\n",
@@ -247,32 +244,6 @@ func printView(w io.Writer, v server.View, decisions int) {
 	}
 }
 
-// compatText describes a rollout's compatibility constraint for a
-// terminal: "any sensor", or "sensor 7.12 only; excludes 7.11
-// (FIELD_NOT_SUPPLIED)".
-func compatText(c compat.Constraint) string {
-	if c.Any() {
-		return "any sensor"
-	}
-	allowed := slices.SortedFunc(slices.Values(c.Sensors), compareSensors)
-	for i, s := range allowed {
-		allowed[i] = termText(s)
-	}
-	out := "sensor"
-	if len(allowed) > 1 {
-		out += "s"
-	}
-	out += " " + strings.Join(allowed, ", ") + " only"
-	if len(c.Excluded) > 0 {
-		var ex []string
-		for _, s := range slices.SortedFunc(maps.Keys(c.Excluded), compareSensors) {
-			ex = append(ex, fmt.Sprintf("%s (%s)", termText(s), termText(c.Excluded[s])))
-		}
-		out += "; excludes " + strings.Join(ex, ", ")
-	}
-	return out
-}
-
 // sensorsText is the hosts on a rollout's channel per sensor version,
 // those the constraint keeps out marked, and for a constrained version how
 // many hosts that leaves out: "7.11 3 hosts (excluded), 7.12 5 hosts; 3
@@ -281,8 +252,8 @@ func compatText(c compat.Constraint) string {
 func sensorsText(v server.View) string {
 	var parts []string
 	excluded := 0
-	for _, s := range slices.SortedFunc(maps.Keys(v.Sensors), compareSensors) {
-		p := fmt.Sprintf("%s %s", termText(s), plural(v.Sensors[s], "host"))
+	for _, s := range slices.SortedFunc(maps.Keys(v.Sensors), bySensor) {
+		p := fmt.Sprintf("%s %s", s, plural(v.Sensors[s], "host"))
 		if slices.Contains(v.Excludes, s) {
 			p += " (excluded)"
 			excluded += v.Sensors[s]
@@ -306,61 +277,16 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// compareSensors orders sensor versions as people read them: runs of
-// digits by their value (7.9 before 7.11), the rest as text, and "unknown"
-// (hosts that did not say) last.
-func compareSensors(a, b string) int {
+// bySensor orders the sensor versions of a view: compat.Compare, and
+// "unknown" (hosts that did not say) last.
+func bySensor(a, b string) int {
 	if (a == "unknown") != (b == "unknown") {
 		if a == "unknown" {
 			return 1
 		}
 		return -1
 	}
-	for a != "" && b != "" {
-		na, ra := leadingRun(a)
-		nb, rb := leadingRun(b)
-		if c := compareRuns(na, nb); c != 0 {
-			return c
-		}
-		a, b = ra, rb
-	}
-	return cmp.Compare(len(a), len(b))
-}
-
-// leadingRun splits s after its first run of digits or of other bytes.
-func leadingRun(s string) (run, rest string) {
-	digit := func(c byte) bool { return c >= '0' && c <= '9' }
-	i := 1
-	for i < len(s) && digit(s[i]) == digit(s[0]) {
-		i++
-	}
-	return s[:i], s[i:]
-}
-
-func compareRuns(a, b string) int {
-	isNum := func(s string) bool { return s[0] >= '0' && s[0] <= '9' }
-	if isNum(a) && isNum(b) {
-		ta, tb := strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
-		if c := cmp.Compare(len(ta), len(tb)); c != 0 {
-			return c
-		}
-		if c := strings.Compare(ta, tb); c != 0 {
-			return c
-		}
-	}
-	return strings.Compare(a, b)
-}
-
-// termText is s as it is when every rune of it prints, else quoted: sensor
-// versions and reasons come from hosts and publishers, and a terminal is
-// not the place for their control characters.
-func termText(s string) string {
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
+	return compat.Compare(a, b)
 }
 
 func stageName(v server.View, i int) string {

@@ -33,7 +33,7 @@ func TestPublishMatrix(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "sensor 7.11: refused by validation (FIELD_NOT_SUPPLIED)\n"+
 		"sensor 7.12: ok (validated, preflight passed)\n"+
-		"published channels/291/1004.rfch (257 bytes) for sensor 7.12 only (refused by 7.11 (FIELD_NOT_SUPPLIED)): hosts of other sensors never get it; content, snapshot and timestamp re-signed\n", out)
+		"published channels/291/1004.rfch (257 bytes) for sensor 7.12 only; excludes 7.11 (FIELD_NOT_SUPPLIED): hosts of other sensors never get it; content, snapshot and timestamp re-signed\n", out)
 	require.Contains(t, errOut, "cf291-shape.rfch [sensor 7.11]: FIELD_NOT_SUPPLIED: instance 1, field 21", "the refusal's problems, named by sensor")
 	require.Equal(t, compat.Constraint{Sensors: []string{"7.12"}, Excluded: map[string]string{"7.11": "FIELD_NOT_SUPPLIED"}}, constraint(1004))
 
