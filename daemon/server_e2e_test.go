@@ -48,21 +48,8 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 	}
 	good, bad := versions["good-ipc-1001"], versions["cf291-shape"]
 	require.NoError(t, repo.SetRollout(291, fmt.Appendf(nil, `{"format":%q,"channel":291,"stages":[{"name":"all","percent":100,"version":%d}]}`, rollout.Format, good)))
-	root, err := repo.RootJSON()
-	require.NoError(t, err)
 
-	srv, err := server.New(server.Options{Repo: repoDir, Keys: keys, State: t.TempDir(), Clock: clk, CanaryTags: []string{"canary"}})
-	require.NoError(t, err)
-	defer srv.Close()
-	batches := make(chan struct{}, 100)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		srv.Handler().ServeHTTP(w, r)
-		if r.URL.Path == wire.Path {
-			batches <- struct{}{}
-		}
-	}))
-	defer hs.Close()
-	l := &lab{repo: repo, srv: hs, telemetry: hs, root: root}
+	srv, l, batches := serveFleet(t, clk, repo, repoDir, keys, nil)
 
 	// The hosts enrol with tokens the operator issued: the canary's puts it
 	// in the canary group (the server's record, not the host's say).
@@ -153,6 +140,32 @@ func TestCanaryHaltThroughTheServer(t *testing.T) {
 		require.Equal(t, goodOf(good), h.last.Running, h.id)
 	}
 	require.Equal(t, map[string]int{fmt.Sprint(good): 4}, srv.Status()[0].Versions, "every host reports the good version")
+}
+
+// serveFleet runs the real rollout server over the repository (repoDir,
+// keys; repo its open handle) with the canary tag "canary", on one loopback
+// address for the repository and telemetry alike, and returns it, the lab
+// hosts start on, and a channel that receives once per telemetry batch
+// handled. seen, when set, is told of every request first.
+func serveFleet(t *testing.T, clk *clock.Fake, repo *tufrepo.Repo, repoDir, keys string, seen func(*http.Request)) (*server.Server, *lab, <-chan struct{}) {
+	t.Helper()
+	srv, err := server.New(server.Options{Repo: repoDir, Keys: keys, State: t.TempDir(), Clock: clk, CanaryTags: []string{"canary"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	batches := make(chan struct{}, 100)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if seen != nil {
+			seen(r)
+		}
+		srv.Handler().ServeHTTP(w, r)
+		if r.URL.Path == wire.Path {
+			batches <- struct{}{}
+		}
+	}))
+	t.Cleanup(hs.Close)
+	root, err := repo.RootJSON()
+	require.NoError(t, err)
+	return srv, &lab{repo: repo, srv: hs, telemetry: hs, root: root}, batches
 }
 
 // TestDenyTakesBackAGoodVersion: a version rolled back upstream after this

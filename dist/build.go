@@ -330,11 +330,6 @@ func (b *builder) goBuild(ctx context.Context, goos, goarch, dir string, pkgs ..
 	return nil
 }
 
-// windowsRoot is ringfenced's root on Windows (hostconfig.DefaultRoot in
-// its _windows.go file, which this Linux build cannot import): the MSI
-// creates it under ProgramData with its ACLs.
-const windowsRoot = `C:\ProgramData\Ringfence\root`
-
 // windowsPackages builds the Windows installer (dist/msi): ringfenced.exe
 // and ringfence.exe built as the Linux binaries are (-trimpath, the vendor
 // overlay, the version), so the vendor's values are embedded in
@@ -354,7 +349,7 @@ func (b *builder) windowsPackages(ctx context.Context) ([]string, error) {
 # wins over each. 'ringfenced version' prints what the binary embeds.
 root = '%s'
 channels = [%s]
-`, windowsRoot, joinChannels(b.vendor.Channels))
+`, hostconfig.WindowsRoot, joinChannels(b.vendor.Channels))
 	name := "ringfenced-" + b.o.Version + "-x64.msi"
 	err := msi.Build(ctx, msi.Options{Version: b.o.Version, Arch: "amd64", SourceDateEpoch: b.mtime.Unix(),
 		Ringfenced: filepath.Join(win, "ringfenced.exe"), Ringfence: filepath.Join(win, "ringfence.exe"),

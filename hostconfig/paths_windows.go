@@ -1,7 +1,7 @@
 package hostconfig
 
 // DefaultPath is where ringfenced looks for its configuration.
-const DefaultPath = `C:\ProgramData\Ringfence\ringfenced.toml`
+const DefaultPath = WindowsPath
 
 // DefaultRoot is the default Ringfence root directory.
-const DefaultRoot = `C:\ProgramData\Ringfence\root`
+const DefaultRoot = WindowsRoot

@@ -134,22 +134,30 @@ func TestRefreshAndDownload(t *testing.T) {
 	require.ErrorIs(t, err, tuf.ErrNotFound)
 }
 
+// goTUF is go-tuf's own updater (not our client) over f's repository,
+// trusting f's root, refreshed at t0; dir is its local directory.
+func goTUF(t *testing.T, f *fixture) (up *updater.Updater, dir string) {
+	t.Helper()
+	cfg, err := config.New(f.srv.URL+"/metadata", f.root)
+	require.NoError(t, err)
+	dir = testtmp.Dir(t)
+	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
+	cfg.RemoteTargetsURL = f.srv.URL + "/targets"
+	cfg.PrefixTargetsWithHash = true
+	up, err = updater.New(cfg)
+	require.NoError(t, err)
+	up.UnsafeSetRefTime(t0)
+	require.NoError(t, up.Refresh())
+	return up, dir
+}
+
 // TestGoTUFReadsRepository: the repository is standard TUF; go-tuf's own
 // updater (not our wrapper) refreshes it and downloads a target.
 func TestGoTUFReadsRepository(t *testing.T) {
 	f := newFixture(t)
 	data := channelFile(t, "good-ipc-1002")
 	f.publish(291, 1002, data)
-	cfg, err := config.New(f.srv.URL+"/metadata", f.root)
-	require.NoError(t, err)
-	dir := testtmp.Dir(t)
-	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
-	cfg.RemoteTargetsURL = f.srv.URL + "/targets"
-	cfg.PrefixTargetsWithHash = true
-	up, err := updater.New(cfg)
-	require.NoError(t, err)
-	up.UnsafeSetRefTime(t0)
-	require.NoError(t, up.Refresh())
+	up, dir := goTUF(t, f)
 	tf, err := up.GetTargetInfo("channels/291/1002.rfch")
 	require.NoError(t, err)
 	_, got, err := up.DownloadTarget(tf, filepath.Join(dir, "out"), "")
@@ -168,16 +176,7 @@ func TestCustomConstraintReadBack(t *testing.T) {
 	_, err := f.repo.PublishFor(291, 1004, channelFile(t, "cf291-shape"), only712)
 	require.NoError(t, err)
 
-	cfg, err := config.New(f.srv.URL+"/metadata", f.root)
-	require.NoError(t, err)
-	dir := testtmp.Dir(t)
-	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
-	cfg.RemoteTargetsURL = f.srv.URL + "/targets"
-	cfg.PrefixTargetsWithHash = true
-	up, err := updater.New(cfg)
-	require.NoError(t, err)
-	up.UnsafeSetRefTime(t0)
-	require.NoError(t, up.Refresh())
+	up, _ := goTUF(t, f)
 	tf, err := up.GetTargetInfo("channels/291/1004.rfch")
 	require.NoError(t, err)
 	require.NotNil(t, tf.Custom, "go-tuf keeps the custom metadata")
