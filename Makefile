@@ -180,7 +180,7 @@ cross: ## cross-build every package and binary for linux and windows (amd64, arm
 
 .PHONY: fuzz-smoke
 fuzz-smoke: ## run every fuzz target for SMOKETIME (default 3s), minimizing each new input for at most SMOKEMINIMIZE (100x)
-	FUZZTIME=$(SMOKETIME) FUZZMINIMIZETIME=$(SMOKEMINIMIZE) ./fuzz/run.sh
+	FUZZTIME=$(SMOKETIME) FUZZMINIMIZETIME=$(SMOKEMINIMIZE) FUZZ_SKIPPED=$(SKIPPED) ./fuzz/run.sh
 
 .PHONY: fuzz
 fuzz: ## long fuzz runs: every target for FUZZTIME (default 5m), minimizing each new input for at most FUZZMINIMIZE (10s); TARGETS='FuzzParse ...' to pick

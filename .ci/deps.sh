@@ -7,6 +7,8 @@ set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(
   gcc              # C compiler: the boot-record vectors run against the C loader
+  clang-14         # builds the C loader's libFuzzer target (bootguard/c/fuzz_select.c; make fuzz, fuzz-smoke)
+  libclang-rt-14-dev  # its -fsanitize=fuzzer,address,undefined runtimes
   qemu-system-x86  # the VM crash-loop test (make test-vm)
   e2fsprogs        # mkfs.ext4 and debugfs for the VM test's state disk
   wine             # the Windows test binaries under Wine (make test-windows)

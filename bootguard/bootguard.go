@@ -10,8 +10,10 @@ import (
 // copies it into the slot's entry, so the loader needs no configuration.
 type Policy struct {
 	// Tries is the number of boots a trial gets before it must have been
-	// marked good (default 2): a crash after the load finished, or any
-	// reboot, during the health window spends one.
+	// marked good (default 2): each load spends one, except the load after
+	// a clean stop (MarkStopped). So a crash after the load finished, or a
+	// reboot the agent did not stop cleanly before, during the health
+	// window spends one; a clean reboot does not.
 	Tries uint8
 	// LoadTries is the number of crashes while loading (breadcrumb still
 	// LOADING at the next boot) a trial may suffer (default 1: a crash while
@@ -51,7 +53,9 @@ func Init(path string) (created bool, err error) {
 
 // Rebuild replaces the record file with r in both copies, whatever it held.
 // It is for offline recovery of a record with no valid copy; everything else
-// updates the record in place.
+// updates the record in place. If the file still has a valid copy that r's
+// sequence number is not Newer than, r gets that copy's sequence + 1, so the
+// sequence keeps moving forward.
 func Rebuild(path string, r Record) error {
 	unlock, err := lockFile(path+lockSuffix, LockTimeout)
 	if err != nil {
@@ -59,7 +63,7 @@ func Rebuild(path string, r Record) error {
 	}
 	defer unlock()
 	if data, err := readFile(path); err == nil {
-		if cur, _, ok := Pick(data); ok && cur.Seq >= r.Seq {
+		if cur, _, ok := Pick(data); ok && !Newer(r.Seq, cur.Seq) {
 			r.Seq = cur.Seq + 1
 		}
 	}
@@ -127,10 +131,35 @@ func MarkLoaded(path string) error {
 	return err
 }
 
+// MarkStopped records that the agent stopped cleanly after the trial had
+// loaded: an active TRIAL whose breadcrumb is LOADED gets the breadcrumb
+// STOPPED, and the next boot loads it again without spending a try (Decide).
+// The agent calls it once it has stopped running the content, before it
+// exits, so a crash after the write is never the content's: a crash while
+// the content runs leaves LOADING or LOADED, never STOPPED. Anything else
+// (GOOD content, no active slot, a load that did not finish, a stop already
+// recorded) writes nothing and returns nil.
+func MarkStopped(path string) error {
+	_, err := update(path, func(r *Record) (bool, error) {
+		if r.Active == SlotNone {
+			return false, nil
+		}
+		e := r.Entry(r.Active)
+		if e.State != StateTrial || e.Crumb != CrumbLoaded {
+			return false, nil
+		}
+		e.Crumb = CrumbStopped
+		return true, nil
+	})
+	return err
+}
+
 // MarkGood promotes the trial to last-known-good once its health window has
-// passed. The trial must have loaded (MarkLoaded) in this boot. The previous
-// good slot keeps its content and state, but stops being the fallback: it is
-// the slot the next update is staged into.
+// passed. The trial must have loaded (MarkLoaded) in this boot; a trial whose
+// agent then stopped cleanly (MarkStopped: the breadcrumb STOPPED) loaded
+// too, so an operator who stops the agent to mark it good by hand can. The
+// previous good slot keeps its content and state, but stops being the
+// fallback: it is the slot the next update is staged into.
 func MarkGood(path string) (Record, error) {
 	return update(path, func(r *Record) (bool, error) {
 		if r.Active == SlotNone {
@@ -140,7 +169,7 @@ func MarkGood(path string) (Record, error) {
 		if e.State != StateTrial {
 			return false, fmt.Errorf("%w: slot %v is %v", ErrNoTrial, r.Active, e.State)
 		}
-		if e.Crumb != CrumbLoaded {
+		if e.Crumb != CrumbLoaded && e.Crumb != CrumbStopped {
 			return false, fmt.Errorf("%w (slot %v, breadcrumb %v)", ErrNotLoaded, r.Active, e.Crumb)
 		}
 		e.State, e.Tries, e.LoadTries, e.Crumb, e.Reason = StateGood, 0, 0, CrumbNone, ReasonNone

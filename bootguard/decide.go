@@ -35,7 +35,7 @@ type Why string
 // The explanations.
 const (
 	WhyGood           Why = "good"            // the active slot is last-known-good
-	WhyTrial          Why = "trial"           // the active slot is on trial and has tries left
+	WhyTrial          Why = "trial"           // the active slot is on trial and loads (a try spent, or none after a clean stop)
 	WhyLoadCrash      Why = "load-crash"      // the last trial load never finished: reverted
 	WhyTriesExhausted Why = "tries-exhausted" // the trial used up its boots: reverted
 	WhyNotLoadable    Why = "not-loadable"    // the active slot is neither GOOD nor TRIAL
@@ -54,7 +54,8 @@ type Decision struct {
 	// Reverted is the slot this decision marked BAD, if any.
 	Reverted Slot
 	// Write says the record must be written (Next) durably before the
-	// load; Next.Seq is already one past the current record's.
+	// load; Next.Seq is already one past the current record's (2^64-1
+	// wraps to 0, which is Newer).
 	Write bool
 	Next  Record
 }
@@ -79,14 +80,20 @@ func b2i(b bool) int {
 //
 //  1. No valid copy: load nothing (safe mode).
 //  2. Active GOOD: load it; nothing is written.
-//  3. Active TRIAL whose breadcrumb still says LOADING: the last load never
+//  3. Active TRIAL whose breadcrumb says STOPPED: the last load finished and
+//     the agent stopped cleanly (MarkStopped), which says nothing against the
+//     content. The trial loads again without spending a try, even with no
+//     tries left (the boot that loaded it spent its try then): the
+//     breadcrumb becomes LOADING, the record is written, then it loads.
+//  4. Active TRIAL whose breadcrumb still says LOADING: the last load never
 //     finished. That spends a load try; with none left the slot becomes BAD
 //     (load-crash). A trial with no boots left becomes BAD (tries-exhausted).
 //     A BAD trial hands over to the fallback, if the fallback is GOOD, and
 //     the record is written before the fallback loads.
-//  4. Otherwise a TRIAL spends one boot, its breadcrumb becomes LOADING, the
-//     record is written, and only then is the trial loaded.
-//  5. Active slot neither GOOD nor TRIAL: the fallback, if GOOD; otherwise
+//  5. Otherwise (breadcrumb NONE, or LOADED: a crash or an unclean stop
+//     after the load) a TRIAL spends one boot, its breadcrumb becomes
+//     LOADING, the record is written, and only then is the trial loaded.
+//  6. Active slot neither GOOD nor TRIAL: the fallback, if GOOD; otherwise
 //     nothing.
 func Decide(cur Record, ok bool) Decision {
 	if !ok {
@@ -103,6 +110,13 @@ func Decide(cur Record, ok bool) Decision {
 	case StateGood:
 		return Decision{Action: ActionLoad, Slot: a, Entry: *e, Why: WhyGood}
 	case StateTrial:
+		if e.Crumb == CrumbStopped {
+			// Tries stays as it is, 0 included: a STOPPED trial with no
+			// tries left loads, and the next crash of any kind (the
+			// breadcrumb LOADING or LOADED at the boot after) reverts it.
+			e.Crumb = CrumbLoading
+			return Decision{Action: ActionLoad, Slot: a, Entry: *e, Why: WhyTrial, Write: true, Next: next}
+		}
 		var fail Reason
 		if e.Crumb == CrumbLoading {
 			if e.LoadTries > 0 {

@@ -87,7 +87,7 @@ func createFile(path string, r Record) error {
 
 // update runs fn on the current record under the lock file and writes the
 // record it returns (if write) into the other copy, with the next sequence
-// number. A record with no valid copy is ErrNoValidCopy.
+// number (wrapping: see Newer). A record with no valid copy is ErrNoValidCopy.
 func update(path string, fn func(r *Record) (write bool, err error)) (Record, error) {
 	unlock, err := lockFile(path+lockSuffix, LockTimeout)
 	if err != nil {

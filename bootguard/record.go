@@ -14,11 +14,6 @@ const (
 	FileSize = 2 * CopySize
 	// FormatVersion is the layout version this package reads and writes.
 	FormatVersion = 1
-	// MaxSeq is the highest valid sequence number. A copy above it is
-	// invalid, so a forged or corrupted copy with a sequence near 2^64
-	// cannot shadow every later write by wrapping; honest writers, one
-	// increment per write, never get there.
-	MaxSeq = 1<<63 - 1
 )
 
 // Byte offsets within a copy.
@@ -127,9 +122,13 @@ const (
 	CrumbNone    Crumb = 0
 	CrumbLoading Crumb = 1 // written before the load; still there at the next boot means the load crashed
 	CrumbLoaded  Crumb = 2 // the load finished and the agent survived its first events
+	// CrumbStopped: after a finished load, the agent stopped cleanly (it
+	// no longer ran the content when this was written). The next boot
+	// loads the trial again without spending a try.
+	CrumbStopped Crumb = 3
 )
 
-var crumbNames = [...]string{"NONE", "LOADING", "LOADED"}
+var crumbNames = [...]string{"NONE", "LOADING", "LOADED", "STOPPED"}
 
 func (c Crumb) String() string {
 	if int(c) < len(crumbNames) {
@@ -179,7 +178,8 @@ type Entry struct {
 
 // Record is one copy of the boot record.
 type Record struct {
-	// Seq orders the copies: a reader takes the valid copy with the higher.
+	// Seq orders the copies: a reader takes the valid copy that is Newer.
+	// Every value is valid, and it wraps: the write after 2^64-1 is 0.
 	Seq      uint64
 	Active   Slot
 	Fallback Slot
@@ -221,8 +221,8 @@ func (r *Record) Encode() [CopySize]byte {
 
 // DecodeCopy parses one copy. It reports false for anything that is not a
 // complete, intact copy of this format version: short, wrong magic, version
-// or size, CRC mismatch, a sequence above MaxSeq, or an enumeration out of
-// range.
+// or size, CRC mismatch, or an enumeration out of range. Every sequence
+// number is valid (see Newer).
 func DecodeCopy(b []byte) (Record, bool) {
 	if len(b) < CopySize {
 		return Record{}, false
@@ -239,7 +239,7 @@ func DecodeCopy(b []byte) (Record, bool) {
 		Active:   Slot(b[offActive]),
 		Fallback: Slot(b[offFallback]),
 	}
-	if r.Seq > MaxSeq || r.Active > SlotB || r.Fallback > SlotB {
+	if r.Active > SlotB || r.Fallback > SlotB {
 		return Record{}, false
 	}
 	for i := range r.Slots {
@@ -253,17 +253,37 @@ func DecodeCopy(b []byte) (Record, bool) {
 		e.LoadTries = p[entLoadTries]
 		e.Crumb = Crumb(p[entCrumb])
 		e.Reason = Reason(p[entReason])
-		if e.State > StateBad || e.Crumb > CrumbLoaded || e.Reason > ReasonCorrupt {
+		if e.State > StateBad || e.Crumb > CrumbStopped || e.Reason > ReasonCorrupt {
 			return Record{}, false
 		}
 	}
 	return r, true
 }
 
+// Newer reports whether sequence number a is newer than b, in serial-number
+// arithmetic over the whole uint64 space (RFC 1982 style): a is newer when
+// a - b, modulo 2^64, is in [1, 2^63). So 0 is newer than 2^64-1, and a
+// writer never runs out of sequence numbers. Numbers that are equal, or
+// exactly 2^63 apart, are neither newer than the other; Pick then takes
+// copy 0.
+//
+// Any pair of copies is safe to order this way, because every write is
+// relative to the copy picked: the writer puts the picked copy's sequence + 1
+// into the other copy. The two copies of a file an honest writer wrote differ
+// by 1, and the copy just written is the one picked next. A corrupted or
+// forged copy that passes the CRC with any sequence number can be picked at
+// most until the next write, which then goes over the other copy with that
+// copy's sequence + 1 and is picked after it: it cannot shadow later writes.
+// The C loader's rfbr_seq_newer is the same function.
+func Newer(a, b uint64) bool {
+	d := a - b
+	return d != 0 && d < 1<<63
+}
+
 // Pick chooses the current record from the bytes of a record file (which may
-// be short or damaged): the valid copy with the higher sequence number, copy 0
-// on a tie. It returns the record, the index of the copy it came from, and
-// false when neither copy is valid.
+// be short or damaged): the valid copy that is Newer, copy 0 when neither
+// is. It returns the record, the index of the copy it came from, and false
+// when neither copy is valid.
 func Pick(file []byte) (rec Record, from int, ok bool) {
 	r0, ok0 := DecodeCopy(file)
 	var r1 Record
@@ -272,7 +292,7 @@ func Pick(file []byte) (rec Record, from int, ok bool) {
 		r1, ok1 = DecodeCopy(file[CopySize:])
 	}
 	switch {
-	case ok0 && ok1 && r1.Seq > r0.Seq, !ok0 && ok1:
+	case ok0 && ok1 && Newer(r1.Seq, r0.Seq), !ok0 && ok1:
 		return r1, 1, true
 	case ok0:
 		return r0, 0, true

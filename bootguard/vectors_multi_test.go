@@ -12,7 +12,7 @@ package bootguard_test
 //
 //   - ch<N>.bin: the initial record file of channel N;
 //   - boots: the script, one statement a line ('#' starts a comment):
-//     boot [crash-loading=N | tear=N@K] [good=N,...]
+//     boot [crash-loading=N | tear=N@K] [good=N,...] [stop]
 //     One boot: the loader pass over every channel in ascending order.
 //     Each channel that loads is then marked loaded (MarkLoaded, as the
 //     reference loader does after the first events), unless the host goes
@@ -20,7 +20,10 @@ package bootguard_test
 //     select wrote; the channels after N are never selected); tear=N@K,
 //     while writing N's record (only the first K bytes of the copy reach
 //     the disk). good=N: after the pass, N's health window passes (MarkGood).
-//     Every boot ends with the host going down: a crash or a reboot, the
+//     stop: then the agent stops cleanly, and records it (MarkStopped) on
+//     each channel it loaded, as the reference agent does on SIGTERM.
+//     Every boot ends with the host going down; without stop, that is a
+//     crash or a reboot the agent did not stop cleanly before, and the
 //     loader cannot tell which.
 //     check N TOKEN...
 //     After the boot above it, channel N's state line (see the .want) has
@@ -34,9 +37,9 @@ package bootguard_test
 //
 // TestMultiChannelVectors runs the scripts with the Go loader (Select);
 // TestMultiChannelVectorsC with bootguard/c/harness_multi.c, which runs one
-// boot's loader pass with rfbr_select and file I/O only. MarkLoaded and
-// MarkGood are the user-mode side's (Go in the product), so the test applies
-// them for both loaders, after the pass: records are separate files, so
+// boot's loader pass with rfbr_select and file I/O only. MarkLoaded, MarkGood
+// and MarkStopped are the user-mode side's (Go in the product), so the test
+// applies them for both loaders, after the pass: records are separate files, so
 // applying a channel's MarkLoaded after the later channels' selects leaves the
 // same bytes as applying it in between. The scenarios are the table in
 // multiScenarios; after changing it or the contract, run
@@ -183,6 +186,31 @@ check 292 written seq=11 copy=0 other=valid active=b fallback=- b=GOOD(292,v1002
 check 293 untouched as-initial other=invalid
 `,
 		},
+		"clean-reboots": {
+			about: `Channel 292 is on trial (default policy: two tries); 291 runs last-known-good.
+The host reboots cleanly three times during 292's health window: each time the
+agent stops cleanly first and records it (breadcrumb STOPPED), so the next boot
+loads the trial again without spending a try (before STOPPED, the second clean
+reboot reverted good content as tries-exhausted). Then the host crashes in the
+window, after the load: the boot after it spends the trial's last try, and the
+trial loads once more and is marked good. 291 is never written: a clean stop of
+last-known-good records nothing.`,
+			channels: map[uint32][]byte{291: s.good(291), 292: s.trial(292)},
+			boots: `boot stop
+check 291 untouched as-initial
+check 292 written b=TRIAL(292,v1002,tries=1,load-tries=1,STOPPED)
+boot stop
+check 291 untouched as-initial
+check 292 written b=TRIAL(292,v1002,tries=1,load-tries=1,STOPPED)
+boot stop
+check 292 written b=TRIAL(292,v1002,tries=1,load-tries=1,STOPPED)
+boot  # then a crash in the health window: no clean stop
+check 292 written b=TRIAL(292,v1002,tries=1,load-tries=1,LOADED)
+boot good=292 stop
+check 291 untouched as-initial
+check 292 written active=b fallback=- b=GOOD(292,v1002)
+`,
+		},
 		"ascending-order": {
 			about: `Channels 7, 291 and 1000: the loader goes through them in ascending numeric
 order (7, 291, 1000), not in the order a directory lists them ("1000", "291",
@@ -300,6 +328,7 @@ type boot struct {
 	crash     uint32
 	tearBytes int
 	good      []uint32
+	stop      bool // the agent stops cleanly after the pass (and good)
 	checks    []check
 }
 
@@ -363,12 +392,20 @@ func parseBoots(t *testing.T, script string) []boot {
 						}
 						b.good = append(b.good, ch)
 					}
+				case "stop":
+					if strings.Contains(opt, "=") {
+						fail("stop takes no value")
+					}
+					b.stop = true
 				default:
 					fail("unknown option %q", opt)
 				}
 			}
 			if b.crashKind != "" && len(b.good) > 0 {
 				fail("a boot that crashes reaches no health window")
+			}
+			if b.crashKind != "" && b.stop {
+				fail("a boot that crashes does not stop cleanly")
 			}
 			boots = append(boots, b)
 		case "check":
@@ -503,6 +540,7 @@ func runMultiScenario(t *testing.T, dir string, load multiLoader) string {
 		} else {
 			fmt.Fprintf(&w, "boot %d: %s\n", i+1, b.args)
 		}
+		var loaded []uint32
 		for _, line := range load(t, root, listed, b) {
 			fmt.Fprintf(&w, "  %s\n", line)
 			// The agent: each channel that loaded, and whose load the
@@ -512,11 +550,17 @@ func runMultiScenario(t *testing.T, dir string, load multiLoader) string {
 			require.NoError(t, err, "loader line %q", line)
 			if strings.HasPrefix(rest, "action=load ") && (b.crashKind == "" || b.crash != ch) {
 				fmt.Fprintf(&w, "  ch%d agent mark-loaded: %s\n", ch, outcome(t, bootguard.MarkLoaded(recordPath(root, ch))))
+				loaded = append(loaded, ch)
 			}
 		}
 		for _, ch := range b.good {
 			_, err := bootguard.MarkGood(recordPath(root, ch))
 			fmt.Fprintf(&w, "  ch%d daemon mark-good: %s\n", ch, outcome(t, err))
+		}
+		if b.stop {
+			for _, ch := range loaded {
+				fmt.Fprintf(&w, "  ch%d agent mark-stopped: %s\n", ch, outcome(t, bootguard.MarkStopped(recordPath(root, ch))))
+			}
 		}
 		cur := map[uint32][]byte{}
 		for _, ch := range chans {

@@ -90,7 +90,30 @@ func vectors() map[string][]byte {
 	loading := rec(8, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.Tries, e.Crumb = 1, bootguard.CrumbLoading }))
 	good := rec(5, A, N, goodA, bootguard.Entry{})
 	newer := rec(9, A, N, goodA, with(trialB, func(e *bootguard.Entry) { e.State = bootguard.StateStaged }))
+	// stopped is a trial whose agent stopped cleanly after its load, as
+	// MarkStopped leaves the file: STOPPED in copy 0, and in copy 1 the
+	// LOADED record MarkStopped read (what a reader that does not know
+	// STOPPED falls back to).
+	stopped := func(tries uint8) []byte {
+		loaded := rec(8, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.Tries, e.Crumb = tries, bootguard.CrumbLoaded }))
+		st := loaded
+		st.Seq++
+		st.Entry(B).Crumb = bootguard.CrumbStopped
+		return file(enc(st), enc(loaded))
+	}
 	zero := make([]byte, bootguard.CopySize)
+	// trial-stopped*: after a clean stop the trial loads again and no try
+	// is spent, with no tries left too: the boot that loaded it spent its
+	// try then, the clean stop is no evidence against the content, and the
+	// next crash of any kind (LOADING or LOADED at the boot after) reverts
+	// it, as it would have without the clean stop.
+	//
+	// seq-*: serial-number arithmetic over uint64 (bootguard.Newer). A
+	// trial at 2^63-1 writes 2^63 (readable: no sequence number is
+	// invalid), and one at 2^64-1 writes 0; 0 is newer than 2^64-1 in
+	// either copy; copies exactly 2^63 apart, or equal, give copy 0; a copy
+	// at 2^63 is newer than one at 5, and one at 2^64-1 is older than one
+	// at 5 (six behind).
 	v := map[string][]byte{
 		"empty-file":                        {},
 		"short-file":                        enc(good)[:300],
@@ -107,7 +130,7 @@ func vectors() map[string][]byte {
 		"bad-version":                       file(fixCRC(patch(enc(trial), 4, 2)), enc(good)),
 		"bad-size":                          file(fixCRC(patch(enc(trial), 7, 1)), enc(good)),
 		"state-out-of-range":                patchCRC(trial, 32+40, 5),
-		"crumb-out-of-range":                patchCRC(trial, 96+43, 3),
+		"crumb-out-of-range":                patchCRC(trial, 96+43, 4),
 		"reason-out-of-range":               patchCRC(trial, 96+44, 7),
 		"active-out-of-range":               patchCRC(trial, 16, 3),
 		"fallback-out-of-range":             patchCRC(trial, 17, 9),
@@ -120,6 +143,8 @@ func vectors() map[string][]byte {
 		"trial-load-crash-no-fallback":      both(rec(8, B, N, bootguard.Entry{}, with(trialB, func(e *bootguard.Entry) { e.Crumb = bootguard.CrumbLoading }))),
 		"trial-load-tries-2":                both(rec(8, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.Tries, e.LoadTries, e.Crumb = 2, 2, bootguard.CrumbLoading }))),
 		"trial-loaded-tries-left":           both(rec(8, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.Tries, e.Crumb = 1, bootguard.CrumbLoaded }))),
+		"trial-stopped":                     stopped(1),
+		"trial-stopped-tries-zero":          stopped(0),
 		"trial-tries-exhausted":             both(rec(9, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.Tries, e.Crumb = 0, bootguard.CrumbLoaded }))),
 		"trial-tries-exhausted-no-fallback": both(rec(9, B, N, goodA, with(trialB, func(e *bootguard.Entry) { e.Tries, e.Crumb = 0, bootguard.CrumbLoaded }))),
 		"trial-load-tries-zero":             both(rec(8, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.LoadTries, e.Crumb = 0, bootguard.CrumbLoading }))),
@@ -131,9 +156,13 @@ func vectors() map[string][]byte {
 		"active-bad-fallback-good":          both(rec(3, B, A, goodA, with(trialB, func(e *bootguard.Entry) { e.State, e.Reason = bootguard.StateBad, bootguard.ReasonManual }))),
 		"active-bad-no-fallback":            both(rec(3, B, N, goodA, with(trialB, func(e *bootguard.Entry) { e.State, e.Reason = bootguard.StateBad, bootguard.ReasonManual }))),
 		"no-active-good-slot":               both(rec(3, N, N, goodA, bootguard.Entry{})),
-		"seq-top-valid":                     both(rec(bootguard.MaxSeq, B, A, goodA, trialB)),
-		"seq-above-max":                     file(enc(rec(bootguard.MaxSeq+1, B, A, goodA, trialB)), enc(good)),
-		"seq-max-uint64":                    file(enc(good), enc(rec(math.MaxUint64, B, A, goodA, trialB))),
+		"seq-crosses-2p63":                  both(rec(1<<63-1, B, A, goodA, trialB)),
+		"seq-wraps-to-0":                    both(rec(math.MaxUint64, B, A, goodA, trialB)),
+		"seq-wrap-copy1-newer":              file(enc(rec(math.MaxUint64, A, N, goodA, bootguard.Entry{})), enc(rec(0, B, A, goodA, trialB))),
+		"seq-wrap-copy0-newer":              file(enc(rec(0, B, A, goodA, trialB)), enc(rec(math.MaxUint64, A, N, goodA, bootguard.Entry{}))),
+		"seq-tie-2p63-apart":                file(enc(rec(3, B, A, goodA, trialB)), enc(rec(1<<63+3, A, N, goodA, bootguard.Entry{}))),
+		"seq-2p63-newer":                    file(enc(rec(1<<63, B, A, goodA, trialB)), enc(good)),
+		"seq-max-uint64-older":              file(enc(good), enc(rec(math.MaxUint64, B, A, goodA, trialB))),
 		"max-channel-version":               both(rec(6, A, N, with(goodA, func(e *bootguard.Entry) { e.Channel, e.Version = math.MaxUint32, math.MaxUint32 }), bootguard.Entry{})),
 		"longer-file":                       append(both(trial), []byte("trailing bytes a reader must ignore")...),
 	}
@@ -180,23 +209,42 @@ func TestVectors(t *testing.T) {
 	}
 }
 
-// buildHarness compiles bootguard/c/<name>.c with the reference loader, as
-// a driver would build it (C99, every warning an error), with the system C
-// compiler (cc, or $CC); without one the test is skipped, saying so.
-func buildHarness(t *testing.T, name string) string {
+// cCompiler returns the system C compiler (cc, or $CC), or skips the test,
+// saying what was not checked.
+func cCompiler(t *testing.T, unchecked string) string {
 	t.Helper()
 	cc := os.Getenv("CC")
 	if cc == "" {
 		cc = "cc"
 	}
 	if _, err := exec.LookPath(cc); err != nil {
-		t.Skipf("no C compiler (%s): the C loader was not checked against %s's vectors; install gcc (make deps) to run it", cc, name)
+		t.Skipf("no C compiler (%s): %s; install gcc (make deps) to run it", cc, unchecked)
 	}
+	return cc
+}
+
+// buildHarness compiles bootguard/c/<name>.c with the reference loader, as
+// a driver would build it (C99, every warning an error), with the system C
+// compiler (cc, or $CC); without one the test is skipped, saying so.
+func buildHarness(t *testing.T, name string) string {
+	t.Helper()
+	cc := cCompiler(t, fmt.Sprintf("the C loader was not checked against %s's vectors", name))
 	bin := filepath.Join(testtmp.Dir(t), name)
 	out, err := exec.Command(cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
 		"-o", bin, filepath.Join("c", name+".c"), filepath.Join("c", "rfbootrec.c")).CombinedOutput()
 	require.NoError(t, err, "compile the C %s:\n%s", name, out)
 	return bin
+}
+
+// TestFuzzSelectCompiles: the C loader's libFuzzer target (fuzz/run.sh builds
+// and runs it with clang where the fuzzer runtime is) compiles as C99 with
+// every warning an error, with the system C compiler, so a change to the
+// loader's interface breaks it here too, not only where clang is.
+func TestFuzzSelectCompiles(t *testing.T) {
+	cc := cCompiler(t, "bootguard/c/fuzz_select.c was not compiled")
+	out, err := exec.Command(cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c",
+		"-o", filepath.Join(testtmp.Dir(t), "fuzz_select.o"), filepath.Join("c", "fuzz_select.c")).CombinedOutput()
+	require.NoError(t, err, "compile bootguard/c/fuzz_select.c:\n%s", out)
 }
 
 // TestVectorsC runs the reference loader in C on every vector: its output
@@ -216,7 +264,8 @@ func TestVectorsC(t *testing.T) {
 }
 
 // TestVectorWritesLand: where a vector's decision writes, the bytes placed
-// at the target copy make the reader find exactly the decided next record.
+// at the target copy make the reader pick that copy next, and find exactly
+// the decided next record in it.
 func TestVectorWritesLand(t *testing.T) {
 	for name, data := range vectors() {
 		rec, from, ok := bootguard.Pick(data)
@@ -228,13 +277,9 @@ func TestVectorWritesLand(t *testing.T) {
 		copy(f, data)
 		b := d.Next.Encode()
 		copy(f[(1-from)*bootguard.CopySize:], b[:])
-		got, _, ok := bootguard.Pick(f)
-		require.True(t, ok, name)
-		if d.Next.Seq > bootguard.MaxSeq {
-			// The write past MaxSeq is invalid on read: at one write a
-			// second, 292 billion years away.
-			continue
-		}
+		got, to, ok := bootguard.Pick(f)
+		require.True(t, ok, "%s: the written copy does not decode", name)
+		require.Equal(t, 1-from, to, "%s: the written copy is not the one picked next", name)
 		require.Equal(t, d.Next, got, name)
 	}
 }

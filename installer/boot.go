@@ -79,6 +79,21 @@ func (in *Installer) Boot(markLoaded bool) (BootResult, error) {
 	return res, fmt.Errorf("installer: no slot verified after %d rounds", maxBootRounds)
 }
 
+// MarkStopped records that the agent stopped cleanly after it loaded the
+// Installer's channel (bootguard.MarkStopped): if that channel's trial had
+// loaded (breadcrumb LOADED), the next boot loads it again without spending
+// a try. Call it only once the agent no longer runs the content, just before
+// it exits. It does nothing on a read-only root, without a channel, or when
+// the channel is not in a trial that loaded. It writes only the boot record,
+// never state.db, so an agent that handed state.db back (Close) after its
+// load may still call it.
+func (in *Installer) MarkStopped() error {
+	if in.readOnly || in.Ch() == 0 {
+		return nil
+	}
+	return bootguard.MarkStopped(in.RecordPath())
+}
+
 // MarkGood ends the trial's health window: the trial becomes last-known-good.
 // Quarantine entries of older versions of its channel go: a newer version is
 // installed and good.

@@ -2,7 +2,9 @@
 // the loader contract (installer.Boot, which is bootguard.Select plus slot
 // verification), reads the chosen slot's content exactly as verified, loads it
 // into the interpreter, lets the interpreter survive its first events, and
-// only then records the load as finished (breadcrumb LOADED).
+// only then records the load as finished (breadcrumb LOADED). When the agent
+// stops cleanly, Stopped records that too (breadcrumb STOPPED), so that the
+// next start loads a trial again without spending one of its tries.
 //
 // It does not recover from an interpreter crash: a crash while loading must
 // end the process (a kernel agent's crash ends the host), leaving the
@@ -50,6 +52,8 @@ type Loaded struct {
 	Program *sensor.Program
 	// Events is how many first events the program survived.
 	Events int
+
+	in *installer.Installer // the channel's, for Stopped
 }
 
 // ErrLoadFailed wraps an interpreter's refusal of content that passed slot
@@ -66,7 +70,7 @@ func Load(in *installer.Installer, opts Options) (Loaded, error) {
 		return Loaded{}, errors.New("loader: no capabilities")
 	}
 	res, err := in.Boot(false)
-	out := Loaded{Channel: in.Ch(), Boot: res}
+	out := Loaded{Channel: in.Ch(), Boot: res, in: in}
 	if err != nil {
 		return out, err
 	}
@@ -100,6 +104,27 @@ func Load(in *installer.Installer, opts Options) (Loaded, error) {
 	out.Boot.Loaded = true
 	out.Program = prog
 	return out, nil
+}
+
+// Stopped records a clean stop of the agent (Installer.MarkStopped) on each
+// channel of loaded whose trial this process loaded to the end (Load marked
+// it LOADED): the next start loads that trial again without spending a try.
+// Call it only once the agent no longer evaluates the content, just before
+// it exits; a crash must never get here, or it would be taken for a clean
+// stop. It writes only the boot records, so it may be called after the
+// Installer was closed. It goes on past a channel it cannot write and
+// returns the errors joined.
+func Stopped(loaded []Loaded) error {
+	var errs []error
+	for _, l := range loaded {
+		if l.in == nil || !l.Boot.Loaded || l.Boot.Decision.Entry.State != bootguard.StateTrial {
+			continue
+		}
+		if err := l.in.MarkStopped(); err != nil {
+			errs = append(errs, fmt.Errorf("loader: channel %d: record the clean stop: %w", l.Channel, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // DefaultEvents is the reference sensor's model of a host's first traffic

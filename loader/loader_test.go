@@ -178,3 +178,52 @@ func TestLoadAll(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, ls)
 }
+
+// TestStoppedSpendsNoTry: after a clean stop (Stopped, as the agent calls it
+// on SIGTERM) the next load of the trial spends no try; without one (a crash
+// after the load) it spends one. Each load runs with its Installer closed
+// before Stopped, as the agent's does.
+func TestStoppedSpendsNoTry(t *testing.T) {
+	root := host(t, "7.11", "good-ipc-1001", "good-ipc-1002") // 1002 on trial, 2 tries
+	trial := func() bootguard.Entry {
+		r := read(t, root)
+		return *r.Entry(r.Active)
+	}
+	l, crash, err := load(t, root)
+	require.Nil(t, crash)
+	require.NoError(t, err)
+	require.Equal(t, uint8(1), l.Boot.Decision.Entry.Tries, "the first load spends a try")
+	require.NoError(t, loader.Stopped([]loader.Loaded{l}))
+	require.Equal(t, bootguard.CrumbStopped, trial().Crumb)
+
+	for range 2 { // clean stops: the trial keeps its try
+		l, _, err = load(t, root)
+		require.NoError(t, err)
+		require.Equal(t, bootguard.WhyTrial, l.Boot.Decision.Why)
+		require.Equal(t, uint8(1), trial().Tries, "a clean stop spent no try")
+		require.Equal(t, bootguard.CrumbLoaded, trial().Crumb)
+		require.NoError(t, loader.Stopped([]loader.Loaded{l}))
+	}
+
+	// No clean stop (the agent was killed): the next load spends a try.
+	l, _, err = load(t, root)
+	require.NoError(t, err)
+	require.Equal(t, uint8(1), trial().Tries)
+	l, _, err = load(t, root)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.WhyTrial, l.Boot.Decision.Why)
+	require.Equal(t, uint8(0), trial().Tries, "a crash after the load spends a try")
+
+	// GOOD content: a clean stop records nothing.
+	in, err := installer.Open(root, installer.Options{Capabilities: testfiles.Capabilities(t, "7.11")})
+	require.NoError(t, err)
+	_, err = in.MarkGood()
+	require.NoError(t, err)
+	in.Close()
+	l, _, err = load(t, root)
+	require.NoError(t, err)
+	require.Equal(t, bootguard.WhyGood, l.Boot.Decision.Why)
+	before := read(t, root)
+	require.NoError(t, loader.Stopped([]loader.Loaded{l}))
+	require.Equal(t, before, read(t, root), "nothing written")
+}

@@ -88,7 +88,7 @@ int rfbr_decode_copy(const uint8_t *b, size_t len, struct rfbr_record *out)
 	r.seq = get64(b + OFF_SEQ);
 	r.active = b[OFF_ACTIVE];
 	r.fallback = b[OFF_FALLBACK];
-	if (r.seq > RFBR_MAX_SEQ || r.active > RFBR_SLOT_B || r.fallback > RFBR_SLOT_B)
+	if (r.active > RFBR_SLOT_B || r.fallback > RFBR_SLOT_B)
 		return 0;
 	for (i = 0; i < 2; i++) {
 		const uint8_t *p = b + OFF_SLOTS + i * ENTRY_SIZE;
@@ -101,7 +101,7 @@ int rfbr_decode_copy(const uint8_t *b, size_t len, struct rfbr_record *out)
 		e->load_tries = p[ENT_LOAD_TRIES];
 		e->crumb = p[ENT_CRUMB];
 		e->reason = p[ENT_REASON];
-		if (e->state > RFBR_STATE_BAD || e->crumb > RFBR_CRUMB_LOADED || e->reason > RFBR_REASON_CORRUPT)
+		if (e->state > RFBR_STATE_BAD || e->crumb > RFBR_CRUMB_STOPPED || e->reason > RFBR_REASON_CORRUPT)
 			return 0;
 	}
 	*out = r;
@@ -133,12 +133,18 @@ void rfbr_encode(const struct rfbr_record *r, uint8_t out[RFBR_COPY_SIZE])
 	put32(out + OFF_CRC, crc32c(out, OFF_CRC));
 }
 
+int rfbr_seq_newer(uint64_t a, uint64_t b)
+{
+	uint64_t d = a - b; /* unsigned: wraps modulo 2^64 */
+	return d != 0 && d < 0x8000000000000000ull;
+}
+
 int rfbr_pick(const uint8_t *file, size_t len, struct rfbr_record *out, int *from)
 {
 	struct rfbr_record r0, r1;
 	int ok0 = rfbr_decode_copy(file, len, &r0);
 	int ok1 = len > RFBR_COPY_SIZE && rfbr_decode_copy(file + RFBR_COPY_SIZE, len - RFBR_COPY_SIZE, &r1);
-	if ((ok0 && ok1 && r1.seq > r0.seq) || (!ok0 && ok1)) {
+	if ((ok0 && ok1 && rfbr_seq_newer(r1.seq, r0.seq)) || (!ok0 && ok1)) {
 		*out = r1;
 		*from = 1;
 		return 1;
@@ -188,7 +194,7 @@ void rfbr_decide(const struct rfbr_record *cur, int ok, struct rfbr_decision *d)
 		return;
 	}
 	d->next = *cur;
-	d->next.seq = cur->seq + 1;
+	d->next.seq = cur->seq + 1; /* 2^64-1 wraps to 0, which is newer */
 	a = cur->active;
 	if (a == RFBR_SLOT_NONE) {
 		d->action = RFBR_ACTION_NONE;
@@ -204,6 +210,17 @@ void rfbr_decide(const struct rfbr_record *cur, int ok, struct rfbr_decision *d)
 		return;
 	}
 	if (e->state == RFBR_STATE_TRIAL) {
+		if (e->crumb == RFBR_CRUMB_STOPPED) {
+			/* The last load finished and the agent stopped cleanly: load
+			 * again without spending a try, tries 0 included. */
+			e->crumb = RFBR_CRUMB_LOADING;
+			d->action = RFBR_ACTION_LOAD;
+			d->slot = a;
+			d->entry = *e;
+			d->why = RFBR_WHY_TRIAL;
+			d->write = 1;
+			return;
+		}
 		fail = RFBR_REASON_NONE;
 		if (e->crumb == RFBR_CRUMB_LOADING) {
 			if (e->load_tries > 0)

@@ -25,6 +25,9 @@
  *      SHA-256 must equal d.digest. Otherwise load no content.
  *   5. Once the load finished and the agent survived its first events, the
  *      agent's user-mode side records it (bootguard.MarkLoaded).
+ *   6. When the agent stops cleanly (it no longer runs the content), its
+ *      user-mode side records that before it exits (bootguard.MarkStopped),
+ *      so that the next load of a trial spends no try.
  */
 #ifndef RFBOOTREC_H
 #define RFBOOTREC_H
@@ -35,8 +38,6 @@
 #define RFBR_COPY_SIZE 512
 #define RFBR_FILE_SIZE (2 * RFBR_COPY_SIZE)
 #define RFBR_FORMAT_VERSION 1
-/* Highest valid sequence number: a copy above it is invalid. */
-#define RFBR_MAX_SEQ 0x7FFFFFFFFFFFFFFFull
 
 /* Slots. */
 #define RFBR_SLOT_NONE 0
@@ -52,8 +53,9 @@
 
 /* Breadcrumbs. */
 #define RFBR_CRUMB_NONE 0
-#define RFBR_CRUMB_LOADING 1
-#define RFBR_CRUMB_LOADED 2
+#define RFBR_CRUMB_LOADING 1 /* written before a trial load */
+#define RFBR_CRUMB_LOADED 2  /* the load finished, the agent survived its first events */
+#define RFBR_CRUMB_STOPPED 3 /* after a finished load, the agent stopped cleanly */
 
 /* Reasons a slot is BAD. */
 #define RFBR_REASON_NONE 0
@@ -113,9 +115,20 @@ int rfbr_decode_copy(const uint8_t *buf, size_t len, struct rfbr_record *out);
 /* rfbr_encode writes r as 512 bytes, reserved bytes zero, CRC32C at 508. */
 void rfbr_encode(const struct rfbr_record *r, uint8_t out[RFBR_COPY_SIZE]);
 
-/* rfbr_pick chooses the valid copy with the higher sequence (copy 0 on a
- * tie). Returns 1 and sets *out and *from (0 or 1), or 0 if neither copy is
- * valid. */
+/* rfbr_seq_newer returns 1 if sequence number a is newer than b in
+ * serial-number arithmetic over the whole uint64_t space (RFC 1982 style):
+ * (a - b) mod 2^64 in [1, 2^63). Every sequence number is valid, and the
+ * write after 2^64-1 is 0, which is newer. Equal numbers, or numbers exactly
+ * 2^63 apart, are neither newer than the other: rfbr_pick takes copy 0. That
+ * is safe because every write is relative to the copy picked (its sequence
+ * + 1, into the other copy): a corrupted copy with any sequence number is
+ * picked at most until the next write, never after it. bootguard.Newer is
+ * the same function. */
+int rfbr_seq_newer(uint64_t a, uint64_t b);
+
+/* rfbr_pick chooses the valid copy that is newer (rfbr_seq_newer), copy 0
+ * when neither is. Returns 1 and sets *out and *from (0 or 1), or 0 if
+ * neither copy is valid. */
 int rfbr_pick(const uint8_t *file, size_t len, struct rfbr_record *out, int *from);
 
 /* rfbr_decide is the loader contract as a pure function of the current

@@ -24,9 +24,13 @@ every channel of the root, in ascending order, each strictly through the loader
 contract (bootguard.Select on the channel's boot record via the installer, the
 content read exactly as verified, its first events, then LOADED), prints
 "ready" on stdout, then evaluates a stream of events with every loaded channel
-and prints "alive" now and then, until SIGINT or SIGTERM. A crash on content
-kills it, as a kernel agent's crash kills its host: the breadcrumb it leaves
-on that channel makes the next start fall back on that channel alone.
+and prints "alive" now and then, until SIGINT or SIGTERM. Then it stops
+evaluating, records the clean stop on each channel whose trial it loaded
+(breadcrumb STOPPED: the next start loads that trial without spending one of
+its tries) and exits 0. A crash on content kills it, as a kernel agent's crash
+kills its host: the breadcrumb it leaves on that channel makes the next start
+fall back on that channel alone (LOADING: a crash while loading), or spend
+one of the trial's tries (LOADED: a crash after the load).
 
 With --preflight it loads no root: it runs FILE in its own interpreter, with
 the capabilities it would load content with, through the reference preflight
@@ -73,6 +77,13 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ringfenced agent: no root: pass --root or set", daemon.EnvRoot)
 		return cli.ExitUsage
 	}
+	// SIGINT and SIGTERM are caught from here on, not only once "ready" is
+	// out: a stop that comes during the load lets the load finish (a crash
+	// in it still ends the process, the breadcrumb LOADING), and is then a
+	// clean stop like any other. Without this, a stop just after "ready"
+	// ended the process by the signal, and the stop was not recorded.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	in, err := installer.Open(*root, installer.Options{Capabilities: caps})
 	if err != nil {
 		fmt.Fprintln(stderr, "ringfenced agent:", err)
@@ -101,8 +112,6 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s %s\n", daemon.LineReady, strings.Join(words, "; "))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	nexts := make([]func() sensor.Event, len(progs))
 	for i, p := range progs {
 		nexts[i] = sensor.RandomEvents(p.File(), *seed+1+uint64(i))
@@ -114,6 +123,12 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	for {
 		select {
 		case <-ctx.Done():
+			// A clean stop: the content is evaluated only in this loop,
+			// which no longer runs it. Only now is the stop recorded, so
+			// that a crash while the content runs is never taken for one.
+			if err := loader.Stopped(loaded); err != nil {
+				fmt.Fprintln(stderr, "ringfenced agent:", err, "(the next start spends a try of that trial)")
+			}
 			return cli.ExitOK
 		case now := <-tick.C:
 			for i, p := range progs {
