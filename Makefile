@@ -33,7 +33,7 @@ sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every
 	$(BIN)/ringfence-sim $(SIMFLAGS)
 
 .PHONY: test
-test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible test-dist-if-possible test-packages-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run, the packages built twice and checked, the .deb installed under systemd and the .msi under Wine
+test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible test-dist-if-possible test-packages-if-possible test-powercut-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run, the packages built twice and checked, the .deb installed under systemd and the .msi under Wine, the power-cut harness
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@[ "$$(id -u)" = 0 ] || echo "SKIPPED the tests that need root: a real ENOSPC on a tmpfs (server.TestENOSPC, TestSigningRetried) and the SysV service install; run make test as root (CI does)" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
@@ -44,6 +44,20 @@ test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if
 test-vm: ## boot the crash-loop scenarios in a QEMU guest (needs qemu-system-x86, e2fsprogs; fetches a Debian kernel into VMKERNEL)
 	./vmtest/kernel.sh $(VMKERNEL)
 	RINGFENCE_VM_KERNEL=$(abspath $(VMKERNEL)) $(GO) test -count=1 -v -timeout 10m -run 'TestVM|TestModules' ./vmtest
+
+.PHONY: test-powercut
+test-powercut: ## power cuts at every point of every durable operation, on a FUSE file system that drops what was not synced (needs root and /dev/fuse)
+	RINGFENCE_POWERCUT=1 $(GO) test -count=1 -v -timeout 15m -run 'TestPowerCut' ./powercut 2>&1 | tee $(BIN)/powercut.out | grep -E '^(---|FAIL|ok|panic)|powercut: |_test.go:[0-9]+: '; \
+	grep -q '^ok' $(BIN)/powercut.out && ! grep -q -- '--- SKIP' $(BIN)/powercut.out
+
+# test-powercut where FUSE can be mounted; elsewhere a SKIPPED line that says why.
+.PHONY: test-powercut-if-possible
+test-powercut-if-possible:
+	@mkdir -p $(BIN); if [ ! -c /dev/fuse ]; then \
+	  echo "SKIPPED the power-cut harness (no /dev/fuse: load the fuse module, or run where FUSE is available)" >> $(SKIPPED); exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "SKIPPED the power-cut harness (it mounts FUSE file systems directly: run make test as root)" >> $(SKIPPED); exit 0; fi; \
+	$(MAKE) --no-print-directory test-powercut
 
 .PHONY: test-browser
 test-browser: ## load the dashboard in headless Chromium against a fixture and a real server with a halted rollout (needs chromium)

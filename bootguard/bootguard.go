@@ -242,24 +242,29 @@ func Activate(path string, slot Slot, pol Policy) (Record, error) {
 		return Record{}, fmt.Errorf("bootguard: Activate(%v): need slot a or b", slot)
 	}
 	return update(path, func(r *Record) (bool, error) {
-		if r.Active == slot {
-			return false, fmt.Errorf("%w: slot %v is already active", ErrSlotState, slot)
-		}
-		if r.Active != SlotNone && r.Entry(r.Active).State == StateTrial {
-			return false, ErrTrialInProgress
-		}
-		e := r.Entry(slot)
-		if e.State != StateStaged {
-			return false, fmt.Errorf("%w: slot %v is %v, not STAGED", ErrSlotState, slot, e.State)
-		}
-		e.State, e.Tries, e.LoadTries, e.Crumb, e.Reason = StateTrial, pol.Tries, pol.LoadTries, CrumbNone, ReasonNone
-		r.Fallback = SlotNone
-		if r.Active != SlotNone && r.Entry(r.Active).State == StateGood {
-			r.Fallback = r.Active
-		}
-		r.Active = slot
-		return true, nil
+		return true, activate(r, slot, pol)
 	})
+}
+
+// activate puts STAGED slot on trial in r (see Activate).
+func activate(r *Record, slot Slot, pol Policy) error {
+	if r.Active == slot {
+		return fmt.Errorf("%w: slot %v is already active", ErrSlotState, slot)
+	}
+	if r.Active != SlotNone && r.Entry(r.Active).State == StateTrial {
+		return ErrTrialInProgress
+	}
+	e := r.Entry(slot)
+	if e.State != StateStaged {
+		return fmt.Errorf("%w: slot %v is %v, not STAGED", ErrSlotState, slot, e.State)
+	}
+	e.State, e.Tries, e.LoadTries, e.Crumb, e.Reason = StateTrial, pol.Tries, pol.LoadTries, CrumbNone, ReasonNone
+	r.Fallback = SlotNone
+	if r.Active != SlotNone && r.Entry(r.Active).State == StateGood {
+		r.Fallback = r.Active
+	}
+	r.Active = slot
+	return nil
 }
 
 // BeginStage claims slot for new content: its entry becomes EMPTY (so a crash
@@ -295,10 +300,35 @@ func FinishStage(path string, slot Slot, channel, version uint32, digest [32]byt
 		return Record{}, fmt.Errorf("bootguard: FinishStage(%v): need slot a or b", slot)
 	}
 	return update(path, func(r *Record) (bool, error) {
-		if r.Active == slot || *r.Entry(slot) != (Entry{}) {
-			return false, fmt.Errorf("%w: slot %v is %v (active %v); call BeginStage first", ErrSlotState, slot, r.Entry(slot).State, r.Active)
-		}
-		*r.Entry(slot) = Entry{Channel: channel, Version: version, Digest: digest, State: StateStaged}
-		return true, nil
+		return true, finishStage(r, slot, channel, version, digest)
 	})
+}
+
+// FinishStageActivate is FinishStage and Activate in one record write: the
+// slot, claimed by BeginStage, holds verified content and goes on trial at
+// once. A power cut leaves the record as it was (the slot claimed, EMPTY)
+// or with the trial active, and it costs one sync where the two calls cost
+// two. It refuses what either refuses, and then writes nothing.
+func FinishStageActivate(path string, slot Slot, channel, version uint32, digest [32]byte, pol Policy) (Record, error) {
+	if err := pol.Check(); err != nil {
+		return Record{}, err
+	}
+	if slot != SlotA && slot != SlotB {
+		return Record{}, fmt.Errorf("bootguard: FinishStageActivate(%v): need slot a or b", slot)
+	}
+	return update(path, func(r *Record) (bool, error) {
+		if err := finishStage(r, slot, channel, version, digest); err != nil {
+			return false, err
+		}
+		return true, activate(r, slot, pol)
+	})
+}
+
+// finishStage marks claimed slot STAGED in r (see FinishStage).
+func finishStage(r *Record, slot Slot, channel, version uint32, digest [32]byte) error {
+	if r.Active == slot || *r.Entry(slot) != (Entry{}) {
+		return fmt.Errorf("%w: slot %v is %v (active %v); call BeginStage first", ErrSlotState, slot, r.Entry(slot).State, r.Active)
+	}
+	*r.Entry(slot) = Entry{Channel: channel, Version: version, Digest: digest, State: StateStaged}
+	return nil
 }

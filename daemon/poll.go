@@ -397,21 +397,29 @@ func (p *poller) install(ctx context.Context, in *installer.Installer, ch, v uin
 	if c.Channel() != ch {
 		return PollResult{Action: ActionFailed, Version: v, Why: fmt.Sprintf("%s is a file of channel %d", name, c.Channel())}
 	}
-	staged, err := in.Stage(c, installer.StageOptions{})
-	if err != nil {
+	staged, _, err := in.StageActivate(c, installer.StageOptions{})
+	if err != nil && !errors.Is(err, installer.ErrTrialRunning) {
 		return PollResult{Action: ActionFailed, Version: v, Why: "stage: " + err.Error()}
 	}
-	return p.activate(in, ch, v, staged.Slot, verdict.Codes())
+	return p.activated(in, ch, v, staged.Slot, verdict.Codes(), err)
 }
 
 // activate puts staged version v of channel ch on trial, unless another
 // channel is in its trial: then it waits, staged, for a later poll.
 func (p *poller) activate(in *installer.Installer, ch, v uint32, slot bootguard.Slot, codes []string) PollResult {
-	if _, err := in.Activate(slot); errors.Is(err, installer.ErrTrialRunning) {
+	_, err := in.Activate(slot)
+	if err != nil && !errors.Is(err, installer.ErrTrialRunning) {
+		return PollResult{Action: ActionFailed, Version: v, Why: "activate: " + err.Error()}
+	}
+	return p.activated(in, ch, v, slot, codes, err)
+}
+
+// activated reports what activating version v in slot came to: installed
+// as a trial, or (err ErrTrialRunning) staged and waiting.
+func (p *poller) activated(in *installer.Installer, ch, v uint32, slot bootguard.Slot, codes []string, err error) PollResult {
+	if errors.Is(err, installer.ErrTrialRunning) {
 		p.staged = true
 		return PollResult{Action: ActionWaiting, Version: v, Why: fmt.Sprintf("staged in slot %v; waits for channel %d's trial to end (one trial at a time)", slot, in.TrialRunning())}
-	} else if err != nil {
-		return PollResult{Action: ActionFailed, Version: v, Why: "activate: " + err.Error()}
 	}
 	p.out.add(wire.Event{Kind: wire.EventInstalled, Channel: ch, Version: v, Codes: codes,
 		Evidence: map[string]string{"slot": slot.String()}})

@@ -53,6 +53,7 @@ import (
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/clock"
+	"github.com/ringfence/ringfence/internal/failpoint"
 )
 
 // Bounds on what state.db holds.
@@ -157,6 +158,8 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The power-cut tests leave out bbolt's syncs to show they are needed.
+	db.bolt.NoSync = failpoint.Skip(SkipSync)
 	if opts.ReadOnly {
 		err = check(db.bolt, path)
 	} else {
@@ -175,6 +178,10 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	return db, nil
 }
+
+// SkipSync names bbolt's commit syncs for the power-cut tests
+// (failpoint.EnvSkip).
+const SkipSync = "hostdb/sync"
 
 // Close releases the database and its lock.
 func (db *DB) Close() error {

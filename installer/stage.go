@@ -21,8 +21,7 @@ import (
 const (
 	FailpointStageClaimed   = "installer/stage/after-claim"
 	FailpointStageCleared   = "installer/stage/after-clean"
-	FailpointStageContent   = "installer/stage/after-content"
-	FailpointStageManifest  = "installer/stage/after-manifest"
+	FailpointStageContent   = "installer/stage/after-content" // the content and its manifest
 	FailpointStageFinished  = "installer/stage/after-finish"
 	FailpointActivateRecord = "installer/activate/after-record"
 )
@@ -52,6 +51,7 @@ type Staged struct {
 // Stage), not once per step.
 type Content struct {
 	data     []byte
+	sum      [32]byte // SHA-256 of data, for the slot manifest
 	channel  uint32
 	version  uint32
 	problems validator.Problems
@@ -67,6 +67,17 @@ func (c Content) Problems() validator.Problems { return c.problems }
 // the active content of its channel (a file of the channel must be newer).
 // Rejected content is ErrInvalid, wrapping the validator's problems.
 func (in *Installer) Check(data []byte) (Content, error) {
+	// The content's SHA-256, which its slot manifest will list, is taken
+	// on the other core while the content is validated: once, on its way
+	// in, like the validation.
+	sum := make(chan [32]byte, 1)
+	go func() { sum <- sha256.Sum256(data) }()
+	c, err := in.check(data)
+	c.sum = <-sum
+	return c, err
+}
+
+func (in *Installer) check(data []byte) (Content, error) {
 	f, err := validator.Parse(data)
 	if err != nil {
 		_, problems := validator.Validate(data, in.caps, validator.Options{})
@@ -96,16 +107,56 @@ func (in *Installer) Stage(c Content, opts StageOptions) (Staged, error) {
 	if err != nil {
 		return Staged{}, err
 	}
-	st, t, err := in.stage(c, opts)
+	st, t, err := in.stage(c, opts, nil)
 	if err == nil {
 		in.history(t)
 	}
 	return st, err
 }
 
+// StageActivate stages checked content (see Stage) and puts it on trial
+// (see Activate) with one record write for both: the daemon's path and
+// Install's. When another channel of the root is in its trial, the content
+// is staged and waits: the error is ErrTrialRunning, and Staged says where.
+func (in *Installer) StageActivate(c Content, opts StageOptions) (Staged, bootguard.Record, error) {
+	in, err := in.forContent(c)
+	if err != nil {
+		return Staged{}, bootguard.Record{}, err
+	}
+	if err := in.changeable(); err != nil {
+		return Staged{}, bootguard.Record{}, err
+	}
+	var rec bootguard.Record
+	var activated []hostdb.Transition
+	st, t, err := in.stage(c, opts, func(slot bootguard.Slot, digest [32]byte) error {
+		if other := in.TrialRunning(); other != 0 {
+			_, err := bootguard.FinishStage(in.RecordPath(), slot, c.channel, c.version, digest)
+			return err
+		}
+		next, err := bootguard.FinishStageActivate(in.RecordPath(), slot, c.channel, c.version, digest, in.pol)
+		if err != nil {
+			return err
+		}
+		rec = next
+		failpoint.Hit(FailpointActivateRecord)
+		activated = append(activated, in.activated(slot, next))
+		return nil
+	})
+	if err != nil {
+		return st, bootguard.Record{}, err
+	}
+	in.history(append([]hostdb.Transition{t}, activated...)...)
+	if activated == nil {
+		return st, bootguard.Record{}, in.trialRunningErr()
+	}
+	return st, rec, nil
+}
+
 // stage is Stage without the history write, which it returns for the caller
-// to record (Install records staging and activation in one commit).
-func (in *Installer) stage(c Content, opts StageOptions) (Staged, hostdb.Transition, error) {
+// to record (StageActivate records staging and activation in one commit).
+// finish writes the record once the slot's files are verified; nil is
+// FinishStage.
+func (in *Installer) stage(c Content, opts StageOptions, finish func(slot bootguard.Slot, digest [32]byte) error) (Staged, hostdb.Transition, error) {
 	if in.readOnly {
 		return Staged{}, hostdb.Transition{}, ErrReadOnly
 	}
@@ -135,38 +186,58 @@ func (in *Installer) stage(c Content, opts StageOptions) (Staged, hostdb.Transit
 		slot = bootguard.SlotA
 	}
 	before := *rec.Entry(slot)
-	if _, err := bootguard.BeginStage(in.RecordPath(), slot); err != nil {
-		return Staged{}, hostdb.Transition{}, err
+	// The slot is claimed in the record while its new files are written
+	// and synced under temporary names: the claim must be durable before
+	// any of the slot's files changes (the renames), not before the
+	// temporary files are written, so the two syncs overlap.
+	claimed := make(chan error, 1)
+	go func() {
+		_, err := bootguard.BeginStage(in.RecordPath(), slot)
+		claimed <- err
+	}()
+	dir := in.SlotDir(slot)
+	files := atomicfile.Prepare(dir)
+	err = files.Add(ContentName, c.data, 0o600)
+	var digest [32]byte
+	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{{Name: ContentName, Size: int64(len(c.data)), SHA256: hex.EncodeToString(c.sum[:])}}}
+	if err == nil {
+		var raw []byte
+		if raw, digest, err = m.encode(); err == nil {
+			err = files.Add(ManifestName, raw, 0o600)
+		}
+	}
+	if cerr := <-claimed; cerr != nil {
+		files.Discard()
+		return Staged{}, hostdb.Transition{}, cerr
 	}
 	failpoint.Hit(FailpointStageClaimed)
-	dir := in.SlotDir(slot)
-	// The manifest's hash of the content is computed on the other core
-	// while the content is written and synced.
-	sum := make(chan [32]byte, 1)
-	go func() { sum <- sha256.Sum256(c.data) }()
-	err = atomicfile.WriteFile(filepath.Join(dir, ContentName), c.data, 0o600)
-	contentSum := <-sum
 	if err != nil {
+		files.Discard()
+		return Staged{}, hostdb.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
+	}
+	// The content and its manifest are renamed into the claimed slot, then
+	// synced with the directory, all at once: nothing reads the slot until
+	// the record names its manifest's digest, after this returned.
+	if err := files.Commit(); err != nil {
+		files.Discard()
 		return Staged{}, hostdb.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
 	}
 	failpoint.Hit(FailpointStageContent)
-	m := Manifest{Channel: ch, ContentVersion: ver, Files: []ManifestFile{{Name: ContentName, Size: int64(len(c.data)), SHA256: hex.EncodeToString(contentSum[:])}}}
-	raw, digest, err := m.encode()
-	if err != nil {
-		return Staged{}, hostdb.Transition{}, err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, ManifestName), raw, 0o600); err != nil {
-		return Staged{}, hostdb.Transition{}, fmt.Errorf("installer: stage into slot %v: %w", slot, err)
-	}
-	failpoint.Hit(FailpointStageManifest)
 	if err := removeUnlisted(dir, m); err != nil {
 		return Staged{}, hostdb.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageCleared)
-	if _, err := VerifySlot(dir, digest); err != nil {
-		return Staged{}, hostdb.Transition{}, err
+	// The files are not read back here: the manifest's hash is of the
+	// bytes written, and the loader verifies the slot against the record's
+	// digest before every load, which is the check that counts (a slot
+	// that fails it is reverted as corrupt before anything loads it).
+	if finish == nil {
+		finish = func(slot bootguard.Slot, digest [32]byte) error {
+			_, err := bootguard.FinishStage(in.RecordPath(), slot, ch, ver, digest)
+			return err
+		}
 	}
-	if _, err := bootguard.FinishStage(in.RecordPath(), slot, ch, ver, digest); err != nil {
+	if err := finish(slot, digest); err != nil {
 		return Staged{}, hostdb.Transition{}, err
 	}
 	failpoint.Hit(FailpointStageFinished)
@@ -240,14 +311,6 @@ func (in *Installer) forContent(c Content) (*Installer, error) {
 	return in.Channel(c.channel)
 }
 
-// Activate puts a staged slot on trial: the boot record makes it active
-// (TRIAL, with the policy's tries) and the current last-known-good its
-// fallback. The next boot's loader loads it. It refuses while another
-// channel of the root is in its trial (ErrTrialRunning).
-func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
-	return in.activate(slot, true)
-}
-
 // TrialRunning returns the channel, other than the Installer's own, whose
 // active content is in its trial, or 0. A host runs one trial at a time
 // (docs/boot-record.md, "Several channels"): a crash after two trials loaded
@@ -269,21 +332,22 @@ func (in *Installer) TrialRunning() uint32 {
 	return 0
 }
 
-// activate flips the record; verify re-checks the slot's files first (Install
-// skips it: Stage verified them a moment ago). earlier are transitions to
-// record in the same state.db commit as the activation.
-func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...hostdb.Transition) (bootguard.Record, error) {
+// Activate puts a staged slot on trial: the boot record makes it active
+// (TRIAL, with the policy's tries) and the current last-known-good its
+// fallback. The next boot's loader loads it. It refuses while another
+// channel of the root is in its trial (ErrTrialRunning).
+func (in *Installer) Activate(slot bootguard.Slot) (bootguard.Record, error) {
 	if err := in.changeable(); err != nil {
 		return bootguard.Record{}, err
 	}
-	if other := in.TrialRunning(); other != 0 {
-		return bootguard.Record{}, fmt.Errorf("%w (%d); channel %d waits until that trial is marked good or reverted (one trial at a time per host)", ErrTrialRunning, other, in.Ch())
+	if err := in.trialRunningErr(); err != nil {
+		return bootguard.Record{}, err
 	}
 	rec, err := bootguard.Read(in.RecordPath())
 	if err != nil {
 		return bootguard.Record{}, err
 	}
-	if verify && (slot == bootguard.SlotA || slot == bootguard.SlotB) {
+	if slot == bootguard.SlotA || slot == bootguard.SlotB {
 		e := rec.Entry(slot)
 		if e.State == bootguard.StateStaged {
 			if _, err := VerifySlot(in.SlotDir(slot), e.Digest); err != nil {
@@ -296,31 +360,32 @@ func (in *Installer) activate(slot bootguard.Slot, verify bool, earlier ...hostd
 		return bootguard.Record{}, err
 	}
 	failpoint.Hit(FailpointActivateRecord)
-	in.history(append(earlier, transition(slot, *next.Entry(slot), bootguard.StateStaged, bootguard.StateTrial,
-		fmt.Sprintf("activated as trial (tries %d, load tries %d), fallback %v", in.pol.Tries, in.pol.LoadTries, next.Fallback)))...)
+	in.history(in.activated(slot, next))
 	return next, nil
 }
 
+// activated is the history entry of slot's activation into next.
+func (in *Installer) activated(slot bootguard.Slot, next bootguard.Record) hostdb.Transition {
+	return transition(slot, *next.Entry(slot), bootguard.StateStaged, bootguard.StateTrial,
+		fmt.Sprintf("activated as trial (tries %d, load tries %d), fallback %v", in.pol.Tries, in.pol.LoadTries, next.Fallback))
+}
+
+// trialRunningErr is ErrTrialRunning, saying which channel, while another
+// channel of the root is in its trial.
+func (in *Installer) trialRunningErr() error {
+	if other := in.TrialRunning(); other != 0 {
+		return fmt.Errorf("%w (%d); channel %d waits until that trial is marked good or reverted (one trial at a time per host)", ErrTrialRunning, other, in.Ch())
+	}
+	return nil
+}
+
 // Install checks, stages and activates content: the offline path of `ringfence
-// install`, and the daemon's.
+// install`. While another channel is in its trial the content is staged and
+// the error is ErrTrialRunning.
 func (in *Installer) Install(data []byte, opts StageOptions) (Staged, bootguard.Record, error) {
 	c, err := in.Check(data)
 	if err != nil {
 		return Staged{}, bootguard.Record{}, err
 	}
-	if in, err = in.forContent(c); err != nil {
-		return Staged{}, bootguard.Record{}, err
-	}
-	st, t, err := in.stage(c, opts)
-	if err != nil {
-		return Staged{}, bootguard.Record{}, err
-	}
-	rec, err := in.activate(st.Slot, false, t)
-	if err != nil {
-		in.history(t)
-	}
-	if err != nil {
-		return st, bootguard.Record{}, err
-	}
-	return st, rec, nil
+	return in.StageActivate(c, opts)
 }

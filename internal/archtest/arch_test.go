@@ -25,6 +25,7 @@ var rooms = map[string][]string{
 	"golang.org/x/time/rate":               {"server"},
 	"github.com/prometheus/client_golang":  {"server"},               // the /metrics exposition
 	"github.com/goreleaser/nfpm":           {"dist"},                 // the .deb and .rpm packages
+	"github.com/hanwen/go-fuse":            {"internal/lazyfs"},      // the power-cut tests' recording file system
 	"go.yaml.in/yaml":                      {},                       // tests only (monitoring/ reads the alert rules)
 	"golang.org/x/net":                     {"cmd/ringfence-server"}, // the connection cap
 	"golang.org/x/sys/windows":             {""},                     // anywhere, but only in _windows.go files (checked below)

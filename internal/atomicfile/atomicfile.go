@@ -19,6 +19,11 @@
 //     "atomic write" packages skip this step; without it a power cut can bring
 //     back the old file, or on some file systems an empty one.
 //
+// Prepare, Add and Commit write a set of files of one directory with one
+// directory sync, and rename before they sync: only for files that nothing
+// reads until a later durable write of the caller's says they are complete
+// (see Prepared).
+//
 // If any step before the rename fails, the temporary file is removed and the
 // target is untouched. If the process dies instead (a crash, SIGKILL, a power
 // cut), a temporary file can be left behind; the target still holds the
@@ -51,6 +56,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/ringfence/ringfence/internal/failpoint"
 )
@@ -85,51 +91,179 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 //
 // w is the temporary file itself, unbuffered; fill should buffer small writes.
 // If path is a symbolic link, the link is replaced, not the file it points to.
-func Write(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
+func Write(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+	t, err := create(path, perm, fill)
+	if err == nil {
+		err = t.syncClose()
+	}
+	if err == nil {
+		err = Rename(t.name, path)
+	}
+	if err != nil {
+		t.discard()
+	}
+	return err
+}
+
+// Prepared is a set of files of one directory that nothing reads until a
+// later durable write says they are complete: a content slot, which the
+// boot record names only after its files are written, and which the record
+// marks as being written (EMPTY) before any of them changes. For such files
+// the atomic replace of Write is not needed, and its order can be relaxed
+// for speed: Add writes each file under a temporary name and does not sync
+// it; Commit renames them all over their targets, then syncs the files
+// together and the directory after them, and returns when all of it is
+// durable.
+//
+// After a crash before Commit returned, a target can hold its old content,
+// its new content, or a new content cut short (its rename reached the disk
+// before its data): the caller must not let anything read the targets until
+// Commit returned, and then must make them visible with a durable write of
+// its own. Renaming before syncing lets one journal commit of the file
+// system carry the data and the renames, so the directory's sync costs
+// little more than the file's: the bare minimum of a durable new file.
+type Prepared struct {
+	dir string
+	ts  []*temp
+}
+
+// Prepare starts a set of files to replace in dir.
+func Prepare(dir string) *Prepared { return &Prepared{dir: dir} }
+
+// Add writes the file name of the set into a temporary file of the
+// directory, with mode perm exactly, starts its writeback without waiting
+// for it (on Linux), and leaves it open and unsynced. The target is
+// untouched. On an error every temporary file of the set is
+// removed.
+func (p *Prepared) Add(name string, data []byte, perm os.FileMode) error {
+	t, err := create(filepath.Join(p.dir, name), perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+	if err != nil {
+		p.Discard()
+		return err
+	}
+	startWriteback(t.f)
+	p.ts = append(p.ts, t)
+	return nil
+}
+
+// Commit renames the files added over their targets, in order, then syncs
+// the files together, closes them, and syncs the directory. On Windows,
+// where an open file cannot be renamed, the files are synced and closed
+// first, and the rename itself is durable when it returns
+// (MOVEFILE_WRITE_THROUGH). When it
+// returns nil, the targets' new content and names are durable. After an
+// error, Discard removes what was not renamed.
+func (p *Prepared) Commit() error {
+	if !renameOpenFiles {
+		if err := p.syncClose(); err != nil {
+			return err
+		}
+	}
+	for _, t := range p.ts {
+		if err := rename(t.name, t.target); err != nil {
+			return fmt.Errorf("atomicfile: %w", err)
+		}
+		t.renamed = true
+		failpoint.Hit(fpAfterRename)
+	}
+	if renameOpenFiles {
+		if err := p.syncClose(); err != nil {
+			return err
+		}
+	}
+	// The directory last: on a journaling file system the files' syncs
+	// have committed the renames with them, and this one finds little left.
+	if err := syncDirUnlessSkipped(p.dir); err != nil {
+		return fmt.Errorf("atomicfile: renamed %d files in %s but the renames may not be durable: %w", len(p.ts), p.dir, err)
+	}
+	failpoint.Hit(fpAfterDirSync)
+	return nil
+}
+
+// syncClose syncs the files of the set together and closes them.
+func (p *Prepared) syncClose() error {
+	errs := make([]error, len(p.ts))
+	var wg sync.WaitGroup
+	for i, t := range p.ts {
+		wg.Go(func() { errs[i] = t.syncClose() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Discard closes the files of the set and removes the temporary files that
+// were not renamed.
+func (p *Prepared) Discard() {
+	for _, t := range p.ts {
+		t.discard()
+	}
+}
+
+// temp is a temporary file being written for target.
+type temp struct {
+	f               *os.File
+	name, target    string
+	closed, renamed bool
+}
+
+// create makes the temporary file for target and fills it (steps 1 and 2).
+// The file is left open and unsynced; on an error it is removed.
+func create(target string, perm os.FileMode, fill func(w io.Writer) error) (*temp, error) {
+	dir, base := filepath.Split(target)
 	if dir == "" {
 		dir = "."
 	}
 	f, err := os.CreateTemp(dir, "."+base+tempInfix+"*")
 	if err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		return nil, fmt.Errorf("atomicfile: write %s: %w", target, err)
 	}
-	tmp := f.Name()
-	closed := false
-	defer func() {
-		if err == nil {
-			return
-		}
-		if !closed {
-			_ = f.Close()
-		}
-		// After a successful rename tmp no longer exists; the error is
-		// then from the directory sync and there is nothing to remove.
-		_ = os.Remove(tmp)
-	}()
+	t := &temp{f: f, name: f.Name(), target: target}
 	failpoint.Hit(fpAfterCreate)
-
 	if err := fill(f); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		t.discard()
+		return nil, fmt.Errorf("atomicfile: write %s: %w", target, err)
 	}
 	// Chmod before Sync so the mode reaches the disk together with the data.
 	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		t.discard()
+		return nil, fmt.Errorf("atomicfile: write %s: %w", target, err)
 	}
 	failpoint.Hit(fpAfterWrite)
+	return t, nil
+}
 
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+// syncClose syncs and closes the temporary file (steps 3 and 4).
+func (t *temp) syncClose() error {
+	if !failpoint.Skip(SkipSync) {
+		if err := t.f.Sync(); err != nil {
+			return fmt.Errorf("atomicfile: write %s: %w", t.target, err)
+		}
 	}
 	failpoint.Hit(fpAfterSync)
-
-	closed = true
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	t.closed = true
+	if err := t.f.Close(); err != nil {
+		return fmt.Errorf("atomicfile: write %s: %w", t.target, err)
 	}
 	failpoint.Hit(fpAfterClose)
+	return nil
+}
 
-	return Rename(tmp, path)
+// discard closes and removes the temporary file after a failure. After a
+// successful rename it no longer exists; the error was then from the
+// directory sync and there is nothing to remove.
+func (t *temp) discard() {
+	if t == nil {
+		return
+	}
+	if !t.closed {
+		_ = t.f.Close()
+	}
+	if !t.renamed {
+		_ = os.Remove(t.name)
+	}
 }
 
 // Rename durably renames oldpath to newpath, replacing newpath if it exists,
@@ -152,7 +286,7 @@ func Rename(oldpath, newpath string) error {
 	failpoint.Hit(fpAfterRename)
 
 	newDir := filepath.Dir(newpath)
-	if err := SyncDir(newDir); err != nil {
+	if err := syncDirUnlessSkipped(newDir); err != nil {
 		return fmt.Errorf("atomicfile: renamed %s to %s but the rename may not be durable: %w", oldpath, newpath, err)
 	}
 	if oldDir := filepath.Dir(oldpath); filepath.Clean(oldDir) != filepath.Clean(newDir) {
@@ -162,6 +296,20 @@ func Rename(oldpath, newpath string) error {
 	}
 	failpoint.Hit(fpAfterDirSync)
 	return nil
+}
+
+// The steps the power-cut tests can leave out (failpoint.EnvSkip), to show
+// that each is needed.
+const (
+	SkipSync    = "atomicfile/sync"    // the temporary file's fsync
+	SkipDirSync = "atomicfile/dirsync" // the directory's fsync after the rename
+)
+
+func syncDirUnlessSkipped(dir string) error {
+	if failpoint.Skip(SkipDirSync) {
+		return nil
+	}
+	return SyncDir(dir)
 }
 
 // SyncDir flushes the directory dir to disk, so that file creations, renames

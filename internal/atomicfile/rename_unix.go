@@ -23,3 +23,7 @@ func syncDir(dir string) error {
 	}
 	return d.Close()
 }
+
+// renameOpenFiles: a file can be renamed while it is open (Prepared renames
+// before it syncs).
+const renameOpenFiles = true

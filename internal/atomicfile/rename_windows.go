@@ -32,3 +32,8 @@ func rename(oldpath, newpath string) error {
 func syncDir(dir string) error {
 	return nil
 }
+
+// renameOpenFiles: Go opens files without FILE_SHARE_DELETE, so an open
+// file cannot be renamed (a sharing violation): Prepared syncs and closes
+// first.
+const renameOpenFiles = false

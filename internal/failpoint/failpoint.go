@@ -15,6 +15,14 @@
 //   - RINGFENCE_FAILPOINT_TRACE=1: every failpoint reached is written to
 //     stderr as "failpoint: NAME", so a test can first discover which crash
 //     points an operation passes through, then kill it at each one.
+//
+// A third variable removes a step instead of dying at one:
+//
+//   - RINGFENCE_SKIP=NAME[,NAME...]: Skip(NAME) reports true, and the code
+//     around it leaves out the step it guards (a sync). NAME#N leaves out
+//     only the Nth pass (the second record write of an operation, say). The
+//     power-cut tests use it to show that each sync they keep is needed:
+//     with it skipped, some cut leaves a state that breaks an invariant.
 package failpoint
 
 import (
@@ -22,6 +30,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -29,6 +38,7 @@ import (
 const (
 	EnvKill  = "RINGFENCE_FAILPOINT"
 	EnvTrace = "RINGFENCE_FAILPOINT_TRACE"
+	EnvSkip  = "RINGFENCE_SKIP"
 )
 
 // TracePrefix starts every line written in trace mode.
@@ -37,6 +47,7 @@ const TracePrefix = "failpoint: "
 var (
 	killAt, killHit = parseKill(os.Getenv(EnvKill))
 	trace           = os.Getenv(EnvTrace) != ""
+	skip            = parseSkip(os.Getenv(EnvSkip))
 	hits            atomic.Int64 // hits of killAt so far
 )
 
@@ -69,4 +80,42 @@ func Hit(name string) {
 	if killAt != "" && killAt == name && hits.Add(1) == killHit {
 		killSelf()
 	}
+}
+
+// parseSkip maps each name to skip to the pass to skip (0: every pass).
+func parseSkip(v string) map[string]int64 {
+	if v == "" {
+		return nil
+	}
+	m := map[string]int64{}
+	for _, item := range strings.Split(v, ",") {
+		name, n := parseKill(strings.TrimSpace(item))
+		if !strings.Contains(item, "#") {
+			n = 0
+		}
+		m[name] = n
+	}
+	return m
+}
+
+var (
+	skipMu     sync.Mutex
+	skipPasses = map[string]int64{}
+)
+
+// Skip reports whether the process was started to leave out the step name
+// guards on this pass (see EnvSkip). In production it is one lookup in a
+// nil map.
+func Skip(name string) bool {
+	n, ok := skip[name]
+	if !ok {
+		return false
+	}
+	if n == 0 {
+		return true
+	}
+	skipMu.Lock()
+	defer skipMu.Unlock()
+	skipPasses[name]++
+	return skipPasses[name] == n
 }
