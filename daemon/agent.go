@@ -120,15 +120,20 @@ func (a *agent) evidence() string {
 }
 
 // stop asks the agent to stop (os.Interrupt where the platform has it,
-// then kill after grace) and waits for it.
-func (a *agent) stop(ctx context.Context, grace time.Duration) {
+// then kill after grace) and waits for it. It reports whether the daemon
+// ended the running agent at once because the platform cannot ask it to
+// stop (Windows): the agent then had no chance to record a clean stop
+// itself.
+func (a *agent) stop(ctx context.Context, grace time.Duration) (killedAtOnce bool) {
 	select {
 	case <-a.exited:
-		return
+		return false
 	default:
 	}
-	if err := interrupt(a.cmd.Process); err != nil {
+	if err := interruptAgent(a.cmd.Process); err != nil {
 		_ = a.cmd.Process.Kill()
+		<-a.exited
+		return true
 	}
 	t := time.NewTimer(grace)
 	defer t.Stop()
@@ -141,4 +146,8 @@ func (a *agent) stop(ctx context.Context, grace time.Duration) {
 		_ = a.cmd.Process.Kill()
 		<-a.exited
 	}
+	return false
 }
+
+// interruptAgent is interrupt; the tests replace it to take Windows's path.
+var interruptAgent = interrupt

@@ -58,14 +58,32 @@ func (s *supervisor) start() error {
 	return nil
 }
 
-// stop stops the agent on purpose and waits for it.
+// stop stops the agent on purpose and waits for it. Where the platform
+// cannot ask the agent to stop (Windows), the daemon kills it and records
+// the clean stop for it: the agent had finished its load and was killed by
+// the daemon, not by its content, so the trial's next load spends no try
+// (docs/boot-record.md, "A clean stop"). On Linux the agent records it
+// itself, on SIGINT.
 func (s *supervisor) stop() {
 	if s.agent == nil {
 		return
 	}
 	s.stopping = true
-	s.agent.stop(context.Background(), stopGrace)
+	wasReady := s.ready
+	if s.agent.stop(context.Background(), stopGrace) && wasReady {
+		s.markStopped()
+	}
 	s.agent, s.ready, s.startTimeout = nil, false, nil
+}
+
+// markStopped records a clean stop in the boot record of every channel
+// followed (it changes only a trial whose load finished).
+func (s *supervisor) markStopped() {
+	for _, ch := range s.cfg.Followed() {
+		if err := bootguard.MarkStopped(installer.RecordPathOf(s.cfg.Root, ch)); err != nil {
+			s.log.Warn("could not record the agent's clean stop; its trial's next load spends a try", "channel", ch, "err", err)
+		}
+	}
 }
 
 // waiting returns what the loop waits for from the running agent: its
