@@ -20,6 +20,7 @@ import (
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/clock"
+	"github.com/ringfence/ringfence/internal/failpoint"
 )
 
 // ErrDamaged is returned when server.db (or a backup of it) is not a
@@ -61,6 +62,10 @@ type Options struct {
 	// Clock names a moved-aside file by its time; nil means clock.System.
 	Clock clock.Clock
 }
+
+// SkipSync names bbolt's commit syncs of server.db for the power-cut tests
+// (failpoint.EnvSkip).
+const SkipSync = "fleetdb/sync"
 
 // DB is an open server.db.
 type DB struct {
@@ -224,6 +229,8 @@ func openChecked(path string, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("fleetdb: open %s: %w", path, err)
 	}
+	// The power-cut tests leave out bbolt's syncs to show they are needed.
+	b.NoSync = failpoint.Skip(SkipSync)
 	db := &DB{db: b, path: path}
 	if err := db.verify(); err != nil {
 		_ = b.Close()

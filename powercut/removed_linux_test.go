@@ -9,7 +9,7 @@ import (
 	"github.com/ringfence/ringfence/powercut"
 )
 
-// neededSyncs are the syncs the install path and the loader keep, each with
+// neededSyncs are the syncs the install path, the loader and the server keep, each with
 // the scenario whose cuts break an invariant when it is left out
 // (failpoint.EnvSkip): docs/boot-record.md's table of syncs.
 var neededSyncs = []struct {
@@ -21,6 +21,8 @@ var neededSyncs = []struct {
 	{"bootguard/sync#2", "install-over-old-good", "the record write that puts the slot on trial"},
 	{"hostdb/sync", "revert-then-install", "state.db's commit (bbolt's two syncs) of the quarantine, before the next stage claims the reverted slot"},
 	{"bootguard/sync", "boot-trial", "the loader's LOADING breadcrumb, before the load"},
+	{"fleetdb/sync", "signed-rollback", "server.db's commit (bbolt's two syncs) of the gate's decision, before the rollback is signed and the batch acknowledged"},
+	{"atomicfile/dirsync", "publish", "the repository's directory after each metadata file's rename"},
 }
 
 // TestPowerCutNeedsEverySync leaves out each sync the harness keeps and
@@ -29,11 +31,13 @@ var neededSyncs = []struct {
 func TestPowerCutNeedsEverySync(t *testing.T) {
 	dir := tmp(t)
 	byName := map[string]powercut.Scenario{}
-	for _, sc := range hostScenarios(newHost()) {
-		byName[sc.Name] = sc
+	for _, set := range scenarioSets {
+		for _, sc := range set() {
+			byName[sc.Name] = sc
+		}
 	}
 	for _, s := range neededSyncs {
-		t.Run(s.skip, func(t *testing.T) {
+		t.Run(s.skip+" in "+s.scenario, func(t *testing.T) {
 			sc, ok := byName[s.scenario]
 			if !ok {
 				t.Fatalf("no scenario %q", s.scenario)
