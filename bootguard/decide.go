@@ -110,36 +110,34 @@ func Decide(cur Record, ok bool) Decision {
 	case StateGood:
 		return Decision{Action: ActionLoad, Slot: a, Entry: *e, Why: WhyGood}
 	case StateTrial:
-		if e.Crumb == CrumbStopped {
-			// Tries stays as it is, 0 included: a STOPPED trial with no
-			// tries left loads, and the next crash of any kind (the
-			// breadcrumb LOADING or LOADED at the boot after) reverts it.
-			e.Crumb = CrumbLoading
-			return Decision{Action: ActionLoad, Slot: a, Entry: *e, Why: WhyTrial, Write: true, Next: next}
-		}
-		var fail Reason
-		if e.Crumb == CrumbLoading {
-			if e.LoadTries > 0 {
-				e.LoadTries--
+		// After a clean stop (STOPPED) nothing is spent, Tries 0 included:
+		// a STOPPED trial with no tries left loads, and the next crash of
+		// any kind (LOADING or LOADED at the boot after) reverts it.
+		if e.Crumb != CrumbStopped {
+			var fail Reason
+			if e.Crumb == CrumbLoading {
+				if e.LoadTries > 0 {
+					e.LoadTries--
+				}
+				if e.LoadTries == 0 {
+					fail = ReasonLoadCrash
+				}
 			}
-			if e.LoadTries == 0 {
-				fail = ReasonLoadCrash
+			if fail == ReasonNone && e.Tries == 0 {
+				fail = ReasonTriesExhausted
 			}
-		}
-		if fail == ReasonNone && e.Tries == 0 {
-			fail = ReasonTriesExhausted
-		}
-		if fail == ReasonNone {
+			if fail != ReasonNone {
+				e.State, e.Reason, e.Crumb = StateBad, fail, CrumbNone
+				why := WhyLoadCrash
+				if fail == ReasonTriesExhausted {
+					why = WhyTriesExhausted
+				}
+				return fallBack(next, a, why)
+			}
 			e.Tries--
-			e.Crumb = CrumbLoading
-			return Decision{Action: ActionLoad, Slot: a, Entry: *e, Why: WhyTrial, Write: true, Next: next}
 		}
-		e.State, e.Reason, e.Crumb = StateBad, fail, CrumbNone
-		why := WhyLoadCrash
-		if fail == ReasonTriesExhausted {
-			why = WhyTriesExhausted
-		}
-		return fallBack(next, a, why)
+		e.Crumb = CrumbLoading
+		return Decision{Action: ActionLoad, Slot: a, Entry: *e, Why: WhyTrial, Write: true, Next: next}
 	}
 	return fallBack(next, SlotNone, WhyNotLoadable)
 }

@@ -210,40 +210,33 @@ void rfbr_decide(const struct rfbr_record *cur, int ok, struct rfbr_decision *d)
 		return;
 	}
 	if (e->state == RFBR_STATE_TRIAL) {
-		if (e->crumb == RFBR_CRUMB_STOPPED) {
-			/* The last load finished and the agent stopped cleanly: load
-			 * again without spending a try, tries 0 included. */
-			e->crumb = RFBR_CRUMB_LOADING;
-			d->action = RFBR_ACTION_LOAD;
-			d->slot = a;
-			d->entry = *e;
-			d->why = RFBR_WHY_TRIAL;
-			d->write = 1;
-			return;
-		}
-		fail = RFBR_REASON_NONE;
-		if (e->crumb == RFBR_CRUMB_LOADING) {
-			if (e->load_tries > 0)
-				e->load_tries--;
-			if (e->load_tries == 0)
-				fail = RFBR_REASON_LOAD_CRASH;
-		}
-		if (fail == RFBR_REASON_NONE && e->tries == 0)
-			fail = RFBR_REASON_TRIES_EXHAUSTED;
-		if (fail == RFBR_REASON_NONE) {
+		/* After a clean stop (STOPPED) nothing is spent, tries 0
+		 * included; the next crash of any kind reverts it. */
+		if (e->crumb != RFBR_CRUMB_STOPPED) {
+			fail = RFBR_REASON_NONE;
+			if (e->crumb == RFBR_CRUMB_LOADING) {
+				if (e->load_tries > 0)
+					e->load_tries--;
+				if (e->load_tries == 0)
+					fail = RFBR_REASON_LOAD_CRASH;
+			}
+			if (fail == RFBR_REASON_NONE && e->tries == 0)
+				fail = RFBR_REASON_TRIES_EXHAUSTED;
+			if (fail != RFBR_REASON_NONE) {
+				e->state = RFBR_STATE_BAD;
+				e->reason = (uint8_t)fail;
+				e->crumb = RFBR_CRUMB_NONE;
+				fall_back(d, a, fail == RFBR_REASON_TRIES_EXHAUSTED ? RFBR_WHY_TRIES_EXHAUSTED : RFBR_WHY_LOAD_CRASH);
+				return;
+			}
 			e->tries--;
-			e->crumb = RFBR_CRUMB_LOADING;
-			d->action = RFBR_ACTION_LOAD;
-			d->slot = a;
-			d->entry = *e;
-			d->why = RFBR_WHY_TRIAL;
-			d->write = 1;
-			return;
 		}
-		e->state = RFBR_STATE_BAD;
-		e->reason = (uint8_t)fail;
-		e->crumb = RFBR_CRUMB_NONE;
-		fall_back(d, a, fail == RFBR_REASON_TRIES_EXHAUSTED ? RFBR_WHY_TRIES_EXHAUSTED : RFBR_WHY_LOAD_CRASH);
+		e->crumb = RFBR_CRUMB_LOADING;
+		d->action = RFBR_ACTION_LOAD;
+		d->slot = a;
+		d->entry = *e;
+		d->why = RFBR_WHY_TRIAL;
+		d->write = 1;
 		return;
 	}
 	fall_back(d, RFBR_SLOT_NONE, RFBR_WHY_NOT_LOADABLE);

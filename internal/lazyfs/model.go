@@ -30,7 +30,6 @@ package lazyfs
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -375,6 +374,3 @@ func (r Recording) Volatile(k int) []int {
 	}
 	return v
 }
-
-// ErrUnsupported is returned for a call the file system does not model.
-var ErrUnsupported = errors.New("lazyfs: not modelled")
