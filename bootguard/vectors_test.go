@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -304,3 +305,67 @@ func mapKeys(m map[string][]byte) []string {
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+
+// TestMarkLoadedC holds the C loader's rfbr_mark_loaded to bootguard.MarkLoaded
+// on every vector, as read and as left by its own select's write (a trial
+// then has the breadcrumb LOADING, the case a kernel loader marks): the same
+// outcome (an error, nothing to write, a write) and, after the write, the
+// same bytes on disk.
+func TestMarkLoadedC(t *testing.T) {
+	bin := buildHarness(t, "harness")
+	files := map[string][]byte{}
+	for name, data := range vectors() {
+		files[name] = data
+		rec, from, ok := bootguard.Pick(data)
+		if d := bootguard.Decide(rec, ok); d.Write {
+			f := make([]byte, bootguard.FileSize)
+			copy(f, data)
+			b := d.Next.Encode()
+			copy(f[(1-from)*bootguard.CopySize:], b[:])
+			files[name+"+select"] = f
+		}
+	}
+	writes := 0
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		data := files[name]
+		dir := testtmp.Dir(t)
+		goPath, cPath := filepath.Join(dir, "go"), filepath.Join(dir, "c")
+		require.NoError(t, os.WriteFile(goPath, data, 0o600))
+		require.NoError(t, os.WriteFile(cPath, data, 0o600))
+
+		goErr := bootguard.MarkLoaded(goPath)
+		after, err := os.ReadFile(goPath)
+		require.NoError(t, err)
+		want := 1
+		switch {
+		case goErr != nil:
+			want = -1
+		case string(after) == string(data):
+			want = 0
+		}
+
+		out, err := exec.Command(bin, "--mark-loaded", cPath).Output()
+		require.NoError(t, err, name)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		require.Len(t, lines, 2, "%s: %s", name, out)
+		var got, target int
+		_, err = fmt.Sscanf(lines[0], "mark-loaded=%d target=%d", &got, &target)
+		require.NoError(t, err, "%s: %s", name, out)
+		require.Equal(t, want, got, "%s: C rfbr_mark_loaded and Go MarkLoaded (%v) disagree", name, goErr)
+		if got != 1 {
+			require.Equal(t, -1, target, name)
+			continue
+		}
+		writes++
+		copyBytes, err := hex.DecodeString(lines[1])
+		require.NoError(t, err, name)
+		c := slices.Clone(data)
+		if n := (target + 1) * bootguard.CopySize; len(c) < n {
+			c = append(c, make([]byte, n-len(c))...)
+		}
+		copy(c[target*bootguard.CopySize:], copyBytes)
+		require.Equal(t, hex.EncodeToString(after), hex.EncodeToString(c), "%s: the file after C's write differs from Go's", name)
+	}
+	require.Positive(t, writes, "no vector exercised a write")
+	t.Logf("rfbr_mark_loaded agrees with MarkLoaded on %d records (%d writes)", len(files), writes)
+}

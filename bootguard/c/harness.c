@@ -3,8 +3,14 @@
  * and prints the decision in the canonical form of the vectors in
  * testdata/bootrecord (bootguard's Decision.String() plus " target=N"),
  * then the hex of the copy to write, or "-".
+ *
+ *   harness RECORD-FILE               the loader contract (rfbr_select)
+ *   harness --mark-loaded RECORD-FILE the finished load (rfbr_mark_loaded):
+ *                                     "mark-loaded=R target=T", then the hex
+ *                                     of the copy to write, or "-"
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "rfbootrec.h"
 
@@ -14,21 +20,35 @@ int main(int argc, char **argv)
 	uint8_t out[RFBR_COPY_SIZE];
 	struct rfbr_decision d;
 	size_t n, i;
-	int target, write;
+	int target, write, mark = 0;
 	FILE *f;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: harness RECORD-FILE\n");
+	if (argc == 3 && strcmp(argv[1], "--mark-loaded") == 0)
+		mark = 1;
+	else if (argc != 2) {
+		fprintf(stderr, "usage: harness [--mark-loaded] RECORD-FILE\n");
 		return 2;
 	}
-	f = fopen(argv[1], "rb");
+	f = fopen(argv[argc - 1], "rb");
 	if (f == NULL) {
-		perror(argv[1]);
+		perror(argv[argc - 1]);
 		return 2;
 	}
 	n = fread(file, 1, sizeof file, f);
 	fclose(f);
 
+	if (mark) {
+		write = rfbr_mark_loaded(file, n, &target, out);
+		printf("mark-loaded=%d target=%d\n", write, target);
+		if (write != 1) {
+			printf("-\n");
+			return 0;
+		}
+		for (i = 0; i < RFBR_COPY_SIZE; i++)
+			printf("%02x", out[i]);
+		printf("\n");
+		return 0;
+	}
 	write = rfbr_select(file, n, &d, &target, out);
 	printf("action=%s slot=%s channel=%lu version=%lu why=%s reverted=%s write=%d target=",
 	       rfbr_action_name(d.action), rfbr_slot_name(d.slot), (unsigned long)d.entry.channel,

@@ -23,8 +23,11 @@
  *   4. If d.action is RFBR_ACTION_LOAD, load slot d.slot (1 = a, 2 = b); it
  *      must hold channel d.channel, version d.version, and its manifest's
  *      SHA-256 must equal d.digest. Otherwise load no content.
- *   5. Once the load finished and the agent survived its first events, the
- *      agent's user-mode side records it (bootguard.MarkLoaded).
+ *   5. Once the load finished and the agent survived its first events,
+ *      record it: rfbr_mark_loaded on the record as it now is, and write and
+ *      flush its copy the same way (a driver that loads content in kernel
+ *      mode does this itself; an agent with a user-mode side may leave it
+ *      to bootguard.MarkLoaded, the same step in Go).
  *   6. When the agent stops cleanly (it no longer runs the content), its
  *      user-mode side records that before it exits (bootguard.MarkStopped),
  *      so that the next load of a trial spends no try.
@@ -141,6 +144,16 @@ void rfbr_decide(const struct rfbr_record *cur, int ok, struct rfbr_decision *d)
  * 0 and sets *target to -1. */
 int rfbr_select(const uint8_t *file, size_t len, struct rfbr_decision *d, int *target,
 		uint8_t out[RFBR_COPY_SIZE]);
+
+/* rfbr_mark_loaded is step 5, bootguard.MarkLoaded: an active TRIAL whose
+ * breadcrumb is not LOADED gets LOADED. It returns 1, encodes the next
+ * record into out and sets *target to the copy to overwrite when a write is
+ * needed; 0 when nothing is to be written (the active slot is GOOD, or the
+ * load is already recorded); -1 when there is nothing to mark (no valid
+ * copy, no active slot, or an active slot neither TRIAL nor GOOD), which
+ * means the record changed under the loader: load nothing more. *target is
+ * -1 unless it returns 1. */
+int rfbr_mark_loaded(const uint8_t *file, size_t len, int *target, uint8_t out[RFBR_COPY_SIZE]);
 
 /* Stable names: "load"/"none"/"safe", "a"/"b"/"-", and the why strings. */
 const char *rfbr_action_name(int action);
