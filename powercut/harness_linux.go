@@ -72,6 +72,16 @@ type Options struct {
 	Env []string
 }
 
+func (o Options) withDefaults() Options {
+	if o.Samples == 0 {
+		o.Samples = 3
+	}
+	if o.MaxFailures == 0 {
+		o.MaxFailures = 5
+	}
+	return o
+}
+
 // Result is what Run tried.
 type Result struct {
 	// Changes and Syncs are the recorded operation's size.
@@ -97,12 +107,7 @@ func (r Result) String() string {
 // waits for the server and a garbage collection that waits for the faulting
 // thread wait for each other.
 func Run(tmp string, sc Scenario, opts Options) (Result, error) {
-	if opts.Samples == 0 {
-		opts.Samples = 3
-	}
-	if opts.MaxFailures == 0 {
-		opts.MaxFailures = 5
-	}
+	opts = opts.withDefaults()
 	work, err := os.MkdirTemp(tmp, "powercut-"+sc.Name+"-")
 	if err != nil {
 		return Result{}, err
@@ -125,6 +130,21 @@ func Run(tmp string, sc Scenario, opts Options) (Result, error) {
 	if runErr != nil {
 		return Result{}, runErr
 	}
+	return check(work, sc, rec, opts)
+}
+
+// CheckRecording checks every state a power cut can leave in a recording
+// made elsewhere (vmtest's guest records the kernel module's writes inside
+// a VM and brings the recording back on its disk), exactly as Run checks its
+// own: sc.Check is called per distinct state; sc.Setup and sc.Run are not
+// used. The states are materialized in a new directory under tmp.
+func CheckRecording(tmp string, sc Scenario, rec lazyfs.Recording, opts Options) (Result, error) {
+	opts = opts.withDefaults()
+	work, err := os.MkdirTemp(tmp, "powercut-"+sc.Name+"-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(work)
 	return check(work, sc, rec, opts)
 }
 
