@@ -31,6 +31,10 @@ var rooms = map[string][]string{
 	"golang.org/x/sys/windows":             {""},                     // anywhere, but only in _windows.go files (checked below)
 	"github.com/ringfence/ringfence/cmd":   {},                       // nothing imports a main package
 	"github.com/stretchr/testify":          {},                       // tests only
+
+	// Tests only: the cgo binding of the kernel's C interpreter (sensor/c),
+	// which a cgo-less build does not have.
+	"github.com/ringfence/ringfence/sensor/cinterp": {},
 }
 
 type file struct {
