@@ -34,16 +34,22 @@ sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every
 
 .PHONY: test
 test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible test-dist-if-possible test-packages-if-possible test-powercut-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run, the packages built twice and checked, the .deb installed under systemd and the .msi under Wine, the power-cut harness
-	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
+	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors and the C interpreter against the Go one (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@[ "$$(id -u)" = 0 ] || echo "SKIPPED the tests that need root: a real ENOSPC on a tmpfs (server.TestENOSPC, TestSigningRetried) and the SysV service install; run make test as root (CI does)" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
 	@rm -f $(SKIPPED)
 	@echo "make test: all suites passed"
 
 .PHONY: test-vm
-test-vm: ## boot the crash-loop scenarios in a QEMU guest (needs qemu-system-x86, e2fsprogs; fetches a Debian kernel into VMKERNEL)
+test-vm: ## boot the crash-loop scenarios in a QEMU guest, then with the kernel module as the loader (needs qemu-system-x86, e2fsprogs, gcc-12; fetches a Debian kernel into VMKERNEL and its headers)
+	@mkdir -p $(BIN)
 	./vmtest/kernel.sh $(VMKERNEL)
-	RINGFENCE_VM_KERNEL=$(abspath $(VMKERNEL)) $(GO) test -count=1 -v -timeout 10m -run 'TestVM|TestModules' ./vmtest
+	@rc=0; ./kmod/build.sh $(VMKERNEL) $(BIN)/kmod || rc=$$?; \
+	if [ $$rc -eq 3 ]; then rm -f $(BIN)/kmod/rfguard.ko; \
+	  echo "SKIPPED the kernel-module VM scenarios (kmod/build.sh could not get the kernel's headers or gcc-12; see above)" >> $(SKIPPED); \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi
+	RINGFENCE_VM_KERNEL=$(abspath $(VMKERNEL)) RINGFENCE_VM_MODULE=$$([ -f $(BIN)/kmod/rfguard.ko ] && echo $(abspath $(BIN)/kmod/rfguard.ko)) \
+	  $(GO) test -count=1 -v -timeout 15m -run 'TestVM|TestModules' ./vmtest
 
 .PHONY: test-powercut
 test-powercut: ## power cuts at every point of every durable operation, on a FUSE file system that drops what was not synced (needs root and /dev/fuse)

@@ -11,6 +11,7 @@ pkgs=(
   libclang-rt-14-dev  # its -fsanitize=fuzzer,address,undefined runtimes
   qemu-system-x86  # the VM crash-loop test (make test-vm)
   e2fsprogs        # mkfs.ext4 and debugfs for the VM test's state disk
+  gcc-12           # the kernel module (kmod/build.sh): the compiler Debian built the VM kernel with
   wine             # the Windows test binaries under Wine (make test-windows)
   wine64
   gcc-mingw-w64-x86-64  # builds the bcryptprimitives.dll stand-in Wine 8 lacks

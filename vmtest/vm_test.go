@@ -26,11 +26,16 @@ import (
 // EnvKernel names the unpacked linux-image package the guest boots.
 const EnvKernel = "RINGFENCE_VM_KERNEL"
 
+// EnvModule names the reference kernel agent built for that kernel
+// (kmod/build.sh); the guest packs it as /rfguard.ko.
+const EnvModule = "RINGFENCE_VM_MODULE"
+
 // guestModules are what the guest needs beyond the built-in kernel: the
 // virtio PCI transport and block driver for the state disk, ext4 (crc32c for
-// its checksums, which jbd2 asks the crypto API for at mount), and the
-// pvpanic PCI device through which a panic exits QEMU with status 1.
-var guestModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "pvpanic_pci"}
+// its checksums, which jbd2 asks the crypto API for at mount), the pvpanic
+// PCI device through which a panic exits QEMU with status 1, and FUSE for
+// the recording file system of the module's power-cut scenario.
+var guestModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "pvpanic_pci", "fuse"}
 
 // bootTimeout bounds one boot; under TCG a boot takes 15-20 s.
 const bootTimeout = 3 * time.Minute
@@ -120,6 +125,15 @@ func makeGuest(kdir, initBin string) (guest, error) {
 	}
 	if err := c.File("init", 0o755, b); err != nil {
 		return guest{}, err
+	}
+	if ko := os.Getenv(EnvModule); ko != "" {
+		b, err := os.ReadFile(ko)
+		if err != nil {
+			return guest{}, fmt.Errorf("%s: %w", EnvModule, err)
+		}
+		if err := c.File("rfguard.ko", 0o644, b); err != nil {
+			return guest{}, err
+		}
 	}
 	var names []string
 	for _, p := range order {
@@ -230,7 +244,7 @@ func boot(t *testing.T, g guest, img string, extra ...string) bootResult {
 	sc := bufio.NewScanner(strings.NewReader(res.console))
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
-		if strings.Contains(line, "rfvm") || strings.Contains(line, "Kernel panic") || strings.HasPrefix(line, "panic: ") || strings.Contains(line, "index out of range") {
+		if strings.Contains(line, "rfvm") || strings.Contains(line, "Kernel panic") || strings.Contains(line, "rfguard") || strings.Contains(line, "RIP: ") || strings.Contains(line, "BUG: ") || strings.Contains(line, "general protection fault") || strings.HasPrefix(line, "panic: ") || strings.Contains(line, "index out of range") {
 			story = append(story, "    | "+line)
 		}
 		if i := strings.Index(line, "rfvm-result "); i >= 0 {

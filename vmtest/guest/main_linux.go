@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/failpoint"
+	"github.com/ringfence/ringfence/internal/lazyfs"
 	"github.com/ringfence/ringfence/loader"
 	"github.com/ringfence/ringfence/sensor"
 )
@@ -24,12 +26,17 @@ import (
 // Paths inside the guest. The host test builds the initramfs and the state
 // disk to match.
 const (
-	modulesDir  = "/modules"  // the .ko files and "order", one file name per line
-	stateDev    = "/dev/vda"  // the state disk (virtio-blk)
-	stateMount  = "/state"    // where it is mounted
-	stateRoot   = "ringfence" // the Ringfence root dir on it
-	devWait     = 20 * time.Second
-	resultLabel = "rfvm-result "
+	modulesDir = "/modules"    // the .ko files and "order", one file name per line
+	moduleKo   = "/rfguard.ko" // the reference kernel agent, when the test packs one
+	lazyMount  = "/lazy"       // the recording file system over the root (rfvm.lazyfs=1)
+	// recordingName is the recording of the module's load, at the top of
+	// the state disk.
+	recordingName = "rfvm-recording.gob"
+	stateDev      = "/dev/vda"  // the state disk (virtio-blk)
+	stateMount    = "/state"    // where it is mounted
+	stateRoot     = "ringfence" // the Ringfence root dir on it
+	devWait       = 20 * time.Second
+	resultLabel   = "rfvm-result "
 )
 
 // Result is what the loader reports on a clean boot, one JSON line.
@@ -94,6 +101,9 @@ func initMain() error {
 	}
 	say("state disk mounted")
 
+	if args["rfvm.loader"] == "module" {
+		return moduleMain(args)
+	}
 	cmd := exec.Command("/init", "loader", "--root", filepath.Join(stateMount, stateRoot), "--seed", args["rfvm.seed"])
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = []string{"PATH=/"}
@@ -113,6 +123,126 @@ func initMain() error {
 	}
 	say("clean shutdown")
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// moduleMain makes the reference kernel agent (kmod/, at moduleKo) the only
+// loader: it loads the module, whose init runs the loader contract, the
+// content and its first events in kernel space, with the rfguard.* words
+// of the kernel command line as its parameters. Nothing here touches the
+// record or the content. A fault in the module's interpreter is an oops and,
+// with panic_on_oops, a panic: this never returns then. A load the module
+// refused (it returns an error from its init) is an agent that failed to
+// start, and the host goes down as with the user-space loader.
+func moduleMain(args map[string]string) error {
+	var params []string
+	for k, v := range args {
+		if name, ok := strings.CutPrefix(k, "rfguard."); ok {
+			params = append(params, name+"="+v)
+		}
+	}
+	var rec *lazyfs.FS
+	if args["rfvm.lazyfs"] == "1" {
+		var err error
+		if rec, err = recordModule(); err != nil {
+			return err
+		}
+		params = append(params, "root="+lazyMount, "marks=1")
+	}
+	slices.Sort(params)
+	say("loading the kernel agent %s %s", moduleKo, strings.Join(params, " "))
+	fd, err := unix.Open(moduleKo, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", moduleKo, err)
+	}
+	err = unix.FinitModule(fd, strings.Join(params, " "), 0)
+	unix.Close(fd)
+	kmsg("rfguard")
+	if err != nil {
+		say("the kernel agent refused to load (%v): kernel panic", err)
+		panicKernel()
+	}
+	if rec != nil {
+		if err := saveRecording(rec); err != nil {
+			return err
+		}
+	}
+	res, err := os.ReadFile("/sys/module/rfguard/parameters/result")
+	if err != nil {
+		return fmt.Errorf("the kernel agent's result: %w", err)
+	}
+	fmt.Printf("%s%s\n", resultLabel, strings.TrimSpace(string(res)))
+	unix.Sync()
+	if err := unix.Unmount(stateMount, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", stateMount, err)
+	}
+	say("clean shutdown")
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// recordModule mounts a recording file system (internal/lazyfs) at
+// lazyMount over the state disk's root, for the module to load through: the
+// host then checks every state a power cut during the module's load can
+// leave (vmtest's power-cut scenario). Serving it from this process is safe:
+// the module reads and writes with kernel_read and kernel_write from inside
+// finit_module, a system call, never through a mapping of the mount.
+func recordModule() (*lazyfs.FS, error) {
+	if err := os.MkdirAll(lazyMount, 0o700); err != nil {
+		return nil, err
+	}
+	fs, err := lazyfs.Mount(lazyMount, filepath.Join(stateMount, stateRoot))
+	if err != nil {
+		return nil, err
+	}
+	if err := fs.Start(); err != nil {
+		return nil, err
+	}
+	say("recording the module's changes on %s", lazyMount)
+	return fs, nil
+}
+
+// saveRecording marks the module's load as returned, stops recording and
+// writes the recording to the state disk, synced, for the host.
+func saveRecording(fs *lazyfs.FS) error {
+	_, _ = os.Stat(filepath.Join(lazyMount, lazyfs.MarkPrefix+"done")) // powercut.MarkDone: the lookup is the mark
+	rec := fs.Stop()
+	if err := fs.Unmount(); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(stateMount, recordingName))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := rec.Encode(f); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	say("recorded %d changes of the module's load", len(rec.Ops))
+	return f.Close()
+}
+
+// kmsg prints the kernel log's lines that contain word (the console shows
+// only warnings and worse at the test's loglevel).
+func kmsg(word string) {
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		say("/dev/kmsg: %v", err)
+		return
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil || n <= 0 {
+			return // EAGAIN: the end of the log
+		}
+		// "prio,seq,time,flags;message"
+		if _, msg, ok := strings.Cut(string(buf[:n]), ";"); ok && strings.Contains(msg, word) {
+			say("kernel: %s", strings.TrimRight(msg, "\n"))
+		}
+	}
 }
 
 // panicKernel panics the kernel the way the host would: sysrq c.
