@@ -30,7 +30,9 @@ const (
 	// MaxPatternStars bounds the '*' wildcards in one pattern. The
 	// interpreter matches patterns by backtracking, whose cost grows as
 	// (input length)^(stars); three stars over the sensor's 256-byte inputs
-	// stay under a few million steps per evaluation.
+	// stay under a few million steps per pattern and event (a file of many
+	// such instances multiplies that: preflight's time limit is the bound
+	// on the whole).
 	MaxPatternStars = 3
 )
 

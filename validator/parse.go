@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// minInstanceSize is the wire size of an instance with only wildcards, per
+// instanceFixedSize is the wire size of an instance with only wildcards, per
 // declared field: id (4), action (1), one kind byte per field.
 const instanceFixedSize = 5
 
