@@ -307,12 +307,24 @@ func mapKeys(m map[string][]byte) []string {
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
 
 // TestMarkLoadedC holds the C loader's rfbr_mark_loaded to bootguard.MarkLoaded
-// on every vector, as read and as left by its own select's write (a trial
-// then has the breadcrumb LOADING, the case a kernel loader marks): the same
-// outcome (an error, nothing to write, a write) and, after the write, the
-// same bytes on disk.
+// on every vector, as read, as left by its own select's write (a trial
+// then has the breadcrumb LOADING, the case a kernel loader marks) and as
+// left by a MarkLoaded after that: the same outcome (an error, nothing to
+// write, a write) and, after the write, the same bytes on disk.
 func TestMarkLoadedC(t *testing.T) {
-	bin := buildHarness(t, "harness")
+	testMarkC(t, "mark-loaded", bootguard.MarkLoaded)
+}
+
+// TestMarkStoppedC does the same for rfbr_mark_stopped and
+// bootguard.MarkStopped, the clean stop (the records after a finished load
+// are the ones it changes).
+func TestMarkStoppedC(t *testing.T) {
+	testMarkC(t, "mark-stopped", bootguard.MarkStopped)
+}
+
+// markFiles are the vectors, each after its select's write, and each of
+// those after MarkLoaded: the records a loader marks.
+func markFiles(t *testing.T) map[string][]byte {
 	files := map[string][]byte{}
 	for name, data := range vectors() {
 		files[name] = data
@@ -323,8 +335,23 @@ func TestMarkLoadedC(t *testing.T) {
 			b := d.Next.Encode()
 			copy(f[(1-from)*bootguard.CopySize:], b[:])
 			files[name+"+select"] = f
+			p := filepath.Join(testtmp.Dir(t), "record")
+			require.NoError(t, os.WriteFile(p, f, 0o600))
+			if bootguard.MarkLoaded(p) == nil {
+				loaded, err := os.ReadFile(p)
+				require.NoError(t, err)
+				files[name+"+select+loaded"] = loaded
+			}
 		}
 	}
+	return files
+}
+
+// testMarkC runs the C harness's --flag and goMark on every markFiles
+// record and requires the same outcome and the same bytes.
+func testMarkC(t *testing.T, flag string, goMark func(path string) error) {
+	bin := buildHarness(t, "harness")
+	files := markFiles(t)
 	writes := 0
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		data := files[name]
@@ -333,7 +360,7 @@ func TestMarkLoadedC(t *testing.T) {
 		require.NoError(t, os.WriteFile(goPath, data, 0o600))
 		require.NoError(t, os.WriteFile(cPath, data, 0o600))
 
-		goErr := bootguard.MarkLoaded(goPath)
+		goErr := goMark(goPath)
 		after, err := os.ReadFile(goPath)
 		require.NoError(t, err)
 		want := 1
@@ -344,14 +371,14 @@ func TestMarkLoadedC(t *testing.T) {
 			want = 0
 		}
 
-		out, err := exec.Command(bin, "--mark-loaded", cPath).Output()
+		out, err := exec.Command(bin, "--"+flag, cPath).Output()
 		require.NoError(t, err, name)
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		require.Len(t, lines, 2, "%s: %s", name, out)
 		var got, target int
-		_, err = fmt.Sscanf(lines[0], "mark-loaded=%d target=%d", &got, &target)
+		_, err = fmt.Sscanf(lines[0], flag+"=%d target=%d", &got, &target)
 		require.NoError(t, err, "%s: %s", name, out)
-		require.Equal(t, want, got, "%s: C rfbr_mark_loaded and Go MarkLoaded (%v) disagree", name, goErr)
+		require.Equal(t, want, got, "%s: C %s and Go (%v) disagree", name, flag, goErr)
 		if got != 1 {
 			require.Equal(t, -1, target, name)
 			continue
@@ -367,5 +394,5 @@ func TestMarkLoadedC(t *testing.T) {
 		require.Equal(t, hex.EncodeToString(after), hex.EncodeToString(c), "%s: the file after C's write differs from Go's", name)
 	}
 	require.Positive(t, writes, "no vector exercised a write")
-	t.Logf("rfbr_mark_loaded agrees with MarkLoaded on %d records (%d writes)", len(files), writes)
+	t.Logf("C %s agrees with Go on %d records (%d writes)", flag, len(files), writes)
 }

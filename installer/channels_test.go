@@ -9,23 +9,14 @@ import (
 
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/internal/testtmp"
-	"github.com/ringfence/ringfence/validator"
 )
 
 // onChannel returns testdata file name moved to channel ch, with version
 // (0 keeps it).
 func onChannel(t testing.TB, name string, ch, version uint32) []byte {
-	t.Helper()
-	f, err := validator.Parse(content(t, name))
-	require.NoError(t, err)
-	f.Channel = ch
-	if version != 0 {
-		f.ContentVersion = version
-	}
-	b, err := validator.Encode(f)
-	require.NoError(t, err)
-	return b
+	return testfiles.ChannelOn(t, name, ch, version)
 }
 
 // channel returns root's Installer of channel ch.

@@ -22,13 +22,20 @@
  * kernel panics, the breadcrumb LOADING stays on disk, and at the next boot
  * step 1 falls back to last-known-good before anything else is loaded.
  *
+ * It does this for each channel it serves, in ascending order, each on its
+ * own record: a crash while loading channel N leaves the channels before it
+ * LOADED and the ones after it unselected. A channel that cannot be loaded
+ * (a slot that does not verify, content this build refuses) fails the
+ * module's load, as a crashed agent would, and the channels after it are
+ * not selected. When the module is unloaded (the agent stops cleanly), each
+ * trial it loaded gets the breadcrumb STOPPED (rfbr_mark_stopped), so the
+ * next start spends no try on it.
+ *
  * Every read is bounded, and the module keeps nothing it did not verify.
- * It serves one channel (the parameter), the reference sensor's; a vendor's
- * loader goes through every channel of the root in ascending order.
  *
  * Parameters (all read-only at run time):
  *   root=DIR        the Ringfence root on the state disk (/state/ringfence)
- *   channel=N       the channel to load (291)
+ *   channels=N,...  the channels to load, at most 8 (291)
  *   seed=N          seeds the first random events
  *   first_events=N  random events after the synthesized ones (200)
  *   failpoint=NAME  torn-write: write half of the record's next copy, flush
@@ -38,7 +45,8 @@
  *   marks=1         tell a recording file system mounted at root which step
  *                   the module passed, by looking up root/.lazyfs-mark-NAME
  *                   (internal/lazyfs; the VM test's power-cut scenario)
- *   result          set by the module: its outcome as one JSON object
+ *   result          set by the module: its outcome, one JSON object per
+ *                   channel, one per line
  */
 #include <linux/fs.h>
 #include <linux/kernel.h>
@@ -60,9 +68,11 @@ MODULE_DESCRIPTION("Ringfence reference kernel agent: boot-record guard and cont
 static char *root = "/state/ringfence";
 module_param(root, charp, 0444);
 MODULE_PARM_DESC(root, "the Ringfence root directory on the state disk");
-static uint channel = 291;
-module_param(channel, uint, 0444);
-MODULE_PARM_DESC(channel, "the channel to load");
+#define MAX_CHANNELS 8
+static uint channels[MAX_CHANNELS] = { 291 };
+static int nchannels = 1;
+module_param_array(channels, uint, &nchannels, 0444);
+MODULE_PARM_DESC(channels, "the channels to load, in any order (loaded in ascending order)");
 static ulong seed = 1;
 module_param(seed, ulong, 0444);
 MODULE_PARM_DESC(seed, "seed of the first random events");
@@ -75,9 +85,13 @@ MODULE_PARM_DESC(failpoint, "torn-write: tear the next record write and panic; s
 static bool marks;
 module_param(marks, bool, 0444);
 MODULE_PARM_DESC(marks, "look up root/.lazyfs-mark-NAME at each step (tests)");
-static char result[256];
+static char result[MAX_CHANNELS * 160];
 module_param_string(result, result, sizeof(result), 0444);
-MODULE_PARM_DESC(result, "the outcome of the load, one JSON object (set by the module)");
+MODULE_PARM_DESC(result, "the outcome of the load, one JSON object per channel and line (set by the module)");
+
+/* The trials this module loaded to the end: the clean stop marks them. */
+static uint trials[MAX_CHANNELS];
+static int ntrials;
 
 #define MAX_MANIFEST (64u << 10) /* installer.MaxManifestSize */
 #define CONTENT_NAME "content.rfch"   /* installer.ContentName */
@@ -414,19 +428,24 @@ out:
 	return n;
 }
 
-static void set_result(const struct rfbr_decision *d, bool loaded, long events)
+/* add_result appends channel ch's outcome to result, one line. */
+static void add_result(uint ch, const struct rfbr_decision *d, bool loaded, long events)
 {
+	size_t n = strlen(result);
+
 	if (d->action == RFBR_ACTION_LOAD)
-		snprintf(result, sizeof(result),
-			 "{\"action\":\"%s\",\"slot\":\"%s\",\"channel\":%u,\"version\":%u,\"why\":\"%s\",\"loaded\":%s,\"events\":%ld}",
+		snprintf(result + n, sizeof(result) - n,
+			 "{\"action\":\"%s\",\"slot\":\"%s\",\"channel\":%u,\"version\":%u,\"why\":\"%s\",\"loaded\":%s,\"events\":%ld}\n",
 			 rfbr_action_name(d->action), rfbr_slot_name(d->slot), d->entry.channel, d->entry.version,
 			 rfbr_why_name(d->why), loaded ? "true" : "false", events);
 	else
-		snprintf(result, sizeof(result), "{\"action\":\"%s\",\"why\":\"%s\",\"loaded\":false,\"events\":0}",
-			 rfbr_action_name(d->action), rfbr_why_name(d->why));
+		snprintf(result + n, sizeof(result) - n,
+			 "{\"action\":\"%s\",\"channel\":%u,\"why\":\"%s\",\"loaded\":false,\"events\":0}\n",
+			 rfbr_action_name(d->action), ch, rfbr_why_name(d->why));
 }
 
-static int __init rfguard_init(void)
+/* load_channel runs steps 1 to 4 on channel ch. */
+static int load_channel(uint ch)
 {
 	char *path, *dir = NULL;
 	struct file *rec;
@@ -440,7 +459,7 @@ static int __init rfguard_init(void)
 	/* The record and the decision are kept off the 16 KiB kernel stack. */
 	file = kzalloc(RFBR_FILE_SIZE + RFBR_COPY_SIZE, GFP_KERNEL);
 	d = kzalloc(sizeof(*d), GFP_KERNEL);
-	path = kasprintf(GFP_KERNEL, "%s/channels/%u/bootrecord", root, channel);
+	path = kasprintf(GFP_KERNEL, "%s/channels/%u/bootrecord", root, ch);
 	if (!file || !d || !path) {
 		err = -ENOMEM;
 		goto free;
@@ -472,16 +491,16 @@ static int __init rfguard_init(void)
 	}
 	if (d->write)
 		mark("record-written");
-	pr_notice("rfguard: channel %u: action=%s slot=%s version=%u why=%s\n", channel, rfbr_action_name(d->action),
+	pr_notice("rfguard: channel %u: action=%s slot=%s version=%u why=%s\n", ch, rfbr_action_name(d->action),
 		  rfbr_slot_name(d->slot), d->entry.version, rfbr_why_name(d->why));
-	set_result(d, false, 0);
 	if (d->action != RFBR_ACTION_LOAD) {
+		add_result(ch, d, false, 0);
 		err = 0;
 		goto close;
 	}
 
 	/* 2. Only verified bytes. */
-	dir = kasprintf(GFP_KERNEL, "%s/channels/%u/slots/%s", root, channel, rfbr_slot_name(d->slot));
+	dir = kasprintf(GFP_KERNEL, "%s/channels/%u/slots/%s", root, ch, rfbr_slot_name(d->slot));
 	if (!dir) {
 		err = -ENOMEM;
 		goto close;
@@ -499,7 +518,7 @@ static int __init rfguard_init(void)
 	err = load_program(data, dlen, &d->entry, p);
 	if (err)
 		goto close;
-	pr_notice("rfguard: channel %u version %u: %u instances loaded; running the first events\n", channel,
+	pr_notice("rfguard: channel %u version %u: %u instances loaded; running the first events\n", ch,
 		  d->entry.version, p->file.ninstances);
 	events = run_first_events(p);
 	program_free(p);
@@ -526,8 +545,10 @@ static int __init rfguard_init(void)
 		goto close;
 	}
 	mark("loaded-recorded");
-	set_result(d, true, events);
-	pr_notice("rfguard: channel %u version %u loaded; %ld first events survived\n", channel, d->entry.version,
+	add_result(ch, d, true, events);
+	if (d->entry.state == RFBR_STATE_TRIAL)
+		trials[ntrials++] = ch;
+	pr_notice("rfguard: channel %u version %u loaded; %ld first events survived\n", ch, d->entry.version,
 		  events);
 close:
 	filp_close(rec, NULL);
@@ -541,8 +562,93 @@ free:
 	return err;
 }
 
+static int __init rfguard_init(void)
+{
+	uint tmp;
+	int i, j, err;
+
+	if (nchannels < 1) {
+		pr_err("rfguard: no channel to load\n");
+		return -EINVAL;
+	}
+	/* Ascending order, the order docs/boot-record.md fixes. */
+	for (i = 1; i < nchannels; i++)
+		for (j = i; j > 0 && channels[j - 1] > channels[j]; j--) {
+			tmp = channels[j];
+			channels[j] = channels[j - 1];
+			channels[j - 1] = tmp;
+		}
+	for (i = 0; i < nchannels; i++) {
+		if (channels[i] == 0 || (i > 0 && channels[i] == channels[i - 1])) {
+			pr_err("rfguard: channels: %u is not a channel, or is given twice\n", channels[i]);
+			return -EINVAL;
+		}
+	}
+	for (i = 0; i < nchannels; i++) {
+		err = load_channel(channels[i]);
+		if (err) {
+			pr_err("rfguard: channel %u: %d: the agent does not start; the channels after it are not selected\n",
+			       channels[i], err);
+			return err;
+		}
+	}
+	return 0;
+}
+
+/*
+ * mark_stopped records a clean stop on channel ch (step 7 of
+ * docs/loader-integration.md): a trial this module loaded to the end gets
+ * the breadcrumb STOPPED, written and flushed like every record write. It
+ * runs only on unload, never on a crash path.
+ */
+static void mark_stopped(uint ch)
+{
+	struct file *rec;
+	u8 *file, *out;
+	size_t len;
+	char *path;
+	int target, err;
+
+	file = kzalloc(RFBR_FILE_SIZE + RFBR_COPY_SIZE, GFP_KERNEL);
+	path = kasprintf(GFP_KERNEL, "%s/channels/%u/bootrecord", root, ch);
+	if (!file || !path) {
+		err = -ENOMEM;
+		goto free;
+	}
+	out = file + RFBR_FILE_SIZE;
+	rec = filp_open(path, O_RDWR | O_NOFOLLOW | O_LARGEFILE, 0);
+	if (IS_ERR(rec)) {
+		err = PTR_ERR(rec);
+		goto free;
+	}
+	err = read_record(rec, file, &len);
+	if (!err) {
+		switch (rfbr_mark_stopped(file, len, &target, out)) {
+		case 1:
+			err = write_copy(rec, target, out, RFBR_COPY_SIZE);
+			if (!err)
+				pr_notice("rfguard: channel %u: clean stop recorded\n", ch);
+			break;
+		case 0:
+			break;
+		default:
+			err = -EBADMSG;
+		}
+	}
+	filp_close(rec, NULL);
+free:
+	if (err)
+		pr_err("rfguard: channel %u: record the clean stop: %d (the next start spends a try)\n", ch, err);
+	kfree(path);
+	kfree(file);
+}
+
 static void __exit rfguard_exit(void)
 {
+	int i;
+
+	for (i = 0; i < ntrials; i++)
+		mark_stopped(trials[i]);
 }
 
 module_init(rfguard_init);

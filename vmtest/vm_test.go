@@ -192,9 +192,10 @@ func stateDisk(t *testing.T, capsVersion, good, trial string, adjust ...func(roo
 
 // bootResult is one boot as the host saw it.
 type bootResult struct {
-	exit    int    // QEMU's exit status: 0 clean poweroff, 1 kernel panic
-	console string // the serial console
-	result  *guestResult
+	exit    int            // QEMU's exit status: 0 clean poweroff, 1 kernel panic
+	console string         // the serial console
+	result  *guestResult   // the last channel's
+	results []*guestResult // one per channel, in the order loaded
 }
 
 // guestResult mirrors the guest's "rfvm-result" line (vmtest/guest).
@@ -251,6 +252,7 @@ func boot(t *testing.T, g guest, img string, extra ...string) bootResult {
 			var r guestResult
 			require.NoError(t, json.Unmarshal([]byte(line[i+len("rfvm-result "):]), &r), line)
 			res.result = &r
+			res.results = append(res.results, &r)
 		}
 	}
 	t.Logf("boot %s: qemu exit %d after %.1fs\n%s", strings.Join(extra, " "), res.exit, took.Seconds(), strings.Join(story, "\n"))

@@ -138,6 +138,69 @@ func TestVMModule(t *testing.T) {
 		require.Equal(t, bootguard.ReasonLoadCrash.String(), q[0].Reason)
 	})
 
+	// A clean stop: the agent is unloaded after the load, and its exit
+	// records the breadcrumb STOPPED; the next start loads the trial again
+	// without spending a try.
+	t.Run("clean-stop", func(t *testing.T) {
+		t.Parallel()
+		img := stateDisk(t, "7.11", "good-ipc-1001", "good-ipc-1002")
+		before := readDisk(t, img).pick(t)
+
+		b1 := boot(t, g, img, append([]string{"rfvm.unload=1"}, moduleArgs...)...)
+		requireExit(t, b1, 0)
+		require.NotNil(t, b1.result, b1.console)
+		require.True(t, b1.result.Loaded)
+		require.Contains(t, b1.console, "the kernel agent stopped cleanly")
+		r1 := readDisk(t, img).pick(t)
+		e1 := r1.Entry(r1.Active)
+		require.Equal(t, bootguard.CrumbStopped, e1.Crumb)
+		require.Equal(t, before.Seq+3, r1.Seq, "LOADING, LOADED, STOPPED")
+
+		b2 := boot(t, g, img, moduleArgs...)
+		requireExit(t, b2, 0)
+		require.NotNil(t, b2.result, b2.console)
+		require.Equal(t, uint32(1002), b2.result.Version)
+		require.True(t, b2.result.Loaded)
+		r2 := readDisk(t, img).pick(t)
+		e2 := r2.Entry(r2.Active)
+		require.Equal(t, bootguard.CrumbLoaded, e2.Crumb)
+		require.Equal(t, e1.Tries, e2.Tries, "a start after a clean stop spends no try")
+	})
+
+	// Two channels, given out of order: the module loads 291 (GOOD) first,
+	// then 292, whose trial is the 2024 content on channel 292. Boot 1: 292
+	// oopses after 291 loaded. Boot 2: 291 as before, 292 back on its
+	// last-known-good; 291's record never changed.
+	t.Run("two-channels", func(t *testing.T) {
+		t.Parallel()
+		img := channelsDisk(t)
+		before := readRecord(t, img, 291)
+
+		b1 := boot(t, g, img, append([]string{"rfguard.channels=292,291"}, moduleArgs...)...)
+		requireExit(t, b1, 1)
+		require.Regexp(t, oopsRIP, b1.console)
+		r := pickRecord(t, readRecord(t, img, 292))
+		require.Equal(t, bootguard.CrumbLoading, r.Entry(r.Active).Crumb)
+
+		b2 := boot(t, g, img, append([]string{"rfguard.channels=292,291"}, moduleArgs...)...)
+		requireExit(t, b2, 0)
+		require.Len(t, b2.results, 2, b2.console)
+		require.Equal(t, uint32(291), b2.results[0].Channel, "ascending order")
+		require.Equal(t, uint32(1001), b2.results[0].Version)
+		require.Equal(t, string(bootguard.WhyGood), b2.results[0].Why)
+		require.Equal(t, uint32(292), b2.results[1].Channel)
+		require.Equal(t, uint32(2001), b2.results[1].Version)
+		require.Equal(t, string(bootguard.WhyLoadCrash), b2.results[1].Why)
+		require.True(t, b2.results[1].Loaded)
+
+		require.Equal(t, before, readRecord(t, img, 291), "channel 291's record is untouched: GOOD content loads without a write")
+		r = pickRecord(t, readRecord(t, img, 292))
+		other := r.Entry(3 - r.Active)
+		require.Equal(t, uint32(2004), other.Version)
+		require.Equal(t, bootguard.StateBad, other.State)
+		require.Equal(t, bootguard.ReasonLoadCrash, other.Reason)
+	})
+
 	// A torn record write from the module: it writes half of the next copy,
 	// flushes it and panics. The other copy still holds the record from
 	// before; the next boot decides from it and goes on.
@@ -262,6 +325,60 @@ func modulePowerCut(t *testing.T, g guest, extra ...string) powercut.Result {
 	t.Logf("powercut: %s: %s", sc.Name, res)
 	require.Greater(t, res.States, 2)
 	return res
+}
+
+// channelsDisk is a root of two channels: 291 with 1001 GOOD, 292 with
+// 2001 GOOD and the 2024 content (cf291-shape moved to channel 292, version
+// 2004) as its trial, installed by an installer that believed the sensor
+// was 7.12.
+func channelsDisk(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "fs", "ringfence")
+	require.NoError(t, os.MkdirAll(root, 0o700))
+	in, err := installer.Open(root, installer.Options{Capabilities: testfiles.Capabilities(t, "7.12")})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		ch      uint32
+		name    string
+		version uint32
+		good    bool
+	}{{291, "good-ipc-1001", 0, true}, {292, "good-ipc-1001", 2001, true}, {292, "cf291-shape", 2004, false}} {
+		_, _, err := in.Install(testfiles.ChannelOn(t, c.name, c.ch, c.version), installer.StageOptions{})
+		require.NoError(t, err)
+		if c.good {
+			ch, err := in.Channel(c.ch)
+			require.NoError(t, err)
+			_, err = ch.Boot(true)
+			require.NoError(t, err)
+			_, err = ch.MarkGood()
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, in.Close())
+	img := filepath.Join(dir, "state.img")
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "rfstate", "-d", filepath.Join(dir, "fs"), img, "64M").CombinedOutput()
+	require.NoError(t, err, "mkfs.ext4: %s", out)
+	return img
+}
+
+// readRecord reads channel ch's boot record from the image.
+func readRecord(t *testing.T, img string, ch uint32) []byte {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "bootrecord")
+	path := "/ringfence/" + installer.ChannelsDir + "/" + strconv.FormatUint(uint64(ch), 10) + "/" + installer.RecordName
+	out, err := exec.Command("debugfs", "-R", "dump "+path+" "+dst, img).CombinedOutput()
+	require.NoError(t, err, "debugfs: %s", out)
+	b, err := os.ReadFile(dst)
+	require.NoError(t, err, "debugfs: %s", out)
+	return b
+}
+
+func pickRecord(t *testing.T, b []byte) bootguard.Record {
+	t.Helper()
+	r, _, ok := bootguard.Pick(b)
+	require.True(t, ok, "no valid copy of the boot record")
+	return r
 }
 
 // TestModuleCapsMatchSensor holds the kernel agent's table of inputs per

@@ -8,6 +8,8 @@
  *   harness --mark-loaded RECORD-FILE the finished load (rfbr_mark_loaded):
  *                                     "mark-loaded=R target=T", then the hex
  *                                     of the copy to write, or "-"
+ *   harness --mark-stopped RECORD-FILE the clean stop (rfbr_mark_stopped),
+ *                                     printed the same way ("mark-stopped=")
  */
 #include <stdio.h>
 #include <string.h>
@@ -20,13 +22,14 @@ int main(int argc, char **argv)
 	uint8_t out[RFBR_COPY_SIZE];
 	struct rfbr_decision d;
 	size_t n, i;
-	int target, write, mark = 0;
+	int target, write;
+	const char *mark = NULL;
 	FILE *f;
 
-	if (argc == 3 && strcmp(argv[1], "--mark-loaded") == 0)
-		mark = 1;
+	if (argc == 3 && (strcmp(argv[1], "--mark-loaded") == 0 || strcmp(argv[1], "--mark-stopped") == 0))
+		mark = argv[1] + 2;
 	else if (argc != 2) {
-		fprintf(stderr, "usage: harness [--mark-loaded] RECORD-FILE\n");
+		fprintf(stderr, "usage: harness [--mark-loaded | --mark-stopped] RECORD-FILE\n");
 		return 2;
 	}
 	f = fopen(argv[argc - 1], "rb");
@@ -37,9 +40,12 @@ int main(int argc, char **argv)
 	n = fread(file, 1, sizeof file, f);
 	fclose(f);
 
-	if (mark) {
-		write = rfbr_mark_loaded(file, n, &target, out);
-		printf("mark-loaded=%d target=%d\n", write, target);
+	if (mark != NULL) {
+		if (strcmp(mark, "mark-loaded") == 0)
+			write = rfbr_mark_loaded(file, n, &target, out);
+		else
+			write = rfbr_mark_stopped(file, n, &target, out);
+		printf("%s=%d target=%d\n", mark, write, target);
 		if (write != 1) {
 			printf("-\n");
 			return 0;

@@ -277,6 +277,26 @@ int rfbr_mark_loaded(const uint8_t *file, size_t len, int *target, uint8_t out[R
 	return 1;
 }
 
+int rfbr_mark_stopped(const uint8_t *file, size_t len, int *target, uint8_t out[RFBR_COPY_SIZE])
+{
+	struct rfbr_record r;
+	struct rfbr_entry *e;
+	int from = 0;
+	*target = -1;
+	if (!rfbr_pick(file, len, &r, &from))
+		return -1;
+	if (r.active == RFBR_SLOT_NONE)
+		return 0;
+	e = &r.slots[r.active - 1];
+	if (e->state != RFBR_STATE_TRIAL || e->crumb != RFBR_CRUMB_LOADED)
+		return 0;
+	e->crumb = RFBR_CRUMB_STOPPED;
+	r.seq++; /* 2^64-1 wraps to 0, which is newer */
+	rfbr_encode(&r, out);
+	*target = 1 - from;
+	return 1;
+}
+
 const char *rfbr_action_name(int action)
 {
 	switch (action) {

@@ -28,9 +28,10 @@
  *      flush its copy the same way (a driver that loads content in kernel
  *      mode does this itself; an agent with a user-mode side may leave it
  *      to bootguard.MarkLoaded, the same step in Go).
- *   6. When the agent stops cleanly (it no longer runs the content), its
- *      user-mode side records that before it exits (bootguard.MarkStopped),
- *      so that the next load of a trial spends no try.
+ *   6. When the agent stops cleanly (it no longer runs the content), record
+ *      that before it exits: rfbr_mark_stopped, written and flushed the same
+ *      way (or bootguard.MarkStopped from a user-mode side), so that the
+ *      next load of a trial spends no try. Never on a crash path.
  */
 #ifndef RFBOOTREC_H
 #define RFBOOTREC_H
@@ -154,6 +155,14 @@ int rfbr_select(const uint8_t *file, size_t len, struct rfbr_decision *d, int *t
  * means the record changed under the loader: load nothing more. *target is
  * -1 unless it returns 1. */
 int rfbr_mark_loaded(const uint8_t *file, size_t len, int *target, uint8_t out[RFBR_COPY_SIZE]);
+
+/* rfbr_mark_stopped is step 6, bootguard.MarkStopped: an active TRIAL
+ * whose breadcrumb is LOADED gets STOPPED. It returns 1, encodes the next
+ * record into out and sets *target when a write is needed; 0 when there is
+ * nothing to record (GOOD content, no active slot, a load that did not
+ * finish, a stop already recorded); -1 when no copy is valid. *target is -1
+ * unless it returns 1. */
+int rfbr_mark_stopped(const uint8_t *file, size_t len, int *target, uint8_t out[RFBR_COPY_SIZE]);
 
 /* Stable names: "load"/"none"/"safe", "a"/"b"/"-", and the why strings. */
 const char *rfbr_action_name(int action);

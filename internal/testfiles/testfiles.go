@@ -37,3 +37,23 @@ func Capabilities(t testing.TB, version string) *validator.Capabilities {
 	}
 	return c
 }
+
+// ChannelOn returns testdata/channels/NAME.rfch moved to channel ch, with
+// content version version (0 keeps the file's), re-encoded: the same
+// instances on another channel of a root.
+func ChannelOn(t testing.TB, name string, ch, version uint32) []byte {
+	t.Helper()
+	f, err := validator.Parse(Channel(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Channel = ch
+	if version != 0 {
+		f.ContentVersion = version
+	}
+	b, err := validator.Encode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -170,7 +170,17 @@ func moduleMain(args map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("the kernel agent's result: %w", err)
 	}
-	fmt.Printf("%s%s\n", resultLabel, strings.TrimSpace(string(res)))
+	for _, line := range strings.Split(strings.TrimSpace(string(res)), "\n") {
+		fmt.Printf("%s%s\n", resultLabel, line)
+	}
+	if args["rfvm.unload"] == "1" {
+		// The agent stops cleanly: its exit records the clean stop.
+		if err := unix.DeleteModule("rfguard", 0); err != nil {
+			return fmt.Errorf("unload the kernel agent: %w", err)
+		}
+		kmsg("clean stop")
+		say("the kernel agent stopped cleanly")
+	}
 	unix.Sync()
 	if err := unix.Unmount(stateMount, 0); err != nil {
 		return fmt.Errorf("unmount %s: %w", stateMount, err)
