@@ -33,7 +33,7 @@ sim: build ## the fleet simulator: 10M hosts, 3 days, every scenario under every
 	$(BIN)/ringfence-sim $(SIMFLAGS)
 
 .PHONY: test
-test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible test-dist-if-possible test-packages-if-possible test-powercut-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run, the packages built twice and checked, the .deb installed under systemd and the .msi under Wine, the power-cut harness
+test: skipped-reset check unit fuzz-smoke test-browser-if-possible test-tufjs-if-possible test-windows-if-possible test-vm-if-possible test-dist-if-possible test-packages-if-possible test-postgres-if-possible test-powercut-if-possible ## everything CI runs: check, unit tests with -race, fuzz smoke, the dashboard in Chromium, tuf-js reading our repository, Windows tests under Wine and the VM test where they can run, the packages built twice and checked, the .deb installed under systemd and the .msi under Wine, the PostgreSQL store against a real PostgreSQL, the power-cut harness
 	@command -v $${CC:-cc} >/dev/null || echo "SKIPPED the C boot-record loader against the vectors and the C interpreter against the Go one (no C compiler); 'make deps' installs gcc" >> $(SKIPPED)
 	@[ "$$(id -u)" = 0 ] || echo "SKIPPED the tests that need root: a real ENOSPC on a tmpfs (server.TestENOSPC, TestSigningRetried) and the SysV service install; run make test as root (CI does)" >> $(SKIPPED)
 	@if [ -s $(SKIPPED) ]; then sed 's/^/make test: /' $(SKIPPED); fi
@@ -64,6 +64,18 @@ test-powercut-if-possible:
 	if [ "$$(id -u)" != 0 ]; then \
 	  echo "SKIPPED the power-cut harness (it mounts FUSE file systems directly: run make test as root)" >> $(SKIPPED); exit 0; fi; \
 	$(MAKE) --no-print-directory test-powercut
+
+.PHONY: test-postgres
+test-postgres: ## the PostgreSQL store against a real, throwaway PostgreSQL server (internal/pgtest: a cluster per test binary, a unix socket only, a database per test), serve --db end to end; needs postgresql
+	RINGFENCE_REQUIRE_POSTGRES=1 $(GO) test -count=1 ./internal/pgtest ./fleetpg
+	RINGFENCE_REQUIRE_POSTGRES=1 $(GO) test -count=1 -run 'Postgres' ./cmd/ringfence-server
+
+# test-postgres where PostgreSQL is; elsewhere a SKIPPED line that says why.
+.PHONY: test-postgres-if-possible
+test-postgres-if-possible:
+	@mkdir -p $(BIN); if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+	  echo "SKIPPED the PostgreSQL store tests (no PostgreSQL: initdb not found); 'make deps' installs postgresql" >> $(SKIPPED); exit 0; fi; \
+	$(MAKE) --no-print-directory test-postgres
 
 .PHONY: test-browser
 test-browser: ## load the dashboard in headless Chromium against a fixture and a real server with a halted rollout (needs chromium)

@@ -22,6 +22,7 @@ pkgs=(
   msitools         # msiinfo reads the .msi back (dist/msi)
   debootstrap      # the Debian root the .deb is installed into (make test-packages)
   systemd-container  # systemd-nspawn boots it with systemd as PID 1
+  postgresql       # a throwaway server (internal/pgtest) for the PostgreSQL store's tests (make test-postgres), later the replica tests
 )
 apt_deps() {
   if [ "$(id -u)" -ne 0 ]; then
