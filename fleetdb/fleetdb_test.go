@@ -7,53 +7,23 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/ringfence/ringfence/admission"
-	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/fleetdb"
+	"github.com/ringfence/ringfence/fleetdb/storetest"
 	"github.com/ringfence/ringfence/internal/testtmp"
-	"github.com/ringfence/ringfence/wire"
 )
 
-func TestCommitLoad(t *testing.T) {
-	dir := testtmp.Dir(t)
-	db, err := fleetdb.Open(dir, fleetdb.Options{Timeout: time.Second})
-	require.NoError(t, err)
-	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-
-	h := &controller.Host{ID: "h-1", LastSeen: now, LastSeq: 42, Tags: []string{"canary"}, Versions: map[uint32]uint32{291: 1001}}
-	gone := &controller.Host{ID: "h-2"}
-	r := &controller.Rollout{Spec: controller.Spec{Channel: 291, To: 1002, From: 1001}, State: controller.StateRunning, Deny: []uint32{999}}
-	rec := &admission.Record{ID: "h-3", State: wire.AdmissionPending, FirstSeen: now}
-	tok := &admission.Token{ID: "t1", Hash: "ab", Expires: now.Add(time.Hour)}
-	require.NoError(t, db.Commit(controller.Changes{Hosts: []*controller.Host{h, gone}, Rollouts: []*controller.Rollout{r}},
-		admission.Changes{Records: []*admission.Record{rec}, Tokens: []*admission.Token{tok}}))
-	require.NoError(t, db.Commit(controller.Changes{Removed: []string{"h-2"}}, admission.Changes{}))
-
-	// A second process cannot open it while this one has it.
-	_, err = fleetdb.Open(dir, fleetdb.Options{Timeout: 50 * time.Millisecond})
-	require.ErrorIs(t, err, fleetdb.ErrLocked)
-	require.NoError(t, db.Close())
-
-	db, err = fleetdb.Open(dir, fleetdb.Options{Timeout: time.Second})
-	require.NoError(t, err)
-	defer db.Close()
-	st, err := db.Load()
-	require.NoError(t, err)
-	require.Len(t, st.Hosts, 1, "a removed host is deleted")
-	require.Equal(t, h.Versions, st.Hosts[0].Versions)
-	require.Equal(t, uint64(42), st.Hosts[0].LastSeq, "the replay guard survives a restart")
-	require.Equal(t, []string{"canary"}, st.Hosts[0].Tags)
-	require.True(t, h.LastSeen.Equal(st.Hosts[0].LastSeen))
-	require.Len(t, st.Rollouts, 1)
-	require.Equal(t, r.Deny, st.Rollouts[0].Deny)
-	require.Equal(t, r.State, st.Rollouts[0].State)
-	require.Equal(t, wire.AdmissionPending, st.Records[0].State)
-	require.Equal(t, "t1", st.Tokens[0].ID)
-
-	require.NoError(t, db.Commit(controller.Changes{}, admission.Changes{DeletedRecords: []string{"h-3"}}))
-	st, err = db.Load()
-	require.NoError(t, err)
-	require.Empty(t, st.Records)
+// TestStore: server.db keeps the contract of every state store
+// (fleetdb/storetest; fleetpg runs it too).
+func TestStore(t *testing.T) {
+	storetest.Run(t, storetest.Config{
+		ErrLocked: fleetdb.ErrLocked,
+		Create: func(t *testing.T) storetest.Open {
+			dir := testtmp.Dir(t)
+			return func(wait time.Duration) (storetest.Store, error) {
+				return fleetdb.Open(dir, fleetdb.Options{Timeout: wait})
+			}
+		},
+	})
 }
 
 // TestSchema1Migrates: a schema 1 file (with its bucket of event ids) opens,

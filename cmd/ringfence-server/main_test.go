@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/pgtest"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/server"
 	"github.com/ringfence/ringfence/wire"
@@ -23,12 +24,13 @@ const asMainEnv = "RINGFENCE_TEST_AS_MAIN"
 
 // TestMain lets the test binary stand in for ringfence-server: publish
 // re-executes itself for preflight, and TestServeAndOperate runs serve as
-// a real child process.
+// a real child process. pgtest.Main stops the test PostgreSQL server
+// (TestServeOnPostgres) when the tests are done.
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	pgtest.Main(m)
 }
 
 func td(parts ...string) string {

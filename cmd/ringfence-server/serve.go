@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ringfence/ringfence/admission"
+	"github.com/ringfence/ringfence/fleetpg"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
@@ -43,8 +44,11 @@ back by itself: every host is sent back to the version the rollout started
 from, and the bad version is denied (docs/gate.md). The rollout role, snapshot
 and timestamp keys must be in --keys (online keys); the root and content keys
 need not be. State (hosts, rollouts, decisions, tokens) lives in
---state/server.db; a restart resumes every rollout where it was. Timestamp and
-snapshot are re-signed every 6 hours.
+--state/server.db, or, with --db postgres://USER@HOST/DATABASE, in that
+PostgreSQL database (the server then uses it alone; --state still holds the
+operator token and serve.url; docs/server.md, "State"); a restart resumes
+every rollout where it was. Timestamp and snapshot are re-signed every 6
+hours.
 
 What a host reports counts only once the fleet admitted it: by an enrolment
 token ('tokens create') or an operator ('hosts accept'). Other keys wait as
@@ -57,9 +61,10 @@ keep slow clients from taking every descriptor (docs/server.md, "TLS and
 limits").`
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("serve", "serve --repo DIR --keys KEYDIR --state DIR [--addr HOST:PORT]", serveHelp, stdout, stderr)
+	fs := newFlags("serve", "serve --repo DIR --keys KEYDIR --state DIR [--db postgres://...] [--addr HOST:PORT]", serveHelp, stdout, stderr)
 	repo, keys := repoFlags(fs)
 	state := fs.String("state", "", "state directory (server.db, operator.token, serve.url)")
+	dbURL := fs.String("db", "", dbFlagHelp)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free one)")
 	eval := fs.Duration("eval-interval", server.DefaultEvalInterval, "how often the gates are evaluated")
 	canaryHosts := fs.String("canary-hosts", "", "comma-separated host ids: the canary group of rollouts started without their own")
@@ -68,7 +73,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	maxHosts := fs.Int("max-hosts", server.DefaultMaxHosts, "hosts in the fleet (admitted); one admitted beyond it waits as pending")
 	maxPending := fs.Int("max-pending", admission.DefaultMaxPending, "keys waiting for admission, kept apart from the fleet; a new one beyond it is refused until some are decided or pruned")
 	pendingTTL := fs.Duration("pending-ttl", admission.DefaultPendingTTL, "a pending key unheard for this long is forgotten")
-	startEmpty := fs.Bool("start-empty", false, "if server.db is damaged, move it aside and start with an empty state (every rollout, deny list, host and token is gone; restore a backup instead if you have one)")
+	startEmpty := fs.Bool("start-empty", false, "if server.db is damaged (not with --db), move it aside and start with an empty state (every rollout, deny list, host and token is gone; restore a backup instead if you have one)")
 	logJSON := fs.Bool("log-json", false, "log as JSON lines")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate chain (PEM; with --tls-key)")
 	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert (PEM)")
@@ -95,10 +100,28 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
+	if err := checkDB(*dbURL); err != nil {
+		return fail(stderr, "serve", err)
+	}
+	if *dbURL != "" && *startEmpty {
+		return fail(stderr, "serve", errors.New("--start-empty answers a damaged server.db; with --db the state is in PostgreSQL: restore the database from its backup instead"))
+	}
+	var store server.Store
+	if *dbURL != "" {
+		db, err := openDB(*dbURL, false)
+		if err != nil {
+			return fail(stderr, "serve", err)
+		}
+		log.Info("state in PostgreSQL", "host", db.Host(), "database", db.Database())
+		store = db
+	}
 	srv, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
 		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit, MaxHosts: *maxHosts,
-		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty})
+		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty, Store: store})
 	if err != nil {
+		if store != nil {
+			store.Close() // New closes the store it was given only when it got as far as loading it
+		}
 		return fail(stderr, "serve", err)
 	}
 	defer srv.Close()
@@ -147,6 +170,43 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	return cli.ExitOK
 }
 
+// dbFlagHelp is serve's --db.
+const dbFlagHelp = "where the state lives: empty (the default) keeps it in STATE/server.db; a postgres:// or postgresql:// URL " +
+	"(postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]) keeps it in that PostgreSQL database, and --state then holds " +
+	"the operator token and serve.url only; a password may come from PGPASSWORD or ~/.pgpass instead of the URL"
+
+// checkDB checks --db's form: empty, or a PostgreSQL URL. The error never
+// quotes it (it may hold a password).
+func checkDB(u string) error {
+	if u == "" {
+		return nil
+	}
+	scheme, _, ok := strings.Cut(u, "://")
+	if ok && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")) {
+		return nil
+	}
+	return errors.New("--db takes a postgres:// or postgresql:// URL (the state in that PostgreSQL database), " +
+		"or nothing (the state in STATE/server.db)")
+}
+
+// dbOpenTimeout bounds opening --db: the connection, the lock, the
+// migrations.
+const dbOpenTimeout = time.Minute
+
+// dbLockWait is how long opening --db waits for another server to let go
+// of the database: longer than server.db's second, as PostgreSQL releases
+// a stopped server's lock once it has ended its session, which takes a
+// moment after the process is gone.
+const dbLockWait = 5 * time.Second
+
+// openDB opens the PostgreSQL database of --db (checked by checkDB), read
+// only to look.
+func openDB(u string, readOnly bool) (*fleetpg.DB, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), dbOpenTimeout)
+	defer cancel()
+	return fleetpg.Open(ctx, u, fleetpg.Options{Timeout: dbLockWait, ReadOnly: readOnly})
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
@@ -183,7 +243,13 @@ func tlsHint(err error) error {
 func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, bool) {
 	where := addServerFlags(fs, "the server's state directory: talks to the server running on it, or, when none runs, acts on it directly (then --repo and --keys sign the plan)")
 	repo, keys := repoFlags(fs)
+	dbURL := fs.String("db", "", "the --db of 'serve': when no server runs on --state, act on that PostgreSQL database "+
+		"(a postgres:// or postgresql:// URL) instead of STATE/server.db")
 	return func(stderr io.Writer, cmd string) (*target, bool) {
+		if err := checkDB(*dbURL); err != nil {
+			fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+			return nil, false
+		}
 		c, running, err := where.client()
 		if err != nil {
 			fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
@@ -199,8 +265,20 @@ func targetFlags(fs *flag.FlagSet) func(stderr io.Writer, cmd string) (*target, 
 			fmt.Fprintf(stderr, "ringfence-server %s: no server is running on %s; start one ('ringfence-server serve'), or give --repo and --keys to act on the state directory directly\n", cmd, state)
 			return nil, false
 		}
-		s, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: state, ReadOnly: readOnly})
+		var store server.Store
+		if *dbURL != "" {
+			db, err := openDB(*dbURL, readOnly)
+			if err != nil {
+				fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
+				return nil, false
+			}
+			store = db
+		}
+		s, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: state, ReadOnly: readOnly, Store: store})
 		if err != nil {
+			if store != nil {
+				store.Close()
+			}
 			fmt.Fprintf(stderr, "ringfence-server %s: %v\n", cmd, err)
 			return nil, false
 		}

@@ -16,7 +16,7 @@ import (
 
 func runState(args []string, stdout, stderr io.Writer) int {
 	return sub("state", args, []cli.Command{
-		{Name: "backup", Summary: "copy server.db consistently, from a running server or its state directory", Run: stateBackup},
+		{Name: "backup", Summary: "copy server.db consistently, from a running server or its state directory (PostgreSQL: pg_dump)", Run: stateBackup},
 		{Name: "check", Summary: "check a copy of server.db before you restore it", Run: stateCheck},
 	}, stdout, stderr)
 }
@@ -34,7 +34,12 @@ operator.token), or, when none runs, reads the directory's server.db itself
 
 The copy is checked like 'state check' before it replaces --out (written
 durably, mode 0600). To restore: stop the server, copy the backup over
-STATE/server.db, start the server.`
+STATE/server.db, start the server.
+
+A server started with --db postgres://... keeps its state in PostgreSQL, not
+in server.db: back that database up with PostgreSQL's own tools (pg_dump, or
+the provider's backups and point-in-time recovery). Given such a --db, this
+command says so and copies nothing (exit 2).`
 
 func stateBackup(args []string, stdout, stderr io.Writer) int {
 	const cmd = "state backup"
@@ -42,8 +47,17 @@ func stateBackup(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "the backup file to write")
 	where := addServerFlags(fs, "the server's state directory")
 	state := where.state
+	dbURL := fs.String("db", "", "the --db the server was started with: a postgres:// URL is backed up with pg_dump, not by this command")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
+	}
+	if err := checkDB(*dbURL); err != nil {
+		return fail(stderr, cmd, err)
+	}
+	if *dbURL != "" {
+		return fail(stderr, cmd, errors.New("the state is in PostgreSQL (--db), not in server.db: back the database up with PostgreSQL's own tools, "+
+			"e.g. pg_dump --format=custom --file=FILE 'postgres://...' (or the provider's backups and point-in-time recovery); "+
+			"restore with pg_restore into an empty database and start 'serve --db' on it"))
 	}
 	if !need(stderr, cmd, map[string]string{"out": *out}) {
 		return cli.ExitUsage

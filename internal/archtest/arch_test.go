@@ -17,6 +17,7 @@ import (
 // the module root; "" is anywhere) whose non-test code may import it.
 var rooms = map[string][]string{
 	"go.etcd.io/bbolt":                     {"hostdb", "fleetdb"},
+	"github.com/jackc/pgx/v5":              {"fleetpg", "internal/pgtest"}, // the PostgreSQL store, and its tests' server
 	"github.com/kardianos/service":         {"cmd/ringfenced"},
 	"github.com/theupdateframework/go-tuf": {"tuf", "tufrepo"},
 	"github.com/sigstore/sigstore":         {"tufrepo"},
@@ -164,7 +165,7 @@ func TestForbiddenCalls(t *testing.T) {
 // recovery tools) meet only in shared packages: the wire contract, the
 // rollout plan, the validator, the TUF client and the internals.
 var (
-	serverSide = []string{"server", "controller", "admission", "fleetdb", "tufrepo", "dashboard", "fleetsim", "cmd/ringfence-server", "cmd/ringfence-sim"}
+	serverSide = []string{"server", "controller", "admission", "fleetdb", "fleetpg", "tufrepo", "dashboard", "fleetsim", "cmd/ringfence-server", "cmd/ringfence-sim"}
 	hostSide   = []string{"hostdb", "installer", "bootguard", "loader", "daemon", "telemetry", "selfupdate", "hostconfig", "cmd/ringfenced", "cmd/ringfence"}
 )
 
