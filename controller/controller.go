@@ -1,12 +1,14 @@
 package controller
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"time"
+	"unique"
 
 	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/rollout"
@@ -67,8 +69,8 @@ type Ingested struct {
 // server's record (set at admission or by an operator), never what the
 // host says of itself.
 //
-// The fields a gate evaluation reads for every host come first, so that
-// the walk over a million hosts touches as few cache lines as it can.
+// The controller keeps its own compact record of each host (hostRec); a
+// Host it returns is a copy, made when asked for.
 type Host struct {
 	Versions map[uint32]uint32 `json:"versions,omitempty"`
 	// Tracks follow the host through each channel's current rollout.
@@ -104,38 +106,6 @@ type Track struct {
 	ControlFailed time.Time `json:"control_failed,omitzero"` // before it had the new version
 }
 
-func (h *Host) track(channel, to uint32) *Track {
-	for i := range h.Tracks {
-		if h.Tracks[i].Channel == channel {
-			if h.Tracks[i].To != to {
-				h.Tracks[i] = Track{Channel: channel, To: to}
-			}
-			return &h.Tracks[i]
-		}
-	}
-	h.Tracks = append(h.Tracks, Track{Channel: channel, To: to})
-	return &h.Tracks[len(h.Tracks)-1]
-}
-
-// peek returns the host's track in the rollout, or nil.
-func (h *Host) peek(channel, to uint32) *Track {
-	for i := range h.Tracks {
-		if h.Tracks[i].Channel == channel && h.Tracks[i].To == to {
-			return &h.Tracks[i]
-		}
-	}
-	return nil
-}
-
-// clone is a deep copy of h (a before-image).
-func (h *Host) clone() Host {
-	c := *h
-	c.Tags = slices.Clone(h.Tags)
-	c.Versions = maps.Clone(h.Versions)
-	c.Tracks = slices.Clone(h.Tracks)
-	return c
-}
-
 // Controller holds the fleet and the rollouts. It is not safe for
 // concurrent use: the server serialises calls.
 //
@@ -147,8 +117,10 @@ func (h *Host) clone() Host {
 // first and settles only on success never shows, nor acts on, a state that
 // is not on disk.
 type Controller struct {
-	hosts    map[string]*Host
-	list     []*Host // the same hosts: a slice walks a million hosts several times faster than a map
+	// recs are the hosts, in one slice (a gate evaluation walks it in
+	// order); index finds a host's record by id.
+	recs     []hostRec
+	index    hostIndex
 	rollouts map[uint32]*Rollout
 	// CanaryHosts and CanaryTags make the canary group of a rollout started
 	// without its own stages.
@@ -163,8 +135,7 @@ type Controller struct {
 }
 
 type hostBefore struct {
-	ptr     *Host
-	val     Host
+	val     hostRec
 	existed bool
 }
 
@@ -176,15 +147,16 @@ type rolloutBefore struct {
 
 // New returns a controller over the hosts and rollouts a store kept.
 func New(hosts []*Host, rollouts []*Rollout) *Controller {
-	c := &Controller{hosts: make(map[string]*Host, len(hosts)), rollouts: map[uint32]*Rollout{},
+	c := &Controller{recs: make([]hostRec, 0, len(hosts)), index: newHostIndex(len(hosts)), rollouts: map[uint32]*Rollout{},
 		dirtyHosts: map[string]bool{}, dirtyRollouts: map[uint32]bool{}, changedPlans: map[uint32]bool{},
 		beforeHosts: map[string]hostBefore{}, beforeRollout: map[uint32]rolloutBefore{}, named: map[uint32]*named{}}
 	for _, h := range hosts {
 		h.Bucket = rollout.Bucket(h.ID)
-		if c.hosts[h.ID] == nil {
-			c.list = append(c.list, h)
+		if r := c.rec(h.ID); r != nil {
+			*r = recOf(h)
+		} else {
+			c.add(recOf(h))
 		}
-		c.hosts[h.ID] = h
 	}
 	for _, r := range rollouts {
 		c.rollouts[r.Channel] = r
@@ -192,13 +164,45 @@ func New(hosts []*Host, rollouts []*Rollout) *Controller {
 	return c
 }
 
+// rec returns the record of the host, or nil. The pointer is good until
+// a host is added or removed.
+func (c *Controller) rec(id string) *hostRec {
+	if i := c.index.get(c.recs, id); i >= 0 {
+		return &c.recs[i]
+	}
+	return nil
+}
+
+// add puts a record in the fleet (its id not in it).
+func (c *Controller) add(h hostRec) {
+	c.index.set(c.recs, h.id, len(c.recs))
+	c.recs = append(c.recs, h)
+}
+
+// drop takes the host's record out of the fleet, if it is in it: the
+// last record takes its place.
+func (c *Controller) drop(id string) {
+	i := c.index.get(c.recs, id)
+	if i < 0 {
+		return
+	}
+	c.index.del(c.recs, id)
+	last := len(c.recs) - 1
+	if i != last {
+		c.recs[i] = c.recs[last]
+		c.index.set(c.recs, c.recs[i].id, i)
+	}
+	c.recs[last] = hostRec{}
+	c.recs = c.recs[:last]
+}
+
 // touchHost keeps h's before-image (once per change) and marks it to be
 // persisted. Call it before changing h.
-func (c *Controller) touchHost(h *Host) {
-	if _, ok := c.beforeHosts[h.ID]; !ok {
-		c.beforeHosts[h.ID] = hostBefore{ptr: h, val: h.clone(), existed: true}
+func (c *Controller) touchHost(h *hostRec) {
+	if _, ok := c.beforeHosts[h.id]; !ok {
+		c.beforeHosts[h.id] = hostBefore{val: h.clone(), existed: true}
 	}
-	c.dirtyHosts[h.ID] = true
+	c.dirtyHosts[h.id] = true
 }
 
 // touchRollout keeps the channel's rollout's before-image and marks it to
@@ -234,8 +238,8 @@ func (ch Changes) Empty() bool {
 func (c *Controller) Changes() Changes {
 	var ch Changes
 	for _, id := range slices.Sorted(maps.Keys(c.dirtyHosts)) {
-		if h := c.hosts[id]; h != nil {
-			ch.Hosts = append(ch.Hosts, h)
+		if h := c.rec(id); h != nil {
+			ch.Hosts = append(ch.Hosts, h.host())
 		} else {
 			ch.Removed = append(ch.Removed, id)
 		}
@@ -249,6 +253,12 @@ func (c *Controller) Changes() Changes {
 
 // Settle keeps the pending changes (they are on disk).
 func (c *Controller) Settle() {
+	if len(c.dirtyHosts) > settleKeep {
+		// A change that touched many hosts (an evaluation that found a
+		// network partition silent, a load) must not keep its maps' room
+		// for good: clear keeps it, and a before-image is a record.
+		c.dirtyHosts, c.beforeHosts = map[string]bool{}, map[string]hostBefore{}
+	}
 	clear(c.dirtyHosts)
 	clear(c.dirtyRollouts)
 	clear(c.changedPlans)
@@ -256,19 +266,20 @@ func (c *Controller) Settle() {
 	clear(c.beforeRollout)
 }
 
+// settleKeep is how many hosts' room Settle keeps in its maps.
+const settleKeep = 1024
+
 // Undo puts every host and rollout changed since the last Settle back as
 // it was (they could not be stored).
 func (c *Controller) Undo() {
 	for id, b := range c.beforeHosts {
-		if !b.existed {
-			delete(c.hosts, id)
-			c.dropFromList(b.ptr)
-			continue
-		}
-		*b.ptr = b.val
-		if c.hosts[id] != b.ptr {
-			c.hosts[id] = b.ptr
-			c.list = append(c.list, b.ptr)
+		switch h := c.rec(id); {
+		case !b.existed:
+			c.drop(id)
+		case h != nil:
+			*h = b.val
+		default:
+			c.add(b.val)
 		}
 	}
 	for ch, b := range c.beforeRollout {
@@ -281,16 +292,6 @@ func (c *Controller) Undo() {
 	}
 	clear(c.named)
 	c.Settle()
-}
-
-// dropFromList removes h from the walk list (new hosts are at its end).
-func (c *Controller) dropFromList(h *Host) {
-	for i := len(c.list) - 1; i >= 0; i-- {
-		if c.list[i] == h {
-			c.list = slices.Delete(c.list, i, i+1)
-			return
-		}
-	}
 }
 
 // TakeChanges returns what changed and settles it (for callers that keep
@@ -314,26 +315,68 @@ func (c *Controller) Rollouts() []*Rollout {
 	return out
 }
 
-// Host returns an admitted host.
+// Host returns an admitted host: a copy, which later changes to the fleet
+// leave as it is.
 func (c *Controller) Host(id string) (*Host, bool) {
-	h, ok := c.hosts[id]
-	return h, ok
+	h := c.rec(id)
+	if h == nil {
+		return nil, false
+	}
+	return h.host(), true
 }
 
 // Known reports whether the host is in the fleet.
-func (c *Controller) Known(id string) bool { return c.hosts[id] != nil }
+func (c *Controller) Known(id string) bool { return c.rec(id) != nil }
 
 // Hosts returns the number of hosts in the fleet.
-func (c *Controller) Hosts() int { return len(c.hosts) }
+func (c *Controller) Hosts() int { return len(c.recs) }
 
-// HostList returns the fleet's hosts (not to be changed by the caller).
-func (c *Controller) HostList() []*Host { return c.list }
+// HostList returns the fleet's hosts (not to be changed by the caller:
+// hosts on the same versions share one Versions map, hosts with the same
+// tags one Tags slice). They are copies, made for the call, which later
+// changes to the fleet leave as they are; a Host per host of the fleet:
+// to list a page of it, HostsAfter makes only the hosts it returns.
+func (c *Controller) HostList() []*Host {
+	hosts := make([]Host, len(c.recs))
+	out := make([]*Host, len(c.recs))
+	sh := &shared{versions: map[unique.Handle[string]]map[uint32]uint32{}, tags: map[unique.Handle[profile]][]string{}}
+	for i := range c.recs {
+		c.recs[i].fill(&hosts[i], sh)
+		out[i] = &hosts[i]
+	}
+	return out
+}
+
+// HostsAfter returns at most limit hosts whose ids come after after, by id
+// (copies): a page of the fleet, made without copying the rest of it.
+func (c *Controller) HostsAfter(after string, limit int) []*Host {
+	if limit <= 0 {
+		return nil
+	}
+	var page []int // indexes of recs, by id
+	for i := range c.recs {
+		id := c.recs[i].id
+		if id <= after || len(page) == limit && id >= c.recs[page[limit-1]].id {
+			continue
+		}
+		j, _ := slices.BinarySearchFunc(page, id, func(k int, id string) int { return cmp.Compare(c.recs[k].id, id) })
+		page = slices.Insert(page, j, i)
+		if len(page) > limit {
+			page = page[:limit]
+		}
+	}
+	out := make([]*Host, len(page))
+	for j, i := range page {
+		out[j] = c.recs[i].host()
+	}
+	return out
+}
 
 // Versions counts hosts per running version of a channel.
 func (c *Controller) Versions(channel uint32) map[uint32]int {
 	out := map[uint32]int{}
-	for _, h := range c.list {
-		if v, ok := h.Versions[channel]; ok {
+	for i := range c.recs {
+		if v, ok := c.recs[i].version(channel); ok {
 			out[v]++
 		}
 	}
@@ -344,8 +387,8 @@ func (c *Controller) Versions(channel uint32) map[uint32]int {
 // last said ("" for hosts that have not).
 func (c *Controller) Sensors() map[string]int {
 	out := map[string]int{}
-	for _, h := range c.list {
-		out[h.Sensor]++
+	for i := range c.recs {
+		out[c.recs[i].sensor.Value().sensor]++
 	}
 	return out
 }
@@ -353,9 +396,9 @@ func (c *Controller) Sensors() map[string]int {
 // SensorsOn is Sensors for the hosts on a channel.
 func (c *Controller) SensorsOn(channel uint32) map[string]int {
 	out := map[string]int{}
-	for _, h := range c.list {
-		if _, on := h.Versions[channel]; on {
-			out[h.Sensor]++
+	for i := range c.recs {
+		if _, on := c.recs[i].version(channel); on {
+			out[c.recs[i].sensor.Value().sensor]++
 		}
 	}
 	return out
@@ -370,8 +413,9 @@ func (c *Controller) StageSizes(channel uint32) []int {
 	}
 	out := make([]int, len(r.Stages))
 	g := c.rings(r)
-	for _, h := range c.list {
-		if _, on := h.Versions[channel]; !on {
+	for k := range c.recs {
+		h := &c.recs[k]
+		if _, on := h.version(channel); !on {
 			continue
 		}
 		if i := g.of(h); i >= 0 {
@@ -410,12 +454,12 @@ func (c *Controller) rings(r *Rollout) rings {
 
 // of returns the index of the first stage h is in, or -1 (also for a host
 // whose sensor the version's constraint does not allow).
-func (g rings) of(h *Host) int {
-	if !g.compat.Allows(h.Sensor) {
+func (g rings) of(h *hostRec) int {
+	if !g.compat.Any() && !g.compat.Allows(h.sensor.Value().sensor) {
 		return -1
 	}
 	for i, lim := range g.limits {
-		if h.Bucket < lim || g.named.sets[i] != nil && g.named.sets[i][h.ID] {
+		if int(h.bucket) < lim || g.named.sets[i] != nil && g.named.sets[i][h.id] {
 			return i
 		}
 	}
@@ -424,7 +468,7 @@ func (g rings) of(h *Host) int {
 
 // given reports whether the signed plan gives r's new version to h: h is
 // in a stage up to the current one.
-func (g rings) given(r *Rollout, h *Host) bool {
+func (g rings) given(r *Rollout, h *hostRec) bool {
 	s := g.of(h)
 	return s >= 0 && s <= r.Stage
 }
@@ -460,15 +504,15 @@ func (c *Controller) Current(channel uint32) uint32 {
 // version to the host's stage: a host that runs it for another reason (a
 // local pin, a claim) counts on neither side.
 func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
-	h := c.hosts[rep.HostID]
+	h := c.rec(rep.HostID)
 	if h == nil {
 		return Ingested{}, fmt.Errorf("%w: %s", ErrNotAdmitted, rep.HostID)
 	}
 	var out Ingested
-	last := h.LastSeq
+	last := h.lastSeq
 	fresh := make([]Event, 0, len(rep.Events))
 	for _, e := range rep.Events {
-		if e.Seq <= h.LastSeq {
+		if e.Seq <= h.lastSeq {
 			out.Stale++
 			continue
 		}
@@ -480,16 +524,15 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 		return out, nil
 	}
 	c.touchHost(h)
-	h.LastSeq, h.LastSeen = last, now
-	h.Sensor, h.Manifest = rep.Sensor, rep.Manifest
-	// The batch's versions replace the host's, in place: a map built once
-	// and refilled stays in Go's small-map layout, which a gate evaluation
-	// reads for every host (a clone is measurably slower to look up).
-	if h.Versions == nil && len(rep.Versions) > 0 {
-		h.Versions = make(map[uint32]uint32, len(rep.Versions))
+	h.lastSeq, h.lastSeen = last, now
+	if s := (sensorInfo{rep.Sensor, rep.Manifest}); h.sensor.Value() != s {
+		h.sensor = unique.Make(s)
 	}
-	clear(h.Versions)
-	maps.Copy(h.Versions, rep.Versions)
+	// The batch's versions replace the host's (a host that never said
+	// any, and says none, keeps none).
+	if h.vers != noVersions || len(rep.Versions) > 0 {
+		h.vers = versionsKey(rep.Versions)
+	}
 
 	for _, ch := range slices.Sorted(maps.Keys(c.rollouts)) {
 		r := c.rollouts[ch]
@@ -501,7 +544,7 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 		}
 		g := c.rings(r)
 		given := g.given(r, h)
-		running, on := h.Versions[r.Channel]
+		running, on := h.version(r.Channel)
 		var tr *Track
 		if on && running == r.To && given {
 			// The new version runs here, whatever events were lost.
@@ -558,7 +601,7 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 				c.failTreated(r, tr, reason, now)
 				if c.inCanary(r, h) {
 					c.touchRollout(r.Channel)
-					out.Decisions = append(out.Decisions, c.note(r, r.CanaryFailure(func() Counts { return c.count(r, now) }, now, h.ID, reason))...)
+					out.Decisions = append(out.Decisions, c.note(r, r.CanaryFailure(func() Counts { return c.count(r, now) }, now, h.id, reason))...)
 				}
 			case wire.EventSensorCrashed:
 				if v == r.To || !tr.Installed.IsZero() && tr.Failed.IsZero() {
@@ -581,8 +624,8 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 // version's constraint does not allow it, and it has not taken the version
 // anyway on r's plan (a host that did, then said another sensor, stays
 // treated: what it did with the version counts).
-func excluded(r *Rollout, h *Host) bool {
-	if r.Compat.Allows(h.Sensor) {
+func excluded(r *Rollout, h *hostRec) bool {
+	if r.Compat.Any() || r.Compat.Allows(h.sensor.Value().sensor) {
 		return false
 	}
 	tr := h.peek(r.Channel, r.To)
@@ -600,7 +643,7 @@ func (c *Controller) failTreated(r *Rollout, tr *Track, reason string, now time.
 
 // inCanary reports whether h is in the rollout's canary group: the first
 // stage, when it names hosts or tags rather than a percentage.
-func (c *Controller) inCanary(r *Rollout, h *Host) bool {
+func (c *Controller) inCanary(r *Rollout, h *hostRec) bool {
 	if len(r.Stages) == 0 || r.Stages[0].Percent != 0 {
 		return false
 	}
@@ -650,8 +693,14 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 		limit = r.Stage
 	}
 	g := c.rings(r)
-	for _, h := range c.list {
-		running, on := h.Versions[r.Channel]
+	// Alive is heard from within the silence window: now.Sub(lastSeen) <=
+	// Silence, which is lastSeen not before now-Silence (and a comparison
+	// costs less than a subtraction, a million times).
+	heard := now.Add(-r.Silence)
+	vs := versionOf{channel: r.Channel}
+	for i := range c.recs {
+		h := &c.recs[i]
+		running, on := vs.of(h)
 		tr := h.peek(r.Channel, r.To)
 		if !on && tr == nil {
 			continue
@@ -667,7 +716,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			cnt.Excluded++
 			continue
 		}
-		alive := now.Sub(h.LastSeen) <= r.Silence
+		alive := !h.lastSeen.Before(heard)
 		if treated {
 			// Silence is judged alike on both sides (a host unheard for the
 			// silence window), so that hosts dropping off the network for
@@ -679,7 +728,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			case !tr.Failed.IsZero():
 			case !alive:
 				failure = FailureSilent
-			case tr.Healthy.IsZero() && now.Sub(tr.Installed) > r.HealthWindow+r.Grace && h.LastSeen.After(tr.Installed.Add(r.HealthWindow)):
+			case tr.Healthy.IsZero() && now.Sub(tr.Installed) > r.HealthWindow+r.Grace && h.lastSeen.After(tr.Installed.Add(r.HealthWindow)):
 				failure = FailureNoHealthy
 			}
 			if failure != "" {
@@ -695,7 +744,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 				cnt.TreatedAtRisk++
 			}
 		} else {
-			if h.LastSeen.Before(r.Started) {
+			if h.lastSeen.Before(r.Started) {
 				continue // not heard from during the rollout: not at risk
 			}
 			if !alive {

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unique"
 
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/wire"
@@ -51,12 +52,17 @@ func (c *Controller) namedOf(r *Rollout) *named {
 			set[id] = true
 		}
 		if len(s.Tags) > 0 {
-			for _, h := range c.list {
-				for _, t := range h.Tags {
-					if slices.Contains(s.Tags, t) {
-						set[h.ID] = true
-						break
-					}
+			// Hosts share profiles (fleet, admitter, tags): look each up once.
+			has := map[unique.Handle[profile]]bool{}
+			for k := range c.recs {
+				h := &c.recs[k]
+				in, ok := has[h.prof]
+				if !ok {
+					in = h.prof.Value().hasAny(s.Tags)
+					has[h.prof] = in
+				}
+				if in {
+					set[h.id] = true
 				}
 			}
 		}
@@ -126,8 +132,8 @@ func CheckTags(tags []string) error {
 // Admit puts a host in the fleet. Admitting a host already in it changes
 // nothing and says so.
 func (c *Controller) Admit(id string, a Admission, now time.Time) (*Host, error) {
-	if h := c.hosts[id]; h != nil {
-		return h, fmt.Errorf("%w: %s is already in the fleet (admitted %s by %s)", ErrState, id, h.Admitted.Format(time.RFC3339), h.AdmittedBy)
+	if h := c.rec(id); h != nil {
+		return h.host(), fmt.Errorf("%w: %s is already in the fleet (admitted %s by %s)", ErrState, id, h.admitted.Format(time.RFC3339), h.prof.Value().by)
 	}
 	if err := CheckTags(a.Tags); err != nil {
 		return nil, err
@@ -135,22 +141,21 @@ func (c *Controller) Admit(id string, a Admission, now time.Time) (*Host, error)
 	if id == "" || len(id) > wire.MaxIDLen {
 		return nil, errors.New("controller: a host id is 1 to 64 bytes")
 	}
-	h := &Host{ID: id, Fleet: a.Fleet, Tags: slices.Clone(a.Tags), Bucket: rollout.Bucket(id), Admitted: now, AdmittedBy: a.By}
+	h := hostRec{id: id, prof: profileOf(a.Fleet, a.By, a.Tags), sensor: sensorOf("", ""), bucket: int32(rollout.Bucket(id)), admitted: now}
 	if _, ok := c.beforeHosts[id]; !ok {
-		c.beforeHosts[id] = hostBefore{ptr: h, existed: false}
+		c.beforeHosts[id] = hostBefore{existed: false}
 	}
 	c.dirtyHosts[id] = true
-	c.hosts[id] = h
-	c.list = append(c.list, h)
-	if len(h.Tags) > 0 {
+	c.add(h)
+	if len(a.Tags) > 0 {
 		c.membershipChanged()
 	}
-	return h, nil
+	return h.host(), nil
 }
 
 // SetTags replaces a host's tags (the server's record).
 func (c *Controller) SetTags(id string, tags []string) error {
-	h := c.hosts[id]
+	h := c.rec(id)
 	if h == nil {
 		return fmt.Errorf("%w: %s", ErrNotAdmitted, id)
 	}
@@ -158,7 +163,8 @@ func (c *Controller) SetTags(id string, tags []string) error {
 		return err
 	}
 	c.touchHost(h)
-	h.Tags = slices.Clone(tags)
+	p := h.prof.Value()
+	h.prof = profileOf(p.fleet, p.by, tags)
 	c.membershipChanged()
 	return nil
 }
@@ -166,13 +172,12 @@ func (c *Controller) SetTags(id string, tags []string) error {
 // Remove takes a host out of the fleet (decommissioned). Failures it
 // already caused stay counted in the rollouts they happened in.
 func (c *Controller) Remove(id string) error {
-	h := c.hosts[id]
+	h := c.rec(id)
 	if h == nil {
 		return fmt.Errorf("%w: %s", ErrNotAdmitted, id)
 	}
 	c.touchHost(h)
-	delete(c.hosts, id)
-	c.dropFromList(h)
+	c.drop(id)
 	c.membershipChanged()
 	return nil
 }
