@@ -14,14 +14,17 @@
 // off for this database: a crash would then lose decisions the server
 // already acted on.
 //
-// # Layout (schema 1, migrations/0001_init.sql)
+// # Layout (migrations/)
 //
 //	schema_migrations  version -> when it was applied
 //	hosts              id text -> controller.Host (jsonb): the admitted hosts
 //	rollouts           channel bigint -> controller.Rollout (jsonb)
 //	admission          id text -> admission.Record (jsonb): pending, rejected, decommissioned keys
 //	tokens             id text -> admission.Token (jsonb): enrolment tokens (hashes, not secrets)
-//	commit_seq         one row: the number of the last commit
+//	commit_seq         one row: the number of the last commit, and the lease epoch it ran under
+//	leader_lease       one row: the replicas' leader lease (schema 2; see "Leader lease")
+//	telemetry_inbox    id bigserial -> a host's verified telemetry batch, until the leader applies it (schema 3)
+//	repo_files         path text -> the TUF repository's bytes, with repo_version (schema 3; Repo)
 //
 // The values are the JSON fleetdb stores, so that an operator can query
 // them (SELECT value->>'state' FROM rollouts), with one difference: jsonb
@@ -43,17 +46,85 @@
 //
 // # The lock
 //
-// A server uses its database alone, for now: Open takes a session-level
-// advisory lock (pg_try_advisory_lock, one fixed key per database) and
-// fails with ErrLocked while another session holds it. The DB has one
-// connection, not a pool (the server commits one change at a time), and
-// the lock is held on it: every write runs in the session that holds the
-// lock. When the connection is lost the lock goes with it, and the next
-// call opens a new one that takes the lock again (after PostgreSQL ended
-// the old session, so nothing of it is still in flight) and checks
-// commit_seq before anything is written. Several replicas on one database
-// need a leader lease, with commits fenced by it, which this version does
-// not have.
+// A server that uses the database alone takes a session-level advisory
+// lock (pg_try_advisory_lock, one fixed key per database) at Open, and
+// fails with ErrLocked while another session holds it. Replicas
+// (Options.Replica) take the same key in shared mode: any number of them
+// share a database, and they and a server using it alone exclude each
+// other, in either order. The DB has one connection, not a pool (the
+// server commits one change at a time), and the lock is held on it: every
+// write runs in the session that holds the lock. When the connection is
+// lost the lock goes with it, and the next call opens a new one that takes
+// the lock again and checks commit_seq before anything is written. It
+// must do so only after PostgreSQL ended the old session, so that nothing
+// of it is still in flight: a server using the database alone knows that
+// when it gets the exclusive lock back; a replica, whose shared lock
+// others hold too, also takes an exclusive lock on a random key of its
+// own, which its old session held until it ended. (The telemetry inbox
+// has connections of its own: see "Telemetry inbox".)
+//
+// # Leader lease
+//
+// Of the replicas sharing a database one leads, and only the leader
+// commits. Who leads is the one row of leader_lease (migrations/0002):
+// holder (the replica's name), epoch and expires_at. Acquire takes the
+// lease when it has expired, raising the epoch; Renew extends it; Release
+// ends it at once (Close does, so another replica takes over without
+// waiting for it to expire).
+//
+// The epoch is a fencing token. Every commit of a replica checks, in its
+// own transaction, as its last statements but one, that the row still
+// names its holder and epoch and has not expired, and fails otherwise
+// (leaseFenceSQL). That statement updates the row, which locks it until
+// the transaction ends; a takeover updates the same row. So a commit and
+// a takeover are ordered: either the commit ends first, and the takeover,
+// having waited for the row, reads commit_seq after it; or the takeover
+// got the row first, and the commit's check, having waited, sees the new
+// epoch and fails, nothing of it stored. A leader that was paused (a
+// stopped process, a long garbage collection, a partition) and wakes up
+// believing its lease live gets ErrLeaseLost from its next commit, and
+// nothing of it is stored, whatever its own clock says: every judgement
+// of the lease uses the database's clock, clock_timestamp() (the time the
+// statement looks at the row, after any wait for its lock; now() would be
+// the start of the transaction), never a replica's. Lease.Deadline is
+// only how long a leader may act on its lease without asking (the time
+// before the Acquire or Renew was sent, plus the TTL, on this process's
+// monotonic clock).
+//
+// Renew never revives an expired lease, even one that no one took over:
+// the holder must Acquire again, which gives a new epoch and requires a
+// Load. Expiry ends a leadership: from that moment another replica may
+// take over and Leader reports none, so "expired" must mean "over", not
+// "over unless the holder comes back first". And the holder, whose commits
+// the fence has refused since the expiry, may hold changes in memory that
+// the database does not (a server changes its state, then commits it);
+// the new epoch's Load replaces them with what the database holds,
+// whether or not anyone led meanwhile.
+//
+// A new epoch makes the DB refuse to commit (ErrStale) until Load has run:
+// Acquire, then Load (which reads the state and commit_seq in one
+// snapshot, taken after the takeover, so with every commit of the
+// previous leaders), then Commit. The server replaces all of its state
+// with what Load returned. commit_seq (seq, epoch) fences too: a commit
+// must find it where this DB last wrote or read it, which catches a
+// commit of unknown outcome that took effect after all (ErrStale: Load
+// again) and anyone writing around the lease.
+//
+// # Telemetry inbox
+//
+// Every replica, leader or not, stores a host's verified batch in
+// telemetry_inbox (Enqueue) before it answers the host; the leader reads
+// the rows (Inbox), applies them, and deletes them in the transaction that
+// commits their effects (CommitConsumed), fenced by its lease: a batch is
+// applied once, and a leader fenced out deletes nothing, so the next one
+// reads the same rows. Consumption is by deletion, never by remembering
+// the last id read: ids are drawn from a sequence when a row is inserted,
+// and transactions commit in another order, so a row with a lower id than
+// one already read may become visible later; it is simply there at the
+// next look. Enqueue runs in HTTP handlers, many at once, while the leader
+// commits: not on the DB's connection (whose mutex a commit holds for its
+// whole round trip) but on a small pool of its own (Options.InboxConns),
+// with no lock and no lease.
 package fleetpg
 
 import (
@@ -113,7 +184,8 @@ const closeTimeout = 5 * time.Second
 // ErrLocked is returned by Open when another session (a running server)
 // holds the database's lock.
 var ErrLocked = errors.New("fleetpg: another ringfence-server is using this database (it holds the database's lock): " +
-	"stop it, or talk to it with --server; several servers on one database need a leader lease, which this version does not have")
+	"stop it, or talk to it with --server; servers share a database as replicas (serve --db: a leader lease), " +
+	"but none runs beside a command that writes to the database directly, nor such a command beside them")
 
 // ErrBackupUnsupported is returned by Backup: PostgreSQL's own tools back
 // the database up.
@@ -145,10 +217,28 @@ type Options struct {
 	CommitTimeout time.Duration
 	// LoadTimeout bounds Load; zero means DefaultLoadTimeout.
 	LoadTimeout time.Duration
+	// Replica opens the database as one of several replicas that share
+	// it: the server's lock in shared mode (so a server that uses the
+	// database alone and replicas exclude each other), and Commit
+	// refused unless this DB holds the leader lease (see Acquire and the
+	// package comment). Not with ReadOnly.
+	Replica bool
+	// InboxConns is the number of connections of the telemetry inbox's
+	// pool (Enqueue, Inbox, InboxLen), beside the DB's own; zero means
+	// DefaultInboxConns, at most MaxInboxConns.
+	InboxConns int
+	// MaxInbox is the number of inbox rows at which Enqueue refuses
+	// (ErrInboxFull); zero means DefaultMaxInbox.
+	MaxInbox int
+	// MaxInboxBody bounds an enqueued body, in bytes; zero means
+	// DefaultMaxInboxBody, at most MaxInboxBodyLimit.
+	MaxInboxBody int
 }
 
 // DB is an open PostgreSQL state database. Its methods are safe for
-// concurrent use; they run one at a time, on one connection.
+// concurrent use; they run one at a time, on one connection, except the
+// inbox's (Enqueue, Inbox, InboxLen), which run side by side on a pool of
+// their own.
 type DB struct {
 	cfg  *pgx.ConnConfig
 	opts Options
@@ -162,9 +252,26 @@ type DB struct {
 	// Commit reported as failed without finding out. 0: none.
 	inflight, unknown int64
 	// failed is set when the database no longer holds what this DB
-	// wrote: every commit fails with it.
+	// wrote: every commit fails with it. (Not on a replica, which loads
+	// the state again instead: needLoad.)
 	failed error
 	closed bool
+
+	// A replica's: its own advisory lock key (see lockReplica); the
+	// lease it holds (held), acquired for ttl; seqEpoch, the epoch of
+	// commit_seq as this DB last wrote or read it; needLoad, set when
+	// the state must be loaded before the next commit (ErrStale).
+	sessionKey int64
+	lease      Lease
+	held       bool
+	ttl        time.Duration
+	seqEpoch   int64
+	needLoad   bool
+
+	// The telemetry inbox's (inbox.go): its connections, and its
+	// estimated number of rows.
+	inbox      *connPool
+	inboxCount inboxCount
 }
 
 // Open connects to the database the URL dsn names (postgres://... or any
@@ -198,7 +305,17 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if opts.LoadTimeout <= 0 {
 		opts.LoadTimeout = DefaultLoadTimeout
 	}
+	if opts.Replica && opts.ReadOnly {
+		return nil, errors.New("fleetpg: Options.Replica and Options.ReadOnly exclude each other")
+	}
+	if err := inboxDefaults(&opts); err != nil {
+		return nil, err
+	}
 	db := &DB{cfg: cfg, opts: opts}
+	db.inbox = newConnPool(opts.InboxConns, db.dial)
+	if opts.Replica {
+		db.sessionKey = newSessionKey()
+	}
 	conn, err := db.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -222,22 +339,41 @@ func (db *DB) prepare(ctx context.Context, conn *pgx.Conn) error {
 		wait, cancel = context.WithTimeout(ctx, db.opts.Timeout)
 		defer cancel()
 	}
-	got, err := takeLock(ctx, wait, conn)
-	if err != nil {
-		return err
-	}
-	if !got {
-		return ErrLocked
+	if db.opts.Replica {
+		if err := db.lockReplica(ctx, wait, conn); err != nil {
+			return err
+		}
+	} else {
+		got, err := takeLock(ctx, wait, conn, "SELECT pg_try_advisory_lock($1)", lockKey)
+		if err != nil {
+			return err
+		}
+		if !got {
+			return lockedBy(ctx, conn)
+		}
 	}
 	if _, err := migrate(ctx, conn); err != nil {
 		return err
 	}
-	seq, err := readSeq(ctx, conn)
+	seq, epoch, err := readSeq(ctx, conn)
 	if err != nil {
 		return err
 	}
-	db.seq = seq
+	db.seq, db.seqEpoch = seq, epoch
 	return nil
+}
+
+// lockedBy is ErrLocked, saying so when replicas hold the lock (in shared
+// mode).
+func lockedBy(ctx context.Context, conn *pgx.Conn) error {
+	var shared int
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1`, lockKey).Scan(&shared)
+	if err != nil || shared == 0 {
+		return ErrLocked
+	}
+	return fmt.Errorf("%w: %d ringfence-server replicas share it (they hold its lock in shared mode)", ErrLocked, shared)
 }
 
 // Host is the database server's host (or unix socket directory) and port,
@@ -258,12 +394,13 @@ func (db *DB) dial(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// takeLock takes the server's lock on conn, asking again every lockPoll
-// until wait ends: it reports whether it got it.
-func takeLock(ctx, wait context.Context, conn *pgx.Conn) (bool, error) {
+// takeLock takes an advisory lock on conn with try (a pg_try_advisory_lock
+// function of key), asking again every lockPoll until wait ends: it
+// reports whether it got it.
+func takeLock(ctx, wait context.Context, conn *pgx.Conn, try string, key int64) (bool, error) {
 	for {
 		var got bool
-		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey).Scan(&got); err != nil {
+		if err := conn.QueryRow(ctx, try, key).Scan(&got); err != nil {
 			if wait.Err() != nil {
 				return false, nil // the wait ended during the question (wait may be ctx)
 			}
@@ -282,12 +419,13 @@ func takeLock(ctx, wait context.Context, conn *pgx.Conn) (bool, error) {
 	}
 }
 
-func readSeq(ctx context.Context, conn *pgx.Conn) (int64, error) {
-	var seq int64
-	if err := conn.QueryRow(ctx, "SELECT coalesce((SELECT seq FROM commit_seq), 0)").Scan(&seq); err != nil {
-		return 0, fmt.Errorf("fleetpg: read commit_seq: %w", err)
+// readSeq reads commit_seq: the number of the last commit and the epoch
+// of the lease it ran under.
+func readSeq(ctx context.Context, q querier) (seq, epoch int64, err error) {
+	if err := q.QueryRow(ctx, "SELECT coalesce(max(seq), 0), coalesce(max(epoch), 0) FROM commit_seq").Scan(&seq, &epoch); err != nil {
+		return 0, 0, fmt.Errorf("fleetpg: read commit_seq: %w", err)
 	}
-	return seq, nil
+	return seq, epoch, nil
 }
 
 // closeConn ends conn's session, which releases its lock.
@@ -325,7 +463,10 @@ func (db *DB) ready(ctx context.Context) error {
 		db.conn = conn
 		return nil
 	}
-	got, err := takeLock(ctx, ctx, conn)
+	if db.opts.Replica {
+		return db.readyReplica(ctx, conn)
+	}
+	got, err := takeLock(ctx, ctx, conn, "SELECT pg_try_advisory_lock($1)", lockKey)
 	if err == nil && !got {
 		err = fmt.Errorf("fleetpg: reconnected to %s, but did not get its lock in time: another session holds it "+
 			"(this server's previous connection, which PostgreSQL ends once it notices the connection is gone, or another ringfence-server), "+
@@ -335,7 +476,7 @@ func (db *DB) ready(ctx context.Context) error {
 		closeConn(conn)
 		return err
 	}
-	seq, err := readSeq(ctx, conn)
+	seq, _, err := readSeq(ctx, conn)
 	if err != nil {
 		closeConn(conn)
 		return err
@@ -360,6 +501,23 @@ func (db *DB) ready(ctx context.Context) error {
 	return nil
 }
 
+// readyReplica is ready's work on a replica's new connection: its locks,
+// then commit_seq (reconcile).
+func (db *DB) readyReplica(ctx context.Context, conn *pgx.Conn) error {
+	if err := db.lockReplica(ctx, ctx, conn); err != nil {
+		closeConn(conn)
+		return err
+	}
+	seq, epoch, err := readSeq(ctx, conn)
+	if err != nil {
+		closeConn(conn)
+		return err
+	}
+	db.reconcile(seq, epoch)
+	db.conn = conn
+	return nil
+}
+
 // Load reads the whole state in one read-only, repeatable-read
 // transaction: one snapshot of the database. A value that does not decode
 // is an error wrapping ErrDamaged that names the table and the key.
@@ -374,7 +532,7 @@ func (db *DB) Load() (fleetdb.State, error) {
 	if err := db.ready(ctx); err != nil {
 		return fleetdb.State{}, err
 	}
-	st, err := load(ctx, db.conn)
+	st, seq, epoch, err := load(ctx, db.conn)
 	if err != nil && db.conn.IsClosed() {
 		// A connection that broke since the last call (the database
 		// restarted): reading again on a new one is safe.
@@ -382,37 +540,50 @@ func (db *DB) Load() (fleetdb.State, error) {
 		if rerr := db.ready(ctx); rerr != nil {
 			return fleetdb.State{}, fmt.Errorf("%w (and again after reconnecting: %w)", err, rerr)
 		}
-		st, err = load(ctx, db.conn)
+		st, seq, epoch, err = load(ctx, db.conn)
 		if err != nil && db.conn.IsClosed() {
 			db.drop()
 		}
 	}
+	if err == nil && db.opts.Replica {
+		// The state is that of commit_seq (seq, epoch), read in the same
+		// snapshot: the next commit follows it. Under db.mu, so an
+		// Acquire (which sets needLoad) ran wholly before this snapshot
+		// or wholly after this Load.
+		db.seq, db.seqEpoch = seq, epoch
+		db.inflight, db.unknown = 0, 0
+		db.needLoad = false
+	}
 	return st, err
 }
 
-func load(ctx context.Context, conn *pgx.Conn) (fleetdb.State, error) {
-	var st fleetdb.State
+// load reads the state and commit_seq (seq, epoch) in one snapshot.
+func load(ctx context.Context, conn *pgx.Conn) (st fleetdb.State, seq, epoch int64, err error) {
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return st, fmt.Errorf("fleetpg: load: %w", err)
+		return st, 0, 0, fmt.Errorf("fleetpg: load: %w", err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
+	// First: the snapshot is taken by the transaction's first statement.
+	if seq, epoch, err = readSeq(ctx, tx); err != nil {
+		return st, 0, 0, err
+	}
 	if err := loadTable(ctx, tx, "hosts", "SELECT id, value FROM hosts ORDER BY id", &st.Hosts); err != nil {
-		return st, err
+		return st, 0, 0, err
 	}
 	if err := loadTable(ctx, tx, "rollouts", "SELECT channel::text, value FROM rollouts ORDER BY channel", &st.Rollouts); err != nil {
-		return st, err
+		return st, 0, 0, err
 	}
 	if err := loadTable(ctx, tx, "admission", "SELECT id, value FROM admission ORDER BY id", &st.Records); err != nil {
-		return st, err
+		return st, 0, 0, err
 	}
 	if err := loadTable(ctx, tx, "tokens", "SELECT id, value FROM tokens ORDER BY id", &st.Tokens); err != nil {
-		return st, err
+		return st, 0, 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return st, fmt.Errorf("fleetpg: load: %w", err)
+		return st, 0, 0, fmt.Errorf("fleetpg: load: %w", err)
 	}
-	return st, nil
+	return st, seq, epoch, nil
 }
 
 // loadTable decodes every value of a table into a new element of out.
@@ -449,10 +620,29 @@ func loadTable[T any](ctx context.Context, tx pgx.Tx, table, query string, out *
 // whether the commit took effect; when it cannot tell, it reports a
 // failure, and should the commit turn out to have taken effect, every
 // later commit fails and says to restart the server.
+//
+// On a replica (Options.Replica) only the leader commits, fenced by its
+// lease (see the package comment): Commit fails with ErrNotLeader without
+// a lease, ErrLeaseLost when the lease turns out to have expired or been
+// taken over, and ErrStale until Load has run after a new epoch or after
+// commit_seq moved on; nothing is stored then. A commit whose outcome was
+// reported unknown and took effect makes the next one fail with ErrStale
+// (Load again), not every later one.
 func (db *DB) Commit(cc controller.Changes, rc admission.Changes) error {
 	stmts, err := statements(cc, rc)
-	if err != nil || len(stmts) == 0 {
+	if err != nil {
 		return err
+	}
+	if db.opts.Replica {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		if db.closed {
+			return errClosed
+		}
+		return db.commitReplica(stmts)
+	}
+	if len(stmts) == 0 {
+		return nil
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -512,9 +702,10 @@ func (db *DB) Commit(cc controller.Changes, rc admission.Changes) error {
 
 // fenceSQL moves commit_seq from $2 to $1, or fails the transaction (NOT
 // NULL) when it is not at $2. Last in the batch: it fails after the other
-// statements ran, and they are rolled back with it.
+// statements ran, and they are rolled back with it. Epoch 0: a commit
+// made without a lease.
 const fenceSQL = `INSERT INTO commit_seq (one, seq) VALUES (true, $1)
-ON CONFLICT (one) DO UPDATE SET seq = CASE WHEN commit_seq.seq = $2 THEN excluded.seq END`
+ON CONFLICT (one) DO UPDATE SET seq = CASE WHEN commit_seq.seq = $2 THEN excluded.seq END, epoch = 0`
 
 // stmt is one statement of a commit's batch.
 type stmt struct {
@@ -650,8 +841,11 @@ func (db *DB) Backup(io.Writer) (int64, error) {
 		"or your provider's backups and point-in-time recovery", ErrBackupUnsupported, db.where())
 }
 
-// Close closes the database: it releases the lock and ends the session. A
-// second Close does nothing.
+// Close closes the database: a replica first releases the leader lease
+// it holds (at once, so that another replica takes over without waiting
+// for it to expire; best effort, within a few seconds), then the locks go
+// and the session ends, and the inbox's connections close (those in use
+// when they are given back). A second Close does nothing.
 func (db *DB) Close() error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -659,14 +853,20 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closed = true
+	db.inbox.close()
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if db.opts.Replica && db.held {
+		_ = db.release(ctx, db.lease) // the lease expires in any case
+	}
 	if db.conn == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
 	if !db.opts.ReadOnly && !db.conn.IsClosed() {
-		// At once, rather than when the server process of the session exits.
-		_, _ = db.conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", lockKey)
+		// At once, rather than when the server process of the session
+		// exits: the server's lock (exclusive or shared) and a
+		// replica's own.
+		_, _ = db.conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
 	}
 	err := db.conn.Close(ctx)
 	db.conn = nil
