@@ -66,9 +66,9 @@ test-powercut-if-possible:
 	$(MAKE) --no-print-directory test-powercut
 
 .PHONY: test-postgres
-test-postgres: ## the PostgreSQL store against a real, throwaway PostgreSQL server (internal/pgtest: a cluster per test binary, a unix socket only, a database per test), serve --db end to end; needs postgresql
+test-postgres: ## the PostgreSQL store, the leader lease, the inbox and the shared repository against a real, throwaway PostgreSQL server (internal/pgtest), serve --db end to end, three replicas behind haproxy (kill -9, SIGSTOP, a database restart) and the lab on replicas; needs postgresql (and haproxy for the replicas)
 	RINGFENCE_REQUIRE_POSTGRES=1 $(GO) test -count=1 ./internal/pgtest ./fleetpg
-	RINGFENCE_REQUIRE_POSTGRES=1 $(GO) test -count=1 -run 'Postgres' ./cmd/ringfence-server
+	RINGFENCE_REQUIRE_POSTGRES=1 $(GO) test -count=1 -run 'Postgres' ./cmd/ringfence-server ./cmd/ringfence-lab
 
 # test-postgres where PostgreSQL is; elsewhere a SKIPPED line that says why.
 .PHONY: test-postgres-if-possible

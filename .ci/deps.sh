@@ -22,7 +22,8 @@ pkgs=(
   msitools         # msiinfo reads the .msi back (dist/msi)
   debootstrap      # the Debian root the .deb is installed into (make test-packages)
   systemd-container  # systemd-nspawn boots it with systemd as PID 1
-  postgresql       # a throwaway server (internal/pgtest) for the PostgreSQL store's tests (make test-postgres), later the replica tests
+  postgresql       # a throwaway server (internal/pgtest) for the PostgreSQL store's and the replicas' tests (make test-postgres)
+  haproxy          # the load balancer in front of three replicas (make test-postgres)
 )
 apt_deps() {
   if [ "$(id -u)" -ne 0 ]; then

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/ringfence/ringfence/fleetpg"
 	"github.com/ringfence/ringfence/internal/pgtest"
 	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/server/pgreplica"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -133,13 +135,27 @@ func BenchmarkTelemetryIngestPostgres(b *testing.B) {
 // second. The set-up (keys, admission, signing) is not timed.
 func ingest(b *testing.B, l *lab, n int) float64 {
 	b.Helper()
+	rate, _ := post(b, l, prepare(b, l, n, wire.MaxBatchEvents))
+	return rate
+}
+
+// signed is a signed batch, ready to post.
+type signed struct {
+	body, sig []byte
+	events    int
+}
+
+// prepare admits n hosts on l and makes a batch of events events (a
+// heartbeat and events-1 more) from each, untimed.
+func prepare(b *testing.B, l *lab, n, events int) []signed {
+	b.Helper()
 	b.StopTimer()
-	type req struct{ body, sig []byte }
-	reqs := make([]req, n)
+	defer b.StartTimer()
+	reqs := make([]signed, n)
 	for i := range reqs {
 		h := newHost(b, "")
 		l.admit(b, h)
-		evs := make([]wire.Event, wire.MaxBatchEvents-1) // batch adds a heartbeat
+		evs := make([]wire.Event, events-1) // batch adds a heartbeat
 		for j := range evs {
 			evs[j] = wire.Event{ID: fmt.Sprintf("b%d-e%d", i, j), Kind: wire.EventHeartbeat, Version: 1001, Time: time.Now().UTC()}
 		}
@@ -147,13 +163,20 @@ func ingest(b *testing.B, l *lab, n int) float64 {
 		if err != nil {
 			b.Fatal(err)
 		}
-		reqs[i] = req{body, []byte(wire.SignatureValue(h.id.Sign(body)))}
+		reqs[i] = signed{body, []byte(wire.SignatureValue(h.id.Sign(body))), events}
 	}
+	return reqs
+}
+
+// post posts reqs to l with 4 clients, and returns the events acknowledged
+// per second and when the first post was sent.
+func post(b *testing.B, l *lab, reqs []signed) (float64, time.Time) {
+	events := reqs[0].events
+	b.Helper()
 	const workers = 4
 	tr := &http.Transport{MaxIdleConnsPerHost: workers}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
-	b.StartTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -178,5 +201,84 @@ func ingest(b *testing.B, l *lab, n int) float64 {
 		}()
 	}
 	wg.Wait()
-	return float64(n*wire.MaxBatchEvents) / time.Since(start).Seconds()
+	return float64(len(reqs)*events) / time.Since(start).Seconds(), start
+}
+
+// BenchmarkTelemetryIngestReplica is BenchmarkTelemetryIngestPostgres for
+// replicas (serve --db, server/pgreplica), in two phases on one database:
+//   - events/s: what one replica that does not lead takes. Replica A
+//     leads and admits the hosts, then stops (it resigns); replica B,
+//     which never runs for the lease, verifies each batch, looks its host
+//     up and queues it in the inbox, acknowledging once that committed;
+//   - applied-events/s: A leads again and applies the inbox (verify,
+//     admission, the controller, one commit per 2000 batches that deletes
+//     them), timed until the inbox is empty.
+//
+// The bbolt store in the same run is the baseline of the ratio (events/s
+// over bbolt-events/s).
+//
+// batch=500 sends full batches (wire.MaxBatchEvents); batch=1 a heartbeat
+// each, what an idle host sends every telemetry.interval: the cost per
+// batch.
+func BenchmarkTelemetryIngestReplica(b *testing.B) {
+	for _, events := range []int{wire.MaxBatchEvents, 1} {
+		b.Run(fmt.Sprintf("batch=%d", events), func(b *testing.B) { ingestReplica(b, events) })
+	}
+}
+
+func ingestReplica(b *testing.B, events int) {
+	dsn := pgtest.Start(b).NewDatabase(b)
+	open := func(name string) *pgreplica.Replica {
+		rep, err := pgreplica.Open(context.Background(), dsn, server.DefaultLeaseTTL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep.SetName(name)
+		return rep
+	}
+	repA := open("http://127.0.0.1:1/a")
+	a := newLab(b, server.Options{BatchesPerHost: 1e9, BatchBurst: 1 << 20, Replication: repA})
+	defer a.stop()
+	run := func() context.CancelFunc {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = a.srv.Run(ctx, nil); close(done) }()
+		for !a.srv.Leads() {
+			runtime.Gosched() // Run takes the lease at once: none is held
+		}
+		return func() { cancel(); <-done }
+	}
+	stopA := run()
+	replicaB := newLab(b, server.Options{BatchesPerHost: 1e9, BatchBurst: 1 << 20, Replication: open("http://127.0.0.1:1/b")})
+	defer replicaB.stop()
+	bolt := newLab(b, server.Options{BatchesPerHost: 1e9, BatchBurst: 1 << 20})
+	defer bolt.stop()
+
+	b.ResetTimer()
+	reqs := prepare(b, a, b.N, events)
+	stopA()
+	ours, _ := post(b, replicaB, reqs)
+	b.StopTimer()
+	start := time.Now()
+	stopA = run()
+	defer stopA()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		n, err := repA.DB().InboxLen(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		<-poll.C
+	}
+	applied := time.Since(start)
+	base, _ := post(b, bolt, prepare(b, bolt, b.N, events))
+	b.ReportMetric(ours, "events/s")
+	b.ReportMetric(ours/float64(events), "batches/s")
+	b.ReportMetric(float64(b.N*events)/applied.Seconds(), "applied-events/s")
+	b.ReportMetric(base, "bbolt-events/s")
+	b.ReportMetric(ours/base, "ratio")
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,18 +45,48 @@ func ClientFor(state string) (*Client, error) {
 	return &Client{URL: strings.TrimSpace(string(u)), Token: tok}, nil
 }
 
+// maxNoLeaderWait bounds how long a request waits out answers that no
+// replica leads (503 with a Retry-After: a takeover in progress).
+const maxNoLeaderWait = 20 * time.Second
+
+// do sends one request. An answer that no replica leads at the moment
+// (503 with Retry-After: nothing was done) is retried as it says, for
+// maxNoLeaderWait at most.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
+	var raw []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		raw = b
+	}
+	deadline := time.Now().Add(maxNoLeaderWait)
+	for {
+		wait, err := c.once(ctx, method, path, raw, out)
+		if wait <= 0 || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// once sends the request once; on a 503 with a Retry-After it also
+// returns the wait asked for.
+func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) (time.Duration, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.URL, "/")+path, rd)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	req.Header.Set("Content-Type", "application/json")
@@ -65,23 +96,27 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("server: %s: %w", c.URL, err)
+		return 0, fmt.Errorf("server: %s: %w", c.URL, err)
 	}
 	defer resp.Body.Close()
 	raw, err := boundedio.ReadAll(resp.Body, maxResponse)
 	if err != nil {
-		return fmt.Errorf("server: read the answer from %s: %w", c.URL, err)
+		return 0, fmt.Errorf("server: read the answer from %s: %w", c.URL, err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		var wait time.Duration
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 && n <= 60 && resp.StatusCode == http.StatusServiceUnavailable {
+			wait = time.Duration(n) * time.Second
+		}
 		var e struct {
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return &APIError{Code: resp.StatusCode, Msg: e.Error}
+			return wait, &APIError{Code: resp.StatusCode, Msg: e.Error}
 		}
-		return &APIError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(raw))}
+		return wait, &APIError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(raw))}
 	}
-	return json.Unmarshal(raw, out)
+	return 0, json.Unmarshal(raw, out)
 }
 
 // APIError is an error answer from the server.

@@ -54,6 +54,7 @@ type unsigned struct {
 //
 // No reader sees the tentative state: every reader takes s.mu.
 func (s *Server) change(fn func() ([]controller.Decision, error)) ([]controller.Decision, error) {
+	defer func() { s.counted = s.counted[:0] }()
 	ds, err := fn()
 	if err != nil {
 		s.ctl.Undo()
@@ -61,12 +62,13 @@ func (s *Server) change(fn func() ([]controller.Decision, error)) ([]controller.
 		return nil, err
 	}
 	cc, rc := s.ctl.Changes(), s.reg.Changes()
-	if cc.Empty() && rc.Empty() {
+	if cc.Empty() && rc.Empty() && len(s.consumed) == 0 {
 		s.ctl.Settle()
 		s.reg.Settle()
+		s.countBatches()
 		return ds, nil
 	}
-	if err := s.store.Commit(cc, rc); err != nil {
+	if err := s.commit(cc, rc); err != nil {
 		s.ctl.Undo()
 		s.reg.Undo()
 		now := s.clock.Now()
@@ -81,6 +83,7 @@ func (s *Server) change(fn func() ([]controller.Decision, error)) ([]controller.
 	}
 	s.ctl.Settle()
 	s.reg.Settle()
+	s.countBatches()
 	if s.health.LastError != "" {
 		s.log.Info("the state commits again", "after_failures", s.health.Failures)
 		s.health.LastError, s.health.Since = "", time.Time{}
@@ -95,6 +98,27 @@ func (s *Server) change(fn func() ([]controller.Decision, error)) ([]controller.
 		s.sign(ch)
 	}
 	return ds, nil
+}
+
+// commit stores what changed: through the replica's fenced commit, which
+// also deletes the inbox rows applied (s.consumed), when the server is a
+// replica; in the store otherwise.
+func (s *Server) commit(cc controller.Changes, rc admission.Changes) error {
+	if s.opts.Replication != nil {
+		err := s.opts.Replication.CommitConsumed(cc, rc, s.consumed)
+		if err != nil && errors.Is(err, ErrNotLeader) {
+			s.stepDown(err)
+		}
+		return err
+	}
+	return s.store.Commit(cc, rc)
+}
+
+// countBatches counts the committed batches' events in the metrics.
+func (s *Server) countBatches() {
+	for _, c := range s.counted {
+		s.metrics.batch(c.b, c.lastSeq, s.versionLabel)
+	}
 }
 
 // sign signs the channel's plan, or keeps it in s.unsigned to retry. The

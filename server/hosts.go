@@ -83,20 +83,10 @@ func (s *Server) Hosts(state wire.Admission, after string, limit int) HostList {
 	out := HostList{Fleet: s.ctl.Hosts(), Pending: s.reg.PendingCount()}
 	var page []HostView
 	if state == "" || state == wire.AdmissionAccepted {
-		// The fleet can hold millions: keep the limit+1 smallest ids
-		// above after, without sorting the whole fleet.
-		for _, h := range s.ctl.HostList() {
-			if h.ID <= after {
-				continue
-			}
-			if len(page) == limit+1 && h.ID >= page[limit].ID {
-				continue
-			}
-			i, _ := slices.BinarySearchFunc(page, h.ID, func(v HostView, id string) int { return cmp.Compare(v.ID, id) })
-			page = slices.Insert(page, i, hostView(h))
-			if len(page) > limit+1 {
-				page = page[:limit+1]
-			}
+		// The fleet can hold millions: the controller copies out the
+		// page alone.
+		for _, h := range s.ctl.HostsAfter(after, limit+1) {
+			page = append(page, hostView(h))
 		}
 	}
 	if state != wire.AdmissionAccepted {
@@ -322,13 +312,13 @@ func (s *Server) RevokeToken(id, by string) (admission.Token, error) {
 }
 
 func (s *Server) hostRoutes(m *http.ServeMux) {
-	m.HandleFunc("GET /v1/hosts", s.auth(s.handleHosts))
-	m.HandleFunc("GET /v1/hosts/{id}", s.auth(s.handleHost))
-	m.HandleFunc("POST /v1/hosts/{id}/{action}", s.auth(s.handleHostAction))
-	m.HandleFunc("GET /v1/enrolment-tokens", s.auth(s.handleTokens))
-	m.HandleFunc("POST /v1/enrolment-tokens", s.auth(s.handleCreateToken))
-	m.HandleFunc("POST /v1/enrolment-tokens/{id}/revoke", s.auth(s.handleRevokeToken))
-	m.HandleFunc("POST /v1/rollouts/{channel}/allow", s.auth(s.handleAllow))
+	m.HandleFunc("GET /v1/hosts", s.leaderOnly(s.auth(s.handleHosts)))
+	m.HandleFunc("GET /v1/hosts/{id}", s.leaderOnly(s.auth(s.handleHost)))
+	m.HandleFunc("POST /v1/hosts/{id}/{action}", s.leaderOnly(s.auth(s.handleHostAction)))
+	m.HandleFunc("GET /v1/enrolment-tokens", s.leaderOnly(s.auth(s.handleTokens)))
+	m.HandleFunc("POST /v1/enrolment-tokens", s.leaderOnly(s.auth(s.handleCreateToken)))
+	m.HandleFunc("POST /v1/enrolment-tokens/{id}/revoke", s.leaderOnly(s.auth(s.handleRevokeToken)))
+	m.HandleFunc("POST /v1/rollouts/{channel}/allow", s.leaderOnly(s.auth(s.handleAllow)))
 }
 
 func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {

@@ -49,6 +49,8 @@ type metrics struct {
 	storeFailures prometheus.Counter
 	signFailures  prometheus.Counter
 	batches       prometheus.Counter
+	queued        prometheus.Counter
+	leader        prometheus.Gauge
 	stale         prometheus.Counter
 	events        *prometheus.CounterVec // type, version
 	refused       *prometheus.CounterVec // reason
@@ -72,6 +74,8 @@ func newMetrics() *metrics {
 		reg:           prometheus.NewRegistry(),
 		checkins:      counter("ringfence_checkins_total", "Requests for timestamp.json (each host's check for news)."),
 		batches:       counter("ringfence_telemetry_batches_total", "Telemetry batches accepted."),
+		queued:        counter("ringfence_telemetry_queued_total", "Telemetry batches a replica took into the database's inbox for the leader (replicas only)."),
+		leader:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "ringfence_replica_leader", Help: "1 while this replica holds the leader lease (a server alone always leads)."}),
 		stale:         counter("ringfence_telemetry_stale_events_total", "Events at or below the host's last applied seq (a replay or a resend; acknowledged, without effect)."),
 		events:        vec("ringfence_telemetry_events_total", "Telemetry events taken, by type and content version.", "type", "version"),
 		refused:       vec("ringfence_telemetry_rejected_total", "Telemetry batches refused, by reason.", "reason"),
@@ -80,7 +84,7 @@ func newMetrics() *metrics {
 		decisions:     vec("ringfence_gate_decisions_total", "Rollout decisions, by kind.", "kind"),
 		series:        map[[2]string]bool{},
 	}
-	m.reg.MustRegister(m.checkins, m.batches, m.stale, m.events, m.refused, m.storeFailures, m.signFailures, m.decisions,
+	m.reg.MustRegister(m.checkins, m.batches, m.queued, m.leader, m.stale, m.events, m.refused, m.storeFailures, m.signFailures, m.decisions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The refusal reasons and decision kinds are few and known: each is
 	// exposed at 0 from the start, so that increase() and rate() see the
@@ -214,6 +218,9 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leads() {
+		return // a replica that does not lead holds no current state: the leader's gauges are the fleet's
+	}
 	gauge(descHosts, float64(s.ctl.Hosts()))
 	gauge(descPending, float64(s.reg.PendingCount()))
 	gauge(descStoreFailing, map[bool]float64{false: 0, true: 1}[s.health.LastError != ""])

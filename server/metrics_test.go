@@ -37,6 +37,8 @@ var wantFamilies = map[string]struct {
 	"ringfence_store_commit_failures_total":  {dto.MetricType_COUNTER, "Changes that could not be committed (nothing of them took effect; retried).", nil},
 	"ringfence_plan_sign_failures_total":     {dto.MetricType_COUNTER, "Attempts to sign a committed plan that failed (retried until one succeeds).", nil},
 	"ringfence_gate_decisions_total":         {dto.MetricType_COUNTER, "Rollout decisions, by kind.", []string{"kind"}},
+	"ringfence_telemetry_queued_total":       {dto.MetricType_COUNTER, "Telemetry batches a replica took into the database's inbox for the leader (replicas only).", nil},
+	"ringfence_replica_leader":               {dto.MetricType_GAUGE, "1 while this replica holds the leader lease (a server alone always leads).", nil},
 	"ringfence_hosts":                        {dto.MetricType_GAUGE, "Hosts in the fleet (admitted).", nil},
 	"ringfence_pending_hosts":                {dto.MetricType_GAUGE, "Keys waiting for admission (they count toward nothing).", nil},
 	"ringfence_store_failing":                {dto.MetricType_GAUGE, "1 while the latest commit failed.", nil},

@@ -105,6 +105,14 @@ type Options struct {
 	// Store replaces the state directory's server.db (tests inject one
 	// whose commits fail).
 	Store Store
+	// Replication makes the server a replica of several on one database
+	// (replica.go): it replaces Store. LeaseCheck (DefaultLeaseCheck) is
+	// how often it renews or tries to take the leader lease; InboxInterval
+	// (DefaultInboxInterval) how often the leader applies the telemetry
+	// the replicas queued.
+	Replication   Replication
+	LeaseCheck    time.Duration
+	InboxInterval time.Duration
 	// ReadOnly opens the state to look at it (rollout status without a
 	// running server): no repository or keys needed, nothing is signed,
 	// and Start and Act refuse.
@@ -124,6 +132,19 @@ type Server struct {
 	store    Store
 	health   storeHealth
 	unsigned map[uint32]unsigned
+
+	// A replica's (replica.go): whether it leads, until when; mustLoad,
+	// set when the state must be loaded before it leads again;
+	// repoVersion, the shared repository's version in the local directory
+	// (-1: unknown, pull again); consumed, the inbox rows the change in
+	// progress applies. counted: the batches whose events the metrics
+	// count once the change in progress is committed.
+	leading       bool
+	leaseDeadline time.Time
+	mustLoad      bool
+	repoVersion   int64
+	consumed      []int64
+	counted       []countBatch
 
 	static  *staticRepo
 	limits  *limiter
@@ -154,6 +175,21 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxHosts <= 0 {
 		opts.MaxHosts = DefaultMaxHosts
+	}
+	if opts.LeaseCheck <= 0 {
+		opts.LeaseCheck = DefaultLeaseCheck
+	}
+	if opts.InboxInterval <= 0 {
+		opts.InboxInterval = DefaultInboxInterval
+	}
+	if opts.Replication != nil {
+		if opts.ReadOnly {
+			return nil, errors.New("server: a replica cannot be opened read-only")
+		}
+		opts.Store = opts.Replication
+		if err := seedRepo(opts.Replication, opts.Repo); err != nil {
+			return nil, err
+		}
 	}
 	if !opts.ReadOnly {
 		// Checked once here, so that a wrong --repo fails at start-up; every
@@ -192,10 +228,15 @@ func New(opts Options) (*Server, error) {
 		}
 		store = db
 	}
-	st, err := store.Load()
-	if err != nil {
-		store.Close()
-		return nil, err
+	var st fleetdb.State
+	if opts.Replication == nil {
+		// A replica loads the state when it comes to lead (takeOver), as
+		// it is then: until then it holds none.
+		var err error
+		if st, err = store.Load(); err != nil {
+			store.Close()
+			return nil, err
+		}
 	}
 	ctl := controller.New(st.Hosts, st.Rollouts)
 	ctl.CanaryHosts, ctl.CanaryTags = opts.CanaryHosts, opts.CanaryTags
@@ -206,14 +247,18 @@ func New(opts Options) (*Server, error) {
 		static:   newStaticRepo(opts.Repo),
 		limits:   newLimiter(opts.BatchesPerHost, opts.BatchBurst),
 		metrics:  newMetrics()}
-	if !opts.ReadOnly {
-		// Plans that lag their rollout (a crash after a commit, a signature
+	if !opts.ReadOnly && opts.Replication == nil {
+		// Plans that lag their rollout (on a replica: once it leads,
+		// takeOver) (a crash after a commit, a signature
 		// that kept failing) are signed now, or retried by Run.
 		s.mu.Lock()
 		for _, r := range ctl.Rollouts() {
 			s.sign(r.Channel)
 		}
 		s.mu.Unlock()
+	}
+	if opts.Replication == nil && !opts.ReadOnly {
+		s.metrics.leader.Set(1) // alone, it leads
 	}
 	s.static.checkins = func() { s.metrics.checkins.Add(1) }
 	s.routes()
@@ -236,11 +281,11 @@ func (s *Server) routes() {
 	m.Handle("GET /targets/", s.static)
 	m.Handle("HEAD /targets/", s.static)
 	m.HandleFunc("POST /v1/telemetry", s.handleTelemetry)
-	m.HandleFunc("GET /v1/rollouts", s.handleRollouts)
-	m.HandleFunc("GET /v1/rollouts/{channel}", s.handleRollout)
-	m.HandleFunc("POST /v1/rollouts", s.auth(s.handleStart))
-	m.HandleFunc("POST /v1/rollouts/{channel}/{action}", s.auth(s.handleAction))
-	m.HandleFunc("GET /v1/state/backup", s.auth(s.handleBackup))
+	m.HandleFunc("GET /v1/rollouts", s.leaderOnly(s.handleRollouts))
+	m.HandleFunc("GET /v1/rollouts/{channel}", s.leaderOnly(s.handleRollout))
+	m.HandleFunc("POST /v1/rollouts", s.leaderOnly(s.auth(s.handleStart)))
+	m.HandleFunc("POST /v1/rollouts/{channel}/{action}", s.leaderOnly(s.auth(s.handleAction)))
+	m.HandleFunc("GET /v1/state/backup", s.leaderOnly(s.auth(s.handleBackup)))
 	s.hostRoutes(m)
 	m.HandleFunc("GET /metrics", s.handleMetrics)
 	m.Handle("/", dashboard.Handler())
@@ -252,6 +297,9 @@ func (s *Server) routes() {
 // repository's timestamp and snapshot every RefreshInterval until ctx
 // ends. tick, when not nil, replaces the interval timer (tests drive it).
 func (s *Server) Run(ctx context.Context, tick <-chan time.Time) error {
+	if s.opts.Replication != nil {
+		return s.runReplica(ctx)
+	}
 	if tick == nil {
 		t := time.NewTicker(s.opts.EvalInterval)
 		defer t.Stop()
@@ -291,6 +339,9 @@ func (s *Server) Evaluate() ([]controller.Decision, error) {
 	if s.opts.ReadOnly {
 		return nil, ErrReadOnly
 	}
+	if !s.leads() {
+		return nil, ErrNotLeader
+	}
 	ds, err := s.change(func() ([]controller.Decision, error) {
 		s.reg.Prune(s.clock.Now())
 		return s.ctl.Evaluate(s.clock.Now()), nil
@@ -324,7 +375,11 @@ func (s *Server) signPlan(ch uint32) error {
 // (a publisher may have changed it since). The caller holds s.mu.
 func (s *Server) writeRepo(fn func(*tufrepo.Repo) error) error {
 	defer s.static.forget()
-	return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, fn)
+	update := func() error { return tufrepo.Update(s.opts.Repo, s.opts.Keys, s.clock, fn) }
+	if s.opts.Replication != nil {
+		return s.writeRepoShared(update)
+	}
+	return update()
 }
 
 // MaxTokenFile bounds the operator token file read.

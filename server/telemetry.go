@@ -97,34 +97,19 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusTooManyRequests, "too many batches from "+b.HostID+"; retry later", "")
 		return
 	}
-	versions, _ := b.Channels() // VerifyBatch checked them
-	rep := controller.Report{HostID: b.HostID, Versions: versions, Sensor: b.Sensor, Manifest: b.Manifest, Events: make([]controller.Event, len(b.Events))}
-	ids := make([]string, len(b.Events))
-	for i, e := range b.Events {
-		ids[i] = e.ID
-		rep.Events[i] = controller.Event{Seq: e.Seq, Kind: e.Kind, Channel: e.Channel, Version: e.Version, Reason: e.Reason}
+	if s.opts.Replication != nil {
+		s.queueTelemetry(w, r, b, body)
+		return
 	}
-
 	s.mu.Lock()
-	standing, why := wire.AdmissionAccepted, ""
+	var standing wire.Admission
+	var why string
 	var res controller.Ingested
-	var lastSeq uint64
 	_, err = s.change(func() ([]controller.Decision, error) {
-		if !s.ctl.Known(b.HostID) {
-			var err error
-			if standing, why, err = s.admit(b); err != nil || standing != wire.AdmissionAccepted {
-				return nil, err // a new pending record is committed; nothing else
-			}
-		}
-		h, _ := s.ctl.Host(b.HostID)
-		lastSeq = h.LastSeq
 		var err error
-		res, err = s.ctl.Ingest(rep, s.clock.Now())
+		standing, why, res, err = s.apply(b)
 		return res.Decisions, err
 	})
-	if err == nil && standing == wire.AdmissionAccepted {
-		s.metrics.batch(b, lastSeq, s.versionLabel)
-	}
 	s.mu.Unlock()
 	switch {
 	case errors.Is(err, admission.ErrPendingFull):
@@ -145,7 +130,39 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(wire.Response{Accepted: ids, Admission: wire.AdmissionAccepted, Applied: res.Applied, Stale: res.Stale})
+	_ = json.NewEncoder(w).Encode(wire.Response{Accepted: eventIDs(b), Admission: wire.AdmissionAccepted, Applied: res.Applied, Stale: res.Stale})
+}
+
+// apply is a verified batch's effect, inside change (the caller holds
+// s.mu): a host not in the fleet is admitted by its enrolment token or
+// recorded as pending (its standing and what to tell it are returned);
+// an admitted host's events are ingested and counted in the metrics.
+func (s *Server) apply(b *wire.Batch) (wire.Admission, string, controller.Ingested, error) {
+	if !s.ctl.Known(b.HostID) {
+		standing, why, err := s.admit(b)
+		if err != nil || standing != wire.AdmissionAccepted {
+			return standing, why, controller.Ingested{}, err // a new pending record is committed; nothing else
+		}
+	}
+	versions, _ := b.Channels() // VerifyBatch checked them
+	rep := controller.Report{HostID: b.HostID, Versions: versions, Sensor: b.Sensor, Manifest: b.Manifest, Events: make([]controller.Event, len(b.Events))}
+	for i, e := range b.Events {
+		rep.Events[i] = controller.Event{Seq: e.Seq, Kind: e.Kind, Channel: e.Channel, Version: e.Version, Reason: e.Reason}
+	}
+	h, _ := s.ctl.Host(b.HostID)
+	lastSeq := h.LastSeq
+	res, err := s.ctl.Ingest(rep, s.clock.Now())
+	if err == nil {
+		s.counted = append(s.counted, countBatch{b, lastSeq})
+	}
+	return wire.AdmissionAccepted, "", res, err
+}
+
+// countBatch is a batch whose events the metrics count once its change
+// is committed.
+type countBatch struct {
+	b       *wire.Batch
+	lastSeq uint64
 }
 
 // admit decides about a host not in the fleet that sent a batch: a valid
@@ -182,6 +199,14 @@ func (s *Server) admit(b *wire.Batch) (wire.Admission, string, error) {
 		msg += "; its token was refused: " + note
 	}
 	return st, msg, nil
+}
+
+func eventIDs(b *wire.Batch) []string {
+	ids := make([]string, len(b.Events))
+	for i, e := range b.Events {
+		ids[i] = e.ID
+	}
+	return ids
 }
 
 // refuse answers an error a person (or a host) can act on.

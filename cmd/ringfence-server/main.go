@@ -92,6 +92,7 @@ func runRepo(args []string, stdout, stderr io.Writer) int {
 		{Name: "init", Summary: "create a repository and its keys", Run: repoInit},
 		{Name: "refresh", Summary: "re-sign the timestamp and snapshot before they expire", Run: repoRefresh},
 		{Name: "verify", Summary: "check the repository end to end, as a host would", Run: repoVerify},
+		{Name: "export", Summary: "write the replicas' shared repository (in their database) into a directory, for a web server or CDN", Run: repoExport},
 	}, stdout, stderr)
 }
 
@@ -134,13 +135,14 @@ Refresh re-signs timestamp and snapshot with fresh expiry (timestamp 1 day,
 snapshot 7 days), and any targets role within a quarter of its expiry. Run it
 at least daily (cron, or 'serve' does it).`, stdout, stderr)
 	repo, keys := repoFlags(fs)
+	dbURL := repoDBFlag(fs)
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
 	if !need(stderr, "repo refresh", map[string]string{"repo": *repo, "keys": *keys}) {
 		return cli.ExitUsage
 	}
-	if err := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error { return r.Refresh() }); err != nil {
+	if err := updateRepo(*dbURL, *repo, *keys, func(r *tufrepo.Repo) error { return r.Refresh() }); err != nil {
 		return fail(stderr, "repo refresh", err)
 	}
 	fmt.Fprintln(stdout, "timestamp and snapshot re-signed")
@@ -220,6 +222,7 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 	matrix := fs.String("matrix", "", "directory of capability manifests (*.json), one per sensor version the vendor supports")
 	skipStatic := fs.Bool("skip-static", false, "LAB ONLY: skip the static checks (models the 2024 validator bug)")
 	skipPreflight := fs.Bool("skip-preflight", false, "LAB ONLY: skip the preflight run")
+	dbURL := repoDBFlag(fs)
 	files, code, ok := cli.ParseArgs(fs, args, stdout)
 	if !ok {
 		return code
@@ -278,7 +281,7 @@ func runPublish(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitRejected
 	}
 	var name string
-	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
+	if uerr := updateRepo(*dbURL, *repo, *keys, func(r *tufrepo.Repo) error {
 		name, err = r.PublishFor(f.Channel, f.ContentVersion, data, c)
 		return nil
 	}); uerr != nil {
@@ -358,6 +361,7 @@ fails its first start is rolled back on the host and never applied there again.`
 	goos := fs.String("os", "", "target OS (linux, windows)")
 	goarch := fs.String("arch", "", "target architecture (amd64, arm64)")
 	ver := fs.String("version", "", "the binary's version (dotted numbers, as it reports with 'ringfenced version')")
+	dbURL := repoDBFlag(fs)
 	pos, code, ok := cli.ParseArgs(fs, args, stdout)
 	if !ok {
 		return code
@@ -374,7 +378,7 @@ fails its first start is rolled back on the host and never applied there again.`
 		return fail(stderr, "publish-binary", err)
 	}
 	var name string
-	if uerr := tufrepo.Update(*repo, *keys, nil, func(r *tufrepo.Repo) error {
+	if uerr := updateRepo(*dbURL, *repo, *keys, func(r *tufrepo.Repo) error {
 		name, err = r.PublishBinary(*goos, *goarch, *ver, data)
 		return nil
 	}); uerr != nil {

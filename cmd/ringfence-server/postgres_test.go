@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -36,29 +34,6 @@ func stopServe(t *testing.T, p *serveProc) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("serve did not stop on SIGINT; logs: %s", p.logs.String())
 	}
-}
-
-// runChild runs ringfence-server as a child process, bounded: a serve that
-// should fail at once cannot hang the test if it does not.
-func runChild(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	self, err := os.Executable()
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, self, args...)
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	require.NoError(t, ctx.Err(), "ringfence-server %v did not finish: %s", args, out.String())
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return out.String(), code
 }
 
 // TestServeOnPostgres: serve --db keeps the state in PostgreSQL. A
@@ -105,10 +80,16 @@ func TestServeOnPostgres(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the batch is acknowledged once committed")
 
-	// A second server on the database is refused while the first runs.
-	out, code = runChild(t, "serve", "--repo", repo, "--keys", keys, "--state", testtmp.Dir(t), "--addr", "127.0.0.1:0", "--db", dsn)
-	require.Equal(t, 2, code, out)
-	require.Contains(t, out, "another ringfence-server is using this database")
+	// A second server on the database is a replica beside the first (the
+	// replicas' own tests are in replicas_test.go); an operator command that
+	// would write the database directly is refused while they run.
+	second := startServe(t, testtmp.Dir(t), keys, testtmp.Dir(t), "--db", dsn)
+	_, errOut, code = runCLI(t, "rollout", "halt", "--state", testtmp.Dir(t), "--repo", repo, "--keys", keys, "--db", dsn,
+		"--channel", "291", "--who", "mallory", "--why", "behind the servers' back")
+	require.Equal(t, 2, code, errOut)
+	require.Contains(t, errOut, "another ringfence-server is using this database")
+	stopServe(t, second)
+	require.Contains(t, second.logs.String(), "a replica")
 
 	stopServe(t, srv)
 	logs := srv.logs.String()

@@ -22,6 +22,7 @@ import (
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/cli"
 	"github.com/ringfence/ringfence/server"
+	"github.com/ringfence/ringfence/server/pgreplica"
 )
 
 const serveHelp = `
@@ -45,10 +46,18 @@ from, and the bad version is denied (docs/gate.md). The rollout role, snapshot
 and timestamp keys must be in --keys (online keys); the root and content keys
 need not be. State (hosts, rollouts, decisions, tokens) lives in
 --state/server.db, or, with --db postgres://USER@HOST/DATABASE, in that
-PostgreSQL database (the server then uses it alone; --state still holds the
-operator token and serve.url; docs/server.md, "State"); a restart resumes
-every rollout where it was. Timestamp and snapshot are re-signed every 6
-hours.
+PostgreSQL database (--state still holds the operator token and serve.url;
+docs/server.md, "State"); a restart resumes every rollout where it was.
+Timestamp and snapshot are re-signed every 6 hours.
+
+With --db, serve is a replica: run any number on one database, behind a load
+balancer (docs/scale.md). Every replica serves the repository (the same
+bytes, kept in the database and pulled into --repo), queues telemetry in the
+database and answers the API (passing it to the leader, at its --advertise
+URL). One replica leads, by a lease in the database (--lease-ttl): it alone
+applies the telemetry, evaluates the gates, decides and signs, and each of its
+writes is fenced by the lease. Give every replica the same --keys and the
+same operator.token in its --state.
 
 What a host reports counts only once the fleet admitted it: by an enrolment
 token ('tokens create') or an operator ('hosts accept'). Other keys wait as
@@ -79,6 +88,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert (PEM)")
 	maxConns := fs.Int("max-conns", defaultMaxConns(), "connections open at once; more wait in the accept queue (the default is 3/4 of the open-file limit, within 64..10000)")
 	readTimeout := fs.Duration("read-timeout", 15*time.Second, "time a client gets to send a whole request, body included")
+	advertise := fs.String("advertise", "", "with --db: the URL the other replicas reach this one at (the API is passed to the leader there); default: the listen address's URL")
+	leaseTTL := fs.Duration("lease-ttl", server.DefaultLeaseTTL, "with --db: how long the leader's lease lasts unless renewed (every second); a leader that died is replaced after about this long")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
@@ -106,21 +117,30 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if *dbURL != "" && *startEmpty {
 		return fail(stderr, "serve", errors.New("--start-empty answers a damaged server.db; with --db the state is in PostgreSQL: restore the database from its backup instead"))
 	}
-	var store server.Store
+	if *leaseTTL < 2*server.DefaultLeaseCheck {
+		return fail(stderr, "serve", fmt.Errorf("--lease-ttl %v: want at least %v (the lease is renewed every %v)", *leaseTTL, 2*server.DefaultLeaseCheck, server.DefaultLeaseCheck))
+	}
+	var rep *pgreplica.Replica
 	if *dbURL != "" {
-		db, err := openDB(*dbURL, false)
+		ctx, cancel := context.WithTimeout(context.Background(), dbOpenTimeout)
+		r, err := pgreplica.Open(ctx, *dbURL, *leaseTTL)
+		cancel()
 		if err != nil {
 			return fail(stderr, "serve", err)
 		}
-		log.Info("state in PostgreSQL", "host", db.Host(), "database", db.Database())
-		store = db
+		log.Info("state in PostgreSQL: a replica (one of any number on this database; one leads)", "host", r.DB().Host(), "database", r.DB().Database())
+		rep = r
 	}
-	srv, err := server.New(server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
+	opts := server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
 		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit, MaxHosts: *maxHosts,
-		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty, Store: store})
+		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty}
+	if rep != nil {
+		opts.Replication = rep
+	}
+	srv, err := server.New(opts)
 	if err != nil {
-		if store != nil {
-			store.Close() // New closes the store it was given only when it got as far as loading it
+		if rep != nil {
+			rep.Close() // New closes the store it was given only when it got as far as loading it
 		}
 		return fail(stderr, "serve", err)
 	}
@@ -134,6 +154,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		scheme = "https"
 	}
 	url := scheme + "://" + ln.Addr().String()
+	if rep != nil {
+		name := url
+		if *advertise != "" {
+			name = *advertise
+		}
+		rep.SetName(name)
+	}
 	urlFile := filepath.Join(*state, server.AddrFile)
 	if err := atomicfile.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
 		return fail(stderr, "serve", err)

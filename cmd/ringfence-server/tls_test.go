@@ -38,7 +38,7 @@ func writeFile(t *testing.T, dir, name string, b []byte) string {
 }
 
 // newRepo makes an empty repository and its keys.
-func newRepo(t *testing.T) (repo, keys string) {
+func newRepo(t testing.TB) (repo, keys string) {
 	t.Helper()
 	repo, keys = testtmp.Dir(t), testtmp.Dir(t)
 	_, errOut, code := runCLI(t, "repo", "init", "--repo", repo, "--keys", keys)
@@ -55,7 +55,7 @@ type serveProc struct {
 
 // startServe runs serve on a free loopback port with the extra flags, and
 // returns once it printed its URL. The process is killed when the test ends.
-func startServe(t *testing.T, repo, keys, state string, extra ...string) *serveProc {
+func startServe(t testing.TB, repo, keys, state string, extra ...string) *serveProc {
 	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
