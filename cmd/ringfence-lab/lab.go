@@ -21,9 +21,11 @@ import (
 	"github.com/ringfence/ringfence/bootguard"
 	"github.com/ringfence/ringfence/daemon"
 	"github.com/ringfence/ringfence/installer"
+	"github.com/ringfence/ringfence/internal/balancer"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/server"
 	"github.com/ringfence/ringfence/validator"
+	"github.com/ringfence/ringfence/wire"
 )
 
 // Options run a lab.
@@ -42,7 +44,20 @@ type Options struct {
 	Kept func(Report)
 	// Out gets the timeline.
 	Out io.Writer
+	// DB, a postgres:// URL of a new, empty database, runs the server as
+	// Replicas replicas of `ringfence-server serve --db DB` (at least 1),
+	// behind haproxy (internal/balancer) when there are several. Empty:
+	// one server with its state in its state directory.
+	DB       string
+	Replicas int
 }
+
+// MaxReplicas bounds --replicas.
+const MaxReplicas = 5
+
+// labLeaseTTL is the replicas' --lease-ttl: a leader that died is
+// replaced within seconds.
+const labLeaseTTL = 3 * time.Second
 
 // Timing bounds of the lab's own waits.
 const (
@@ -63,9 +78,11 @@ type lab struct {
 	repo   string
 	keys   string
 	state  string
-	url    string
+	url    string // the server's, or the balancer's in front of the replicas
 	token  string
 	client *server.Client
+	lb     *balancer.Balancer // in front of the replicas, when several
+	lbLog  *os.File
 	hosts  []*host
 	byID   map[string]*host
 	files  map[string]content // the testdata files, by name (all of the first channel)
@@ -214,9 +231,26 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	l := &lab{opts: opts, cfg: opts.Config, tl: &timeline{w: opts.Out, start: start, clock: clock.System{}},
 		byID: map[string]*host{}, files: map[string]content{}}
 	rep.Hosts = l.cfg.Hosts
+	if opts.DB != "" {
+		rep.Replicas = max(opts.Replicas, 1)
+		rep.Servers = fmt.Sprintf("%d ringfence-server replicas on one PostgreSQL database", rep.Replicas)
+		if rep.Replicas == 1 {
+			rep.Servers = "1 ringfence-server replica on a PostgreSQL database"
+		} else {
+			rep.Servers += ", behind haproxy"
+		}
+	}
 	defer func() {
 		if killed := l.ps.stopAll(stopGrace); len(killed) > 0 {
 			l.tl.printf("killed after %v without stopping: %s", stopGrace, strings.Join(killed, ", "))
+		}
+		if l.lb != nil {
+			if err := l.lb.Stop(); err != nil {
+				l.tl.printf("haproxy: %v", err)
+			}
+		}
+		if l.lbLog != nil {
+			l.lbLog.Close()
 		}
 		rep.Seconds = time.Since(start).Seconds()
 	}()
@@ -343,6 +377,11 @@ func (l *lab) setup(ctx context.Context) error {
 	for _, b := range []string{"ringfence", "ringfenced", "ringfence-server"} {
 		if _, err := os.Stat(l.bin(b)); err != nil {
 			return fmt.Errorf("%s: %w (run 'make build', or give --bin DIR)", b, err)
+		}
+	}
+	if l.opts.DB != "" && l.replicas() > 1 {
+		if _, err := balancer.Find(); err != nil {
+			return err
 		}
 	}
 	for _, s := range []string{"7.11", "7.12"} {
@@ -510,8 +549,11 @@ func (l *lab) publish(ctx context.Context) error {
 
 // startServer starts ringfence-server serve on a free loopback port and
 // reads its URL and its operator token from its state directory (serve.url
-// appears once it listens).
+// appears once it listens). With a database it starts the replicas instead.
 func (l *lab) startServer(ctx context.Context) error {
+	if l.opts.DB != "" {
+		return l.startReplicas(ctx)
+	}
 	cmd := exec.Command(l.bin("ringfence-server"), "serve", "--repo", l.repo, "--keys", l.keys, "--state", l.state,
 		"--addr", "127.0.0.1:0", "--eval-interval", l.cfg.Server.EvalInterval.String(), "--canary-tags", CanaryTag)
 	logPath := filepath.Join(l.opts.Work, "server.log")
@@ -519,29 +561,148 @@ func (l *lab) startServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(serverStartTimeout)
-	for {
-		if u, err := os.ReadFile(filepath.Join(l.state, server.AddrFile)); err == nil && len(bytes.TrimSpace(u)) > 0 {
-			l.url = strings.TrimSpace(string(u))
-			break
-		}
-		if p.exited() {
-			return fmt.Errorf("ringfence-server serve exited (%v); see %s", p.err, logPath)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("ringfence-server serve wrote no %s in %v; see %s", server.AddrFile, serverStartTimeout, logPath)
-		}
-		if err := sleep(ctx, serverPoll); err != nil {
-			return err
-		}
+	if l.url, err = waitServe(ctx, p, l.state, logPath); err != nil {
+		return err
 	}
 	tok, err := os.ReadFile(filepath.Join(l.state, server.TokenFile))
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
-	l.token = strings.TrimSpace(string(tok))
-	l.client = &server.Client{URL: l.url, Token: l.token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	l.setClient(strings.TrimSpace(string(tok)))
 	l.tl.printf("server: ringfence-server serve on %s (gates evaluated every %v; log in server.log)", l.url, l.cfg.Server.EvalInterval)
+	return nil
+}
+
+func (l *lab) setClient(token string) {
+	l.token = token
+	l.client = &server.Client{URL: l.url, Token: l.token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// replicas is how many replicas run with a database.
+func (l *lab) replicas() int { return max(l.opts.Replicas, 1) }
+
+// waitServe waits until the serve process p wrote its URL into state's
+// serve.url, and returns it.
+func waitServe(ctx context.Context, p *proc, state, logPath string) (string, error) {
+	deadline := time.Now().Add(serverStartTimeout)
+	for {
+		if u, err := os.ReadFile(filepath.Join(state, server.AddrFile)); err == nil && len(bytes.TrimSpace(u)) > 0 {
+			return strings.TrimSpace(string(u)), nil
+		}
+		if p.exited() {
+			return "", fmt.Errorf("%s serve exited (%v); see %s", p.name, p.err, logPath)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s serve wrote no %s in %v; see %s", p.name, server.AddrFile, serverStartTimeout, logPath)
+		}
+		if err := sleep(ctx, serverPoll); err != nil {
+			return "", err
+		}
+	}
+}
+
+// startReplicas starts the replicas on the database: each its own state
+// directory (state, state-2, ...) holding the same operator token, made
+// before any starts, and its own repository directory: the first the
+// lab's repository, with which it seeds the database, the others empty
+// (they pull it from the database). Logs server-1.log, server-2.log, ...
+// With several, haproxy goes in front (haproxy.log) and its URL is the
+// server's for the hosts and the lab; the operator commands given --state
+// reach the first replica (its serve.url), which passes the API to the
+// leader.
+func (l *lab) startReplicas(ctx context.Context) error {
+	n := l.replicas()
+	tok, err := server.LoadOrCreateToken(l.state)
+	if err != nil {
+		return err
+	}
+	// The database must be new: a replica on one that already holds a
+	// repository pulls that one over the lab's.
+	rootPath := filepath.Join(l.repo, "metadata", "1.root.json")
+	root, err := os.ReadFile(rootPath)
+	if err != nil {
+		return fmt.Errorf("trusted root: %w", err)
+	}
+	var urls []string
+	start := func(i int) (*proc, string, string, error) {
+		state, repo := l.state, l.repo
+		if i > 1 {
+			state, repo = filepath.Join(l.opts.Work, fmt.Sprintf("state-%d", i)), filepath.Join(l.opts.Work, fmt.Sprintf("repo-%d", i))
+			if err := os.MkdirAll(repo, 0o755); err != nil {
+				return nil, "", "", err
+			}
+			if err := os.MkdirAll(state, 0o700); err != nil {
+				return nil, "", "", err
+			}
+			if err := os.WriteFile(filepath.Join(state, server.TokenFile), []byte(tok+"\n"), 0o600); err != nil {
+				return nil, "", "", err
+			}
+		}
+		cmd := exec.Command(l.bin("ringfence-server"), "serve", "--repo", repo, "--keys", l.keys, "--state", state,
+			"--addr", "127.0.0.1:0", "--eval-interval", l.cfg.Server.EvalInterval.String(), "--canary-tags", CanaryTag,
+			"--db", l.opts.DB, "--lease-ttl", labLeaseTTL.String())
+		logPath := filepath.Join(l.opts.Work, fmt.Sprintf("server-%d.log", i))
+		p, err := l.ps.start(fmt.Sprintf("ringfence-server %d", i), cmd, logPath)
+		return p, state, logPath, err
+	}
+	// The first seeds the database before the others start.
+	p, state, logPath, err := start(1)
+	if err != nil {
+		return err
+	}
+	u, err := waitServe(ctx, p, state, logPath)
+	if err != nil {
+		return err
+	}
+	urls = append(urls, u)
+	if now, err := os.ReadFile(rootPath); err != nil || !bytes.Equal(now, root) {
+		return fmt.Errorf("the database already held a repository (the first replica pulled it over the lab's): give --db a new, empty database")
+	}
+	type started struct {
+		p              *proc
+		state, logPath string
+	}
+	var rest []started
+	for i := 2; i <= n; i++ {
+		p, state, logPath, err := start(i)
+		if err != nil {
+			return err
+		}
+		rest = append(rest, started{p, state, logPath})
+	}
+	for _, r := range rest {
+		u, err := waitServe(ctx, r.p, r.state, r.logPath)
+		if err != nil {
+			return err
+		}
+		urls = append(urls, u)
+	}
+	l.url = urls[0]
+	if n > 1 {
+		bin, err := balancer.Find()
+		if err != nil {
+			return err
+		}
+		if l.lbLog, err = os.OpenFile(filepath.Join(l.opts.Work, "haproxy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, serverStartTimeout)
+		l.lb, err = balancer.Start(sctx, bin, urls, filepath.Join(l.opts.Work, "haproxy"), l.lbLog)
+		cancel()
+		if err != nil {
+			return err
+		}
+		l.url = l.lb.URL()
+	}
+	l.setClient(tok)
+	if n == 1 {
+		l.tl.printf("server: one ringfence-server serve replica on PostgreSQL at %s, the repository and state in the database (gates evaluated every %v; log in server-1.log)",
+			l.url, l.cfg.Server.EvalInterval)
+		return nil
+	}
+	l.tl.printf("server: %d ringfence-server serve replicas on one PostgreSQL database (%s), one leading by a lease (--lease-ttl %v), gates evaluated every %v; logs server-1.log ... server-%d.log",
+		n, strings.Join(urls, " "), labLeaseTTL, l.cfg.Server.EvalInterval, n)
+	l.tl.printf("server: haproxy in front of them on %s, round robin, each replica health-checked (haproxy.log): the hosts' repository and telemetry endpoint and the lab's API client", l.url)
 	return nil
 }
 
@@ -681,7 +842,13 @@ func (l *lab) startFleet(ctx context.Context) error {
 			if h.proc.exited() {
 				return fmt.Errorf("ringfenced %s exited (%v); see %s", h.Name, h.proc.err, h.log)
 			}
-			if st, err := h.status(); err == nil && st.HostID != "" && st.Agent == daemon.AgentRunning {
+			// Up: its agent runs and the server took its telemetry since it
+			// admitted it. A host admitted by a replica's leader was told
+			// to send again shortly (its first batch waited in the
+			// database's inbox): until it does, the leader has not heard
+			// from it since, and a rollout started meanwhile would not
+			// count it in its stages.
+			if st, err := h.status(); err == nil && st.HostID != "" && st.Agent == daemon.AgentRunning && st.Admission == wire.AdmissionAccepted {
 				if h.id == "" {
 					h.id = st.HostID
 					l.byID[h.id] = h

@@ -94,6 +94,14 @@ func TestLab(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the lab stops its children with SIGINT and a parent-death signal: Linux")
 	}
+	runLab(t)
+}
+
+// runLab runs the lab scaled down (labTestConfig) with extra flags and
+// checks its report, the journals and the boot records as TestLab says;
+// it returns the report and the timeline.
+func runLab(t *testing.T, extra ...string) (Report, string) {
+	t.Helper()
 	bin := testbin.Build(t, "github.com/ringfence/ringfence/cmd/ringfence", "github.com/ringfence/ringfence/cmd/ringfenced",
 		"github.com/ringfence/ringfence/cmd/ringfence-server")
 	cfgPath := filepath.Join(t.TempDir(), "lab.toml")
@@ -101,7 +109,8 @@ func TestLab(t *testing.T) {
 	work := filepath.Join(t.TempDir(), "work")
 
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"--config", cfgPath, "--bin", bin, "--testdata", filepath.Join("..", "..", "testdata"), "--work", work, "--json"}, &stdout, &stderr)
+	args := []string{"--config", cfgPath, "--bin", bin, "--testdata", filepath.Join("..", "..", "testdata"), "--work", work, "--json"}
+	code := run(append(args, extra...), &stdout, &stderr)
 	t.Logf("timeline:\n%s", stderr.String())
 	var rep Report
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), "stdout: %s", stdout.String())
@@ -229,6 +238,7 @@ func TestLab(t *testing.T) {
 	// Every process is gone.
 	out, _ := exec.Command("pgrep", "-f", work).CombinedOutput()
 	require.Empty(t, strings.TrimSpace(string(out)), "processes left running")
+	return rep, stderr.String()
 }
 
 // haltedBy checks a cf291 rollout's halt: on the report of the first

@@ -9,11 +9,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/ringfence/ringfence/internal/boundedio"
@@ -93,6 +95,20 @@ that channel's boot record (root/channels/N/bootrecord), and the rollouts
 from the server's API. Settings come from the built-in lab.toml (--config
 replaces it).
 
+Replicas. With --db postgres://USER@HOST/DATABASE the server is
+--replicas N (default 1, at most 5) 'ringfence-server serve --db' replicas
+on that PostgreSQL database (docs/scale.md): one leads by a lease in the
+database (--lease-ttl 3s here), the others queue telemetry in it and pass
+the API to the leader. Each has its own state directory (state, state-2,
+...) with the same operator token, and its own repository directory: the
+first the lab's repository, with which it seeds the database, the others
+empty ones (they pull it). Logs: server-1.log, server-2.log, ... With more
+than one, haproxy runs in front of them (haproxy.log; 'make deps' installs
+it), and the hosts' repository and telemetry endpoint and the lab's API
+client are its URL. The database must be new and empty: the lab does not
+create it (createdb DATABASE), and refuses one that already holds a
+repository. --replicas without --db is a usage error.
+
 Every process the lab starts is stopped before it exits (SIGINT, then SIGKILL
 after 15 s), on errors and on Ctrl-C too; on Linux a child also gets SIGTERM
 if the lab itself is killed. With --keep the server and the fleet stay up at
@@ -106,7 +122,7 @@ interrupted; 2 usage.`
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := cli.NewFlags("ringfence-lab", "", "[--hosts N] [--canaries N] [--work DIR] [--keep] [--bin DIR] [--json]", help, stdout, stderr)
+	fs := cli.NewFlags("ringfence-lab", "", "[--hosts N] [--canaries N] [--work DIR] [--keep] [--bin DIR] [--json] [--db postgres://... [--replicas N]]", help, stdout, stderr)
 	hosts := fs.Int("hosts", 0, "hosts in the fleet (default 50, from lab.toml; at most 200)")
 	canaries := fs.Int("canaries", 0, "hosts tagged canary, the first stage of every rollout (default 5, from lab.toml)")
 	work := fs.String("work", "", "work directory, new or empty (default: a temporary directory, removed at the end unless --keep or the lab failed)")
@@ -115,12 +131,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	testdata := fs.String("testdata", "", "the repository's testdata directory (default: BIN/../testdata, else ./testdata)")
 	configPath := fs.String("config", "", "lab settings in TOML, replacing the built-in lab.toml (see it for the keys)")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout (the timeline goes to stderr)")
+	dbURL := fs.String("db", "", "run the server as replicas on this PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), which must be new and empty; the lab does not create it")
+	replicas := fs.Int("replicas", 0, fmt.Sprintf("with --db: how many replicas (default 1, at most %d); more than one run behind haproxy", MaxReplicas))
 	rest, code, ok := cli.ParseArgs(fs, args, stdout)
 	if !ok {
 		return code
 	}
 	if len(rest) > 0 {
 		fmt.Fprintf(stderr, "ringfence-lab: unexpected argument %q; see 'ringfence-lab --help'\n", rest[0])
+		return cli.ExitUsage
+	}
+	if err := checkReplicas(*dbURL, *replicas); err != nil {
+		fmt.Fprintln(stderr, "ringfence-lab:", err)
 		return cli.ExitUsage
 	}
 	cfg := DefaultConfig()
@@ -192,7 +214,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitOK
 	}
 	kept := -1 // the exit code, once the report was printed before waiting
-	rep, err := Run(ctx, Options{Config: cfg, Bin: *bin, Testdata: *testdata, Work: *work, Keep: *keep, Out: out,
+	rep, err := Run(ctx, Options{Config: cfg, Bin: *bin, Testdata: *testdata, Work: *work, Keep: *keep, Out: out, DB: *dbURL, Replicas: *replicas,
 		Kept: func(rep Report) {
 			kept = report(rep)
 			fmt.Fprintf(out, "\ndashboard: %s\nthe server and the fleet keep running (work directory %s); Ctrl-C stops them\n", rep.Dashboard, *work)
@@ -218,6 +240,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitRejected
 	}
 	return report(rep)
+}
+
+// checkReplicas checks --db and --replicas: --db empty or a PostgreSQL
+// URL, --replicas only with it, 1 to MaxReplicas (0: the default). The
+// error never quotes the URL (it may hold a password).
+func checkReplicas(db string, n int) error {
+	if db == "" {
+		if n != 0 {
+			return errors.New("--replicas runs the server as replicas on a PostgreSQL database: give --db postgres://... too")
+		}
+		return nil
+	}
+	scheme, _, ok := strings.Cut(db, "://")
+	if !ok || !strings.EqualFold(scheme, "postgres") && !strings.EqualFold(scheme, "postgresql") {
+		return errors.New("--db takes a postgres:// or postgresql:// URL of a new, empty database")
+	}
+	if n < 0 || n > MaxReplicas {
+		return fmt.Errorf("--replicas %d: want 1 to %d", n, MaxReplicas)
+	}
+	return nil
 }
 
 // findTestdata looks for the repository's testdata beside the binaries'

@@ -106,8 +106,13 @@ const (
 
 // Report is the lab's result (--json prints it).
 type Report struct {
-	OK          bool     `json:"ok"`
-	Hosts       int      `json:"hosts"`
+	OK    bool `json:"ok"`
+	Hosts int  `json:"hosts"`
+	// Replicas is how many ringfence-server replicas ran on PostgreSQL
+	// (--db), Servers says how (behind haproxy when several); both unset
+	// for the single server of the default run.
+	Replicas    int      `json:"replicas,omitempty"`
+	Servers     string   `json:"servers,omitempty"`
 	Canaries    []string `json:"canaries"`
 	LegacyHosts []string `json:"legacy_hosts"`
 	// AgentPreflightHosts preflight with their installed agent; every other
@@ -206,6 +211,9 @@ func Table(rows []Row) string {
 // verdict.
 func (r Report) WriteText(w io.Writer) {
 	fmt.Fprintln(w)
+	if r.Servers != "" {
+		fmt.Fprintf(w, "server: %s\n\n", r.Servers)
+	}
 	fmt.Fprint(w, Table(r.Scenarios))
 	fmt.Fprintln(w)
 	for _, row := range r.Scenarios {

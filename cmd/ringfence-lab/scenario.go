@@ -350,6 +350,22 @@ func (l *lab) decisions(t *track, prefix string) []timedLine {
 			t.halt = &d
 		case controller.KindRollback:
 			t.back = &d
+		case controller.KindAdvance, controller.KindComplete:
+			// The gate judged a stage with no host in it: a canary
+			// group it did not hear from (since the rollout started)
+			// was passed over, not passed.
+			if d.Actor == "gate" && d.Evidence.StageHosts == 0 {
+				i := d.Stage
+				if d.Kind == controller.KindAdvance {
+					i--
+				}
+				name := fmt.Sprint(i)
+				if i >= 0 && i < len(t.view.Stages) {
+					name = t.view.Stages[i].Name
+				}
+				t.row.Problems = append(t.row.Problems, fmt.Sprintf("the server's gate passed stage %s (%s) counting no host in it (0 of 0 healthy): it had heard from none of its hosts since the rollout started",
+					name, d.Kind))
+			}
 		}
 	}
 	return lines
