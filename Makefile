@@ -75,6 +75,8 @@ test-postgres: ## the PostgreSQL store, the leader lease, the inbox and the shar
 test-postgres-if-possible:
 	@mkdir -p $(BIN); if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
 	  echo "SKIPPED the PostgreSQL store tests (no PostgreSQL: initdb not found); 'make deps' installs postgresql" >> $(SKIPPED); exit 0; fi; \
+	command -v haproxy >/dev/null || \
+	  echo "SKIPPED the replicas behind a load balancer (TestReplicasPostgres*, TestLabReplicasPostgres: no haproxy); 'make deps' installs haproxy" >> $(SKIPPED); \
 	$(MAKE) --no-print-directory test-postgres
 
 .PHONY: test-browser
