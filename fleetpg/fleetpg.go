@@ -133,7 +133,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"strconv"
 	"sync"
 	"time"
@@ -280,24 +279,9 @@ type DB struct {
 // the lock and the migrations. Errors never quote dsn, which may hold a
 // password.
 func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	cfg, err := parseConfig(dsn)
 	if err != nil {
-		// pgx's message may quote the URL, password and all: only a
-		// file's error (which names the file) is passed on.
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("fleetpg: a file the database URL names: %w", pe)
-		}
-		return nil, errors.New("fleetpg: the database URL does not parse; its form is " +
-			"postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?PARAMETER=VALUE&...] (libpq's connection URIs)")
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
-	}
-	for k, v := range sessionParams {
-		if _, ok := cfg.RuntimeParams[k]; !ok {
-			cfg.RuntimeParams[k] = v
-		}
+		return nil, err
 	}
 	if opts.CommitTimeout <= 0 {
 		opts.CommitTimeout = DefaultCommitTimeout

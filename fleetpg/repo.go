@@ -120,9 +120,11 @@ type PullStats struct {
 	Written, Removed int
 }
 
-// repoConfig parses dsn as Open does: errors never quote it (it may hold
-// a password), and the session parameters and connect timeout apply.
-func repoConfig(dsn string) (*pgx.ConnConfig, error) {
+// parseConfig parses dsn for Open and OpenRepo: errors never quote it
+// (pgx's message may quote the URL, password and all: only a file's error,
+// which names the file, is passed on), and the session parameters and the
+// connect timeout apply.
+func parseConfig(dsn string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		var pe *fs.PathError
@@ -149,7 +151,7 @@ func repoConfig(dsn string) (*pgx.ConnConfig, error) {
 // that but to read schema_migrations). ctx bounds the connection and the
 // migrations.
 func OpenRepo(ctx context.Context, dsn string) (*Repo, error) {
-	cfg, err := repoConfig(dsn)
+	cfg, err := parseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
-	"github.com/ringfence/ringfence/tufrepo"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -431,19 +430,7 @@ func (s *Server) runReplica(ctx context.Context) error {
 			if !leads {
 				continue
 			}
-			if _, err := s.Evaluate(); err != nil && !errors.Is(err, ErrNotLeader) {
-				s.log.Error("evaluate", "err", err)
-			}
-			if now := s.clock.Now(); now.Sub(lastRefresh) >= s.opts.RefreshInterval {
-				s.mu.Lock()
-				err := s.writeRepo(func(r *tufrepo.Repo) error { return r.Refresh() })
-				s.mu.Unlock()
-				if err != nil {
-					s.log.Error("refresh the repository's timestamp and snapshot", "err", err)
-					continue
-				}
-				lastRefresh = now
-			}
+			s.tick(&lastRefresh)
 		case v, ok := <-versions:
 			if !ok {
 				versions = nil

@@ -312,20 +312,28 @@ func (s *Server) Run(ctx context.Context, tick <-chan time.Time) error {
 			return nil
 		case <-tick:
 		}
-		if _, err := s.Evaluate(); err != nil {
-			s.log.Error("evaluate", "err", err)
-		}
-		if now := s.clock.Now(); now.Sub(lastRefresh) >= s.opts.RefreshInterval {
-			s.mu.Lock()
-			err := s.writeRepo(func(r *tufrepo.Repo) error { return r.Refresh() })
-			s.mu.Unlock()
-			if err != nil {
-				s.log.Error("refresh the repository's timestamp and snapshot", "err", err)
-				continue
-			}
-			lastRefresh = now
-		}
+		s.tick(&lastRefresh)
 	}
+}
+
+// tick is Run's work at each tick: the gates, then timestamp and snapshot
+// re-signed when RefreshInterval has passed since *lastRefresh.
+func (s *Server) tick(lastRefresh *time.Time) {
+	if _, err := s.Evaluate(); err != nil && !errors.Is(err, ErrNotLeader) {
+		s.log.Error("evaluate", "err", err)
+	}
+	now := s.clock.Now()
+	if now.Sub(*lastRefresh) < s.opts.RefreshInterval {
+		return
+	}
+	s.mu.Lock()
+	err := s.writeRepo(func(r *tufrepo.Repo) error { return r.Refresh() })
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Error("refresh the repository's timestamp and snapshot", "err", err)
+		return
+	}
+	*lastRefresh = now
 }
 
 // ErrReadOnly is returned by actions on a server opened ReadOnly.
