@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +145,59 @@ func TestServeOnPostgres(t *testing.T) {
 	_, errOut, code = runCLI(t, "serve", "--repo", repo, "--keys", keys, "--state", state2, "--db", dsn, "--start-empty")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "--start-empty answers a damaged server.db")
+}
+
+// TestPublishSharedPostgres: with --db, publish works on a working copy of
+// the replicas' shared repository: it pulls the repository into an empty
+// directory, publishes, and pushes; the running replica then serves the new
+// target, and 'repo export' writes the same repository, which verifies end
+// to end as a host would check it.
+func TestPublishSharedPostgres(t *testing.T) {
+	dsn := pgtest.Start(t).NewDatabase(t)
+	repo, keys := newRepo(t)
+	_, errOut, code := runCLI(t, "publish", "--repo", repo, "--keys", keys, "--channel", "291", td("channels", "good-ipc-1001.rfch"))
+	require.Equal(t, 0, code, errOut)
+	srv := startServe(t, repo, keys, testtmp.Dir(t), "--db", dsn) // seeds the database from repo
+
+	work := testtmp.Dir(t)
+	out, errOut, code := runCLI(t, "publish", "--db", dsn, "--repo", work, "--keys", keys, "--channel", "291", td("channels", "good-ipc-1002.rfch"))
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "published")
+	matches, err := filepath.Glob(filepath.Join(work, "targets", "channels", "291", "*.1002.rfch"))
+	require.NoError(t, err)
+	require.Len(t, matches, 1, "the working copy holds the repository and the new target")
+	target := "/targets/channels/291/" + filepath.Base(matches[0])
+
+	// The replica pulls the new version when it is notified.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(srv.url + target)
+		require.NoError(t, err)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the replica does not serve the published target: %s", srv.logs.String())
+		time.Sleep(50 * time.Millisecond) // polling a change another process makes
+	}
+
+	export := testtmp.Dir(t)
+	out, errOut, code = runCLI(t, "repo", "export", "--db", dsn, export)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "exported version")
+	for _, f := range []string{"metadata/timestamp.json", strings.TrimPrefix(target, "/")} {
+		want, err := os.ReadFile(filepath.Join(work, f))
+		require.NoError(t, err)
+		got, err := os.ReadFile(filepath.Join(export, f))
+		require.NoError(t, err)
+		require.Equal(t, want, got, "%s: the export holds what was pushed", f)
+	}
+	_, errOut, code = runCLI(t, "repo", "verify", "--repo", export)
+	require.Equal(t, 0, code, "the exported repository verifies end to end: %s", errOut)
+
+	// A working copy against a database no replica started: refused.
+	_, errOut, code = runCLI(t, "publish", "--db", pgtest.Start(t).NewDatabase(t), "--repo", testtmp.Dir(t), "--keys", keys,
+		"--channel", "291", td("channels", "good-ipc-1002.rfch"))
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "holds no repository yet")
 }
