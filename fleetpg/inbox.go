@@ -54,6 +54,11 @@ type InboxItem struct {
 	Signature  string    // the wire signature header's value
 	ReceivedAt time.Time // set by the database
 	ReceivedBy string    // the replica's name
+	// Stranger: the key is not in the fleet (pending, or never heard of).
+	// Anyone can make keys, so strangers' batches may fill no more than
+	// a quarter of the inbox (MaxInbox/4): a flood of new keys leaves
+	// the rest to the fleet's hosts. Not stored.
+	Stranger bool
 }
 
 // ErrInboxFull is returned by Enqueue while the inbox holds
@@ -135,7 +140,7 @@ func (db *DB) Enqueue(ctx context.Context, it InboxItem) (dup bool, err error) {
 		body = []byte{} // bytea NOT NULL
 	}
 	err = db.inbox.do(ctx, func(conn *pgx.Conn) error {
-		if err := db.inboxRoom(ctx, conn); err != nil {
+		if err := db.inboxRoom(ctx, conn, it.Stranger); err != nil {
 			return err
 		}
 		tag, err := conn.Exec(ctx, enqueueSQL, it.HostID, sum[:], body, it.Signature, it.ReceivedBy)
@@ -173,10 +178,11 @@ func (c *inboxCount) add(d int) {
 // read further.
 const countSQL = `SELECT count(*) FROM (SELECT FROM telemetry_inbox LIMIT $1) AS r`
 
-// inboxRoom is ErrInboxFull when the inbox holds MaxInbox rows or more,
+// inboxRoom is ErrInboxFull when the inbox holds MaxInbox rows or more
+// (a quarter of that for a stranger's batch),
 // counting them on conn when the last count is older than inboxRecount
 // and no other call is counting.
-func (db *DB) inboxRoom(ctx context.Context, conn *pgx.Conn) error {
+func (db *DB) inboxRoom(ctx context.Context, conn *pgx.Conn, stranger bool) error {
 	c := &db.inboxCount
 	every := inboxRecount
 	c.mu.Lock()
@@ -204,6 +210,9 @@ func (db *DB) inboxRoom(ctx context.Context, conn *pgx.Conn) error {
 	}
 	if n >= db.opts.MaxInbox {
 		return fmt.Errorf("%w (%d rows, Options.MaxInbox)", ErrInboxFull, n)
+	}
+	if limit := max(db.opts.MaxInbox/4, 1); stranger && n >= limit {
+		return fmt.Errorf("%w for keys not in the fleet (%d rows, a quarter of Options.MaxInbox: the rest is kept for the fleet's hosts)", ErrInboxFull, n)
 	}
 	return nil
 }

@@ -140,6 +140,35 @@ func TestPGInboxFull(t *testing.T) {
 	require.ErrorIs(t, err, ErrInboxFull)
 }
 
+// TestPGInboxStrangers: batches of keys not in the fleet fill a quarter of
+// the inbox at most; the fleet's hosts keep the rest.
+func TestPGInboxStrangers(t *testing.T) {
+	dsn := pgtest.Start(t).NewDatabase(t)
+	db := openReplicaT(t, dsn, Options{MaxInbox: 8})
+	db.inboxCount.mu.Lock()
+	db.inboxCount.every = -1 // count at every call
+	db.inboxCount.mu.Unlock()
+	stranger := func(body string) InboxItem {
+		it := batch(fmt.Sprintf("new-key-%s", body), body)
+		it.Stranger = true
+		return it
+	}
+	for i := range 2 {
+		_, err := db.Enqueue(ctxFor(t), stranger(fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	_, err := db.Enqueue(ctxFor(t), stranger("2"))
+	require.ErrorIs(t, err, ErrInboxFull)
+	require.ErrorContains(t, err, "keys not in the fleet")
+	for i := range 6 {
+		_, err := db.Enqueue(ctxFor(t), batch("host-1", fmt.Sprint(i)))
+		require.NoError(t, err, "the fleet's hosts still have room: batch %d", i)
+	}
+	_, err = db.Enqueue(ctxFor(t), batch("host-1", "6"))
+	require.ErrorIs(t, err, ErrInboxFull)
+	require.Equal(t, 8, inboxLen(t, db))
+}
+
 // TestPGInboxConcurrent: many handlers enqueue at once, while the DB's
 // own connection is busy (its mutex held, as during a commit): every
 // batch is stored once.

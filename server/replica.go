@@ -45,8 +45,10 @@ type Replication interface {
 	// accepted (in the fleet), a record's state, or "" (never heard of).
 	Standing(ctx context.Context, hostID string) (wire.Admission, error)
 	// Enqueue stores a verified batch in the inbox, durably; the same
-	// batch again is no new row.
-	Enqueue(ctx context.Context, hostID string, body []byte, signature string) error
+	// batch again is no new row. A batch of a host not in the fleet
+	// (admitted false) may be refused sooner than the fleet's: anyone can
+	// make keys, and the inbox must stay open to the fleet.
+	Enqueue(ctx context.Context, hostID string, body []byte, signature string, admitted bool) error
 	// Inbox returns up to max rows of the inbox, oldest first.
 	Inbox(ctx context.Context, max int) ([]Queued, error)
 	// PullRepo makes dir hold the database's repository; PushRepo uploads
@@ -311,7 +313,7 @@ func (s *Server) queueTelemetry(w http.ResponseWriter, r *http.Request, b *wire.
 		refuse(w, http.StatusForbidden, fmt.Sprintf("host %s is %s; an operator can accept it again with 'ringfence-server hosts accept'", b.HostID, standing), standing)
 		return
 	}
-	if err := s.opts.Replication.Enqueue(ctx, b.HostID, body, r.Header.Get(wire.SignatureHeader)); err != nil {
+	if err := s.opts.Replication.Enqueue(ctx, b.HostID, body, r.Header.Get(wire.SignatureHeader), standing == wire.AdmissionAccepted); err != nil {
 		s.log.Error("telemetry batch: queue it", "host", b.HostID, "err", err)
 		w.Header().Set("Retry-After", "10")
 		refuse(w, http.StatusServiceUnavailable, "the batch could not be stored; retry later", "")

@@ -144,11 +144,11 @@ func (r *Replica) Standing(ctx context.Context, hostID string) (wire.Admission, 
 	return r.db.Standing(ctx, hostID)
 }
 
-func (r *Replica) Enqueue(ctx context.Context, hostID string, body []byte, signature string) error {
+func (r *Replica) Enqueue(ctx context.Context, hostID string, body []byte, signature string, admitted bool) error {
 	r.mu.Lock()
 	name := r.name
 	r.mu.Unlock()
-	_, err := r.db.Enqueue(ctx, fleetpg.InboxItem{HostID: hostID, Body: body, Signature: signature, ReceivedBy: name})
+	_, err := r.db.Enqueue(ctx, fleetpg.InboxItem{HostID: hostID, Body: body, Signature: signature, ReceivedBy: name, Stranger: !admitted})
 	return err
 }
 
