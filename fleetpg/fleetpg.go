@@ -123,8 +123,9 @@
 // one already read may become visible later; it is simply there at the
 // next look. Enqueue runs in HTTP handlers, many at once, while the leader
 // commits: not on the DB's connection (whose mutex a commit holds for its
-// whole round trip) but on a small pool of its own (Options.InboxConns),
-// with no lock and no lease.
+// whole round trip) but on a small pool of its own (pgxpool, at most
+// Options.InboxConns connections), with no lock and no lease. So do
+// Inbox, InboxLen and Standing.
 package fleetpg
 
 import (
@@ -139,6 +140,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
@@ -222,9 +224,9 @@ type Options struct {
 	// refused unless this DB holds the leader lease (see Acquire and the
 	// package comment). Not with ReadOnly.
 	Replica bool
-	// InboxConns is the number of connections of the telemetry inbox's
-	// pool (Enqueue, Inbox, InboxLen), beside the DB's own; zero means
-	// DefaultInboxConns, at most MaxInboxConns.
+	// InboxConns is the most connections the telemetry inbox's pool
+	// (Enqueue, Inbox, InboxLen, Standing) opens, beside the DB's own;
+	// zero means DefaultInboxConns, at most MaxInboxConns.
 	InboxConns int
 	// MaxInbox is the number of inbox rows at which Enqueue refuses
 	// (ErrInboxFull); zero means DefaultMaxInbox.
@@ -236,8 +238,8 @@ type Options struct {
 
 // DB is an open PostgreSQL state database. Its methods are safe for
 // concurrent use; they run one at a time, on one connection, except the
-// inbox's (Enqueue, Inbox, InboxLen), which run side by side on a pool of
-// their own.
+// inbox's (Enqueue, Inbox, InboxLen, Standing), which run side by side on
+// a pool of their own.
 type DB struct {
 	cfg  *pgx.ConnConfig
 	opts Options
@@ -267,9 +269,9 @@ type DB struct {
 	seqEpoch   int64
 	needLoad   bool
 
-	// The telemetry inbox's (inbox.go): its connections, and its
-	// estimated number of rows.
-	inbox      *connPool
+	// The telemetry inbox's (inbox.go): its connections (at most
+	// Options.InboxConns), and its estimated number of rows.
+	inbox      *pgxpool.Pool
 	inboxCount inboxCount
 }
 
@@ -296,16 +298,21 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{cfg: cfg, opts: opts}
-	db.inbox = newConnPool(opts.InboxConns, db.dial)
+	// Its connections are made as they are needed: none yet.
+	if db.inbox, err = newPool(dsn, cfg, opts.InboxConns); err != nil {
+		return nil, err
+	}
 	if opts.Replica {
 		db.sessionKey = newSessionKey()
 	}
 	conn, err := db.dial(ctx)
 	if err != nil {
+		db.inbox.Close()
 		return nil, err
 	}
 	if err := db.prepare(ctx, conn); err != nil {
 		closeConn(conn)
+		db.inbox.Close()
 		return nil, err
 	}
 	db.conn = conn
@@ -837,9 +844,11 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closed = true
-	db.inbox.close()
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
+	// The inbox's pool starts closing now (new calls get errClosed), and
+	// is waited for last, within what is left of closeTimeout.
+	defer closePool(db.inbox)(ctx)
 	if db.opts.Replica && db.held {
 		_ = db.release(ctx, db.lease) // the lease expires in any case
 	}

@@ -139,7 +139,7 @@ func (db *DB) Enqueue(ctx context.Context, it InboxItem) (dup bool, err error) {
 	if body == nil {
 		body = []byte{} // bytea NOT NULL
 	}
-	err = db.inbox.do(ctx, func(conn *pgx.Conn) error {
+	err = db.inboxDo(ctx, func(conn *pgx.Conn) error {
 		if err := db.inboxRoom(ctx, conn, it.Stranger); err != nil {
 			return err
 		}
@@ -234,7 +234,7 @@ func (db *DB) Inbox(ctx context.Context, max int) ([]InboxItem, error) {
 	ctx, cancel := context.WithTimeout(ctx, db.opts.CommitTimeout)
 	defer cancel()
 	var out []InboxItem
-	err := db.inbox.do(ctx, func(conn *pgx.Conn) error {
+	err := db.inboxDo(ctx, func(conn *pgx.Conn) error {
 		out = out[:0]
 		rows, err := conn.Query(ctx, inboxSQL, max)
 		if err != nil {
@@ -270,7 +270,7 @@ func (db *DB) InboxLen(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, db.opts.CommitTimeout)
 	defer cancel()
 	var n int
-	err := db.inbox.do(ctx, func(conn *pgx.Conn) error {
+	err := db.inboxDo(ctx, func(conn *pgx.Conn) error {
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM telemetry_inbox").Scan(&n); err != nil {
 			return fmt.Errorf("fleetpg: count the inbox's rows: %w", err)
 		}
@@ -312,108 +312,12 @@ func (db *DB) CommitConsumed(cc controller.Changes, rc admission.Changes, consum
 	return nil
 }
 
-// connPool is the inbox's connections: at most cap(slots) at once, kept
-// open between calls. (Not pgxpool: it needs github.com/jackc/puddle/v2,
-// a module go.mod does not have, for what these few lines do.)
-type connPool struct {
-	dial  func(context.Context) (*pgx.Conn, error)
-	slots chan struct{} // a token per connection in use
-
-	mu     sync.Mutex
-	idle   []*pgx.Conn
-	closed bool
-}
-
-func newConnPool(n int, dial func(context.Context) (*pgx.Conn, error)) *connPool {
-	return &connPool{dial: dial, slots: make(chan struct{}, n)}
-}
-
-// get returns a connection, an idle one (reused) or a new one, waiting
-// until ctx ends while all are in use.
-func (p *connPool) get(ctx context.Context) (conn *pgx.Conn, reused bool, err error) {
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, false, fmt.Errorf("fleetpg: wait for one of the inbox's %d database connections: %w", cap(p.slots), ctx.Err())
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		<-p.slots
-		return nil, false, errClosed
-	}
-	if n := len(p.idle); n > 0 {
-		conn = p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-	}
-	p.mu.Unlock()
-	if conn != nil && !conn.IsClosed() {
-		return conn, true, nil
-	}
-	conn, err = p.dial(ctx)
-	if err != nil {
-		<-p.slots
-		return nil, false, err
-	}
-	return conn, false, nil
-}
-
-// put gives conn back: kept when it is open, closed when the pool is. A
-// broken one is dropped, and with dropIdle so are the idle ones, which
-// the same cause (a database restart, a network failure) has most likely
-// broken too.
-func (p *connPool) put(conn *pgx.Conn, dropIdle bool) {
-	var drop []*pgx.Conn
-	p.mu.Lock()
-	switch {
-	case conn.IsClosed():
-		if dropIdle {
-			drop, p.idle = p.idle, nil
-		}
-	case p.closed:
-		drop = []*pgx.Conn{conn}
-	default:
-		p.idle = append(p.idle, conn)
-	}
-	p.mu.Unlock()
-	<-p.slots
-	for _, c := range drop {
-		closeConn(c)
-	}
-}
-
-// do runs fn on a connection. When fn fails because a reused connection
-// broke (it was kept from before a restart), fn runs once more on a new
-// one: fn must be safe to run twice.
-func (p *connPool) do(ctx context.Context, fn func(*pgx.Conn) error) error {
-	conn, reused, err := p.get(ctx)
-	if err != nil {
-		return err
-	}
-	err = fn(conn)
-	broken := err != nil && conn.IsClosed() && ctx.Err() == nil
-	p.put(conn, broken)
-	if !broken || !reused {
-		return err
-	}
-	conn, _, rerr := p.get(ctx)
-	if rerr != nil {
-		return fmt.Errorf("%w (and on a new connection: %w)", err, rerr)
-	}
-	err = fn(conn)
-	p.put(conn, err != nil && conn.IsClosed() && ctx.Err() == nil)
-	return err
-}
-
-// close closes the idle connections, and makes put close the others.
-func (p *connPool) close() {
-	p.mu.Lock()
-	p.closed = true
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	for _, c := range idle {
-		closeConn(c)
-	}
+// inboxDo runs fn on one of the inbox's connections. When fn fails
+// because a reused connection broke (it was kept from before a restart),
+// fn runs once more on another (see withConn): fn must be safe to run
+// twice. A new connection that breaks is not tried again: the database
+// is down.
+func (db *DB) inboxDo(ctx context.Context, fn func(*pgx.Conn) error) error {
+	what := fmt.Sprintf("one of the inbox's %d connections to %s", db.opts.InboxConns, db.where())
+	return withConn(ctx, db.inbox, what, fn, func(_ error, reused bool) bool { return reused })
 }

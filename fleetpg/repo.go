@@ -38,6 +38,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ringfence/ringfence/internal/atomicfile"
 )
@@ -66,7 +67,7 @@ const DefaultRepoPoll = 30 * time.Second
 const repoChannel = "ringfence_repo"
 
 // repoConns bounds the connections a Repo has open at once besides its
-// watchers' (one each).
+// watchers' (one each): its pool's.
 const repoConns = 4
 
 // repoChunk is how much of a body Pull reads per query: larger files are
@@ -92,15 +93,13 @@ var ErrRepoMoved = errors.New("fleetpg: another writer pushed to the shared repo
 
 // Repo is the shared repository in a database. Any process may open one
 // (it takes no lock of the server's); its methods are safe for concurrent
-// use, each on a connection of a small pool of its own.
+// use, each on a connection of a small pool of its own (pgxpool, at most
+// repoConns connections).
 type Repo struct {
-	cfg   *pgx.ConnConfig
-	slots chan struct{} // a token per connection in use (repoConns)
-	done  chan struct{} // closed by Close: ends the watchers
-
-	mu     sync.Mutex
-	idle   *pgx.Conn // nil or the connection the last call left
-	closed bool
+	cfg       *pgx.ConnConfig
+	pool      *pgxpool.Pool
+	done      chan struct{} // closed by Close: ends the watchers
+	closeOnce sync.Once
 
 	// Bounds (the constants; the tests lower them), and repoChunk.
 	maxFile, maxTotal int64
@@ -155,19 +154,26 @@ func OpenRepo(ctx context.Context, dsn string) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Repo{
-		cfg: cfg, slots: make(chan struct{}, repoConns), done: make(chan struct{}),
-		maxFile: MaxRepoFile, maxTotal: MaxRepoTotal, maxFiles: MaxRepoFiles, chunk: repoChunk,
-	}
-	conn, err := r.dial(ctx)
+	pool, err := newPool(dsn, cfg, repoConns)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := migrate(ctx, conn); err != nil {
-		closeConn(conn)
+	r := &Repo{
+		cfg: cfg, pool: pool, done: make(chan struct{}),
+		maxFile: MaxRepoFile, maxTotal: MaxRepoTotal, maxFiles: MaxRepoFiles, chunk: repoChunk,
+	}
+	// On a connection of the pool, which keeps it for the first call.
+	pc, err := acquire(ctx, pool, r.what())
+	if err != nil {
+		pool.Close()
 		return nil, err
 	}
-	r.idle = conn
+	_, err = migrate(ctx, pc.Conn())
+	pc.Release()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -176,6 +182,10 @@ func (r *Repo) where() string {
 	return fmt.Sprintf("database %q on %s:%d", r.cfg.Database, r.cfg.Host, r.cfg.Port)
 }
 
+// what names the pool's connections in errors.
+func (r *Repo) what() string { return "a connection to " + r.where() }
+
+// dial makes a connection outside the pool, for Watch.
 func (r *Repo) dial(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, r.cfg)
 	if err != nil {
@@ -184,81 +194,25 @@ func (r *Repo) dial(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// Close closes the Repo's connections and ends its watchers (their
-// channels close). A second Close does nothing.
+// Close closes the Repo's connections (those in use when they are given
+// back) and ends its watchers (their channels close). A second Close does
+// nothing.
 func (r *Repo) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil
-	}
-	r.closed = true
-	close(r.done)
-	if r.idle != nil {
-		closeConn(r.idle)
-		r.idle = nil
-	}
+	r.closeOnce.Do(func() {
+		close(r.done)
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		closePool(r.pool)(ctx)
+	})
 	return nil
 }
 
-// get takes a connection (the idle one, or a new one) and one of the
-// slots; put gives both back.
-func (r *Repo) get(ctx context.Context) (*pgx.Conn, error) {
-	select {
-	case r.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("fleetpg: wait for a connection to %s: %w", r.where(), ctx.Err())
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		<-r.slots
-		return nil, errClosed
-	}
-	conn := r.idle
-	r.idle = nil
-	r.mu.Unlock()
-	if conn != nil && !conn.IsClosed() {
-		return conn, nil
-	}
-	conn, err := r.dial(ctx)
-	if err != nil {
-		<-r.slots
-		return nil, err
-	}
-	return conn, nil
-}
-
-func (r *Repo) put(conn *pgx.Conn) {
-	r.mu.Lock()
-	keep := !conn.IsClosed() && !r.closed && r.idle == nil
-	if keep {
-		r.idle = conn
-	}
-	r.mu.Unlock()
-	if !keep {
-		closeConn(conn)
-	}
-	<-r.slots
-}
-
-// run runs fn on a connection. When fn fails and the connection turns
-// out broken (the database restarted since it was last used), and again
-// tells whether fn may run once more (it changed nothing), it runs on a
-// new connection.
+// run runs fn on a connection of the pool. When fn fails and the
+// connection turns out broken (the database restarted since it was last
+// used), and again tells whether fn may run once more (it changed
+// nothing), it runs on another connection (see withConn).
 func (r *Repo) run(ctx context.Context, fn func(*pgx.Conn) error, again func(error) bool) error {
-	for try := 0; ; try++ {
-		conn, err := r.get(ctx)
-		if err != nil {
-			return err
-		}
-		err = fn(conn)
-		broken := err != nil && conn.IsClosed()
-		r.put(conn)
-		if !broken || try > 0 || ctx.Err() != nil || !again(err) {
-			return err
-		}
-	}
+	return withConn(ctx, r.pool, r.what(), fn, func(err error, _ bool) bool { return again(err) })
 }
 
 func always(error) bool { return true }

@@ -31,7 +31,7 @@ func (db *DB) Standing(ctx context.Context, hostID string) (wire.Admission, erro
 		return "", ErrNotReplica
 	}
 	var st string
-	err := db.inbox.do(ctx, func(conn *pgx.Conn) error {
+	err := db.inboxDo(ctx, func(conn *pgx.Conn) error {
 		return conn.QueryRow(ctx, standingSQL, hostID).Scan(&st)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
