@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -369,6 +370,7 @@ func (s *Server) leaderOnly(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		p := &httputil.ReverseProxy{
+			Transport: proxyTransport,
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(u)
 				pr.Out.Host = pr.In.Host
@@ -377,12 +379,38 @@ func (s *Server) leaderOnly(next http.HandlerFunc) http.HandlerFunc {
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 				s.log.Warn("pass a request to the leader", "leader", leader, "err", err)
 				w.Header().Set("Retry-After", strconv.Itoa(noLeaderRetry))
-				httpError(w, http.StatusBadGateway, "the leading replica did not answer; retry shortly")
+				if r.Method == http.MethodGet || r.Method == http.MethodHead {
+					// Nothing was done: the client may ask again (it waits
+					// out a 503 with a Retry-After).
+					httpError(w, http.StatusServiceUnavailable, "the leading replica did not answer (it may be paused, or a takeover under way); retry shortly")
+					return
+				}
+				// An action may or may not have been taken: the operator
+				// checks before repeating it.
+				httpError(w, http.StatusBadGateway, "the leading replica did not answer: whether the action was taken is not known; check (rollout status, hosts show) before you repeat it")
 			},
 		}
 		p.ServeHTTP(w, r)
 	}
 }
+
+// proxyTransport passes requests to the leader. A leader that is paused
+// (stopped, or its machine hung) still accepts connections in its kernel
+// and never answers: without a bound on the wait for its answer, every
+// request passed to it would hang as long as the client lets it.
+var proxyTransport = &http.Transport{
+	Proxy:                 nil, // the replicas talk directly
+	DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	ResponseHeaderTimeout: proxyAnswerTimeout,
+	IdleConnTimeout:       90 * time.Second,
+	MaxIdleConnsPerHost:   16,
+	TLSHandshakeTimeout:   5 * time.Second,
+}
+
+// proxyAnswerTimeout bounds the wait for the leader's answer (its
+// headers; a backup then streams as long as it takes). It is longer than
+// the API's own slowest answer, an action waiting for a takeover's load.
+const proxyAnswerTimeout = 10 * time.Second
 
 // runReplica is Run on a replica: the lease every DefaultLeaseCheck, the
 // inbox every InboxInterval and the gates every EvalInterval while

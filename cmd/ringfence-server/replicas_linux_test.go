@@ -354,6 +354,20 @@ func TestReplicasPostgresPausedLeader(t *testing.T) {
 	old := f.replicas[li]
 	require.NoError(t, old.cmd.Process.Signal(syscall.SIGSTOP))
 	t.Cleanup(func() { _ = old.cmd.Process.Signal(syscall.SIGCONT) })
+
+	// A follower asked for the API now passes it to the paused leader
+	// (its lease has not expired yet), which accepts the connection and
+	// never answers: the follower gives up in bounded time and says to
+	// retry, rather than hang.
+	follower := f.replicas[(li+1)%len(f.replicas)]
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get(follower.url + "/v1/rollouts")
+	require.NoError(t, err, "the follower answers while the leader is paused")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK { // a takeover may already have happened
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	}
 	ni, nl := f.leader(t, li)
 	require.Greater(t, nl.Epoch, lease.Epoch)
 
@@ -361,7 +375,7 @@ func TestReplicasPostgresPausedLeader(t *testing.T) {
 	require.Equal(t, http.StatusOK, canary.post(t, f.replicas[ni].url, 1001,
 		wire.Event{Kind: wire.EventInstalled, Version: 1002},
 		wire.Event{Kind: wire.EventReverted, Version: 1002, Reason: "load-crash", Critical: true}))
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		v, err := f.rollout(t)
 		if err == nil && v.State != controller.StateRolledBack {
 			err = fmt.Errorf("the rollout is %s", v.State)

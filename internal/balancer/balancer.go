@@ -224,7 +224,7 @@ defaults
   mode http
   timeout connect 2s
   timeout client 30s
-  timeout server 30s
+  timeout server 15s
   timeout http-request 15s
   timeout http-keep-alive 10s
   timeout queue 10s
