@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -164,4 +165,20 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// eventually polls cond until it returns nil or the time is up.
+func eventually(t testing.TB, limit time.Duration, cond func() error, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (last: %v)", fmt.Sprintf(msg, args...), err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition another process brings about
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -169,17 +170,17 @@ func TestPublishSharedPostgres(t *testing.T) {
 	target := "/targets/channels/291/" + filepath.Base(matches[0])
 
 	// The replica pulls the new version when it is notified.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, func() error {
 		resp, err := http.Get(srv.url + target)
-		require.NoError(t, err)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			break
+		if err != nil {
+			return err
 		}
-		require.True(t, time.Now().Before(deadline), "the replica does not serve the published target: %s", srv.logs.String())
-		time.Sleep(50 * time.Millisecond) // polling a change another process makes
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("the target is answered %s", resp.Status)
+		}
+		return nil
+	}, "the replica does not serve the published target: %s", srv.logs)
 
 	export := testtmp.Dir(t)
 	out, errOut, code = runCLI(t, "repo", "export", "--db", dsn, export)

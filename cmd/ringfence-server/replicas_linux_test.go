@@ -107,22 +107,6 @@ func startHAProxy(t testing.TB, bin string, replicas []*serveProc) string {
 	return lb.URL()
 }
 
-// eventually polls cond until it returns nil or the time is up.
-func eventually(t testing.TB, limit time.Duration, cond func() error, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s (last: %v)", fmt.Sprintf(msg, args...), err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition another process brings about
-	}
-}
-
 // client is the operator's API client through the balancer.
 func (f *fleetOf) client() *server.Client {
 	return &server.Client{URL: f.lb, Token: f.token}
