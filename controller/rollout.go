@@ -11,6 +11,7 @@ import (
 	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/slo"
 )
 
 // State is a rollout's state.
@@ -123,6 +124,9 @@ type Spec struct {
 	// does not allow is in none of the rollout's stages and on neither
 	// side of its gate: it keeps From, and the plan's stages say so.
 	Compat compat.Constraint `json:"compat,omitzero"`
+	// SLO are external checks (PromQL against the server's Prometheus),
+	// evaluated with the gate: a breach halts the rollout.
+	SLO []slo.Check `json:"slo,omitempty"`
 }
 
 // Defaults of a Spec.

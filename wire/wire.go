@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -215,6 +216,51 @@ type HostInfo struct {
 	// differ can be told apart.
 	Sensor   string `json:"sensor,omitempty"`
 	Manifest string `json:"manifest,omitempty"`
+	// Health is the agent's health over the last window, measured while
+	// the host ran the batch's Versions (the window restarts when its
+	// content changes); nil from a host that does not measure it.
+	Health *Health `json:"health,omitempty"`
+}
+
+// Health is what the agent cost and did over one window, all of it on one
+// set of content versions. The server compares the hosts on a rollout's
+// new version with the controls by these figures (docs/gate.md).
+type Health struct {
+	// Seconds is the window's length (0 < Seconds <= MaxHealthWindow).
+	Seconds float64 `json:"seconds"`
+	// CPU is the agent's CPU time over the window per second of it (1 is
+	// one core busy all the time).
+	CPU float64 `json:"cpu"`
+	// RSS is the agent's resident memory at the end of the window, bytes.
+	RSS uint64 `json:"rss"`
+	// Events is how many events the agent's sensor processed in the
+	// window: a sensor that runs but sees nothing shows as none.
+	Events uint64 `json:"events"`
+	// LatencyMicros is the 99th percentile of the time the sensor took
+	// over one event in the window, microseconds (0 with no events).
+	LatencyMicros float64 `json:"latency_us"`
+}
+
+// Bounds of a Health sample.
+const (
+	MaxHealthWindow  = 86400 // seconds
+	MaxHealthCPU     = 1024  // cores
+	MaxHealthLatency = 3.6e9 // microseconds: an hour
+)
+
+// Check reports the first bound h breaks: a sample outside them is a
+// broken or hostile sender's, and the batch is refused.
+func (h *Health) Check() error {
+	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	switch {
+	case !finite(h.Seconds) || h.Seconds <= 0 || h.Seconds > MaxHealthWindow:
+		return fmt.Errorf("health: a window of %v seconds; want more than 0 and at most %d", h.Seconds, MaxHealthWindow)
+	case !finite(h.CPU) || h.CPU < 0 || h.CPU > MaxHealthCPU:
+		return fmt.Errorf("health: cpu %v; want 0..%d cores", h.CPU, MaxHealthCPU)
+	case !finite(h.LatencyMicros) || h.LatencyMicros < 0 || h.LatencyMicros > MaxHealthLatency:
+		return fmt.Errorf("health: latency %v µs; want 0..%g", h.LatencyMicros, float64(MaxHealthLatency))
+	}
+	return nil
 }
 
 // Channels returns Versions with numeric channels.
@@ -357,6 +403,9 @@ func (b *Batch) check() error {
 		if len(k) > 10 {
 			return fmt.Errorf("versions: channel %.20q is not a 32-bit number", k)
 		}
+	}
+	if b.Health != nil {
+		return b.Health.Check()
 	}
 	return nil
 }
