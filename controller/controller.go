@@ -44,6 +44,8 @@ type Report struct {
 	Versions         map[uint32]uint32
 	Sensor, Manifest string
 	Events           []Event
+	// Health is the host's health sample from the batch (nil: none).
+	Health *wire.Health
 }
 
 // Event is one telemetry event, as the controller needs it.
@@ -104,6 +106,12 @@ type Track struct {
 	Failed        time.Time `json:"failed,omitzero"` // on the new version
 	Failure       string    `json:"failure,omitempty"`
 	ControlFailed time.Time `json:"control_failed,omitzero"` // before it had the new version
+	// Started is when it reported its trial started: it passed its load.
+	Started time.Time `json:"started,omitzero"`
+	// Judged is when the health test judged it (once, at the end of its
+	// health window); Unhealthy names the figure beyond its limit, if one was.
+	Judged    time.Time `json:"judged,omitzero"`
+	Unhealthy string    `json:"unhealthy,omitempty"`
 }
 
 // Controller holds the fleet and the rollouts. It is not safe for
@@ -533,6 +541,9 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 	if h.vers != noVersions || len(rep.Versions) > 0 {
 		h.vers = versionsKey(rep.Versions)
 	}
+	if hh := healthOf(rep.Health, now); hh != nil {
+		h.health = hh
+	}
 
 	for _, ch := range slices.Sorted(maps.Keys(c.rollouts)) {
 		r := c.rollouts[ch]
@@ -578,10 +589,16 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 				if v == r.To && tr.Installed.IsZero() {
 					tr.Installed = now
 				}
+				if v == r.To && e.Kind == wire.EventTrialStarted && tr.Started.IsZero() {
+					tr.Started = now
+				}
 			case wire.EventHealthy:
 				if v == r.To {
 					if tr.Installed.IsZero() {
 						tr.Installed = now
+					}
+					if tr.Started.IsZero() {
+						tr.Started = now
 					}
 					if tr.Healthy.IsZero() {
 						tr.Healthy = now
@@ -688,6 +705,10 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 	var cnt Counts
 	cnt.TreatedFailures, cnt.ControlFailures = r.Counts.TreatedFailures, r.Counts.ControlFailures
 	cnt.TreatedSilent, cnt.ControlSilent = r.Counts.TreatedSilent, r.Counts.ControlSilent
+	cnt.TreatedJudged, cnt.TreatedUnhealthy = r.Counts.TreatedJudged, r.Counts.TreatedUnhealthy
+	lims := r.HealthLimits
+	var hist histogram
+	var judge []*hostRec // treated hosts due for judgement: after the walk, once P0 is known
 	limit := 0
 	if r.Stage < len(r.Stages) {
 		limit = r.Stage
@@ -742,6 +763,9 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			}
 			if tr.Failed.IsZero() {
 				cnt.TreatedAtRisk++
+				if lims != nil && tr.Judged.IsZero() && h.health != nil && running == r.To && !h.health.at.Before(tr.Installed.Add(r.HealthWindow)) {
+					judge = append(judge, h)
+				}
 			}
 		} else {
 			if h.lastSeen.Before(r.Started) {
@@ -758,6 +782,13 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			} else if tr == nil || tr.ControlFailed.IsZero() {
 				cnt.ControlAtRisk++
 			}
+			if alive && h.health != nil && !h.health.at.Before(heard) {
+				hist.add(h.health)
+				cnt.ControlSampled++
+				if lims != nil && lims.unhealthy(h.health) >= 0 {
+					cnt.ControlUnhealthy++
+				}
+			}
 		}
 		if !alive {
 			continue
@@ -767,8 +798,31 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			if tr != nil && !tr.Healthy.IsZero() && tr.Failed.IsZero() && running == r.To {
 				cnt.Healthy++
 			}
+			if r.FirstWave && stage == r.Stage {
+				cnt.WaveHosts++
+				if tr != nil && !tr.Started.IsZero() {
+					cnt.WaveLoaded++
+				}
+			}
 		}
 	}
+	// The health test: each treated host due is judged once, against the
+	// limits the controls set at the last evaluation, with P0 from the
+	// controls against the same limits now.
+	if lims != nil && cnt.ControlSampled > 0 {
+		cnt.HealthP0 = healthP0(cnt.ControlUnhealthy, cnt.ControlSampled)
+		for _, h := range judge {
+			c.touchHost(h)
+			tr := h.peek(r.Channel, r.To)
+			tr.Judged = now
+			cnt.TreatedJudged++
+			if i := lims.unhealthy(h.health); i >= 0 {
+				tr.Unhealthy = metricNames[i]
+				cnt.TreatedUnhealthy++
+			}
+		}
+	}
+	r.HealthLimits = hist.limits()
 	cnt.Treated = cnt.TreatedAtRisk + cnt.TreatedFailures
 	cnt.Control = cnt.ControlAtRisk + cnt.ControlFailures
 	return cnt

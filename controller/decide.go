@@ -24,9 +24,9 @@ func NewRollout(spec Spec, canaryHosts, canaryTags []string, deny []uint32, acto
 	if err != nil {
 		return nil, Decision{}, err
 	}
-	r := &Rollout{Spec: spec, State: StateRunning, Started: now, StageStarted: now, Updated: now, Deny: slices.Clone(deny)}
-	r.Result = r.halfGate().Evaluate(r.GateState)
-	r.SilenceResult = r.Result
+	r := &Rollout{Spec: spec, State: StateRunning, Started: now, StageStarted: now, Updated: now, Deny: slices.Clone(deny), FirstWave: spec.Stages[0].Wave > 0}
+	r.Result = r.testGate().Evaluate(r.GateState)
+	r.SilenceResult, r.HealthResult = r.Result, r.Result
 	if why == "" {
 		why = fmt.Sprintf("version %d from %d, %s schedule, %d stages", spec.To, spec.From, spec.Schedule, len(spec.Stages))
 	}
@@ -37,29 +37,47 @@ func NewRollout(spec Spec, canaryHosts, canaryTags []string, deny []uint32, acto
 // hosts follow (so it must be signed).
 func MovesHosts(kind Kind) bool {
 	switch kind {
-	case KindStart, KindAdvance, KindPromote, KindComplete, KindRollback, KindAllow:
+	case KindStart, KindAdvance, KindPromote, KindComplete, KindRollback, KindAllow, KindWave:
 		return true
 	}
 	return false
 }
 
 // Observe takes the counts measured at now: the failures since the last
-// observation go to the gate's two tests, and the statistic joins the
-// history.
+// observation go to the gate's three tests and to the promotion test, and
+// the statistic joins the history.
 func (r *Rollout) Observe(cnt Counts, now time.Time) {
 	prev := r.Counts
-	half := r.halfGate()
+	t := r.testGate()
 	reported := r.batch(prev, cnt, cnt.TreatedFailures-cnt.TreatedSilent-r.GateState.Treated, cnt.ControlFailures-cnt.ControlSilent-r.GateState.Control)
 	silent := r.batch(prev, cnt, cnt.TreatedSilent-r.SilenceState.Treated, cnt.ControlSilent-r.SilenceState.Control)
-	half.Update(&r.GateState, reported)
-	half.Update(&r.SilenceState, silent)
-	r.Result = half.Evaluate(r.GateState)
-	r.SilenceResult = half.Evaluate(r.SilenceState)
-	if r.SilenceResult.Statistic > r.Result.Statistic {
-		r.Result = r.SilenceResult
+	judged := gate.Judged{N: cnt.TreatedJudged - r.HealthState.Treated - r.HealthState.Control, Bad: cnt.TreatedUnhealthy - r.HealthState.Treated, P0: cnt.HealthP0}
+	t.Update(&r.GateState, reported)
+	t.Update(&r.SilenceState, silent)
+	t.UpdateJudged(&r.HealthState, judged)
+	r.Promote.Update(&r.GateState.Promote, reported)
+	r.Promote.Update(&r.SilenceState.Promote, silent)
+	r.Promote.UpdateJudged(&r.HealthState.Promote, judged)
+	r.Result = t.Evaluate(r.GateState)
+	r.SilenceResult = t.Evaluate(r.SilenceState)
+	r.HealthResult = t.Evaluate(r.HealthState)
+	for _, o := range []gate.Result{r.SilenceResult, r.HealthResult} {
+		if o.Statistic > r.Result.Statistic {
+			r.Result = o
+		}
 	}
 	r.Counts = cnt
 	r.point(now)
+}
+
+// promoted reports whether the promotion test passed on every test that
+// has evidence to give: the health test only when hosts report health.
+func (r *Rollout) promoted() bool {
+	ok := r.Promote.Passed(r.GateState.Promote) && r.Promote.Passed(r.SilenceState.Promote)
+	if r.HealthState.Expected > 0 {
+		ok = ok && r.Promote.Passed(r.HealthState.Promote)
+	}
+	return ok
 }
 
 // batch is one test's batch: its failures since the last observation, and
@@ -79,19 +97,21 @@ func (r *Rollout) batch(prev, cnt Counts, treated, control int64) gate.Batch {
 	return b
 }
 
-// halfGate is each of the gate's two tests: half the rollout's alpha, so
-// that the false-halt bound holds for both together.
-func (r *Rollout) halfGate() gate.Params {
+// testGate is each of the gate's three tests: a third of the rollout's
+// alpha, so that the false-halt bound holds for all together.
+func (r *Rollout) testGate() gate.Params {
 	p := r.Gate
-	p.Alpha /= 2
+	p.Alpha /= 3
 	return p
 }
 
 func share(t, c int64) float64 { return float64(t) / float64(t+c) }
 
 // Step decides at now from the last observation: a halt (and its rollback)
-// when the gate rejects; otherwise, while running, wait for the bake time
-// and the stage's healthy hosts, then advance or complete.
+// when the gate rejects; otherwise, while running, expose the rest of a
+// stage once its first wave passed its load, then advance or complete when
+// the promotion test passed or the bake time is over, and the stage's
+// healthy hosts are there.
 func (r *Rollout) Step(now time.Time) []Decision {
 	if r.State != StateRunning && r.State != StatePaused {
 		return nil
@@ -99,8 +119,11 @@ func (r *Rollout) Step(now time.Time) []Decision {
 	cnt := r.Counts
 	if r.Result.Reject {
 		what := "failures hosts reported"
-		if r.SilenceResult.Reject && r.Result == r.SilenceResult {
+		switch {
+		case r.SilenceResult.Reject && r.Result == r.SilenceResult:
 			what = "silence"
+		case r.HealthResult.Reject && r.Result == r.HealthResult:
+			what = fmt.Sprintf("the agents' health (%d of %d treated hosts judged unhealthy; a healthy one is at most %.2g%% likely to be)", cnt.TreatedUnhealthy, cnt.TreatedJudged, 100*cnt.HealthP0)
 		}
 		return r.Halt(now, "gate", fmt.Sprintf("the gate rejected version %d on %s: statistic %.2f reached threshold %.2f (%d of %d treated hosts failed, %d silent; %d of %d controls, %d silent)",
 			r.To, what, r.Result.Statistic, r.Result.Threshold, cnt.TreatedFailures, cnt.Treated, cnt.TreatedSilent, cnt.ControlFailures, cnt.Control, cnt.ControlSilent), "")
@@ -109,15 +132,31 @@ func (r *Rollout) Step(now time.Time) []Decision {
 		return nil
 	}
 	st := r.Stages[r.Stage]
+	if r.FirstWave {
+		first := (min(int64(st.Wave), cnt.WaveHosts) + 1) / 2
+		if cnt.WaveLoaded < first {
+			return r.wait(now, "wave", fmt.Sprintf("stage %s: %d of the %d hosts of its first wave passed their load (%d needed before the rest)", st.Name, cnt.WaveLoaded, st.Wave, first))
+		}
+		r.FirstWave = false
+		return []Decision{r.decide(now, KindWave, "gate", fmt.Sprintf("stage %s: %d hosts of its first wave of %d passed their load; the rest of the stage", st.Name, cnt.WaveLoaded, st.Wave), r.evidence(""))}
+	}
 	need := min(int64(st.MinHosts), cnt.StageHosts)
-	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 {
-		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left)", st.Name, st.Bake, left.Round(time.Second)))
+	early := r.promoted()
+	if left := r.StageStarted.Add(st.Bake).Sub(now); left > 0 && !early {
+		return r.wait(now, "bake", fmt.Sprintf("stage %s bakes for %v (%v left) unless the evidence shows the new version is no more than %gx worse first", st.Name, st.Bake, left.Round(time.Second), r.Promote.Margin))
+	}
+	if e := r.GateState.Expected; !early && e < st.MinEvidence && now.Before(r.StageStarted.Add(st.MaxBake)) {
+		return r.wait(now, "evidence", fmt.Sprintf("stage %s: the gate has seen %.2f of the %.2f expected failures it needs before a larger ring (waiting up to %v)", st.Name, e, st.MinEvidence, st.MaxBake))
 	}
 	if cnt.Healthy < need {
 		return r.wait(now, "hosts", fmt.Sprintf("stage %s: %d of the %d hosts needed reported healthy", st.Name, cnt.Healthy, need))
 	}
-	return r.advance(now, "gate", fmt.Sprintf("stage %s baked %v; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
-		st.Name, st.Bake, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
+	why := fmt.Sprintf("stage %s baked %v", st.Name, st.Bake)
+	if baked := now.Sub(r.StageStarted); baked < st.Bake {
+		why = fmt.Sprintf("stage %s promoted after %v of its %v bake: the evidence shows version %d is no more than %gx worse than the controls (beta %g)", st.Name, baked.Round(time.Second), st.Bake, r.To, r.Promote.Margin, r.Promote.Beta)
+	}
+	return r.advance(now, "gate", fmt.Sprintf("%s; %d hosts healthy (%d needed); gate statistic %.2f below %.2f",
+		why, cnt.Healthy, need, r.Result.Statistic, r.Result.Threshold))
 }
 
 // point adds the statistic to the history: when it changed, or at least
@@ -156,6 +195,7 @@ func (r *Rollout) advance(now time.Time, actor, reason string) []Decision {
 	}
 	r.Stage++
 	r.StageStarted = now
+	r.FirstWave = r.Stages[r.Stage].Wave > 0
 	return []Decision{r.decide(now, kind, actor, reason, r.evidence(""))}
 }
 

@@ -31,6 +31,9 @@ type hostRec struct {
 	prof   unique.Handle[profile]
 	sensor unique.Handle[sensorInfo]
 	bucket int32
+	// health is the host's last health sample; nil when it sent none.
+	// A sample is never changed in place: a new one replaces it.
+	health *hostHealth
 }
 
 // profile is the server's record of a host that many hosts share: its

@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 	"unique"
@@ -35,14 +37,20 @@ type named struct {
 	// over counts the hosts a stage's tags matched beyond MaxStageHosts
 	// (left out of the plan and of the stage).
 	over []int
+	// wave is the stage whose list is cut to its first wave (-1: none).
+	wave int
 }
 
 // namedOf resolves r's named stages (cached until membership changes).
 func (c *Controller) namedOf(r *Rollout) *named {
-	if n := c.named[r.Channel]; n != nil && len(n.lists) == len(r.Stages) {
+	wave := -1
+	if r.FirstWave && r.Stage < len(r.Stages) {
+		wave = r.Stage
+	}
+	if n := c.named[r.Channel]; n != nil && len(n.lists) == len(r.Stages) && n.wave == wave {
 		return n
 	}
-	n := &named{lists: make([][]string, len(r.Stages)), sets: make([]map[string]bool, len(r.Stages)), over: make([]int, len(r.Stages))}
+	n := &named{lists: make([][]string, len(r.Stages)), sets: make([]map[string]bool, len(r.Stages)), over: make([]int, len(r.Stages)), wave: wave}
 	for i, s := range r.Stages {
 		if len(s.Hosts) == 0 && len(s.Tags) == 0 {
 			continue
@@ -73,6 +81,22 @@ func (c *Controller) namedOf(r *Rollout) *named {
 				delete(set, id)
 			}
 			list = list[:MaxStageHosts]
+		}
+		if i == wave && len(list) > s.Wave {
+			// The first wave: the hosts of the lowest buckets (a hash of
+			// their ids, so a random few), in id order.
+			bkt := func(id string) int32 {
+				if h := c.rec(id); h != nil {
+					return h.bucket
+				}
+				return math.MaxInt32 // named but not admitted: it cannot load anything yet
+			}
+			slices.SortStableFunc(list, func(a, b string) int { return cmp.Compare(bkt(a), bkt(b)) })
+			list = slices.Sorted(slices.Values(list[:s.Wave]))
+			set = make(map[string]bool, len(list))
+			for _, id := range list {
+				set[id] = true
+			}
 		}
 		n.lists[i], n.sets[i] = list, set
 	}

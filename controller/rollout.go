@@ -45,6 +45,9 @@ const (
 	// KindAllow takes a version off the channel's deny list (an operator's
 	// decision, recorded with who and why).
 	KindAllow Kind = "allow"
+	// KindWave exposes the rest of a stage after its first wave passed
+	// its load (StageSpec.Wave).
+	KindWave Kind = "wave"
 )
 
 func (k Kind) String() string { return string(k) }
@@ -76,23 +79,52 @@ type StageSpec struct {
 	Tags     []string      `json:"tags,omitempty"`
 	Bake     time.Duration `json:"bake"`
 	MinHosts int           `json:"min_hosts"`
+	// Wave, for a stage that names hosts (Hosts, Tags), exposes only the
+	// first Wave of them (in the order of their buckets) until at least
+	// half of those passed their load (reported their trial started); then
+	// the rest. Content that crashes hosts on load stops at a handful.
+	Wave int `json:"wave,omitempty"`
+	// MinEvidence holds the stage past its bake until the gate has seen
+	// this many expected treated failures (gate.State.Expected, what a
+	// no-worse version would have shown), up to MaxBake: a regression of
+	// ratio rho shows about rho times as many, so the next, larger ring
+	// starts only once the gate could have seen one. Promotion by the
+	// evidence ends a stage regardless.
+	MinEvidence float64       `json:"min_evidence,omitempty"`
+	MaxBake     time.Duration `json:"max_bake,omitempty"`
 }
 
+// DefaultWave is the default plan's first wave in its canary stage.
+const DefaultWave = 10
+
+// DefaultMinEvidence is the default plan's evidence before it leaves the
+// 0.1% stage (a 10x regression would have shown about 15 failures) and
+// the 1% stage (a 3x one about 24): docs/gate.md.
+var DefaultMinEvidence = [2]float64{3, 14}
+
 // DefaultStages is the default plan: the canary group (hosts and tags),
-// then 0.1%, 1%, 10%, 50% and 100% of buckets. The emergency schedule bakes
-// a sixth as long; the gates are the same.
+// its first wave of DefaultWave hosts, then 0.1%, 0.8%, 8%, 50% and 100% of
+// buckets. The 0.8% and 8% stages, the last below 1% and 10% of the fleet,
+// wait past their bake for the evidence that would show a 10x and a 3x
+// regression (DefaultMinEvidence). The emergency schedule bakes a sixth as
+// long and waits for half the evidence; the gates are the same.
 func DefaultStages(schedule string, canaryHosts, canaryTags []string) []StageSpec {
 	s := []StageSpec{
 		{Name: "canary", Hosts: canaryHosts, Tags: canaryTags, Bake: 30 * time.Minute, MinHosts: 5},
 		{Name: "0.1%", Percent: 0.1, Bake: time.Hour, MinHosts: 10},
-		{Name: "1%", Percent: 1, Bake: 2 * time.Hour, MinHosts: 50},
-		{Name: "10%", Percent: 10, Bake: 3 * time.Hour, MinHosts: 200},
+		{Name: "0.8%", Percent: 0.8, Bake: time.Hour, MinHosts: 50, MinEvidence: DefaultMinEvidence[0], MaxBake: 4 * time.Hour},
+		{Name: "8%", Percent: 8, Bake: 2 * time.Hour, MinHosts: 200, MinEvidence: DefaultMinEvidence[1], MaxBake: 4 * time.Hour},
 		{Name: "50%", Percent: 50, Bake: 3 * time.Hour, MinHosts: 500},
 		{Name: "100%", Percent: 100, Bake: 0, MinHosts: 500},
+	}
+	if len(canaryHosts) > 0 || len(canaryTags) > 0 {
+		s[0].Wave = DefaultWave
 	}
 	if schedule == ScheduleEmergency {
 		for i := range s {
 			s[i].Bake /= 6
+			s[i].MaxBake /= 6
+			s[i].MinEvidence /= 2
 		}
 	}
 	return s
@@ -116,6 +148,10 @@ type Spec struct {
 	Grace        time.Duration `json:"grace"`
 	Silence      time.Duration `json:"silence"`
 	Gate         gate.Params   `json:"gate"`
+	// Promote is the promotion test: a stage advances before its bake
+	// time once the evidence shows the new version is not worse than the
+	// controls by more than Promote.Margin, on every test (docs/gate.md).
+	Promote gate.Promotion `json:"promote"`
 	// ManualRollback keeps a halted rollout halted (the plan frozen where it
 	// stopped) instead of rolling back by itself.
 	ManualRollback bool `json:"manual_rollback,omitempty"`
@@ -159,8 +195,14 @@ func (s Spec) withDefaults(canaryHosts, canaryTags []string) (Spec, error) {
 	}
 	last := -1.0
 	for i, st := range s.Stages {
-		if !(st.Percent >= 0 && st.Percent <= 100) || st.Bake < 0 || st.MinHosts < 0 {
-			return s, fmt.Errorf("controller: stage %d (%s): percent must be 0..100, bake and min hosts not negative", i+1, st.Name)
+		if !(st.Percent >= 0 && st.Percent <= 100) || st.Bake < 0 || st.MinHosts < 0 || !(st.MinEvidence >= 0) || st.MaxBake < 0 {
+			return s, fmt.Errorf("controller: stage %d (%s): percent must be 0..100; bake, max bake, min hosts and min evidence not negative", i+1, st.Name)
+		}
+		if st.MinEvidence > 0 && st.MaxBake < st.Bake {
+			return s, fmt.Errorf("controller: stage %d (%s): min evidence %g needs a max bake at least the bake (%v): how long the stage may wait for the evidence", i+1, st.Name, st.MinEvidence, st.Bake)
+		}
+		if st.Wave < 0 || st.Wave > 0 && len(st.Hosts) == 0 && len(st.Tags) == 0 {
+			return s, fmt.Errorf("controller: stage %d (%s): wave %d; a first wave is for a stage that names hosts or tags, and not negative", i+1, st.Name, st.Wave)
 		}
 		if st.Percent < last {
 			return s, fmt.Errorf("controller: stage %d (%s) has %g%%, less than the stage before it: stages are nested rings", i+1, st.Name, st.Percent)
@@ -185,6 +227,12 @@ func (s Spec) withDefaults(canaryHosts, canaryTags []string) (Spec, error) {
 	if err := s.Gate.Check(); err != nil {
 		return s, err
 	}
+	if s.Promote.Margin == 0 && s.Promote.Beta == 0 {
+		s.Promote.Margin, s.Promote.Beta = gate.DefaultPromotion().Margin, gate.DefaultPromotion().Beta
+	}
+	if err := s.Promote.Check(); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
@@ -201,21 +249,29 @@ type Rollout struct {
 	// forbids every host to install. It outlives the rollout.
 	Deny []uint32 `json:"deny,omitempty"`
 
-	// Counts is the gate's view at the last evaluation. The gate runs two
-	// tests, each at half the rollout's alpha: GateState on what hosts
-	// report (reverts, crashes, rejections, failing trials) and
-	// SilenceState on silence, which churn makes noisy; apart, a crash
-	// regression is not drowned by hosts that merely went offline.
+	// Counts is the gate's view at the last evaluation. The gate runs
+	// three tests, each at a third of the rollout's alpha: GateState on
+	// what hosts report (reverts, crashes, rejections, failing trials),
+	// SilenceState on silence, which churn makes noisy (apart, a crash
+	// regression is not drowned by hosts that merely went offline), and
+	// HealthState on the agents' health figures against the controls'.
 	// Result is the test with the larger statistic.
 	Counts       Counts      `json:"counts"`
 	GateState    gate.State  `json:"gate_state"`
 	SilenceState gate.State  `json:"silence_state"`
+	HealthState  gate.State  `json:"health_state"`
 	Result       gate.Result `json:"result"`
-	// Silence is the silence test's own result.
+	// SilenceResult and HealthResult are those tests' own results.
 	SilenceResult gate.Result `json:"silence_result"`
-	History       []Point     `json:"history"`
-	Decisions     []Decision  `json:"decisions"`
-	Seq           uint64      `json:"seq"`
+	HealthResult  gate.Result `json:"health_result"`
+	// FirstWave: the current stage exposes only its first wave (StageSpec.Wave).
+	FirstWave bool `json:"first_wave,omitempty"`
+	// HealthLimits are the health test's limits, drawn from the controls
+	// at the last evaluation (nil before any control sent a sample).
+	HealthLimits *HealthLimits `json:"health_limits,omitempty"`
+	History      []Point       `json:"history"`
+	Decisions    []Decision    `json:"decisions"`
+	Seq          uint64        `json:"seq"`
 	// waiting is the reason of the last wait decision, so a wait is
 	// recorded once per reason, not once per evaluation.
 	Waiting string `json:"waiting,omitempty"`
@@ -243,6 +299,21 @@ type Counts struct {
 	// Excluded counts hosts on the channel whose sensor the new version's
 	// constraint does not allow (Spec.Compat): outside the rollout.
 	Excluded int64 `json:"excluded,omitempty"`
+	// The health test: treated hosts judged (once each, at the end of
+	// their health window) and found unhealthy, since the start; HealthP0
+	// is the bound on a healthy host's chance of being found unhealthy,
+	// from the controls now (ControlSampled of them with a health sample,
+	// ControlUnhealthy beyond the thresholds).
+	TreatedJudged    int64   `json:"treated_judged,omitempty"`
+	TreatedUnhealthy int64   `json:"treated_unhealthy,omitempty"`
+	HealthP0         float64 `json:"health_p0,omitempty"`
+	ControlSampled   int64   `json:"control_sampled,omitempty"`
+	ControlUnhealthy int64   `json:"control_unhealthy,omitempty"`
+	// WaveLoaded counts the hosts of the current stage's first wave that
+	// passed their load (reported their trial started), while it waits.
+	WaveLoaded int64 `json:"wave_loaded,omitempty"`
+	WaveHosts  int64 `json:"wave_hosts,omitempty"` // the first wave's hosts heard from
+
 }
 
 // Point is one point of the gate's statistic over time.
@@ -341,7 +412,12 @@ func (r *Rollout) clone() Rollout {
 	c.Deny = slices.Clone(r.Deny)
 	c.GateState.LogLR = slices.Clone(r.GateState.LogLR)
 	c.SilenceState.LogLR = slices.Clone(r.SilenceState.LogLR)
+	c.HealthState.LogLR = slices.Clone(r.HealthState.LogLR)
 	c.History = slices.Clone(r.History)
+	if r.HealthLimits != nil {
+		l := *r.HealthLimits
+		c.HealthLimits = &l
+	}
 	c.Decisions = slices.Clone(r.Decisions)
 	return c
 }

@@ -44,7 +44,10 @@ type ChannelsResult struct {
 // Each channel draws its own background crashes at p.BackgroundRate; a
 // real crash would count on every channel the host follows.
 func Channels(p Params, k int, oneTrial bool) (*ChannelsResult, error) {
-	p.Scenario, p.Policy = Healthy, Ringfence
+	// Fixed bakes: with promotion by the evidence and waits for it, each
+	// channel's stages would move on its own draws of failures, and what
+	// one trial at a time costs would drown in that noise.
+	p.Scenario, p.Policy, p.FixedBakes = Healthy, Ringfence, true
 	if err := p.Check(); err != nil {
 		return nil, err
 	}

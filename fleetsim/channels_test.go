@@ -20,7 +20,11 @@ import (
 func TestChannels(t *testing.T) {
 	p := fleetsim.Defaults()
 	p.Hosts, p.Duration, p.Seed = 50_000, 36*time.Hour, 11
-	single := run(t, func() fleetsim.Params { q := p; q.Scenario, q.Policy = fleetsim.Healthy, fleetsim.Ringfence; return q }())
+	single := run(t, func() fleetsim.Params {
+		q := p
+		q.Scenario, q.Policy, q.FixedBakes = fleetsim.Healthy, fleetsim.Ringfence, true
+		return q
+	}())
 	for _, k := range []int{1, 2, 3} {
 		var res [2]*fleetsim.ChannelsResult
 		for i, one := range []bool{false, true} {
@@ -41,7 +45,9 @@ func TestChannels(t *testing.T) {
 				require.Zero(t, r.Waited, "k=%d one=%v: nothing waits", k, one)
 			} else {
 				require.Positive(t, r.Waited, "k=%d: versions that arrive during another channel's trial wait", k)
-				require.Zero(t, r.Runs[0].Waited, "k=%d: the first channel goes first at every check-in", k)
+				// The first channel goes first at a check-in; it waits only
+				// where another channel's canary wave opened first.
+				require.Less(t, r.Runs[0].Waited, r.Waited, "k=%d: the first channel waits least", k)
 			}
 		}
 		overlap, oneTrial := res[0], res[1]

@@ -41,9 +41,11 @@
 package fleetsim
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +61,10 @@ const (
 	CrashAll      Scenario = "crash-all"      // the new version crashes every host on load (2024)
 	CrashOnePct   Scenario = "crash-1pct"     // it crashes 1% of hosts on load (an event only some see)
 	Background10x Scenario = "background-10x" // hosts on it crash 10x as often, not at load
+	Background3x  Scenario = "background-3x"  // hosts on it crash 3x as often
+	CPUDouble     Scenario = "cpu-2x"         // the agent burns twice its usual CPU on it; nothing crashes
+	SilentSensor  Scenario = "silent-sensor"  // the agent runs and reports, and processes no events
+	MemoryLeak    Scenario = "memory-leak"    // the agent's memory grows by its usual size every hour
 	Healthy       Scenario = "healthy"        // a good update
 )
 
@@ -78,7 +84,7 @@ func (p Policy) String() string { return string(p) }
 
 // Scenarios and Policies list them in report order.
 var (
-	Scenarios = []Scenario{CrashAll, CrashOnePct, Background10x, Healthy}
+	Scenarios = []Scenario{CrashAll, CrashOnePct, Background10x, Background3x, CPUDouble, SilentSensor, MemoryLeak, Healthy}
 	Policies  = []Policy{AllAtOnce, Waves, Ringfence}
 )
 
@@ -131,6 +137,12 @@ type Params struct {
 	Emergency bool
 	// Canaries is the size of the canary group (the first stage).
 	Canaries int
+	// FixedBakes keeps every stage to its bake time: no promotion by the
+	// evidence, no waiting for it (the schedule before both).
+	FixedBakes bool
+	// Health: hosts send health samples (the agent's CPU, memory, events
+	// and latency), and the gate's health test judges them.
+	Health bool
 
 	CheckIn      time.Duration // check-in interval (the daemon's poll interval)
 	Telemetry    time.Duration // telemetry interval: reports arrive within it
@@ -150,7 +162,7 @@ type Params struct {
 
 // Defaults returns the parameters of the runs in docs/fleetsim.md.
 func Defaults() Params {
-	return Params{Hosts: 10_000_000, Duration: 72 * time.Hour, Scenario: CrashAll, Policy: Ringfence, Guard: true, Canaries: 500,
+	return Params{Hosts: 10_000_000, Duration: 72 * time.Hour, Scenario: CrashAll, Policy: Ringfence, Guard: true, Canaries: 500, Health: true,
 		CheckIn: 5 * time.Minute, Telemetry: time.Minute, Reboot: 3 * time.Minute, HealthWindow: 10 * time.Minute,
 		BackgroundRate: 1e-4, Offline: 0.01, OfflineMean: 4 * time.Hour,
 		Resolution: 10 * time.Second, Step: time.Minute, Sample: 10 * time.Minute}
@@ -235,6 +247,7 @@ const (
 	fIncluded   // the plan includes it
 	fHealthDue  // its health window ended while it was offline: it reports healthy when back
 	fWaited     // with one trial at a time, its version waited for another channel's trial
+	fLoaded     // the server heard its trial started: it passed its load
 )
 
 // event kinds, in the low 4 bits of an event (the channel in the next 4).
@@ -248,6 +261,7 @@ const (
 	evOnline
 	evSilence  // the host may have been unheard for the silence window
 	evRollback // the host takes the rollback plan at its check-in
+	evLoaded   // the host's trial-started report reaches the server
 	evCrash    // not an event: what the hook hears of a background crash
 )
 
@@ -260,9 +274,12 @@ type fleet struct {
 	t0   time.Time
 	tick int // current tick
 
-	byBkt  [][]int32
-	wheel  [][]uint64    // per tick: host<<8 | channel<<4 | kind
-	onMean time.Duration // mean online period, for the offline fraction
+	byBkt [][]int32
+	// waveOrder is the canary group in the order the controller picks a
+	// first wave from it: by bucket, then by id (a host's index here).
+	waveOrder []int32
+	wheel     [][]uint64    // per tick: host<<8 | channel<<4 | kind
+	onMean    time.Duration // mean online period, for the offline fraction
 
 	chans []*sim
 	// next is the tick of each host's coming check-in, kept when more than
@@ -274,6 +291,8 @@ type fleet struct {
 	// trial, with one trial at a time, is the channel (its index plus one)
 	// whose trial each host runs, 0 for none.
 	trial []uint8
+
+	health health // the health test's limits (Params.Health)
 
 	hook hook // nil but in tests
 }
@@ -299,6 +318,9 @@ type sim struct {
 	treatedFail, controlFail       int64
 	treatedSilent, controlSilent   int64
 	healthy                        int64
+	judged, unhealthy              int64 // the health test's treated hosts judged, found unhealthy
+	waveHosts                      []int // the canary group's first wave while it alone has the version
+	waveLoaded                     int64
 	firstReport                    int
 	res                            *Result
 
@@ -349,6 +371,7 @@ func newFleet(p Params, k int, oneTrial bool, hk hook) (*fleet, error) {
 		f.trial = make([]uint8, p.Hosts)
 	}
 	f.setup()
+	f.setupHealth()
 	for _, s := range f.chans {
 		if err := s.start(); err != nil {
 			return nil, err
@@ -450,6 +473,11 @@ func (f *fleet) setup() {
 			}
 		}
 	}
+	f.waveOrder = make([]int32, f.p.Canaries)
+	for i := range f.waveOrder {
+		f.waveOrder[i] = int32(i)
+	}
+	slices.SortStableFunc(f.waveOrder, func(a, b int32) int { return cmp.Compare(bucket[a], bucket[b]) })
 	f.byBkt = make([][]int32, rollout.Buckets)
 	for b, c := range counts {
 		f.byBkt[b] = make([]int32, 0, c)
@@ -498,6 +526,12 @@ func (s *sim) start() error {
 		}
 		spec := controller.Spec{Channel: 291 + uint32(s.c), To: 1002, From: 1001, Schedule: schedule,
 			Stages: controller.DefaultStages(schedule, nil, []string{"canary"}), HealthWindow: s.p.HealthWindow}
+		if s.p.FixedBakes {
+			spec.Promote.Off = true
+			for i := range spec.Stages {
+				spec.Stages[i].MinEvidence = 0
+			}
+		}
 		r, _, err := controller.NewRollout(spec, nil, nil, nil, "fleetsim", "", s.at(0))
 		if err != nil {
 			return err
@@ -520,8 +554,17 @@ func (s *sim) includeStage(k int) {
 func (s *sim) include(limit int, canary bool) {
 	if canary && !s.canary {
 		s.canary = true
-		for i := range s.p.Canaries {
-			s.offer(i)
+		if s.r != nil && s.r.FirstWave {
+			// The canary stage's first wave: a few hosts, those of the
+			// lowest buckets, as the controller picks them.
+			for _, h := range s.waveOrder[:min(s.p.Canaries, s.r.Stages[s.r.Stage].Wave)] {
+				s.waveHosts = append(s.waveHosts, int(h))
+				s.offer(int(h))
+			}
+		} else {
+			for i := range s.p.Canaries {
+				s.offer(i)
+			}
 		}
 	}
 	for b := s.limit; b < limit; b++ {
@@ -629,8 +672,11 @@ func (f *fleet) loop() {
 func (s *sim) background() {
 	perStep := s.p.BackgroundRate * s.p.Step.Hours()
 	treatedRate := perStep
-	if s.p.Scenario == Background10x {
+	switch s.p.Scenario {
+	case Background10x:
 		treatedRate *= 10
+	case Background3x:
+		treatedRate *= 3
 	}
 	for _, side := range []struct {
 		treated bool
@@ -655,7 +701,7 @@ func (s *sim) background() {
 			}
 			if side.treated {
 				s.failTreated(h)
-				if s.p.Scenario == Background10x && s.state[h] == stNew {
+				if (s.p.Scenario == Background10x || s.p.Scenario == Background3x) && s.state[h] == stNew {
 					s.crashed++ // on the new version
 				}
 				if s.firstReport < 0 {
@@ -776,6 +822,7 @@ func (s *sim) adopt(h int) bool {
 	s.state[h] = stNew
 	s.running++
 	s.schedule(h, evHealthy, s.p.HealthWindow)
+	s.schedule(h, evLoaded, s.uniform(s.p.Telemetry))
 	return true
 }
 
@@ -828,6 +875,7 @@ func (s *sim) online(h int) {
 		if s.state[h] == stNew && f&fFailed == 0 {
 			s.flags[h] |= fHealthy // its first telemetry says so
 			s.healthy++
+			s.judge(h)
 		}
 	}
 }
@@ -869,6 +917,19 @@ func (s *sim) handle(h int, kind uint8) {
 		}
 		s.flags[h] |= fHealthy
 		s.healthy++
+		s.judge(h)
+	case evLoaded:
+		if s.state[h] != stNew || f&fLoaded != 0 {
+			return
+		}
+		if f&fOffline != 0 {
+			s.schedule(h, evLoaded, s.p.Telemetry) // sent when back
+			return
+		}
+		s.flags[h] |= fLoaded
+		if slices.Contains(s.waveHosts, h) {
+			s.waveLoaded++
+		}
 	case evSilence:
 		// Unheard for the silence window: a failure on whichever side the
 		// host is (the controller judges silence alike on both); a host
@@ -934,7 +995,17 @@ func (s *sim) counts() controller.Counts {
 		}
 		stageHosts = int64(float64(stageHosts) * (1 - s.p.Offline))
 	}
+	p0, sampled := s.healthP0()
+	var waveHosts int64
+	for _, h := range s.waveHosts {
+		// heard from within the silence window, as the controller counts
+		if s.talking(h) || s.since[h] != unheard && s.tick-int(s.since[h]) <= s.ticks(controller.DefaultSilence) {
+			waveHosts++
+		}
+	}
 	return controller.Counts{
+		TreatedJudged: s.judged, TreatedUnhealthy: s.unhealthy, HealthP0: p0, ControlSampled: sampled,
+		WaveHosts: waveHosts, WaveLoaded: s.waveLoaded,
 		TreatedAtRisk: s.treatedAtRisk, ControlAtRisk: s.controlAtRisk,
 		TreatedFailures: s.treatedFail, ControlFailures: s.controlFail,
 		TreatedSilent: s.treatedSilent, ControlSilent: s.controlSilent,
@@ -950,6 +1021,12 @@ func (s *sim) apply(ds []controller.Decision) {
 		switch d.Kind {
 		case controller.KindAdvance, controller.KindPromote:
 			s.includeStage(s.r.Stage)
+		case controller.KindWave:
+			// The rest of the canary group.
+			for h := range s.p.Canaries {
+				s.offer(h)
+			}
+			s.waveHosts, s.waveLoaded = nil, 0
 		case controller.KindHalt:
 			s.stopped = true
 			s.res.Halted = true

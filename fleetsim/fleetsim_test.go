@@ -130,7 +130,7 @@ func TestParse(t *testing.T) {
 		require.Equal(t, pol, got)
 	}
 	_, err := fleetsim.ParseScenario("meteor")
-	require.EqualError(t, err, `fleetsim: scenario "meteor"; want one of crash-all, crash-1pct, background-10x, healthy`)
+	require.EqualError(t, err, `fleetsim: scenario "meteor"; want one of crash-all, crash-1pct, background-10x, background-3x, cpu-2x, silent-sensor, memory-leak, healthy`)
 	_, err = fleetsim.ParsePolicy("Ringfence")
 	require.EqualError(t, err, `fleetsim: policy "Ringfence"; want one of all-at-once, waves, ringfence`)
 }

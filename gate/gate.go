@@ -78,6 +78,13 @@ type State struct {
 	// Treated and Control count the failures seen so far, for display.
 	Treated int64 `json:"treated_failures"`
 	Control int64 `json:"control_failures"`
+	// Expected is how many treated failures the evidence would hold if
+	// the new version were no worse (Batch.Expected, summed): how much the
+	// gate has seen. The health test counts judged hosts in Treated (found
+	// unhealthy) and Control (found healthy).
+	Expected float64 `json:"expected,omitempty"`
+	// Promote is the promotion test's evidence (Promotion), natural log.
+	Promote float64 `json:"promote,omitempty"`
 }
 
 // Batch is what happened since the last update.
@@ -108,6 +115,7 @@ func (p Params) Update(s *State, b Batch) {
 	x, y := max(b.TreatedFailures, 0), max(b.ControlFailures, 0)
 	s.Treated += x
 	s.Control += y
+	s.Expected += b.Expected()
 	nt, nc := float64(max(b.TreatedAtRisk, 0)), float64(max(b.ControlAtRisk, 0))
 	if nt+nc == 0 || x+y == 0 {
 		return
@@ -156,3 +164,123 @@ func (p Params) Evaluate(s State) Result {
 	}
 	return Result{Statistic: stat, Threshold: thr, Reject: stat >= thr}
 }
+
+// Expected returns how many of a batch's failures would have been treated
+// ones if the new version were no worse: (failures) * q. Summed over a
+// rollout it says how much the gate has seen: a regression of ratio rho
+// would have shown about rho times as many treated failures.
+func (b Batch) Expected() float64 {
+	nt, nc := float64(max(b.TreatedAtRisk, 0)), float64(max(b.ControlAtRisk, 0))
+	if nt+nc == 0 {
+		return 0
+	}
+	return float64(max(b.TreatedFailures, 0)+max(b.ControlFailures, 0)) * nt / (nt + nc)
+}
+
+// Judged is a batch of the health test: treated hosts judged once each,
+// Bad of them found unhealthy. P0 bounds the probability that a treated
+// host is found unhealthy if the new version is no worse: the controls'
+// rate of the same finding at the same time (docs/gate.md).
+type Judged struct {
+	N, Bad int64
+	P0     float64
+}
+
+// UpdateJudged adds j to the evidence in s: for each ratio rho of the grid
+// the alternative is that a treated host is found unhealthy with
+// probability min(rho*P0, maxShare) instead of at most P0. Each term is a
+// nonnegative supermartingale when the new version is no worse, so the
+// mixture keeps the gate's guarantee (Evaluate halts with probability at
+// most alpha). A batch with P0 outside (0, 1) adds no evidence.
+func (p Params) UpdateJudged(s *State, j Judged) {
+	if len(s.LogLR) == 0 {
+		s.LogLR = make([]float64, len(p.Ratios))
+	}
+	if len(s.LogLR) != len(p.Ratios) {
+		panic(fmt.Sprintf("gate: state has %d log likelihood ratios but params have %d ratios", len(s.LogLR), len(p.Ratios)))
+	}
+	n, x := max(j.N, 0), min(max(j.Bad, 0), max(j.N, 0))
+	s.Treated += x
+	s.Control += n - x
+	if n == 0 || !(j.P0 > 0 && j.P0 < 1) {
+		return
+	}
+	p0 := min(max(j.P0, minShare), maxShare)
+	s.Expected += float64(n) * p0
+	for i, rho := range p.Ratios {
+		p1 := min(rho*p0, maxShare)
+		if p1 <= p0 {
+			continue
+		}
+		s.LogLR[i] += float64(x)*math.Log(p1/p0) + float64(n-x)*(math.Log1p(-p1)-math.Log1p(-p0))
+	}
+}
+
+// Promotion is the test the other way: does the evidence show that the
+// new version is not worse than the controls by more than Margin? It
+// keeps the likelihood ratio of "no worse" (rho = 1) against "worse by the
+// margin" (rho = Margin). That ratio is a nonnegative supermartingale when
+// the new version is Margin times worse or more, so by Ville's inequality
+// it reaches 1/Beta with probability at most Beta: a stage promoted early
+// on it was, with probability 1-Beta, not promoted on content worse than
+// the margin. It decides only how soon a stage may advance; halts are the
+// halt test's, whose bound it does not touch.
+type Promotion struct {
+	// Margin is the failure-rate ratio the new version must be shown to
+	// stay below (> 1).
+	Margin float64 `json:"margin"`
+	// Beta bounds the probability of promoting content Margin times worse
+	// or more, per test (in (0, 0.5]).
+	Beta float64 `json:"beta"`
+	// Off keeps every stage to its bake time.
+	Off bool `json:"off,omitempty"`
+}
+
+// DefaultPromotion returns Margin 2 and Beta 0.05.
+func DefaultPromotion() Promotion { return Promotion{Margin: 2, Beta: 0.05} }
+
+// Check reports the first thing wrong with p.
+func (p Promotion) Check() error {
+	if p.Off {
+		return nil
+	}
+	if !(p.Margin > 1) || math.IsInf(p.Margin, 1) {
+		return fmt.Errorf("gate: promotion margin %v: want a finite ratio > 1 (how much worse than the controls content may be and still be promoted early); the default is %v", p.Margin, DefaultPromotion().Margin)
+	}
+	if !(p.Beta > 0 && p.Beta <= 0.5) {
+		return fmt.Errorf("gate: promotion beta %v is outside (0, 0.5]; the default is %v", p.Beta, DefaultPromotion().Beta)
+	}
+	return nil
+}
+
+// Update adds b to the promotion evidence *logLR (natural log).
+func (p Promotion) Update(logLR *float64, b Batch) {
+	x, y := max(b.TreatedFailures, 0), max(b.ControlFailures, 0)
+	nt, nc := float64(max(b.TreatedAtRisk, 0)), float64(max(b.ControlAtRisk, 0))
+	if nt+nc == 0 || x+y == 0 {
+		return
+	}
+	q := min(max(nt/(nt+nc), minShare), maxShare)
+	// theta(rho) = rho*q/(rho*q+1-q); for rho = 1 it is q. The ratio of
+	// "no worse" to "Margin times worse": per treated failure
+	// log(q/theta_m) = log(d_m) - log(m), per control failure
+	// log((1-q)/(1-theta_m)) = log(d_m), with d_m = m*q + 1 - q.
+	d := math.Log1p((p.Margin - 1) * q)
+	*logLR += float64(x+y)*d - float64(x)*math.Log(p.Margin)
+}
+
+// UpdateJudged adds a batch of the health test to the promotion evidence:
+// "unhealthy with probability P0" against "with Margin*P0".
+func (p Promotion) UpdateJudged(logLR *float64, j Judged) {
+	n, x := max(j.N, 0), min(max(j.Bad, 0), max(j.N, 0))
+	if n == 0 || !(j.P0 > 0 && j.P0 < 1) {
+		return
+	}
+	p0 := min(max(j.P0, minShare), maxShare)
+	p1 := min(p.Margin*p0, maxShare)
+	*logLR += -float64(x)*math.Log(p1/p0) + float64(n-x)*(math.Log1p(-p0)-math.Log1p(-p1))
+}
+
+// Passed reports whether the promotion evidence logLR reached 1/Beta
+// (never when the test is Off).
+func (p Promotion) Passed(logLR float64) bool { return !p.Off && logLR >= -math.Log(p.Beta) }

@@ -231,7 +231,7 @@ func TestJSON(t *testing.T) {
 		keys []string
 		out  func() any // a pointer to a fresh zero value
 	}{
-		{"state", s, []string{"log_lr", "treated_failures", "control_failures"}, func() any { return new(gate.State) }},
+		{"state", s, []string{"log_lr", "treated_failures", "control_failures", "expected"}, func() any { return new(gate.State) }},
 		{"params", p, []string{"alpha", "ratios"}, func() any { return new(gate.Params) }},
 		{"result", p.Evaluate(s), []string{"statistic", "threshold", "reject"}, func() any { return new(gate.Result) }},
 	}
@@ -254,7 +254,7 @@ func TestJSON(t *testing.T) {
 		var restored gate.State
 		require.NoError(t, json.Unmarshal(data, &restored))
 		next := gate.Batch{TreatedFailures: 1, ControlFailures: 1, TreatedAtRisk: 5000, ControlAtRisk: 40000}
-		live := gate.State{LogLR: slices.Clone(s.LogLR), Treated: s.Treated, Control: s.Control}
+		live := gate.State{LogLR: slices.Clone(s.LogLR), Treated: s.Treated, Control: s.Control, Expected: s.Expected}
 		p.Update(&live, next)
 		p.Update(&restored, next)
 		require.Equal(t, live, restored)

@@ -72,6 +72,17 @@ type rates struct {
 	MaxLoaded int `json:"max_loaded"`
 	// MedianHaltAfterReport over the halted runs.
 	MedianHaltAfterReport time.Duration `json:"median_halt_after_report"`
+	// Below1 and Below10: runs that halted before 1% (10%) of the fleet
+	// had loaded the version.
+	Below1  int `json:"below_1pct"`
+	Below10 int `json:"below_10pct"`
+	// Loaded50 and Loaded99 are the median and 99th percentile of the
+	// hosts a run exposed.
+	Loaded50 int `json:"loaded_p50"`
+	Loaded99 int `json:"loaded_p99"`
+	// Reach99 are the median, 95th percentile and slowest of when the
+	// runs that reached 99% of the fleet did (healthy content); -1: none did.
+	Reach99 [3]time.Duration `json:"reach_99"`
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -265,18 +276,35 @@ func parallel(n int, f func(i int) error) error {
 }
 
 func summarize(scenario fleetsim.Scenario, rs []*fleetsim.Result) rates {
-	r := rates{Scenario: scenario, Runs: len(rs)}
-	var after []time.Duration
+	r := rates{Scenario: scenario, Runs: len(rs), Reach99: [3]time.Duration{-1, -1, -1}}
+	var after, reach []time.Duration
+	var loaded []int
 	for _, x := range rs {
 		if x.Halted {
 			r.Halted++
 			after = append(after, x.HaltAfterReport)
+			if x.Loaded*100 < x.Hosts {
+				r.Below1++
+			}
+			if x.Loaded*10 < x.Hosts {
+				r.Below10++
+			}
 		}
+		if x.Reach99 >= 0 {
+			reach = append(reach, x.Reach99)
+		}
+		loaded = append(loaded, x.Loaded)
 		r.MaxLoaded = max(r.MaxLoaded, x.Loaded)
 	}
 	if len(after) > 0 {
 		slices.Sort(after)
 		r.MedianHaltAfterReport = after[len(after)/2]
+	}
+	slices.Sort(loaded)
+	r.Loaded50, r.Loaded99 = loaded[len(loaded)/2], loaded[min(len(loaded)-1, len(loaded)*99/100)]
+	if len(reach) > 0 {
+		slices.Sort(reach)
+		r.Reach99 = [3]time.Duration{reach[len(reach)/2], reach[min(len(reach)-1, len(reach)*95/100)], reach[len(reach)-1]}
 	}
 	return r
 }
@@ -313,17 +341,20 @@ func table(w io.Writer, p fleetsim.Params, rows []row, rs []rates, elapsed time.
 			dur(r.HaltAfter), dur(r.HaltAfterReport), dur(r.Reach99))
 	}
 	if len(rs) > 0 {
-		fmt.Fprintf(w, "\nringfence over %d seeds:\n", rs[0].Runs)
+		fmt.Fprintf(w, "\nringfence over %d seeds (exposed: hosts that loaded the version; 99%% at: when healthy content reached 99%% of the fleet):\n", rs[0].Runs)
+		fmt.Fprintf(w, "  %-15s %10s %10s %10s %12s %12s %12s %20s %22s\n", "scenario", "halted", "before 1%", "before 10%", "exposed p50", "exposed p99", "exposed max", "halt after report p50", "99% at p50/p95/max")
 		for _, r := range rs {
-			what := "detected"
-			if r.Scenario == fleetsim.Healthy {
-				what = "halted (false halts)"
+			pct := func(n int) string { return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(r.Runs)) }
+			reach := "-"
+			if r.Reach99[0] >= 0 {
+				reach = dur(r.Reach99[0]) + "/" + dur(r.Reach99[1]) + "/" + dur(r.Reach99[2])
 			}
-			fmt.Fprintf(w, "  %-15s %s in %d of %d runs (%.1f%%); most hosts loaded in a run %s", r.Scenario, what, r.Halted, r.Runs, 100*float64(r.Halted)/float64(r.Runs), num(r.MaxLoaded))
-			if r.Halted > 0 && r.Scenario != fleetsim.Healthy {
-				fmt.Fprintf(w, "; median halt %s after the first report", dur(r.MedianHaltAfterReport))
+			after := "-"
+			if r.Halted > 0 {
+				after = dur(r.MedianHaltAfterReport)
 			}
-			fmt.Fprintln(w)
+			fmt.Fprintf(w, "  %-15s %10s %10s %10s %12s %12s %12s %20s %22s\n", r.Scenario, pct(r.Halted), pct(r.Below1), pct(r.Below10),
+				num(r.Loaded50), num(r.Loaded99), num(r.MaxLoaded), after, reach)
 		}
 	}
 	fmt.Fprintf(w, "\n%d runs in %v wall time\n", 2*len(rows)+func() int {

@@ -40,12 +40,19 @@ func TestTableAndChart(t *testing.T) {
 	require.Equal(t, "0", crashAll[4], "with the guard, none is down at the end")
 	require.Equal(t, crashAll[2], crashAll[5], "without it, every one is")
 	require.Equal(t, []string{"-", "-", "-"}, crashAll[6:], "nothing halts it, nothing reaches 99%")
-	require.Contains(t, out, "ringfence over 3 seeds:")
-	require.Contains(t, out, "healthy         halted (false halts) in 0 of 3 runs")
+	require.Contains(t, out, "ringfence over 3 seeds")
+	var healthy []string
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "healthy" && strings.HasSuffix(f[1], "%") {
+			healthy = f
+		}
+	}
+	require.Len(t, healthy, 9, "the healthy row of the seeds' summary")
+	require.Equal(t, []string{"0.0%", "0.0%", "0.0%"}, healthy[1:4], "no false halts")
 	b, err := os.ReadFile(svg)
 	require.NoError(t, err)
 	require.True(t, bytes.HasPrefix(b, []byte("<svg")))
-	require.Equal(t, 12, bytes.Count(b, []byte("<polyline")), "four scenarios, three policies")
+	require.Equal(t, 24, bytes.Count(b, []byte("<polyline")), "eight scenarios, three policies")
 }
 
 func number(t *testing.T, s string) int {
@@ -79,7 +86,7 @@ func TestJSON(t *testing.T) {
 func TestBadFlags(t *testing.T) {
 	_, errOut, code := runCLI("--scenarios", "meteor")
 	require.Equal(t, 2, code)
-	require.Contains(t, errOut, `--scenarios: fleetsim: scenario "meteor"; want one of crash-all, crash-1pct, background-10x, healthy`)
+	require.Contains(t, errOut, `--scenarios: fleetsim: scenario "meteor"; want one of crash-all, crash-1pct, background-10x, background-3x, cpu-2x, silent-sensor, memory-leak, healthy`)
 	_, errOut, code = runCLI("--policies", "ringfence,yolo")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, `--policies: fleetsim: policy "yolo"; want one of all-at-once, waves, ringfence`)
