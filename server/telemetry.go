@@ -145,7 +145,7 @@ func (s *Server) apply(b *wire.Batch) (wire.Admission, string, controller.Ingest
 		}
 	}
 	versions, _ := b.Channels() // VerifyBatch checked them
-	rep := controller.Report{HostID: b.HostID, Versions: versions, Sensor: b.Sensor, Manifest: b.Manifest, Events: make([]controller.Event, len(b.Events))}
+	rep := controller.Report{HostID: b.HostID, Versions: versions, Sensor: b.Sensor, Manifest: b.Manifest, Health: b.Health, Events: make([]controller.Event, len(b.Events))}
 	for i, e := range b.Events {
 		rep.Events[i] = controller.Event{Seq: e.Seq, Kind: e.Kind, Channel: e.Channel, Version: e.Version, Reason: e.Reason}
 	}
