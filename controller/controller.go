@@ -542,7 +542,7 @@ func (c *Controller) Ingest(rep Report, now time.Time) (Ingested, error) {
 		h.vers = versionsKey(rep.Versions)
 	}
 	if hh := healthOf(rep.Health, now); hh != nil {
-		h.health = hh
+		h.health = *hh
 	}
 
 	for _, ch := range slices.Sorted(maps.Keys(c.rollouts)) {
@@ -708,6 +708,10 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 	cnt.TreatedJudged, cnt.TreatedUnhealthy = r.Counts.TreatedJudged, r.Counts.TreatedUnhealthy
 	lims := r.HealthLimits
 	var hist histogram
+	// The limits are drawn from at most about histSample controls: a
+	// quantile of a hundred thousand is as good as of ten million, and
+	// the walk stays cheap; P0 counts every control against them.
+	stride := max(1, len(c.recs)/histSample)
 	var judge []*hostRec // treated hosts due for judgement: after the walk, once P0 is known
 	limit := 0
 	if r.Stage < len(r.Stages) {
@@ -718,6 +722,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 	// Silence, which is lastSeen not before now-Silence (and a comparison
 	// costs less than a subtraction, a million times).
 	heard := now.Add(-r.Silence)
+	heardNano := heard.UnixNano()
 	vs := versionOf{channel: r.Channel}
 	for i := range c.recs {
 		h := &c.recs[i]
@@ -763,7 +768,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			}
 			if tr.Failed.IsZero() {
 				cnt.TreatedAtRisk++
-				if lims != nil && tr.Judged.IsZero() && h.health != nil && running == r.To && !h.health.at.Before(tr.Installed.Add(r.HealthWindow)) {
+				if lims != nil && tr.Judged.IsZero() && h.health.at != 0 && running == r.To && h.health.at >= tr.Installed.Add(r.HealthWindow).UnixNano() {
 					judge = append(judge, h)
 				}
 			}
@@ -782,10 +787,12 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			} else if tr == nil || tr.ControlFailed.IsZero() {
 				cnt.ControlAtRisk++
 			}
-			if alive && h.health != nil && !h.health.at.Before(heard) {
-				hist.add(h.health)
+			if alive && h.health.at != 0 && h.health.at >= heardNano {
+				if i%stride == 0 {
+					hist.add(&h.health)
+				}
 				cnt.ControlSampled++
-				if lims != nil && lims.unhealthy(h.health) >= 0 {
+				if lims != nil && lims.unhealthy(&h.health) >= 0 {
 					cnt.ControlUnhealthy++
 				}
 			}
@@ -816,7 +823,7 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			tr := h.peek(r.Channel, r.To)
 			tr.Judged = now
 			cnt.TreatedJudged++
-			if i := lims.unhealthy(h.health); i >= 0 {
+			if i := lims.unhealthy(&h.health); i >= 0 {
 				tr.Unhealthy = metricNames[i]
 				cnt.TreatedUnhealthy++
 			}

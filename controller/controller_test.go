@@ -362,15 +362,19 @@ func BenchmarkEvaluate1M(b *testing.B) {
 		b.Fatal(err)
 	}
 	r, _ := c.Rollout(291)
+	// Every host reports, with a health sample, so the walk does the
+	// health test's work too (limits from the controls, judgements).
 	for i, h := range hosts {
+		sample := &wire.Health{Seconds: 60, CPU: 0.01 * float64(1+i%17), RSS: 100 << 20, Events: uint64(6000 + i%1000), LatencyMicros: 40}
 		if rollout.Bucket(h.ID) < rollout.Buckets/10 { // the 10% stage
-			_, _ = c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1002},
+			_, _ = c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1002}, Health: sample,
 				Events: []controller.Event{{Seq: 1, Kind: wire.EventHealthy, Channel: 291, Version: 1002}}}, now)
-		} else if i%1000 == 0 {
-			_, _ = c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1001},
+		} else {
+			_, _ = c.Ingest(controller.Report{HostID: h.ID, Versions: map[uint32]uint32{291: 1001}, Health: sample,
 				Events: []controller.Event{{Seq: 1, Kind: wire.EventHeartbeat, Channel: 291, Version: 1001}}}, now)
 		}
 	}
+	c.Evaluate(now) // the first draws the health limits
 	c.TakeChanges()
 	hosts = nil  // the controller's own references are what counts
 	runtime.GC() // the set-up's garbage is not the evaluation's cost

@@ -31,9 +31,8 @@ type hostRec struct {
 	prof   unique.Handle[profile]
 	sensor unique.Handle[sensorInfo]
 	bucket int32
-	// health is the host's last health sample; nil when it sent none.
-	// A sample is never changed in place: a new one replaces it.
-	health *hostHealth
+	// health is the host's last health sample (at 0: it sent none).
+	health hostHealth
 }
 
 // profile is the server's record of a host that many hosts share: its
