@@ -34,17 +34,22 @@ prints a table (--json for JSON, --svg FILE for a chart of exposed hosts over
 time). Each pair runs twice: with the host-side boot guard (the numbers in
 the table) and without it (the "down, no guard" column: hosts crash-looping
 at the end, each needing hands). The ringfence policy is the real rollout
-controller and gate, on the default plan (canary group, 0.1%, 1%, 10%, 50%,
-100%; --emergency bakes a sixth as long).
+controller and gate, on the default plan (canary group with its first wave,
+0.1%, 0.8%, 8%, 50%, 100%; --emergency bakes a sixth as long).
 
 Scenarios: crash-all (content crashes every host on load: 2024), crash-1pct
-(it crashes 1% of hosts on load), background-10x (hosts on it crash ten
-times as often), healthy. Policies: all-at-once, waves (Bottlerocket's
+(it crashes 1% of hosts on load), background-10x and background-3x (hosts
+on it crash ten and three times as often), cpu-2x (the agent burns twice
+its CPU; nothing crashes), silent-sensor (the agent runs and reports but
+processes no events), memory-leak (the agent grows by its usual size every
+hour), healthy. Policies: all-at-once, waves (Bottlerocket's
 schedule: 1h 1%, 4h 5%, 1d 15%, 2d 40%, 4d 60%, 5d 90%, 6d 100%; no health
 gate), ringfence.
 
---reps R repeats the ringfence runs with R seeds: the false-halt rate of the
-healthy update and the detection rate of each bad one.
+--reps R repeats the ringfence runs with R seeds: for each scenario, the
+runs halted, halted before 1% and before 10% of the fleet had the version,
+the hosts exposed (median, 99th percentile, most), and for healthy content
+when it reached 99% of the fleet (median, 95th percentile, slowest).
 
 --channels 1,2,3,5 prints another table instead: for each K, K channels
 that the same hosts follow, each a healthy update under its own ringfence
@@ -52,8 +57,10 @@ rollout, all started at once; when every channel had reached 99% of the
 fleet (and the mean over the channels), with one trial at a time per host
 (a version that arrives during another channel's trial waits for it to end
 and starts at the host's next check-in) and with overlapping trials, each
-as a ratio to one channel. It runs at 1,000,000 hosts unless --hosts says
-otherwise.`
+as a ratio to one channel. Channels run on fixed bakes (no promotion by the
+evidence, no waiting for it), so that what one trial at a time costs is
+not lost in each channel's own draws of failures. It runs at 1,000,000
+hosts unless --hosts says otherwise.`
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
