@@ -108,6 +108,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	background := fs.Float64("background-rate", d.BackgroundRate, "sensor crashes per host-hour on any version")
 	asJSON := fs.Bool("json", false, "print JSON instead of the table")
 	svg := fs.String("svg", "", "write a chart of exposed hosts over time (SVG) to this file")
+	repsHosts := fs.Int("reps-hosts", 0, "hosts in the fleet of the --reps runs (default: --hosts)")
+	goals := fs.Bool("goals", false, "also run healthy content on the emergency schedule and print each goal of docs/fleetsim.md with what was measured (make sim)")
 	channels := fs.String("channels", "", "instead of the scenarios, measure one trial at a time per host: K channels rolled out at once, for each K in this comma-separated list (e.g. 1,2,3,5)")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
@@ -122,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		base.Duration, base.Seed, base.Emergency, base.Canaries = *duration, *seed, *emergency, *canaries
 		base.CheckIn, base.Offline, base.BackgroundRate = *checkIn, *offline, *background
-		for _, name := range []string{"scenarios", "policies", "reps", "svg"} {
+		for _, name := range []string{"scenarios", "policies", "reps", "reps-hosts", "goals", "svg"} {
 			if set[name] {
 				fmt.Fprintf(stderr, "ringfence-sim: --%s does not go with --channels (every channel is a healthy update under the ringfence policy)\n", name)
 				return cli.ExitUsage
@@ -182,6 +184,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			for i := range *reps {
 				p := base
 				p.Scenario, p.Policy, p.Guard, p.Seed = s, fleetsim.Ringfence, true, base.Seed+1000+uint64(i)
+				if *repsHosts > 0 {
+					p.Hosts = *repsHosts
+				}
 				rjobs = append(rjobs, p)
 			}
 		}
@@ -192,6 +197,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		for i, s := range scs {
 			rs = append(rs, summarize(s, rr[i**reps:(i+1)**reps]))
+		}
+	}
+	var emergencyRun *fleetsim.Result
+	if *goals {
+		p := base
+		p.Scenario, p.Policy, p.Guard, p.Emergency = fleetsim.Healthy, fleetsim.Ringfence, true, true
+		if emergencyRun, err = fleetsim.Run(p); err != nil {
+			fmt.Fprintln(stderr, "ringfence-sim:", err)
+			return cli.ExitUsage
 		}
 	}
 	elapsed := time.Since(start)
@@ -217,6 +231,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitOK
 	}
 	table(stdout, base, rows, rs, elapsed)
+	if *goals {
+		repHosts := base.Hosts
+		if *repsHosts > 0 {
+			repHosts = *repsHosts
+		}
+		printGoals(stdout, checkGoals(base, rows, rs, repHosts, emergencyRun))
+	}
 	return cli.ExitOK
 }
 

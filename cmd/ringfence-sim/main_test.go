@@ -142,3 +142,17 @@ func TestChannels(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "--reps does not go with --channels")
 }
+
+// TestGoals: --goals prints every goal with what was measured; on a small
+// fleet the 2024 case's goals are met and the healthy rollout's time is
+// measured (whether it meets 4 h depends on the fleet's size).
+func TestGoals(t *testing.T) {
+	out, errOut, code := runCLI("--goals", "--hosts", "30000", "--canaries", "50", "--duration", "24h", "--policies", "ringfence", "--scenarios", "crash-all,healthy,cpu-2x", "--reps", "2", "--reps-hosts", "20000")
+	require.Equal(t, 0, code, errOut)
+	_, goals, ok := strings.Cut(out, "\ngoals:\n")
+	require.True(t, ok, out)
+	require.Contains(t, goals, "MET     the 2024 case exposes at most 100 of 30,000 hosts")
+	require.Regexp(t, `CPU doubling halted before 1%, over seeds at 20,000 hosts +>= 99% of seeds +[0-9] of 2 `, goals)
+	require.Contains(t, goals, "not run a 10x background crash rise", "a scenario not run is said so, not counted as met")
+	require.Regexp(t, `healthy content reaches 99% of 30,000 hosts, emergency schedule +<= 1\.0h +[0-9.]+h`, goals)
+}
