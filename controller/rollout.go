@@ -233,6 +233,9 @@ func (s Spec) withDefaults(canaryHosts, canaryTags []string) (Spec, error) {
 	if err := s.Promote.Check(); err != nil {
 		return s, err
 	}
+	if err := slo.Validate(s.SLO); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/gate"
 	"github.com/ringfence/ringfence/internal/boundedio"
+	"github.com/ringfence/ringfence/slo"
 	"github.com/ringfence/ringfence/tufrepo"
 )
 
@@ -70,6 +71,9 @@ type View struct {
 	// why; the server retries): hosts still follow the last signed plan.
 	PlanSigned bool   `json:"plan_signed"`
 	SignError  string `json:"sign_error,omitempty"`
+	// SLO are the rollout's SLO checks and what their last evaluation
+	// found (slo.go).
+	SLO []SLOView `json:"slo,omitempty"`
 }
 
 // StageView is one stage as shown.
@@ -143,6 +147,7 @@ func (s *Server) view(r *controller.Rollout) View {
 		}
 	}
 	slices.Sort(v.Excludes)
+	v.SLO = s.sloViews(r)
 	v.Decisions = make([]controller.Decision, 0, len(r.Decisions))
 	for i := len(r.Decisions) - 1; i >= 0; i-- {
 		v.Decisions = append(v.Decisions, r.Decisions[i])
@@ -224,6 +229,9 @@ type StartRequest struct {
 	Alpha        float64        `json:"alpha,omitempty"`
 	// ManualRollback keeps a halted rollout halted rather than rolling back.
 	ManualRollback bool `json:"manual_rollback,omitempty"`
+	// SLO are external checks the leader runs against its --prometheus at
+	// each evaluation; a breach halts the rollout (docs/slo.md).
+	SLO []SLORequest `json:"slo,omitempty"`
 }
 
 // StageRequest is one stage of a StartRequest; Bake is a duration such as
@@ -263,6 +271,13 @@ func (q StartRequest) Spec() (controller.Spec, error) {
 	if q.Alpha != 0 {
 		spec.Gate = gate.Default()
 		spec.Gate.Alpha = q.Alpha
+	}
+	for i, c := range q.SLO {
+		check, err := c.check(i + 1)
+		if err != nil {
+			return spec, err
+		}
+		spec.SLO = append(spec.SLO, check)
 	}
 	return spec, nil
 }
@@ -308,13 +323,17 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	answerDecision(w, d, v, err)
 }
 
-// Start begins a rollout; the version must be published content.
+// Start begins a rollout; the version must be published content, and its
+// SLO checks, if it has any, must be able to run (checkSLO).
 func (s *Server) Start(spec controller.Spec, who, why string) (controller.Decision, View, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.opts.ReadOnly {
 		return controller.Decision{}, View{}, ErrReadOnly
 	}
+	if err := s.checkSLO(spec); err != nil { // queries Prometheus: before the lock
+		return controller.Decision{}, View{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if who == "" {
 		who = "operator"
 	}
@@ -351,7 +370,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, controller.ErrState), errors.Is(err, admission.ErrState):
 		return http.StatusConflict
-	case errors.Is(err, errBadRequest):
+	case errors.Is(err, errBadRequest), errors.Is(err, slo.ErrInvalid):
 		return http.StatusBadRequest
 	case strings.HasPrefix(err.Error(), "controller:") || strings.HasPrefix(err.Error(), "gate:") || strings.HasPrefix(err.Error(), "admission:"):
 		return http.StatusBadRequest

@@ -55,6 +55,8 @@ type metrics struct {
 	events        *prometheus.CounterVec // type, version
 	refused       *prometheus.CounterVec // reason
 	decisions     *prometheus.CounterVec // kind
+	sloFailures   prometheus.Counter
+	sloBreaches   prometheus.Counter
 
 	mu     sync.Mutex
 	series map[[2]string]bool // events' label pairs so far, at most maxSeries (and "other")
@@ -82,9 +84,11 @@ func newMetrics() *metrics {
 		storeFailures: counter("ringfence_store_commit_failures_total", "Changes that could not be committed (nothing of them took effect; retried)."),
 		signFailures:  counter("ringfence_plan_sign_failures_total", "Attempts to sign a committed plan that failed (retried until one succeeds)."),
 		decisions:     vec("ringfence_gate_decisions_total", "Rollout decisions, by kind.", "kind"),
+		sloFailures:   counter("ringfence_slo_query_failures_total", "SLO queries that failed (Prometheus unreachable or refusing, a timeout, not one number); each counts as no data."),
+		sloBreaches:   counter("ringfence_slo_breaches_total", "SLO checks breached, each halting its rollout."),
 		series:        map[[2]string]bool{},
 	}
-	m.reg.MustRegister(m.checkins, m.batches, m.queued, m.leader, m.stale, m.events, m.refused, m.storeFailures, m.signFailures, m.decisions,
+	m.reg.MustRegister(m.checkins, m.batches, m.queued, m.leader, m.stale, m.events, m.refused, m.storeFailures, m.signFailures, m.decisions, m.sloFailures, m.sloBreaches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The refusal reasons and decision kinds are few and known: each is
 	// exposed at 0 from the start, so that increase() and rate() see the

@@ -48,6 +48,8 @@ var wantFamilies = map[string]struct {
 	"ringfence_rollout_stage":                {dto.MetricType_GAUGE, "Current stage index of each channel's rollout.", []string{"channel", "state"}},
 	"ringfence_gate_statistic":               {dto.MetricType_GAUGE, "The gate's log10 likelihood ratio; it halts at ringfence_gate_threshold.", []string{"channel"}},
 	"ringfence_gate_threshold":               {dto.MetricType_GAUGE, "log10(1/alpha).", []string{"channel"}},
+	"ringfence_slo_query_failures_total":     {dto.MetricType_COUNTER, "SLO queries that failed (Prometheus unreachable or refusing, a timeout, not one number); each counts as no data.", nil},
+	"ringfence_slo_breaches_total":           {dto.MetricType_COUNTER, "SLO checks breached, each halting its rollout.", nil},
 }
 
 // scrape fetches /metrics in the text format and parses it.

@@ -196,6 +196,10 @@ func (s *Server) takeOver(ctx context.Context) error {
 	for _, r := range s.ctl.Rollouts() {
 		s.sign(r.Channel)
 	}
+	if s.slo != nil {
+		s.slo.Reset() // it did not watch while another led: the graces start again
+	}
+	s.warnUnwatched()
 	return nil
 }
 

@@ -50,6 +50,7 @@ import (
 	"github.com/ringfence/ringfence/internal/boundedio"
 	"github.com/ringfence/ringfence/internal/clock"
 	"github.com/ringfence/ringfence/rollout"
+	"github.com/ringfence/ringfence/slo"
 	"github.com/ringfence/ringfence/tufrepo"
 )
 
@@ -117,6 +118,10 @@ type Options struct {
 	// running server): no repository or keys needed, nothing is signed,
 	// and Start and Act refuse.
 	ReadOnly bool
+	// Prometheus is the URL of the Prometheus server whose HTTP API
+	// answers the rollouts' SLO checks (slo.go, docs/slo.md); "": none,
+	// and a rollout with checks is refused at its start.
+	Prometheus string
 }
 
 // Server is a running ringfence-server.
@@ -150,6 +155,12 @@ type Server struct {
 	limits  *limiter
 	metrics *metrics
 	mux     *http.ServeMux
+
+	// prom and slo run the rollouts' SLO checks (slo.go); nil without
+	// Options.Prometheus. slo keeps its own lock: its queries run without
+	// s.mu.
+	prom *slo.Client
+	slo  *slo.Evaluator
 }
 
 // New opens the repository, the keys and the state, loads every rollout
@@ -207,6 +218,14 @@ func New(opts Options) (*Server, error) {
 	if err := checkStateDir(opts.State); err != nil {
 		return nil, err
 	}
+	var prom *slo.Client
+	if opts.Prometheus != "" && !opts.ReadOnly {
+		c, err := slo.NewClient(opts.Prometheus, nil)
+		if err != nil {
+			return nil, fmt.Errorf("server: --prometheus: %w", err)
+		}
+		prom = c
+	}
 	// Looking creates nothing: a mistyped state directory is an error, not
 	// a new empty fleet.
 	var token string
@@ -246,7 +265,10 @@ func New(opts Options) (*Server, error) {
 		unsigned: map[uint32]unsigned{},
 		static:   newStaticRepo(opts.Repo),
 		limits:   newLimiter(opts.BatchesPerHost, opts.BatchBurst),
-		metrics:  newMetrics()}
+		metrics:  newMetrics(), prom: prom}
+	if prom != nil {
+		s.slo = slo.NewEvaluator(prom, opts.Clock)
+	}
 	if !opts.ReadOnly && opts.Replication == nil {
 		// Plans that lag their rollout (on a replica: once it leads,
 		// takeOver) (a crash after a commit, a signature
@@ -255,6 +277,7 @@ func New(opts Options) (*Server, error) {
 		for _, r := range ctl.Rollouts() {
 			s.sign(r.Channel)
 		}
+		s.warnUnwatched()
 		s.mu.Unlock()
 	}
 	if opts.Replication == nil && !opts.ReadOnly {
@@ -339,9 +362,13 @@ func (s *Server) tick(lastRefresh *time.Time) {
 // ErrReadOnly is returned by actions on a server opened ReadOnly.
 var ErrReadOnly = errors.New("server: the state was opened read-only; give --repo and --keys to act on it")
 
-// Evaluate runs the gates once and commits their decisions; then it signs
-// the plans still waiting to be signed and prunes keys pending too long.
+// Evaluate runs the gates once, with the rollouts' SLO checks (their
+// queries first, without the lock: slo.go), and commits their decisions in
+// one change: a breached check halts its rollout as the gate does. Then it
+// signs the plans still waiting to be signed and prunes keys pending too
+// long.
 func (s *Server) Evaluate() ([]controller.Decision, error) {
+	checked := s.evaluateSLO()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.opts.ReadOnly {
@@ -350,10 +377,18 @@ func (s *Server) Evaluate() ([]controller.Decision, error) {
 	if !s.leads() {
 		return nil, ErrNotLeader
 	}
+	breaches := 0
 	ds, err := s.change(func() ([]controller.Decision, error) {
-		s.reg.Prune(s.clock.Now())
-		return s.ctl.Evaluate(s.clock.Now()), nil
+		now := s.clock.Now()
+		s.reg.Prune(now)
+		ds := s.ctl.Evaluate(now)
+		halts, n := s.haltOnBreach(checked, now)
+		breaches = n
+		return append(ds, halts...), nil
 	})
+	if err == nil {
+		s.metrics.sloBreaches.Add(float64(breaches))
+	}
 	s.retrySigning()
 	return ds, err
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +36,17 @@ as long with the same gates. --stages FILE replaces the plan, a JSON list:
 Stages are nested; the last must be 100%. A stage advances when its bake time
 has passed and min_hosts of its hosts (all of them, if it has fewer) reported
 healthy.
+
+--slo FILE adds SLO checks, a JSON list (at most 16): PromQL instant queries
+that return one number, with a max, a min or both, and a grace, which the
+server (started with --prometheus) runs at each evaluation:
+
+  [{"name": "error-rate", "max": 0.02, "grace": "5m",
+    "query": "sum(rate(http_errors_total[5m])) / sum(rate(http_requests_total[5m]))"}]
+
+A value beyond a bound, or no data for longer than the grace, halts the
+rollout and rolls it back (unless --manual-rollback), as the gate does
+(docs/slo.md).
 
 The server signs the plan for the first stage at once; the gate moves it on.`
 
@@ -92,6 +105,7 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 	silence := fs.String("silence", "", "how long a control host may go unheard before it counts as failed (default 30m)")
 	alpha := fs.Float64("alpha", 0, "the gate's false-halt bound over the rollout (default 0.001)")
 	manual := fs.Bool("manual-rollback", false, "on a gate halt, stay halted instead of rolling back by itself")
+	sloFile := fs.String("slo", "", "JSON file with SLO checks (PromQL queries with bounds; the server needs --prometheus)")
 	who := fs.String("who", whoAmI(), "who starts it (recorded)")
 	why := fs.String("why", "", "why (recorded)")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
@@ -105,14 +119,13 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 		From: uint32(*from), Schedule: *schedule, CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags),
 		HealthWindow: *health, Grace: *grace, Silence: *silence, Alpha: *alpha, ManualRollback: *manual}
 	if *stagesFile != "" {
-		b, err := boundedio.ReadFile(*stagesFile, maxStagesFile)
-		if err != nil {
-			return fail(stderr, "rollout start", fmt.Errorf("--stages: %w", err))
+		if err := readJSONFile("--stages", *stagesFile, &q.Stages); err != nil {
+			return fail(stderr, "rollout start", err)
 		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&q.Stages); err != nil {
-			return fail(stderr, "rollout start", fmt.Errorf("%s: %w", *stagesFile, err))
+	}
+	if *sloFile != "" {
+		if err := readJSONFile("--slo", *sloFile, &q.SLO); err != nil {
+			return fail(stderr, "rollout start", err)
 		}
 	}
 	t, ok := where(stderr, "rollout start")
@@ -124,9 +137,24 @@ func rolloutStart(args []string, stdout, stderr io.Writer) int {
 	return decided(stdout, stderr, "rollout start", d, v, err)
 }
 
-// maxStagesFile bounds the --stages file: the stages travel in the start
-// request, whose body the server takes up to 64 KiB of.
+// maxStagesFile bounds the --stages and --slo files: they travel in the
+// start request, whose body the server takes up to 64 KiB of.
 const maxStagesFile = 64 << 10
+
+// readJSONFile reads the JSON file of a flag into v, strictly (a field
+// the request does not know is an error, not silently dropped).
+func readJSONFile(flag, path string, v any) error {
+	b, err := boundedio.ReadFile(path, maxStagesFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	return nil
+}
 
 func rolloutAction(action controller.Kind, args []string, stdout, stderr io.Writer) int {
 	cmd := "rollout " + action.String()
@@ -233,6 +261,13 @@ func printView(w io.Writer, v server.View, decisions int) {
 	g := v.Gate
 	fmt.Fprintf(w, "  gate:     statistic %.2f, threshold %.2f (alpha %g); treated %d (%d failed), control %d (%d failed)\n",
 		g.Statistic, g.Threshold, g.Alpha, g.Treated, g.TreatedFailures, g.Control, g.ControlFailures)
+	for i, c := range v.SLO {
+		label := "  slo:      "
+		if i > 0 {
+			label = "            "
+		}
+		fmt.Fprintf(w, "%s%s\n", label, sloText(c))
+	}
 	if len(v.Deny) > 0 {
 		fmt.Fprintf(w, "  denied:   %v\n", v.Deny)
 	}
@@ -268,6 +303,67 @@ func sensorsText(v server.View) string {
 		out += fmt.Sprintf("; %s excluded from the rollout", plural(excluded, "host"))
 	}
 	return out
+}
+
+// sloText is an SLO check for a terminal: its name, bounds and grace, and
+// what its last evaluation found: "error-rate (max 0.02, grace 5m0s) at
+// 10:02:11: 0.0031".
+func sloText(c server.SLOView) string {
+	var bounds []string
+	if c.Min != nil {
+		bounds = append(bounds, "min "+number(*c.Min))
+	}
+	if c.Max != nil {
+		bounds = append(bounds, "max "+number(*c.Max))
+	}
+	if c.Grace != "" {
+		bounds = append(bounds, "grace "+c.Grace)
+	}
+	s := fmt.Sprintf("%s (%s)", c.Name, strings.Join(bounds, ", "))
+	l := c.Last
+	switch {
+	case l == nil && c.Unwatched != "":
+		return s + ": NOT EVALUATED: " + c.Unwatched
+	case l == nil:
+		return s + ": not evaluated yet"
+	}
+	s += " at " + l.At.Local().Format(time.TimeOnly) + ": "
+	switch {
+	case l.Breach != "":
+		return s + "BREACHED: " + strings.TrimPrefix(l.Breach, "SLO check "+c.Name+" breached: ")
+	case l.NoData:
+		s += "no data"
+		if !l.LastData.IsZero() {
+			s += fmt.Sprintf(" since %s (last value %s)", l.LastData.Local().Format(time.TimeOnly), value(*l.Value))
+		}
+		if l.Error != "" {
+			s += "; the query failed: " + l.Error
+		}
+		return s
+	}
+	return s + value(*l.Value)
+}
+
+// value is a check's value for a terminal: 6 significant digits, enough
+// to compare it with its bounds at a glance (the decision that halts a
+// rollout records it in full).
+func value(x float64) string {
+	if math.Abs(x) == math.MaxFloat64 {
+		return number(x)
+	}
+	return strconv.FormatFloat(x, 'g', 6, 64)
+}
+
+// number formats a check's value or bound; JSON's stand-ins for the
+// infinities (the largest float64) are shown as such.
+func number(x float64) string {
+	switch {
+	case x == math.MaxFloat64:
+		return "+Inf"
+	case x == -math.MaxFloat64:
+		return "-Inf"
+	}
+	return strconv.FormatFloat(x, 'g', -1, 64)
 }
 
 func plural(n int, noun string) string {

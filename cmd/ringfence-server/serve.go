@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,6 +65,11 @@ token ('tokens create') or an operator ('hosts accept'). Other keys wait as
 pending (at most --max-pending, forgotten after --pending-ttl) and count for
 nothing (docs/server.md, "Admitting hosts").
 
+With --prometheus URL, a rollout may carry SLO checks ('rollout start --slo'):
+PromQL queries with bounds that the leader runs against that Prometheus at
+each evaluation; a value out of bounds, or no data for longer than a check's
+grace, halts the rollout as the gate does (docs/slo.md).
+
 With --tls-cert and --tls-key it serves HTTPS only; hosts pin its CA with
 ca_file, operator commands with --ca-file. --max-conns and --read-timeout
 keep slow clients from taking every descriptor (docs/server.md, "TLS and
@@ -90,6 +96,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	readTimeout := fs.Duration("read-timeout", 15*time.Second, "time a client gets to send a whole request, body included")
 	advertise := fs.String("advertise", "", "with --db: the URL the other replicas reach this one at (the API is passed to the leader there); default: the listen address's URL")
 	leaseTTL := fs.Duration("lease-ttl", server.DefaultLeaseTTL, "with --db: how long the leader's lease lasts unless renewed (every second); a leader that died is replaced after about this long")
+	prometheus := fs.String("prometheus", "", "the Prometheus server (http://HOST:9090) whose API answers the rollouts' SLO checks; the leader queries it at each evaluation; without it a rollout with SLO checks is refused (docs/slo.md)")
 	if _, code, ok := cli.ParseArgs(fs, args, stdout); !ok {
 		return code
 	}
@@ -133,7 +140,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	opts := server.Options{Repo: *repo, Keys: *keys, State: *state, Log: log, EvalInterval: *eval,
 		CanaryHosts: splitList(*canaryHosts), CanaryTags: splitList(*canaryTags), BatchesPerHost: *rateLimit, MaxHosts: *maxHosts,
-		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty}
+		MaxPending: *maxPending, PendingTTL: *pendingTTL, StartEmpty: *startEmpty, Prometheus: *prometheus}
 	if rep != nil {
 		opts.Replication = rep
 	}
@@ -169,6 +176,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "serving %s on %s\n", *repo, url)
 	fmt.Fprintf(stdout, "dashboard: %s/#token=%s\n", url, srv.Token())
 	fmt.Fprintf(stdout, "hosts: repository %s, telemetry endpoint %s\n", url, url)
+	if *prometheus != "" {
+		log.Info("SLO checks: the leader queries Prometheus at each evaluation", "prometheus", redactURL(*prometheus))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -232,6 +242,15 @@ func openDB(u string, readOnly bool) (*fleetpg.DB, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), dbOpenTimeout)
 	defer cancel()
 	return fleetpg.Open(ctx, u, fleetpg.Options{Timeout: dbLockWait, ReadOnly: readOnly})
+}
+
+// redactURL is a URL for the log, without its password.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }
 
 func splitList(s string) []string {
