@@ -70,8 +70,17 @@ func (r *Rollout) Observe(cnt Counts, now time.Time) {
 	r.point(now)
 }
 
-// promoted reports whether the promotion test passed on every test that
+// Statistics returns each test's statistic (JSON-safe): failures hosts
+// reported, silence, health.
+func (r *Rollout) Statistics() (reported, silence, health float64) {
+	t := r.testGate()
+	return Finite(t.Evaluate(r.GateState).Statistic), Finite(r.SilenceResult.Statistic), Finite(r.HealthResult.Statistic)
+}
+
+// Promoted reports whether the promotion test passed on every test that
 // has evidence to give: the health test only when hosts report health.
+func (r *Rollout) Promoted() bool { return r.promoted() }
+
 func (r *Rollout) promoted() bool {
 	ok := r.Promote.Passed(r.GateState.Promote) && r.Promote.Passed(r.SilenceState.Promote)
 	if r.HealthState.Expected > 0 {

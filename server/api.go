@@ -109,13 +109,28 @@ type GateView struct {
 	Threshold float64 `json:"threshold"`
 	Alpha     float64 `json:"alpha"`
 	controller.Counts
+	// Each test's own statistic (the largest is Statistic): failures
+	// hosts reported, silence, health.
+	Reported float64 `json:"reported_statistic"`
+	Silence  float64 `json:"silence_statistic"`
+	Health   float64 `json:"health_statistic"`
+	// Expected is the treated failures the gate would have seen if the new
+	// version were no worse (what a stage's min_evidence waits for).
+	Expected float64 `json:"expected_failures"`
+	// Promoted: the promotion test passed (stages end before their bake).
+	Promoted     bool                     `json:"promoted"`
+	Promote      gate.Promotion           `json:"promote"`
+	HealthLimits *controller.HealthLimits `json:"health_limits,omitempty"`
 }
 
 // view builds r's view. The caller holds s.mu.
 func (s *Server) view(r *controller.Rollout) View {
+	reported, silence, health := r.Statistics()
 	v := View{Channel: r.Channel, From: r.From, To: r.To, State: r.State, Schedule: r.Schedule, Stage: r.Stage,
 		Started: r.Started, StageStarted: r.StageStarted, Updated: r.Updated, Versions: map[string]int{},
-		Gate:    GateView{Statistic: controller.Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Alpha: r.Gate.Alpha, Counts: r.Counts},
+		Gate: GateView{Statistic: controller.Finite(r.Result.Statistic), Threshold: r.Result.Threshold, Alpha: r.Gate.Alpha, Counts: r.Counts,
+			Reported: reported, Silence: silence, Health: health,
+			Expected: r.GateState.Expected, Promoted: r.Promoted(), Promote: r.Promote, HealthLimits: r.HealthLimits},
 		History: r.History, Deny: r.Deny, Plan: s.ctl.Plan(r.Channel), PlanSigned: true}
 	if u, ok := s.unsigned[r.Channel]; ok {
 		v.PlanSigned, v.SignError = false, u.Error
@@ -227,6 +242,9 @@ type StartRequest struct {
 	Grace        string         `json:"grace,omitempty"`
 	Silence      string         `json:"silence,omitempty"`
 	Alpha        float64        `json:"alpha,omitempty"`
+	// Promote is the promotion test (docs/gate.md); nil: the default
+	// (margin 2, beta 0.05). {"off": true} keeps every stage to its bake.
+	Promote *gate.Promotion `json:"promote,omitempty"`
 	// ManualRollback keeps a halted rollout halted rather than rolling back.
 	ManualRollback bool `json:"manual_rollback,omitempty"`
 	// SLO are external checks the leader runs against its --prometheus at
@@ -243,6 +261,12 @@ type StageRequest struct {
 	Tags     []string `json:"tags,omitempty"`
 	Bake     string   `json:"bake,omitempty"`
 	MinHosts int      `json:"min_hosts"`
+	// Wave exposes the first Wave of a stage's named hosts first
+	// (controller.StageSpec.Wave); MinEvidence and MaxBake hold the stage
+	// past its bake for the evidence, up to MaxBake ("4h").
+	Wave        int     `json:"wave,omitempty"`
+	MinEvidence float64 `json:"min_evidence,omitempty"`
+	MaxBake     string  `json:"max_bake,omitempty"`
 }
 
 // Spec turns the request into a controller spec.
@@ -253,7 +277,12 @@ func (q StartRequest) Spec() (controller.Spec, error) {
 		if err != nil {
 			return spec, err
 		}
-		spec.Stages = append(spec.Stages, controller.StageSpec{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags, Bake: bake, MinHosts: st.MinHosts})
+		maxBake, err := duration(fmt.Sprintf("stage %d (%s): max_bake", i+1, st.Name), st.MaxBake, true)
+		if err != nil {
+			return spec, err
+		}
+		spec.Stages = append(spec.Stages, controller.StageSpec{Name: st.Name, Percent: st.Percent, Hosts: st.Hosts, Tags: st.Tags, Bake: bake, MinHosts: st.MinHosts,
+			Wave: st.Wave, MinEvidence: st.MinEvidence, MaxBake: maxBake})
 	}
 	if len(spec.Stages) == 0 && (len(q.CanaryHosts) > 0 || len(q.CanaryTags) > 0) {
 		spec.Stages = controller.DefaultStages(q.Schedule, q.CanaryHosts, q.CanaryTags)
@@ -271,6 +300,9 @@ func (q StartRequest) Spec() (controller.Spec, error) {
 	if q.Alpha != 0 {
 		spec.Gate = gate.Default()
 		spec.Gate.Alpha = q.Alpha
+	}
+	if q.Promote != nil {
+		spec.Promote = *q.Promote
 	}
 	for i, c := range q.SLO {
 		check, err := c.check(i + 1)

@@ -24,18 +24,23 @@ import (
 const rolloutStartHelp = `
 Start begins a rollout of a published content version on a channel, from the
 version the channel runs now (--from overrides). The default plan is the
-canary group (the server's --canary-hosts/--canary-tags, or this command's),
-then 0.1%, 1%, 10%, 50% and 100% of hosts, each with a bake time and a minimum
-number of hosts that must report healthy; --schedule emergency bakes a sixth
-as long with the same gates. --stages FILE replaces the plan, a JSON list:
+canary group (the server's --canary-hosts/--canary-tags, or this command's)
+with a first wave of 10 of its hosts, then 0.1%, 0.8%, 8%, 50% and 100% of
+hosts, each with a bake time and a minimum number of hosts that must report
+healthy; the 0.8% and 8% stages also wait for evidence (docs/gate.md);
+--schedule emergency bakes a sixth as long with the same gates. --stages FILE
+replaces the plan, a JSON list:
 
-  [{"name": "canary", "tags": ["canary"], "bake": "30m", "min_hosts": 5},
-   {"name": "1%", "percent": 1, "bake": "1h", "min_hosts": 50},
+  [{"name": "canary", "tags": ["canary"], "bake": "30m", "min_hosts": 5, "wave": 10},
+   {"name": "1%", "percent": 1, "bake": "1h", "min_hosts": 50,
+    "min_evidence": 3, "max_bake": "4h"},
    {"name": "all", "percent": 100, "min_hosts": 500}]
 
-Stages are nested; the last must be 100%. A stage advances when its bake time
-has passed and min_hosts of its hosts (all of them, if it has fewer) reported
-healthy.
+Stages are nested; the last must be 100%. A stage advances when min_hosts of
+its hosts (all of them, if it has fewer) reported healthy and either the
+promotion test shows the new version no more than 2x worse than the controls
+or its bake time has passed (and the evidence it waits for is there, or its
+max_bake has passed).
 
 --slo FILE adds SLO checks, a JSON list (at most 16): PromQL instant queries
 that return one number, with a max, a min or both, and a grace, which the
@@ -261,6 +266,15 @@ func printView(w io.Writer, v server.View, decisions int) {
 	g := v.Gate
 	fmt.Fprintf(w, "  gate:     statistic %.2f, threshold %.2f (alpha %g); treated %d (%d failed), control %d (%d failed)\n",
 		g.Statistic, g.Threshold, g.Alpha, g.Treated, g.TreatedFailures, g.Control, g.ControlFailures)
+	promoted := "not yet"
+	switch {
+	case g.Promote.Off:
+		promoted = "off"
+	case g.Promoted:
+		promoted = "passed"
+	}
+	fmt.Fprintf(w, "  tests:    reported %.2f, silence %.2f, health %.2f (%d judged, %d unhealthy, p0 %.2g); expected failures %.2f; promotion %s\n",
+		g.Reported, g.Silence, g.Health, g.TreatedJudged, g.TreatedUnhealthy, g.HealthP0, g.Expected, promoted)
 	for i, c := range v.SLO {
 		label := "  slo:      "
 		if i > 0 {

@@ -169,6 +169,7 @@ func TestSensorsShown(t *testing.T) {
 		`  compat:   sensor 7\.12 only; excludes 7\.11 \(FIELD_NOT_SUPPLIED\)\n`+
 		regexp.QuoteMeta(sensors)+`\n`+
 		`  gate:     statistic .*; treated 0 \(0 failed\), control \d+ \(0 failed\)\n`+
+		`  tests:    reported 0\.00, silence 0\.00, health 0\.00 \(0 judged, 0 unhealthy, p0 0\); expected failures 0\.00; promotion not yet\n`+
 		`  denied:   \[1002\]\n`, out)
 
 	// --json stays the API's View, the constraint and the counts in it.
