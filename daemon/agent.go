@@ -6,16 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ringfence/ringfence/sensor"
 )
 
 // The agent's line protocol on its stdout (docs/ringfenced.md): "ready"
 // once its load has finished (the loader contract's LOADED), then "alive"
-// now and then. Anything else is logged. Lines are bounded.
+// now and then, and "health" lines with its counters (LineHealth).
+// Anything else is logged. Lines are bounded.
 const (
 	LineReady   = "ready"
 	LineAlive   = "alive"
@@ -33,12 +37,21 @@ type agent struct {
 	exited chan struct{} // closed when the process has exited; then err is set
 	err    error
 
-	mu   sync.Mutex
-	tail []string // last stderr lines
+	// proc measures the process from outside (nil where the platform
+	// cannot); it is closed once the process has exited.
+	proc *proc
+
+	mu      sync.Mutex
+	tail    []string     // last stderr lines
+	meter   sensor.Meter // the counters of its last health line
+	metered bool         // it printed one
 }
 
-// startAgent starts command with root in its environment.
-func startAgent(command []string, root string, logLine func(stream, line string)) (*agent, error) {
+// startAgent starts command with root in its environment. Its lines go to
+// log (debug), except what the daemon must act on; onHealth, when set, is
+// called with each health reading the agent prints.
+func startAgent(command []string, root string, log *slog.Logger, onHealth func(sensor.Meter)) (*agent, error) {
+	logLine := func(stream, line string) { log.Debug(line, "from", stream) }
 	if len(command) == 0 {
 		return nil, errors.New("daemon: no agent command")
 	}
@@ -58,17 +71,37 @@ func startAgent(command []string, root string, logLine func(stream, line string)
 		return nil, fmt.Errorf("daemon: start the agent %q: %w (check agent.command in the configuration)", command[0], err)
 	}
 	a := &agent{cmd: cmd, ready: make(chan struct{}), exited: make(chan struct{})}
+	// Before anything can reap the process: its pid is its own until then.
+	if p, err := openProc(cmd.Process.Pid); err == nil {
+		a.proc = p
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		log.Warn("the agent's CPU and memory cannot be measured; its health goes unreported", "err", err)
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		once := sync.Once{}
+		once, healthOnce := sync.Once{}, sync.Once{}
 		scanLines(stdout, func(line string) {
 			switch {
 			case line == LineReady || strings.HasPrefix(line, LineReady+" "):
 				once.Do(func() { close(a.ready) })
 				logLine("agent", line)
 			case line == LineAlive || strings.HasPrefix(line, LineAlive+" "):
+			case strings.HasPrefix(line, LineHealth+" "):
+				m, err := ParseHealthLine(line)
+				if err != nil {
+					healthOnce.Do(func() {
+						log.Warn("the agent's health line is not understood; its health goes unreported (docs/ringfenced.md, \"The agent\")", "line", line, "err", err)
+					})
+					return
+				}
+				a.mu.Lock()
+				a.meter, a.metered = m, true
+				a.mu.Unlock()
+				if onHealth != nil {
+					onHealth(m)
+				}
 			default:
 				logLine("agent", line)
 			}
@@ -109,6 +142,22 @@ func scanLines(r io.Reader, fn func(string)) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// reading returns the counters of the agent's last health line, and
+// whether it printed one.
+func (a *agent) reading() (sensor.Meter, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.meter, a.metered
+}
+
+// release lets go of what measures the process; call it once the process
+// has exited.
+func (a *agent) release() {
+	if a.proc != nil {
+		a.proc.close()
 	}
 }
 

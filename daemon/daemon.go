@@ -12,10 +12,13 @@
 // time. Every step queues telemetry in state.db's outbox first; a sender
 // ships it when the daemon holds the root.
 //
-// The loop (daemon.go) wires four concerns, one file each: the agent's
+// The loop (daemon.go) wires five concerns, one file each: the agent's
 // supervision (supervise.go), the trial in its health window (trial.go),
-// polling and installing (poll.go), and the telemetry on its way out
-// (outbox.go). What the daemon last did is its status file (status.go).
+// polling and installing (poll.go), the telemetry on its way out
+// (outbox.go), and the agent's health that every batch carries
+// (health.go: its counters from its health lines, its CPU and memory read
+// from outside, usage_*.go), which metrics.go also serves on an optional
+// local /metrics. What the daemon last did is its status file (status.go).
 package daemon
 
 import (
@@ -33,6 +36,7 @@ import (
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/atomicfile"
 	"github.com/ringfence/ringfence/internal/clock"
+	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/tuf"
 	"github.com/ringfence/ringfence/validator"
 )
@@ -70,6 +74,11 @@ type Options struct {
 	// Observe, when set, is called with every new status (tests watch the
 	// loop through it). It runs on the loop's goroutine: it must not block.
 	Observe func(Status)
+	// ObserveHealth, when set, is called with the counters of every health
+	// line the agent prints (tests wait for the agent's readings through
+	// it). It runs on the goroutine that reads the agent's output: it must
+	// not block.
+	ObserveHealth func(sensor.Meter)
 }
 
 // Daemon is the update loop for one root. Run's goroutine owns all of it;
@@ -87,6 +96,7 @@ type Daemon struct {
 	trial  trial
 	poller poller
 	out    outbox
+	health health
 
 	status  Status
 	restart bool                   // a new ringfenced binary is in place: Run returns ErrRestart
@@ -141,8 +151,8 @@ func New(opts Options) (*Daemon, error) {
 	}
 	// The concerns share the daemon's configuration, clock and log; each
 	// holds the rest of what it uses, and the outbox that takes its events.
-	d.out = outbox{cfg: &d.cfg, caps: opts.Capabilities, sender: opts.Sender, clock: opts.Clock, log: opts.Log, reported: map[string]bool{}}
-	d.sup = supervisor{cfg: &d.cfg, command: opts.AgentCommand, onReady: opts.OnReady, clock: opts.Clock, log: opts.Log,
+	d.out = outbox{cfg: &d.cfg, caps: opts.Capabilities, sender: opts.Sender, clock: opts.Clock, log: opts.Log, reported: map[string]bool{}, health: &d.health}
+	d.sup = supervisor{cfg: &d.cfg, command: opts.AgentCommand, onReady: opts.OnReady, onHealth: opts.ObserveHealth, clock: opts.Clock, log: opts.Log,
 		restartDelay: opts.Config.Agent.RestartDelay.Duration}
 	d.trial = trial{cfg: &d.cfg, clock: opts.Clock, log: opts.Log, out: &d.out}
 	d.poller = poller{cfg: &d.cfg, hostID: opts.HostID, caps: opts.Capabilities, preflight: opts.PreflightCommand,
@@ -194,6 +204,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn("root", "warning", w)
 	}
 	d.observe()
+	if addr, stop := d.serveMetrics(); addr != "" {
+		defer stop()
+		d.setStatus(func(s *Status) { s.Metrics = addr })
+	}
 	d.startAgent()
 	// The first poll comes soon after start (within 5 s, jittered: a fleet
 	// that restarts at once does not poll in step), then every interval.
@@ -235,6 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.tryPoll(ctx, reply)
 		case <-flushC:
 			flushC = d.clock.After(d.cfg.Telemetry.Interval.Duration)
+			d.health.sample(d.clock.Now())
 			d.out.heartbeat(d.in)
 			d.flush(ctx)
 		}
@@ -245,6 +260,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 // reports what the loader decided, and starts the health window of a trial.
 func (d *Daemon) onReady(ctx context.Context) {
 	d.sup.loaded()
+	// The agent runs what it has just loaded until it stops: its health
+	// is measured on that content from now.
+	d.health.begin(d.sup.agent, d.out.versions(), d.clock.Now())
 	if err := d.open(); err != nil {
 		d.log.Error("after the agent's load", "err", err)
 		return

@@ -50,7 +50,8 @@ type lab struct {
 
 	telemetry *httptest.Server
 	mu        sync.Mutex
-	events    map[string][]wire.Event // by host id, deduplicated by event id
+	events    map[string][]wire.Event    // by host id, deduplicated by event id
+	infos     map[string][]wire.HostInfo // by host id, what each batch said of the host
 	seen      map[string]bool
 	got       chan struct{} // a batch arrived
 }
@@ -69,6 +70,7 @@ func (l *lab) collect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.mu.Lock()
+	l.infos[b.HostID] = append(l.infos[b.HostID], b.HostInfo)
 	var ids []string
 	for _, e := range b.Events {
 		if !l.seen[b.HostID+e.ID] {
@@ -106,7 +108,7 @@ func newLab(t testing.TB, clk *clock.Fake) *lab {
 	t.Cleanup(srv.Close)
 	root, err := repo.RootJSON()
 	require.NoError(t, err)
-	l := &lab{repo: repo, srv: srv, root: root, events: map[string][]wire.Event{}, seen: map[string]bool{}, got: make(chan struct{}, 1)}
+	l := &lab{repo: repo, srv: srv, root: root, events: map[string][]wire.Event{}, infos: map[string][]wire.HostInfo{}, seen: map[string]bool{}, got: make(chan struct{}, 1)}
 	l.telemetry = httptest.NewServer(http.HandlerFunc(l.collect))
 	t.Cleanup(l.telemetry.Close)
 	return l

@@ -34,6 +34,7 @@ type outbox struct {
 	cfg    *hostconfig.Config      // Root (the journal), Channel and tags (what a batch says)
 	caps   *validator.Capabilities // the installed sensor (what a batch says)
 	sender Sender                  // nil: events stay in state.db
+	health *health                 // the agent's last health sample (what a batch says)
 	clock  clock.Clock
 	log    *slog.Logger
 
@@ -92,8 +93,17 @@ func (o *outbox) heartbeat(in *installer.Installer) {
 // info is what every telemetry batch says of the host: its tags, for each
 // channel it follows the version the channel's boot record has active (0:
 // no content; the host is on the channel and counts in a first rollout's
-// stages), and the installed sensor's version and manifest digest.
+// stages), the installed sensor's version and manifest digest, and the
+// agent's last health sample when it was measured on those versions.
 func (o *outbox) info() wire.HostInfo {
+	versions := o.versions()
+	return wire.HostInfo{Tags: o.cfg.HostTags(), Versions: versions, Sensor: o.caps.Sensor, Manifest: o.caps.Digest,
+		Health: o.health.forBatch(versions)}
+}
+
+// versions maps each channel the host follows (decimal) to the version its
+// boot record has active, 0 for none: a batch's versions.
+func (o *outbox) versions() map[string]uint32 {
 	versions := map[string]uint32{}
 	for _, ch := range o.cfg.Followed() {
 		v := uint32(0)
@@ -102,7 +112,7 @@ func (o *outbox) info() wire.HostInfo {
 		}
 		versions[strconv.FormatUint(uint64(ch), 10)] = v
 	}
-	return wire.HostInfo{Tags: o.cfg.HostTags(), Versions: versions, Sensor: o.caps.Sensor, Manifest: o.caps.Digest}
+	return versions
 }
 
 // reportReverts queues the reverts in in's boot record not reported yet:

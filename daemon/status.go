@@ -33,6 +33,9 @@ type Status struct {
 	// outcome ("sent", or why not).
 	Admission wire.Admission `json:"admission,omitempty"`
 	Telemetry string         `json:"telemetry,omitempty"`
+	// Metrics is the address /metrics is served on (metrics_listen, its
+	// port chosen when it said 0); empty when it is not served.
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // StatusDir and StatusName place the daemon's status file in the root.

@@ -10,6 +10,7 @@ import (
 	"github.com/ringfence/ringfence/hostconfig"
 	"github.com/ringfence/ringfence/installer"
 	"github.com/ringfence/ringfence/internal/clock"
+	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/wire"
 )
 
@@ -19,11 +20,12 @@ import (
 // and reset by a load that succeeds. What the agent loads is the boot
 // guard's business, not the supervisor's.
 type supervisor struct {
-	cfg     *hostconfig.Config // Root, Agent.StartTimeout, Agent.RestartDelay
-	command []string           // Options.AgentCommand
-	onReady func()             // Options.OnReady
-	clock   clock.Clock
-	log     *slog.Logger
+	cfg      *hostconfig.Config // Root, Agent.StartTimeout, Agent.RestartDelay
+	command  []string           // Options.AgentCommand
+	onReady  func()             // Options.OnReady
+	onHealth func(sensor.Meter) // Options.ObserveHealth
+	clock    clock.Clock
+	log      *slog.Logger
 
 	agent        *agent           // the running process; nil when none runs
 	ready        bool             // it reported its load: the root is the daemon's again
@@ -44,9 +46,7 @@ const stopGrace = 10 * time.Second
 // cannot start, a new try is scheduled after the backoff.
 func (s *supervisor) start() error {
 	s.ready, s.stopping = false, false
-	a, err := startAgent(s.command, s.cfg.Root, func(stream, line string) {
-		s.log.Debug(line, "from", stream)
-	})
+	a, err := startAgent(s.command, s.cfg.Root, s.log, s.onHealth)
 	if err != nil {
 		s.log.Error("agent", "err", err)
 		s.agent = nil
@@ -73,6 +73,7 @@ func (s *supervisor) stop() {
 	if s.agent.stop(context.Background(), stopGrace) && wasReady {
 		s.markStopped()
 	}
+	s.agent.release()
 	s.agent, s.ready, s.startTimeout = nil, false, nil
 }
 
@@ -127,6 +128,7 @@ func (s *supervisor) timedOut() {
 // run that ended, whether it crashed, and whether it had reported its load.
 func (s *supervisor) exited() (a *agent, crashed, wasReady bool) {
 	a, wasReady = s.agent, s.ready
+	a.release()
 	s.agent, s.ready, s.startTimeout = nil, false, nil
 	if s.stopping {
 		return a, false, wasReady
@@ -157,6 +159,7 @@ func (d *Daemon) startAgent() {
 // stopAgent stops the agent on purpose. A trial's health window stops with
 // it: the window starts over when the agent has loaded again.
 func (d *Daemon) stopAgent() {
+	d.health.end()
 	d.sup.stop()
 	d.trial.stopWindow()
 }
@@ -169,6 +172,7 @@ func (d *Daemon) restartAgent() {
 // onExit: the agent died (or was stopped). A crash is reported with the
 // agent's last words; the guard decides at its next start what it loads.
 func (d *Daemon) onExit() {
+	d.health.end()
 	d.trial.stopWindow()
 	a, crashed, wasReady := d.sup.exited()
 	if !crashed {

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -106,6 +107,12 @@ type Config struct {
 	// how `ringfenced run` logs to stderr. A Windows service logs to the
 	// event log whatever it says.
 	LogFormat string `toml:"log_format"`
+	// MetricsListen, when set, is the address ("127.0.0.1:9464") where
+	// ringfenced serves the agent's health and the content it runs in
+	// Prometheus's text format, at /metrics; empty (the default) serves
+	// nothing. A loopback address keeps it to this machine: anything
+	// else serves it to whoever can reach the host (MetricsLoopback).
+	MetricsListen string `toml:"metrics_listen"`
 }
 
 // Agent configures the supervised sensor and its preflight. Vendors replace
@@ -314,6 +321,9 @@ func (c Config) Check() error {
 	if !slices.Contains([]string{"text", "json"}, c.LogFormat) {
 		return fmt.Errorf("log_format: %q; want text or json", c.LogFormat)
 	}
+	if err := checkListen(c.MetricsListen); err != nil {
+		return err
+	}
 	if c.TrustedRoot != "" {
 		if _, err := os.Stat(c.TrustedRoot); err != nil {
 			return fmt.Errorf("trusted_root: %w", err)
@@ -408,6 +418,43 @@ func checkURL(key, s string) error {
 		return fmt.Errorf("%s: %q is not an http(s) URL", key, s)
 	}
 	return nil
+}
+
+// checkListen checks metrics_listen: empty, or an IP address (or
+// localhost) and a port. A host name other than localhost is refused: what
+// it resolves to could change under the daemon, and an interface is named
+// by its address.
+func checkListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("metrics_listen: %q is not HOST:PORT (write \"127.0.0.1:9464\")", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("metrics_listen: port %q is not a number from 0 to 65535", port)
+	}
+	switch {
+	case host == "":
+		return fmt.Errorf("metrics_listen: %q names no address, which would serve every interface; write \"127.0.0.1:%s\" (this machine only), or \"0.0.0.0:%s\" if every network that reaches the host may read it", addr, port, port)
+	case host == "localhost":
+	case net.ParseIP(host) == nil:
+		return fmt.Errorf("metrics_listen: %q is not an IP address; name the interface by its address (\"127.0.0.1:%s\")", host, port)
+	}
+	return nil
+}
+
+// MetricsLoopback reports whether metrics_listen keeps /metrics to this
+// machine (a loopback address, or localhost); an unset one serves nothing
+// and counts as loopback.
+func (c Config) MetricsLoopback() bool {
+	host, _, err := net.SplitHostPort(c.MetricsListen)
+	if c.MetricsListen == "" || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }
 
 // HostTags are the tags the host reports: Tags, and EarlyTag with

@@ -158,3 +158,41 @@ func TestChannels(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsListen: /metrics is off unless metrics_listen names an
+// address and a port; an address that serves every interface is said
+// outright, never implied by a bare port.
+func TestMetricsListen(t *testing.T) {
+	c, err := hostconfig.Parse([]byte(base), dir(t))
+	require.NoError(t, err)
+	require.Empty(t, c.MetricsListen, "off by default")
+	for _, tc := range []struct {
+		addr     string
+		loopback bool
+		want     string // the error, "" for none
+	}{
+		{"127.0.0.1:9464", true, ""},
+		{"[::1]:9464", true, ""},
+		{"localhost:9464", true, ""},
+		{"127.0.0.1:0", true, ""},
+		{"0.0.0.0:9464", false, ""},
+		{"10.1.2.3:9464", false, ""},
+		{":9464", false, `names no address, which would serve every interface; write "127.0.0.1:9464"`},
+		{"9464", false, "is not HOST:PORT"},
+		{"127.0.0.1:http", false, "is not a number"},
+		{"127.0.0.1:70000", false, "is not a number"},
+		{"metrics.example.com:9464", false, "is not an IP address"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			c, err := hostconfig.Parse([]byte(base+"metrics_listen = \""+tc.addr+"\"\n"), dir(t))
+			if tc.want != "" {
+				require.ErrorContains(t, err, "metrics_listen: ")
+				require.ErrorContains(t, err, tc.want)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.addr, c.MetricsListen)
+			require.Equal(t, tc.loopback, c.MetricsLoopback())
+		})
+	}
+}

@@ -9,4 +9,11 @@
 // panics with an index out of range, exactly as Channel File 291 made the
 // 2024 interpreter read past its array. The validator exists to make sure no
 // such content ever reaches it.
+//
+// Its behaviour follows the version its capability manifest names, as an
+// agent build's would: the 7.11 build matches patterns by backtracking, 7.12
+// and later in quadratic time at worst (FirstLinearGlob), with the same
+// verdicts, so that content can cost an older agent far more than a newer
+// one. A Meter counts what the sensor did and how long each event took: the
+// agent's side of the health the daemon reports.
 package sensor

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/ringfence/ringfence/compat"
 	"github.com/ringfence/ringfence/validator"
 )
 
@@ -62,6 +63,10 @@ type Program struct {
 	// cur is the index of the instance being evaluated, so that a crash
 	// report can name it.
 	cur int
+	// glob is the pattern matcher of the sensor's build; steps counts
+	// what it did, a cost that does not depend on the machine.
+	glob  func(p, s string, steps *uint64) bool
+	steps uint64
 }
 
 // Verdict is the outcome of evaluating one event.
@@ -92,7 +97,11 @@ func (s *Sensor) Prepare(f *validator.ChannelFile) (*Program, error) {
 	if tt == nil {
 		return nil, fmt.Errorf("sensor: load: sensor %s has no template type %d", s.caps.Sensor, f.TemplateType)
 	}
-	return &Program{file: f, inputs: make([]Value, len(tt.Inputs))}, nil
+	glob := globLinear
+	if backtracks(s.caps.Sensor) {
+		glob = globBacktrack
+	}
+	return &Program{file: f, inputs: make([]Value, len(tt.Inputs)), glob: glob}, nil
 }
 
 // File returns the loaded channel file.
@@ -121,7 +130,7 @@ func (p *Program) Eval(ev Event) Verdict {
 	for i := range p.file.Instances {
 		p.cur = i
 		inst := &p.file.Instances[i]
-		if !matchAll(inst.Matchers, in) {
+		if !matchAll(inst.Matchers, in, p.glob, &p.steps) {
 			continue
 		}
 		if v.Matches == 0 {
@@ -133,7 +142,9 @@ func (p *Program) Eval(ev Event) Verdict {
 	return v
 }
 
-func matchAll(ms []validator.Matcher, in []Value) bool {
+// matchAll reports whether every matcher of ms accepts its input; patterns
+// are matched by glob, which counts its steps into *steps.
+func matchAll(ms []validator.Matcher, in []Value, glob func(p, s string, steps *uint64) bool, steps *uint64) bool {
 	for _, m := range ms {
 		x := in[m.Field] // the 2024 read: no bounds check against what was supplied
 		switch m.Kind {
@@ -154,7 +165,7 @@ func matchAll(ms []validator.Matcher, in []Value) bool {
 				return false
 			}
 		case validator.MatchPattern:
-			if !glob(m.Str, x.Str) {
+			if !glob(m.Str, x.Str, steps) {
 				return false
 			}
 		}
@@ -162,15 +173,34 @@ func matchAll(ms []validator.Matcher, in []Value) bool {
 	return true
 }
 
-// glob matches s against pattern p of literal bytes, '?' and '*' by plain
-// backtracking, as small interpreters do. Its cost grows as len(s) to the
-// power of the '*' count, which is why validator.MaxPatternStars exists.
-func glob(p, s string) bool {
+// FirstLinearGlob is the first interpreter version that matches patterns
+// in quadratic time at worst (globLinear). The ones before it (the 7.11
+// build and older) match by plain backtracking (globBacktrack), as they
+// shipped. Both accept exactly the same strings: content means the same on
+// both, and costs the older ones far more on patterns whose stars keep
+// failing (TestLegacyGlobCost counts how much, BenchmarkLegacyGlobCost
+// times it).
+const FirstLinearGlob = "7.12"
+
+// backtracks reports whether an interpreter whose capability manifest says
+// sensor version v is one of the builds that match patterns by
+// backtracking. The version names the interpreter, so an agent started with
+// an older manifest behaves as that older build did.
+func backtracks(v string) bool { return compat.Compare(v, FirstLinearGlob) < 0 }
+
+// globBacktrack matches s against pattern p of literal bytes, '?' and '*'
+// by plain backtracking, as small interpreters do (the 7.11 build's
+// matcher, kept as it was). Its cost grows as len(s) to the power of the
+// '*' count, which is why validator.MaxPatternStars exists. It adds the
+// steps it took (calls and byte comparisons) to *steps.
+func globBacktrack(p, s string, steps *uint64) bool {
+	*steps++
 	for len(p) > 0 {
+		*steps++
 		switch p[0] {
 		case '*':
 			for i := 0; i <= len(s); i++ {
-				if glob(p[1:], s[i:]) {
+				if globBacktrack(p[1:], s[i:], steps) {
 					return true
 				}
 			}
@@ -187,4 +217,37 @@ func glob(p, s string) bool {
 		p, s = p[1:], s[1:]
 	}
 	return len(s) == 0
+}
+
+// globLinear matches s against pattern p as globBacktrack does, without
+// recursion: it keeps only the last '*' seen and, on a mismatch, retries it
+// one byte further along s (the C port's glob, sensor/c/rfinterp.c). With
+// only '?' and '*', a later '*' can absorb whatever an earlier one would
+// have had to, so going back to the last star alone loses no match. At most
+// len(p) steps per byte of s: O(len(p) * len(s)), with constant stack,
+// whatever the stars. It adds the steps it took to *steps.
+func globLinear(p, s string, steps *uint64) bool {
+	pi, si, star, mark := 0, 0, -1, 0
+	for si < len(s) {
+		*steps++
+		switch {
+		case pi < len(p) && p[pi] == '*':
+			star, mark = pi, si
+			pi++
+		case pi < len(p) && (p[pi] == '?' || p[pi] == s[si]):
+			pi++
+			si++
+		case star >= 0:
+			// The last '*' takes one more byte; retry after it.
+			mark++
+			pi, si = star+1, mark
+		default:
+			return false
+		}
+	}
+	for pi < len(p) && p[pi] == '*' {
+		*steps++
+		pi++
+	}
+	return pi == len(p)
 }

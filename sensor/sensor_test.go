@@ -74,9 +74,66 @@ func TestGlob(t *testing.T) {
 		{"", "", true}, {"", "a", false}, {"*", "", true}, {"*", "abc", true},
 		{"a?c", "abc", true}, {"a?c", "ac", false}, {"*.exe", "x.exe", true}, {"*.exe", "x.exe1", false},
 		{"a*b*c", "aXbYc", true}, {"a*b*c", "aXbY", false}, {"**", "x", true},
+		{"*a*b", "abab", true}, {"*ab", "aab", true}, {"a*", "b", false}, {"?*?", "a", false},
 	}
 	for _, tt := range tests {
-		require.Equal(t, tt.want, glob(tt.p, tt.s), "glob(%q, %q)", tt.p, tt.s)
+		var n uint64
+		require.Equal(t, tt.want, globBacktrack(tt.p, tt.s, &n), "globBacktrack(%q, %q)", tt.p, tt.s)
+		require.Equal(t, tt.want, globLinear(tt.p, tt.s, &n), "globLinear(%q, %q)", tt.p, tt.s)
+	}
+}
+
+// TestGlobsAgree: the current build's glob accepts exactly what the 7.11
+// build's accepts, for every pattern of up to five bytes over a, b, '?'
+// and '*' and every string of up to seven bytes over a and b (the C port's
+// glob is held to the same in sensor/cinterp).
+func TestGlobsAgree(t *testing.T) {
+	var strs, pats []string
+	var gen func(prefix, alphabet string, n int, out *[]string)
+	gen = func(prefix, alphabet string, n int, out *[]string) {
+		*out = append(*out, prefix)
+		if len(prefix) < n {
+			for _, c := range alphabet {
+				gen(prefix+string(c), alphabet, n, out)
+			}
+		}
+	}
+	gen("", "ab", 7, &strs)
+	gen("", "ab?*", 5, &pats)
+	require.Len(t, pats, 1+4+16+64+256+1024)
+	var n uint64
+	for _, p := range pats {
+		for _, s := range strs {
+			if globBacktrack(p, s, &n) != globLinear(p, s, &n) {
+				t.Fatalf("glob(%q, %q): the 7.11 glob says %v, the current one %v", p, s, globBacktrack(p, s, &n), !globBacktrack(p, s, &n))
+			}
+		}
+	}
+}
+
+// FuzzGlobsAgree: the same on any pattern and string, the backtracking
+// side bounded by MaxPatternStars as Validate bounds it.
+func FuzzGlobsAgree(f *testing.F) {
+	f.Add("*a*b?c", "xxaxbyc")
+	f.Add(costlyPattern, strings.Repeat("a", MaxInputLen))
+	f.Fuzz(func(t *testing.T, p, s string) {
+		if strings.Count(p, "*") > validator.MaxPatternStars || len(p) > validator.MaxPatternLen {
+			return
+		}
+		s = s[:min(len(s), 64)] // the backtracking side is cubic in it
+		var n uint64
+		if a, b := globBacktrack(p, s, &n), globLinear(p, s, &n); a != b {
+			t.Fatalf("glob(%q, %q): the 7.11 glob says %v, the current one %v", p, s, a, b)
+		}
+	})
+}
+
+// TestInterpreterGlobByVersion: the 7.11 build matches patterns by
+// backtracking, 7.12 and later (and interpreters named otherwise) by the
+// linear glob.
+func TestInterpreterGlobByVersion(t *testing.T) {
+	for v, want := range map[string]bool{"7.9": true, "7.11": true, "7.11.3": true, "7.12": false, "7.12.1": false, "8.0": false, "test-3-inputs": false} {
+		require.Equal(t, want, backtracks(v), v)
 	}
 }
 

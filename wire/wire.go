@@ -353,6 +353,11 @@ func VerifyBatch(body []byte, sigHeader string) (*Batch, error) {
 	if err := b.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
+	if b.Health != nil {
+		if err := b.Health.Check(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
 	for _, e := range b.Events {
 		if err := e.check(); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -403,9 +408,6 @@ func (b *Batch) check() error {
 		if len(k) > 10 {
 			return fmt.Errorf("versions: channel %.20q is not a 32-bit number", k)
 		}
-	}
-	if b.Health != nil {
-		return b.Health.Check()
 	}
 	return nil
 }

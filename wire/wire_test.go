@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,10 @@ func TestVerifyBatchBounds(t *testing.T) {
 		{"manifest", wire.Batch{HostInfo: wire.HostInfo{Manifest: "ABCD"}}, wire.ErrMalformed, "not a SHA-256"},
 		{"token", wire.Batch{EnrolmentToken: long(wire.MaxTokenLen + 1)}, wire.ErrTooLarge, "enrolment token of"},
 		{"events", wire.Batch{Events: make([]wire.Event, wire.MaxBatchEvents+1)}, wire.ErrTooLarge, "events"},
+		{"health", withHealth(wire.Health{Seconds: 60, CPU: 0.02, RSS: 16 << 20, Events: 12000, LatencyMicros: 41.5}), nil, ""},
+		{"health window", withHealth(wire.Health{Seconds: wire.MaxHealthWindow + 1}), wire.ErrMalformed, "health: a window of 86401 seconds"},
+		{"health cpu", withHealth(wire.Health{Seconds: 60, CPU: -0.5}), wire.ErrMalformed, "health: cpu -0.5"},
+		{"health latency", withHealth(wire.Health{Seconds: 60, LatencyMicros: wire.MaxHealthLatency * 2}), wire.ErrMalformed, "health: latency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, sig := signed(t, tc.batch)
@@ -70,6 +75,69 @@ func TestVerifyBatchBounds(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+func withHealth(h wire.Health) wire.Batch {
+	b := event(func(*wire.Event) {})
+	b.Health = &h
+	return b
+}
+
+// TestHealthCheck: a health sample is refused outside its bounds, NaN and
+// the infinities included (which JSON cannot carry, but a sender's own
+// check must not let through), and taken at them.
+func TestHealthCheck(t *testing.T) {
+	ok := wire.Health{Seconds: 60, CPU: 0.25, RSS: 1 << 30, Events: 1e6, LatencyMicros: 120}
+	nan, inf := math.NaN(), math.Inf(1)
+	for _, tc := range []struct {
+		name string
+		mut  func(*wire.Health)
+		want string // "" for accepted
+	}{
+		{"ok", func(*wire.Health) {}, ""},
+		{"at every bound", func(h *wire.Health) {
+			h.Seconds, h.CPU, h.LatencyMicros, h.RSS, h.Events = wire.MaxHealthWindow, wire.MaxHealthCPU, wire.MaxHealthLatency, math.MaxUint64, math.MaxUint64
+		}, ""},
+		{"idle", func(h *wire.Health) { h.CPU, h.Events, h.LatencyMicros = 0, 0, 0 }, ""},
+		{"a short window", func(h *wire.Health) { h.Seconds = 0.001 }, ""},
+		{"no window", func(h *wire.Health) { h.Seconds = 0 }, "a window of 0 seconds"},
+		{"negative window", func(h *wire.Health) { h.Seconds = -1 }, "a window of -1 seconds"},
+		{"NaN window", func(h *wire.Health) { h.Seconds = nan }, "a window of NaN"},
+		{"infinite window", func(h *wire.Health) { h.Seconds = inf }, "a window of +Inf"},
+		{"too long a window", func(h *wire.Health) { h.Seconds = wire.MaxHealthWindow + 0.5 }, "at most 86400"},
+		{"negative cpu", func(h *wire.Health) { h.CPU = -0.01 }, "cpu -0.01"},
+		{"NaN cpu", func(h *wire.Health) { h.CPU = nan }, "cpu NaN"},
+		{"infinite cpu", func(h *wire.Health) { h.CPU = inf }, "cpu +Inf"},
+		{"minus infinite cpu", func(h *wire.Health) { h.CPU = -inf }, "cpu -Inf"},
+		{"too much cpu", func(h *wire.Health) { h.CPU = wire.MaxHealthCPU + 1 }, "want 0..1024 cores"},
+		{"negative latency", func(h *wire.Health) { h.LatencyMicros = -1 }, "latency -1"},
+		{"NaN latency", func(h *wire.Health) { h.LatencyMicros = nan }, "latency NaN"},
+		{"infinite latency", func(h *wire.Health) { h.LatencyMicros = inf }, "latency +Inf"},
+		{"too much latency", func(h *wire.Health) { h.LatencyMicros = wire.MaxHealthLatency + 1 }, "want 0..3.6e+09"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := ok
+			tc.mut(&h)
+			err := h.Check()
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, "health: ")
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// TestHealthOutOfRangeJSON: a number JSON can write but a float64 cannot
+// hold is a malformed batch, not an infinite figure.
+func TestHealthOutOfRangeJSON(t *testing.T) {
+	body := []byte(`{"format":"ringfence-telemetry/v2","health":{"seconds":60,"cpu":1e999,"rss":1,"events":1,"latency_us":1},"events":[]}`)
+	_, err := wire.VerifyBatch(body, wire.SignatureValue(ed25519.Sign(key, body)))
+	require.ErrorIs(t, err, wire.ErrMalformed)
+	body = []byte(`{"format":"ringfence-telemetry/v2","health":{"seconds":60,"cpu":0,"rss":-1,"events":1,"latency_us":1},"events":[]}`)
+	_, err = wire.VerifyBatch(body, wire.SignatureValue(ed25519.Sign(key, body)))
+	require.ErrorIs(t, err, wire.ErrMalformed, "memory is never negative")
 }
 
 func manyVersions(n int) map[string]uint32 {
@@ -103,6 +171,7 @@ func FuzzVerifyBatch(f *testing.F) {
 	body, _ := signed(f, event(func(*wire.Event) {}))
 	f.Add(body)
 	f.Add([]byte(`{"format":"ringfence-telemetry/v2","events":[{"id":"a","seq":1,"type":"x"}],"versions":{"291":3}}`))
+	f.Add([]byte(`{"format":"ringfence-telemetry/v2","events":[],"health":{"seconds":60,"cpu":0.5,"rss":1,"events":2,"latency_us":3}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Sign whatever it is, so the fuzzer reaches past the signature.
 		b, err := wire.VerifyBatch(data, wire.SignatureValue(ed25519.Sign(key, data)))
@@ -112,6 +181,9 @@ func FuzzVerifyBatch(f *testing.F) {
 		require.LessOrEqual(t, len(b.Events), wire.MaxBatchEvents)
 		require.LessOrEqual(t, len(b.Tags), wire.MaxTags)
 		require.LessOrEqual(t, len(b.Versions), wire.MaxVersions)
+		if b.Health != nil {
+			require.NoError(t, b.Health.Check())
+		}
 		for _, e := range b.Events {
 			require.NotZero(t, e.Seq)
 			require.LessOrEqual(t, len(e.ID), wire.MaxIDLen)

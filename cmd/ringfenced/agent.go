@@ -24,7 +24,9 @@ every channel of the root, in ascending order, each strictly through the loader
 contract (bootguard.Select on the channel's boot record via the installer, the
 content read exactly as verified, its first events, then LOADED), prints
 "ready" on stdout, then evaluates a stream of events with every loaded channel
-and prints "alive" now and then, until SIGINT or SIGTERM. Then it stops
+and prints "alive" now and then and a "health" line every --health-interval
+(the events it evaluated since "ready", and a histogram of how long each
+took: what the daemon reports as the agent's health), until SIGINT or SIGTERM. Then it stops
 evaluating, records the clean stop on each channel whose trial it loaded
 (breadcrumb STOPPED: the next start loads that trial without spending one of
 its tries) and exits 0. A crash on content kills it, as a kernel agent's crash
@@ -48,6 +50,7 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the event stream (with --preflight: of its random events, default 1)")
 	rate := fs.Int("events-per-second", 200, "events evaluated per second after the load")
 	alive := fs.Duration("alive-interval", 5*time.Second, "how often to print \"alive\"")
+	healthEvery := fs.Duration("health-interval", time.Second, "how often to print the \"health\" line (its events and their latency since \"ready\")")
 	preflight := fs.Bool("preflight", false, "run the channel file FILE in this agent's interpreter instead, as a preflight command (validator.Preflight) does")
 	pos, code, ok := cli.ParseArgs(fs, args, stdout)
 	if !ok {
@@ -118,8 +121,10 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	lastAlive := time.Now()
-	var events uint64
+	lastAlive, lastHealth := time.Now(), time.Now()
+	// The sensor's own measure of its work: each evaluation, timed on the
+	// monotonic clock (the generator's cost left out).
+	var meter sensor.Meter
 	for {
 		select {
 		case <-ctx.Done():
@@ -133,13 +138,19 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 		case now := <-tick.C:
 			for i, p := range progs {
 				for range max(*rate/10, 1) {
-					p.Eval(nexts[i]())
-					events++
+					ev := nexts[i]()
+					start := time.Now()
+					p.Eval(ev)
+					meter.Observe(time.Since(start))
 				}
 			}
 			if now.Sub(lastAlive) >= *alive {
 				lastAlive = now
-				fmt.Fprintf(stdout, "%s events=%d\n", daemon.LineAlive, events)
+				fmt.Fprintf(stdout, "%s events=%d\n", daemon.LineAlive, meter.Events)
+			}
+			if now.Sub(lastHealth) >= *healthEvery {
+				lastHealth = now
+				fmt.Fprintln(stdout, daemon.HealthLine(meter))
 			}
 		}
 	}

@@ -24,7 +24,7 @@ var rooms = map[string][]string{
 	"github.com/minio/selfupdate":          {"selfupdate"},
 	"github.com/chromedp":                  {"internal/browsertest"}, // tests drive the browser through it
 	"golang.org/x/time/rate":               {"server"},
-	"github.com/prometheus/client_golang":  {"server"},               // the /metrics exposition
+	"github.com/prometheus/client_golang":  {"server", "daemon"},     // the /metrics exposition (the server's; ringfenced's optional one)
 	"github.com/goreleaser/nfpm":           {"dist"},                 // the .deb and .rpm packages
 	"github.com/hanwen/go-fuse":            {"internal/lazyfs"},      // the power-cut tests' recording file system
 	"go.yaml.in/yaml":                      {},                       // tests only (monitoring/ reads the alert rules)

@@ -84,13 +84,14 @@ func requireSameFile(t testing.TB, want, got *validator.ChannelFile) {
 	}
 }
 
-// goProgram loads cf into the Go interpreter as a sensor that supplies
-// ninputs inputs for its template type.
-func goProgram(t testing.TB, cf *validator.ChannelFile, ninputs int) *sensor.Program {
+// goProgram loads cf into the Go interpreter of sensor version v (whose
+// glob is that build's: backtracking before sensor.FirstLinearGlob) as a
+// sensor that supplies ninputs inputs for its template type.
+func goProgram(t testing.TB, cf *validator.ChannelFile, ninputs int, v string) *sensor.Program {
 	t.Helper()
 	caps := &validator.Capabilities{
 		Format:        validator.CapabilitiesFormat,
-		Sensor:        fmt.Sprintf("test-%d-inputs", ninputs),
+		Sensor:        fmt.Sprintf("%s-test-%d-inputs", v, ninputs),
 		TemplateTypes: []validator.TemplateType{{ID: cf.TemplateType, Versions: []uint16{cf.TemplateVersion}, Inputs: make([]validator.Input, ninputs)}},
 	}
 	p, err := sensor.New(caps).Prepare(cf)
@@ -121,7 +122,7 @@ func goFaultInstance(t testing.TB, cf *validator.ChannelFile, ninputs int, ev se
 	for i := range cf.Instances {
 		one := *cf
 		one.Instances = cf.Instances[i : i+1]
-		if _, panicked := goEval(goProgram(t, &one, ninputs), ev); panicked {
+		if _, panicked := goEval(goProgram(t, &one, ninputs, sensor.FirstLinearGlob), ev); panicked {
 			return i
 		}
 	}
@@ -134,22 +135,24 @@ type runStats struct {
 	faults     int // events both interpreters faulted on
 	firstFault int // index of the first, -1 if none
 	matches    int // sum of the verdicts' matches
-	skipped    int // events too costly for Go's glob, not evaluated
+	skipped    int // events too costly for the 7.11 build's glob, not evaluated by it
 }
 
-// Step budgets of Go's glob per event (goGlobSteps): the tests' and the
-// fuzz target's, where every iteration must be quick.
+// Step budgets of the 7.11 build's backtracking glob per event
+// (goGlobSteps): the tests' and the fuzz target's, where every iteration
+// must be quick.
 const (
 	testBudget = 300_000
 	fuzzBudget = 100_000
 )
 
-// goGlobSteps counts the calls Go's backtracking glob (sensor/sensor.go,
-// copied here with a counter) makes to match s against p, giving up past
+// goGlobSteps counts the calls the 7.11 build's backtracking glob
+// (sensor/sensor.go's globBacktrack, copied here with a limit) makes to match s against p, giving up past
 // limit. It predicts what an event costs the Go interpreter, nothing more:
 // a pattern of many '*' can keep it busy for longer than the universe has
 // (Validate refuses such files, PATTERN_TOO_COMPLEX; Parse, and so the
-// fuzzer, does not), while the C interpreter's glob is quadratic at worst.
+// fuzzer, does not), while the C interpreter's glob, and the current Go
+// build's, are quadratic at worst.
 func goGlobSteps(p, s string, limit int) int {
 	steps := 0
 	var glob func(p, s string) bool
@@ -183,7 +186,7 @@ func goGlobSteps(p, s string, limit int) int {
 	return steps
 }
 
-// goCostly reports whether evaluating ev could take Go's glob more than
+// goCostly reports whether evaluating ev could take the 7.11 glob more than
 // budget steps: it counts every pattern of the file against its input, as
 // if no matcher before it failed.
 func goCostly(cf *validator.ChannelFile, ninputs int, ev sensor.Event, budget int) bool {
@@ -213,27 +216,29 @@ func goCostly(cf *validator.ChannelFile, ninputs int, ev sensor.Event, budget in
 // and fails at the first event they disagree on: a different verdict, or
 // one faulting (Go's panic, C's RFI_E_FIELD) and not the other, or both
 // faulting in different instances. Both programs are used on after a
-// fault, as a preflight harness would not, to compare more events. Events
-// that could cost Go's glob more than budget steps are not compared (only
-// the C interpreter runs them).
+// fault, as a preflight harness would not, to compare more events. The Go
+// interpreter is the current build's (sensor.FirstLinearGlob); the 7.11
+// build's, whose glob backtracks, is held to the same verdicts on every
+// event that costs its glob at most budget steps (the others are skipped
+// for it alone).
 func compareRun(t testing.TB, f *File, cf *validator.ChannelFile, ninputs int, events []sensor.Event, budget int) runStats {
 	t.Helper()
 	st := runStats{firstFault: -1}
-	gp := goProgram(t, cf, ninputs)
+	gp := goProgram(t, cf, ninputs, sensor.FirstLinearGlob)
+	legacy := goProgram(t, cf, ninputs, "7.11")
 	cp, err := f.Prepare(ninputs)
 	require.NoError(t, err)
 	defer cp.Close()
 	for i, ev := range events {
-		if goCostly(cf, ninputs, ev, budget) {
-			// C alone, which has no such cost: it must still finish.
-			cp.Eval(ev)
-			st.skipped++
-			continue
-		}
 		gv, panicked := goEval(gp, ev)
 		cv, ff := cp.Eval(ev)
 		if panicked != (ff != nil) {
 			t.Fatalf("%d inputs, event %d (%s): Go panicked: %v; C faulted: %v", ninputs, i, describe(ev), panicked, ff)
+		}
+		if goCostly(cf, ninputs, ev, budget) {
+			st.skipped++
+		} else if lv, lp := goEval(legacy, ev); lp != panicked || lv != gv {
+			t.Fatalf("%d inputs, event %d (%s): the 7.11 build says %+v (panicked: %v), the current one %+v (panicked: %v)", ninputs, i, describe(ev), lv, lp, gv, panicked)
 		}
 		if panicked {
 			if want := goFaultInstance(t, cf, ninputs, ev); ff.Instance != want {
@@ -330,8 +335,8 @@ func TestTestdataVerdicts(t *testing.T) {
 				st := compareRun(t, f, cf, len(tt.Inputs), events, testBudget)
 				if st.skipped > 0 {
 					// bad-pattern-bomb: what Validate refuses, and
-					// Go's preflight would take minutes over.
-					t.Logf("%d of %d events skipped: too costly for Go's glob", st.skipped, len(events))
+					// the 7.11 preflight would take minutes over.
+					t.Logf("%d of %d events skipped for the 7.11 build: too costly for its glob", st.skipped, len(events))
 					require.Less(t, st.skipped, len(events))
 					return
 				}
@@ -387,7 +392,8 @@ func encode(t testing.TB, nfields int, ins ...validator.Instance) []byte {
 }
 
 // TestGlobMatchesGo: the C interpreter's iterative glob accepts exactly
-// what Go's backtracking glob accepts, for every pattern of up to four
+// what both Go globs accept (the current build's and the 7.11 build's
+// backtracking one; compareRun runs both), for every pattern of up to four
 // bytes over a, b, '?' and '*' and every string of up to six bytes over a
 // and b.
 func TestGlobMatchesGo(t *testing.T) {
