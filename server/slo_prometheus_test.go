@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/syncbuf"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/rollout"
 	"github.com/ringfence/ringfence/server"
@@ -30,26 +29,7 @@ import (
 type realProm struct {
 	url   string
 	gauge prometheus.Gauge
-	log   *syncBuffer
-}
-
-// syncBuffer is the child's output: written by exec's copying goroutine,
-// read by the test's messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log   *syncbuf.Buffer
 }
 
 // startPrometheus starts prometheus (skipping the test where it is not
@@ -77,7 +57,7 @@ func startPrometheus(t *testing.T) *realProm {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
 
-	p := &realProm{url: "http://" + addr, gauge: g, log: &syncBuffer{}}
+	p := &realProm{url: "http://" + addr, gauge: g, log: &syncbuf.Buffer{}}
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Dir = dir

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,25 +145,6 @@ func TestServeAndOperate(t *testing.T) {
 	_, errOut, code = runCLI(t, "serve", "--repo", repo)
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "is required")
-}
-
-// lockedBuffer is serve's stderr: written by exec's copying goroutine, read
-// by the test's messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // eventually polls cond until it returns nil or the time is up.

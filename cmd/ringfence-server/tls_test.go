@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/syncbuf"
 	"github.com/ringfence/ringfence/internal/testca"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/server"
@@ -50,7 +51,7 @@ func newRepo(t testing.TB) (repo, keys string) {
 type serveProc struct {
 	cmd  *exec.Cmd
 	url  string // as printed: http:// or https://
-	logs *lockedBuffer
+	logs *syncbuf.Buffer
 }
 
 // startServe runs serve on a free loopback port with the extra flags, and
@@ -64,7 +65,7 @@ func startServe(t testing.TB, repo, keys, state string, extra ...string) *serveP
 	cmd.Env = append(os.Environ(), asMainEnv+"=1")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	p := &serveProc{cmd: cmd, logs: &lockedBuffer{}}
+	p := &serveProc{cmd: cmd, logs: &syncbuf.Buffer{}}
 	cmd.Stderr = p.logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })

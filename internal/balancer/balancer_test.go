@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,10 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ringfence/ringfence/internal/syncbuf"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,30 +55,13 @@ func get(t *testing.T, url string) (string, error) {
 	return string(b), nil
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRoundRobinAndFailover: requests through the balancer reach both
 // backends in turn; once one stops, it is taken out and every request
 // still succeeds, on the other.
 func TestRoundRobinAndFailover(t *testing.T) {
 	bin := haproxy(t)
 	a, b := backend(t, "a"), backend(t, "b")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	lb, err := Start(context.Background(), bin, []string{a.URL, b.URL}, t.TempDir(), &logs)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = lb.Stop() })
@@ -154,7 +136,7 @@ func TestBindRetry(t *testing.T) {
 		return freePort()
 	}
 	defer func() { pickPort = freePort }()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	lb, err := Start(context.Background(), bin, []string{a.URL}, t.TempDir(), &logs)
 	require.NoError(t, err)
 	defer lb.Stop()

@@ -4,17 +4,16 @@
 package browsertest
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/ringfence/ringfence/internal/syncbuf"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -59,7 +58,7 @@ func New(t testing.TB) context.Context {
 	// The profile lives in its own temporary directory; testtmp removes it
 	// after the browser has exited (cleanups run last-registered first).
 	profile := filepath.Join(testtmp.Dir(t), "profile")
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Flag("headless", true),
@@ -97,29 +96,4 @@ func New(t testing.TB) context.Context {
 		t.Fatalf("start %s: %v", path, err)
 	}
 	return ctx
-}
-
-// syncBuffer is the sink of Chromium's stdout and stderr, written by the
-// allocator's goroutine and read by the cleanup.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
