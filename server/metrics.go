@@ -198,7 +198,8 @@ var (
 	descVersionHosts = prometheus.NewDesc("ringfence_version_hosts", "Hosts running each version of a channel.", []string{"channel", "version"}, nil)
 	descStage        = prometheus.NewDesc("ringfence_rollout_stage", "Current stage index of each channel's rollout.", []string{"channel", "state"}, nil)
 	descStatistic    = prometheus.NewDesc("ringfence_gate_statistic", "The gate's log10 likelihood ratio; it halts at ringfence_gate_threshold.", []string{"channel"}, nil)
-	descThreshold    = prometheus.NewDesc("ringfence_gate_threshold", "log10(1/alpha).", []string{"channel"}, nil)
+	descThreshold    = prometheus.NewDesc("ringfence_gate_threshold", "log10(3/alpha): the threshold of each of the gate's three tests.", []string{"channel"}, nil)
+	descTestStat     = prometheus.NewDesc("ringfence_gate_test_statistic", "Each gate test's own statistic (reported failures, silence, health); ringfence_gate_statistic is the largest.", []string{"channel", "test"}, nil)
 )
 
 // serverCollector computes the gauges from the server's state at each
@@ -206,7 +207,7 @@ var (
 type serverCollector struct{ s *Server }
 
 func (serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHosts, descPending, descStoreFailing, descUnsigned, descRingHosts, descVersionHosts, descStage, descStatistic, descThreshold} {
+	for _, d := range []*prometheus.Desc{descHosts, descPending, descStoreFailing, descUnsigned, descRingHosts, descVersionHosts, descStage, descStatistic, descThreshold, descTestStat} {
 		ch <- d
 	}
 }
@@ -248,5 +249,9 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descStage, float64(r.Stage), channel, string(r.State))
 		gauge(descStatistic, controller.Finite(r.Result.Statistic), channel)
 		gauge(descThreshold, r.Result.Threshold, channel)
+		reported, silence, health := r.Statistics()
+		gauge(descTestStat, reported, channel, "reported")
+		gauge(descTestStat, silence, channel, "silence")
+		gauge(descTestStat, health, channel, "health")
 	}
 }

@@ -47,7 +47,8 @@ var wantFamilies = map[string]struct {
 	"ringfence_version_hosts":                {dto.MetricType_GAUGE, "Hosts running each version of a channel.", []string{"channel", "version"}},
 	"ringfence_rollout_stage":                {dto.MetricType_GAUGE, "Current stage index of each channel's rollout.", []string{"channel", "state"}},
 	"ringfence_gate_statistic":               {dto.MetricType_GAUGE, "The gate's log10 likelihood ratio; it halts at ringfence_gate_threshold.", []string{"channel"}},
-	"ringfence_gate_threshold":               {dto.MetricType_GAUGE, "log10(1/alpha).", []string{"channel"}},
+	"ringfence_gate_threshold":               {dto.MetricType_GAUGE, "log10(3/alpha): the threshold of each of the gate's three tests.", []string{"channel"}},
+	"ringfence_gate_test_statistic":          {dto.MetricType_GAUGE, "Each gate test's own statistic (reported failures, silence, health); ringfence_gate_statistic is the largest.", []string{"channel", "test"}},
 	"ringfence_slo_query_failures_total":     {dto.MetricType_COUNTER, "SLO queries that failed (Prometheus unreachable or refusing, a timeout, not one number); each counts as no data.", nil},
 	"ringfence_slo_breaches_total":           {dto.MetricType_COUNTER, "SLO checks breached, each halting its rollout.", nil},
 }
