@@ -787,7 +787,12 @@ func (c *Controller) count(r *Rollout, now time.Time) Counts {
 			} else if tr == nil || tr.ControlFailed.IsZero() {
 				cnt.ControlAtRisk++
 			}
-			if alive && h.health.at != 0 && h.health.at >= heardNano {
+			// Only controls that run the version the rollout starts from
+			// set the limits and p0: a host with no content on the channel
+			// (a first rollout, a new channel) evaluates nothing there, and
+			// its figures say nothing of what content costs. A rollout from
+			// no content has no health test.
+			if alive && r.From != 0 && on && running == r.From && h.health.at != 0 && h.health.at >= heardNano {
 				if i%stride == 0 {
 					hist.add(&h.health)
 				}

@@ -255,3 +255,25 @@ func TestDefaultPlan(t *testing.T) {
 	require.Equal(t, s[3].Bake/6, e[3].Bake)
 	require.Zero(t, controller.DefaultStages(controller.ScheduleStandard, nil, nil)[0].Wave, "no canary group, no wave")
 }
+
+// TestHealthTestNeedsContentToCompare: controls with no content on the
+// channel (a first rollout) evaluate nothing there; their figures set no
+// limits, and content that costs something is not found unhealthy for it.
+func TestHealthTestNeedsContentToCompare(t *testing.T) {
+	canaryOnly := func(f *fleet) []controller.StageSpec {
+		return []controller.StageSpec{{Name: "canary", Hosts: f.canon, Bake: 2 * time.Hour, MinHosts: 3}, {Name: "100%", Percent: 100}}
+	}
+	h := newHealthRun(t, 4, canaryOnly)
+	h.from = 0 // hosts say they run no content yet
+	_, err := h.c.Action(291, controller.KindRollback, "t", "start over from no content", h.now)
+	require.NoError(t, err)
+	_, err = h.c.Start(controller.Spec{Channel: 291, To: 1003, Stages: canaryOnly(h.fleet), HealthWindow: 5 * time.Minute, Grace: 5 * time.Minute, Silence: 20 * time.Minute}, "alice", "", h.now)
+	require.NoError(t, err)
+	h.r, _ = h.c.Rollout(291)
+	for range 20 {
+		h.step(t, time.Minute)
+	}
+	require.Equal(t, controller.StateRunning, h.r.State, "no halt on health: %v", h.r.Decisions[len(h.r.Decisions)-1].Reason)
+	require.Nil(t, h.r.HealthLimits, "no limits from hosts without content")
+	require.Zero(t, h.r.Counts.TreatedJudged)
+}
