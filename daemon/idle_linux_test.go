@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/daemon"
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/clock"
 )
 
@@ -97,13 +98,17 @@ endpoint = %q
 		// Wait for the install and the trial's load (status file), then
 		// measure: a benchmark's set-up, bounded by a deadline.
 		status := filepath.Join(dir, "root", daemon.StatusDir, daemon.StatusName)
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		await.Until(b, time.Minute, 100*time.Millisecond, func() error {
 			var st daemon.Status
-			if b, err := os.ReadFile(status); err == nil && json.Unmarshal(b, &st) == nil && st.Agent == daemon.AgentRunning && strings.HasSuffix(st.Running, "(TRIAL)") {
-				break
+			raw, err := os.ReadFile(status)
+			if err == nil {
+				err = json.Unmarshal(raw, &st)
 			}
-			require.True(b, time.Now().Before(deadline), "no trial running within a minute:\n%s", &stderr)
-		}
+			if err == nil && (st.Agent != daemon.AgentRunning || !strings.HasSuffix(st.Running, "(TRIAL)")) {
+				err = fmt.Errorf("agent %s, running %q", st.Agent, st.Running)
+			}
+			return err
+		}, "no trial running within a minute:\n%s", &stderr)
 		agent := childOf(b, cmd.Process.Pid, &stderr)
 		d0, _ := procStat(b, cmd.Process.Pid)
 		a0, _ := procStat(b, agent)

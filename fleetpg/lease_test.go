@@ -13,6 +13,7 @@ import (
 
 	"github.com/ringfence/ringfence/admission"
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/pgtest"
 )
 
@@ -63,16 +64,14 @@ func lead(t *testing.T, db *DB, holder string, ttl time.Duration) Lease {
 // clock, which judges it: the only waiting the tests do.
 func awaitExpiry(t *testing.T, conn *pgx.Conn) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.Until(t, 10*time.Second, 20*time.Millisecond, func() error {
 		var expired bool
 		require.NoError(t, conn.QueryRow(ctxFor(t), "SELECT expires_at <= clock_timestamp() FROM leader_lease").Scan(&expired))
-		if expired {
-			return
+		if !expired {
+			return errors.New("expires_at is still ahead of clock_timestamp()")
 		}
-		require.True(t, time.Now().Before(deadline), "the lease did not expire")
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	}, "the lease did not expire")
 }
 
 // commitSeq is commit_seq's (seq, epoch).
@@ -368,16 +367,13 @@ func TestPGLeaseTakeoverRace(t *testing.T) {
 			committed = append(committed, id)
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.Until(t, 10*time.Second, 5*time.Millisecond, func() error {
 		_, err := b.Acquire(ctxFor(t), "replica-b", longTTL)
-		if err == nil {
-			break
+		if err != nil {
+			require.ErrorIs(t, err, ErrLeaseHeld)
 		}
-		require.ErrorIs(t, err, ErrLeaseHeld)
-		require.True(t, time.Now().Before(deadline), "b never took over")
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err
+	}, "b never took over")
 	loaded := loadedHosts(t, b)
 	<-done
 	require.ErrorIs(t, lost, ErrLeaseLost)

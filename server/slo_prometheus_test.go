@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringfence/ringfence/controller"
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/syncbuf"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/rollout"
@@ -69,7 +70,7 @@ func startPrometheus(t *testing.T) *realProm {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	poll(t, 30*time.Second, func() error {
+	await.Until(t, 30*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case err := <-exited:
 			exited <- err
@@ -95,7 +96,7 @@ func (p *realProm) until(t *testing.T, query string, want float64) {
 	t.Helper()
 	c, err := slo.NewClient(p.url, nil)
 	require.NoError(t, err)
-	poll(t, 30*time.Second, func() error {
+	await.Until(t, 30*time.Second, 50*time.Millisecond, func() error {
 		v, err := c.Query(context.Background(), query, time.Now())
 		if err != nil {
 			return err
@@ -105,22 +106,6 @@ func (p *realProm) until(t *testing.T, query string, want float64) {
 		}
 		return nil
 	}, "Prometheus scraped %s = %g (log: %s)", query, want, p.log)
-}
-
-// poll calls cond until it returns nil or limit has passed.
-func poll(t *testing.T, limit time.Duration, cond func() error, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s (last: %v)", fmt.Sprintf(msg, args...), err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition another process brings about
-	}
 }
 
 // TestSLOPrometheus runs a real server's SLO checks against a real

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -145,20 +144,4 @@ func TestServeAndOperate(t *testing.T) {
 	_, errOut, code = runCLI(t, "serve", "--repo", repo)
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "is required")
-}
-
-// eventually polls cond until it returns nil or the time is up.
-func eventually(t testing.TB, limit time.Duration, cond func() error, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s (last: %v)", fmt.Sprintf(msg, args...), err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition another process brings about
-	}
 }

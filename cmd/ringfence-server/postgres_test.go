@@ -18,6 +18,7 @@ import (
 
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/fleetdb"
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/pgtest"
 	"github.com/ringfence/ringfence/internal/testtmp"
 	"github.com/ringfence/ringfence/server"
@@ -170,7 +171,7 @@ func TestPublishSharedPostgres(t *testing.T) {
 	target := "/targets/channels/291/" + filepath.Base(matches[0])
 
 	// The replica pulls the new version when it is notified.
-	eventually(t, 30*time.Second, func() error {
+	await.Until(t, 30*time.Second, 50*time.Millisecond, func() error {
 		resp, err := http.Get(srv.url + target)
 		if err != nil {
 			return err

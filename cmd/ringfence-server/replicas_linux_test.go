@@ -21,6 +21,7 @@ import (
 
 	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/fleetpg"
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/balancer"
 	"github.com/ringfence/ringfence/internal/pgtest"
 	"github.com/ringfence/ringfence/internal/testtmp"
@@ -129,7 +130,7 @@ func (f *fleetOf) lease(t testing.TB) (fleetpg.Lease, error) {
 func (f *fleetOf) leader(t testing.TB, not int) (int, fleetpg.Lease) {
 	t.Helper()
 	idx, l := -1, fleetpg.Lease{}
-	eventually(t, 30*time.Second, func() error {
+	await.Until(t, 30*time.Second, 50*time.Millisecond, func() error {
 		var err error
 		if l, err = f.lease(t); err != nil {
 			return err
@@ -303,7 +304,7 @@ func killLeader(t testing.TB, leaseTTL, eval time.Duration) time.Duration {
 	acked := canary.seq
 
 	var took time.Duration
-	eventually(t, 60*time.Second, func() error {
+	await.Until(t, 60*time.Second, 50*time.Millisecond, func() error {
 		v, err := f.rollout(t)
 		if err != nil {
 			return err
@@ -359,7 +360,7 @@ func TestReplicasPostgresPausedLeader(t *testing.T) {
 	require.Equal(t, http.StatusOK, canary.post(t, f.replicas[ni].url, 1001,
 		wire.Event{Kind: wire.EventInstalled, Version: 1002},
 		wire.Event{Kind: wire.EventReverted, Version: 1002, Reason: "load-crash", Critical: true}))
-	eventually(t, 60*time.Second, func() error {
+	await.Until(t, 60*time.Second, 50*time.Millisecond, func() error {
 		v, err := f.rollout(t)
 		if err == nil && v.State != controller.StateRolledBack {
 			err = fmt.Errorf("the rollout is %s", v.State)
@@ -370,7 +371,7 @@ func TestReplicasPostgresPausedLeader(t *testing.T) {
 
 	logged := len(old.logs.String())
 	require.NoError(t, old.cmd.Process.Signal(syscall.SIGCONT))
-	eventually(t, 20*time.Second, func() error {
+	await.Until(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if !strings.Contains(old.logs.String()[logged:], "no longer the leader") {
 			return fmt.Errorf("the old leader has not noticed")
 		}
@@ -398,7 +399,7 @@ func TestReplicasPostgresDatabaseRestart(t *testing.T) {
 	require.Equal(t, http.StatusOK, canary.post(t, f.lb, 1002, wire.Event{Kind: wire.EventInstalled, Version: 1002}))
 	f.cluster.RestartImmediate(t)
 	acked := uint64(0)
-	eventually(t, 60*time.Second, func() error {
+	await.Until(t, 60*time.Second, 50*time.Millisecond, func() error {
 		seq := canary.seq
 		code := canary.post(t, f.lb, 1002, wire.Event{Kind: wire.EventHealthy, Version: 1002})
 		if code != http.StatusOK {
@@ -408,7 +409,7 @@ func TestReplicasPostgresDatabaseRestart(t *testing.T) {
 		acked = canary.seq
 		return nil
 	}, "telemetry is not taken again after the database restarted")
-	eventually(t, 30*time.Second, func() error {
+	await.Until(t, 30*time.Second, 50*time.Millisecond, func() error {
 		hv, err := f.client().Host(context.Background(), canary.id)
 		if err != nil {
 			return err

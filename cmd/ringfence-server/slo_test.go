@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/testtmp"
 )
 
@@ -69,7 +70,7 @@ func TestRolloutStartSLO(t *testing.T) {
 		require.Equal(t, 0, code, errOut)
 		return out
 	}
-	eventually(t, 10*time.Second, func() error {
+	await.Until(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if out := status(); !regexp.MustCompile(`error-rate \(max 0.05, grace 2m0s\) at \d\d:\d\d:\d\d: 0.01\n`).MatchString(out) {
 			return fmt.Errorf("status:\n%s", out)
 		}
@@ -77,7 +78,7 @@ func TestRolloutStartSLO(t *testing.T) {
 	}, "the check's value shows; logs: %s", srv.logs)
 
 	value.Store("0.25")
-	eventually(t, 10*time.Second, func() error {
+	await.Until(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if out := status(); !strings.Contains(out, "ROLLED-BACK") {
 			return fmt.Errorf("status:\n%s", out)
 		}

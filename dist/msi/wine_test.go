@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringfence/ringfence/internal/await"
 )
 
 // wine runs Windows programs in one fresh Wine prefix.
@@ -117,22 +119,18 @@ func (w *wine) daemonStarted() string {
 // and waits until they are gone.
 func (w *wine) killDaemon() {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	await.Until(w.t, 30*time.Second, 200*time.Millisecond, func() error {
 		pids := w.daemonPIDs()
 		if len(pids) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("ringfenced processes %v still there after 30 s", pids)
+			return nil
 		}
 		for _, pid := range pids {
 			if p, err := os.FindProcess(pid); err == nil {
 				_ = p.Kill()
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return fmt.Errorf("processes %v", pids)
+	}, "ringfenced processes still there after 30 s")
 }
 
 func (w *wine) daemonPIDs() []int {

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringfence/ringfence/internal/await"
 	"github.com/ringfence/ringfence/internal/syncbuf"
 	"github.com/stretchr/testify/require"
 )
@@ -84,11 +86,12 @@ func TestRoundRobinAndFailover(t *testing.T) {
 		require.Equal(t, "a", name)
 	}
 	// The health checks take it out (2 failures, 300 ms apart).
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "r2 is DOWN") {
-		require.True(t, time.Now().Before(deadline), "haproxy does not mark the stopped backend down: %s", logs.String())
-		time.Sleep(50 * time.Millisecond) // polling haproxy's log
-	}
+	await.Until(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "r2 is DOWN") {
+			return errors.New(`no "r2 is DOWN" in its log`)
+		}
+		return nil
+	}, "haproxy does not mark the stopped backend down: %s", &logs)
 	require.NoError(t, lb.Stop())
 	select {
 	case <-lb.Done():
