@@ -122,6 +122,7 @@ func TestChannelVerdicts(t *testing.T) {
 		{"good-ipc-1003", verdict{}, verdict{}},
 		{"cf291-shape", verdict{errors: []Code{CodeFieldNotSupplied}, warnings: []Code{CodeFieldCountMismatch}}, verdict{}},
 		{"cf291-wildcard", verdict{warnings: []Code{CodeFieldCountMismatch}}, verdict{}},
+		{"costly-glob", verdict{}, verdict{}},
 		{"bad-truncated", verdict{errors: []Code{CodeTruncated}}, verdict{errors: []Code{CodeTruncated}}},
 		{"bad-checksum", verdict{errors: []Code{CodeChecksum}}, verdict{errors: []Code{CodeChecksum}}},
 		{"bad-magic", verdict{errors: []Code{CodeBadMagic}}, verdict{errors: []Code{CodeBadMagic}}},

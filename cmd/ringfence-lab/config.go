@@ -44,8 +44,8 @@ type Config struct {
 	AgentPreflightCanaries int `toml:"agent_preflight_canaries" json:"agent_preflight_canaries"`
 	// Channels are the two content channels every host follows, with one
 	// daemon and one identity (a boot record and A/B slots each). Scenarios
-	// 1-4 run on the first, the channel the content files carry; scenario
-	// 5 rolls out on both at once.
+	// 1-4 and 6 run on the first, the channel the content files carry;
+	// scenario 5 rolls out on both at once.
 	Channels []uint32 `toml:"channels" json:"channels"`
 
 	Host    HostSettings    `toml:"host" json:"host"`
@@ -96,6 +96,12 @@ type ContentSettings struct {
 	Good     []string `toml:"good" json:"good"`
 	CF291    string   `toml:"cf291" json:"cf291"`
 	Bypassed string   `toml:"bypassed" json:"bypassed"`
+	// Costly is scenario 6's content: it passes every check and crashes
+	// nothing, but its patterns cost the 7.11 glob (backtracking) several
+	// times the legacy agents' usual CPU; the server's health test alone
+	// must halt it. Its version must be newer than every other the lab
+	// publishes on the first channel (scenario 6 runs last).
+	Costly string `toml:"costly" json:"costly"`
 	// Second is the second channel's first content in scenario 5: this
 	// good file re-encoded as version SecondVersion of the second channel.
 	// Beside it, CF291 goes out again on the first channel, re-encoded as
@@ -165,7 +171,7 @@ func (c Config) Check() error {
 	case c.AgentPreflightCanaries < 1 || c.AgentPreflightCanaries >= c.LegacyCanaries:
 		return fmt.Errorf("config: agent_preflight_canaries: %d; want 1..%d (fewer than legacy_canaries, %d): scenario 4 needs a legacy canary with preflight by the installed agent and one with the reference preflight", c.AgentPreflightCanaries, c.LegacyCanaries-1, c.LegacyCanaries)
 	case len(c.Channels) != 2 || c.Channels[0] == 0 || c.Channels[1] == 0 || c.Channels[0] == c.Channels[1]:
-		return fmt.Errorf("config: channels: %v; want two channels, the content files' first ([291, 292]): scenarios 1-4 run on the first, scenario 5 on both", c.Channels)
+		return fmt.Errorf("config: channels: %v; want two channels, the content files' first ([291, 292]): scenarios 1-4 and 6 run on the first, scenario 5 on both", c.Channels)
 	case c.Host.PollInterval.Duration < time.Second:
 		return errors.New("config: host.poll_interval must be at least 1s (ringfenced's minimum)")
 	case c.Host.PollJitter.Duration < 0:
@@ -176,10 +182,14 @@ func (c Config) Check() error {
 		return errors.New("config: rollout.stages: give at least the 100% stage")
 	case len(c.Content.Good) == 0:
 		return errors.New("config: content.good: name at least one good channel file")
-	case c.Content.CF291 == "" || c.Content.Bypassed == "" || c.Content.Second == "":
-		return errors.New("config: content.cf291, content.bypassed and content.second must name channel files")
 	case c.Content.SecondVersion == 0:
 		return errors.New("config: content.second_version must be set: the second channel's version in scenario 5")
+	}
+	for _, f := range []struct{ key, name string }{{"cf291", c.Content.CF291}, {"bypassed", c.Content.Bypassed},
+		{"second", c.Content.Second}, {"costly", c.Content.Costly}} {
+		if f.name == "" {
+			return fmt.Errorf("config: content.%s must name a channel file (testdata/channels/NAME.rfch)", f.key)
+		}
 	}
 	for _, d := range []struct {
 		key string

@@ -12,20 +12,25 @@ func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig()
 	require.Equal(t, 50, c.Hosts)
 	require.Equal(t, 5, c.Canaries)
-	require.Equal(t, 10, c.LegacyHosts(), "20% of 50")
+	require.Equal(t, 25, c.LegacyHosts(), "half of 50: scenario 6's health test needs the evidence")
 	require.Equal(t, 2, c.LegacyCanaries)
 	require.Equal(t, 1, c.AgentPreflightCanaries, "one legacy canary of each preflight")
 	require.Equal(t, []uint32{291, 292}, c.Channels)
 	require.Equal(t, 2*time.Second, c.Host.PollInterval.Duration)
 	require.Equal(t, 10*time.Second, c.Host.HealthWindow.Duration)
 	require.Equal(t, c.Host.HealthWindow, c.Rollout.HealthWindow, "the server is told the hosts' window")
-	require.Equal(t, []string{"canary", "20%", "100%"}, []string{c.Rollout.Stages[0].Name, c.Rollout.Stages[1].Name, c.Rollout.Stages[2].Name})
+	var names []string
+	for _, st := range c.Rollout.Stages {
+		names = append(names, st.Name)
+	}
+	require.Equal(t, []string{"canary", "20%", "60%", "100%"}, names)
 	require.True(t, c.Rollout.Stages[0].Canary)
 	require.Equal(t, []string{"good-ipc-1001", "good-ipc-1002"}, c.Content.Good)
 	require.Equal(t, "cf291-shape", c.Content.CF291)
 	require.Equal(t, "cf291-field22", c.Content.Bypassed)
 	require.Equal(t, "good-ipc-1001", c.Content.Second)
 	require.Equal(t, uint32(2001), c.Content.SecondVersion)
+	require.Equal(t, "costly-glob", c.Content.Costly)
 }
 
 func TestParseConfigRefuses(t *testing.T) {
@@ -59,8 +64,8 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"three legacy canaries, two by the agent", func(s string) string {
 			return strings.Replace(strings.Replace(s, "agent_preflight_canaries = 1", "agent_preflight_canaries = 2", 1), "legacy_canaries = 2", "legacy_canaries = 3", 1)
 		}, ""},
-		{"legacy hosts do not fit", func(s string) string { return strings.Replace(s, "legacy_percent = 20", "legacy_percent = 100", 1) }, "do not fit"},
-		{"no 100% stage", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 50", 1) }, "the last stage must be 100%"},
+		{"legacy hosts do not fit", func(s string) string { return strings.Replace(s, "legacy_percent = 50", "legacy_percent = 100", 1) }, "do not fit"},
+		{"no 100% stage", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 60", 1) }, "the last stage must be 100%"},
 		{"stages shrink", func(s string) string { return strings.Replace(s, "percent = 100", "percent = 10", 1) }, "less than the stage before"},
 		{"no good content", func(s string) string {
 			return strings.Replace(s, `good = ["good-ipc-1001", "good-ipc-1002"]`, `good = []`, 1)
@@ -86,6 +91,9 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"no second version", func(s string) string {
 			return strings.Replace(s, "second_version = 2001", "", 1)
 		}, "content.second_version must be set"},
+		{"no costly content", func(s string) string {
+			return strings.Replace(s, `costly = "costly-glob"`, "", 1)
+		}, "content.costly must name"},
 		{"zero timeout", func(s string) string { return strings.Replace(s, `timeout = "120s"`, `timeout = "0s"`, 1) }, "rollout.timeout must be a positive duration"},
 	}
 	for _, tt := range tests {
@@ -129,11 +137,18 @@ func TestFleet(t *testing.T) {
 		percent                                      float64
 		wantCanaries, wantLegacy, wantAgentPreflight []string
 	}{
-		{"the demo", 50, 5, 2, 1, 20,
+		{"the demo", 50, 5, 2, 1, 50,
+			[]string{"h01", "h02", "h03", "h04", "h05"},
+			[]string{"h01", "h02", "h06", "h07", "h09", "h11", "h13", "h15", "h17", "h19", "h21", "h23", "h25", "h27", "h29", "h31", "h33", "h35",
+				"h37", "h39", "h41", "h43", "h45", "h47", "h49"},
+			[]string{"h02"}},
+		{"the demo before scenario 6", 50, 5, 2, 1, 20,
 			[]string{"h01", "h02", "h03", "h04", "h05"},
 			[]string{"h01", "h02", "h06", "h11", "h17", "h22", "h28", "h34", "h39", "h45"},
 			[]string{"h02"}},
-		{"the test", 6, 3, 2, 1, 20, []string{"h01", "h02", "h03"}, []string{"h01", "h02"}, []string{"h02"}},
+		{"the test", 20, 3, 2, 1, 90, []string{"h01", "h02", "h03"},
+			[]string{"h01", "h02", "h04", "h05", "h06", "h07", "h08", "h09", "h10", "h11", "h12", "h13", "h14", "h15", "h16", "h17", "h18", "h19"},
+			[]string{"h02"}},
 		{"legacy canaries only", 6, 2, 2, 1, 0, []string{"h01", "h02"}, []string{"h01", "h02"}, []string{"h02"}},
 		{"half legacy", 10, 2, 2, 1, 50, []string{"h01", "h02"}, []string{"h01", "h02", "h03", "h05", "h08"}, []string{"h02"}},
 		{"two by the installed agent", 10, 4, 3, 2, 0, []string{"h01", "h02", "h03", "h04"}, []string{"h01", "h02", "h03"}, []string{"h02", "h03"}},

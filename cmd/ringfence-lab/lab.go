@@ -289,7 +289,7 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 		}
 		scenarios = append(scenarios, one(&track{id: id, label: label, c: c, want: expectComplete}))
 	}
-	bypassed, cf291 := l.files[l.cfg.Content.Bypassed], l.files[l.cfg.Content.CF291]
+	bypassed, cf291, costly := l.files[l.cfg.Content.Bypassed], l.files[l.cfg.Content.CF291], l.files[l.cfg.Content.Costly]
 	scenarios = append(scenarios,
 		func() ([]Row, error) { row, err := l.publisherRefuses(ctx, "2"); return []Row{row}, err },
 		one(&track{id: "3", label: fmt.Sprintf("checks bypassed %d", bypassed.version), c: bypassed, want: expectRejected}),
@@ -301,7 +301,10 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 			return l.rollout(ctx,
 				&track{id: "5a", label: fmt.Sprintf("two at once: cf291 again %d", l.again.version), c: l.again, want: expectCrash},
 				&track{id: "5b", label: fmt.Sprintf("two at once: good %d (first content)", l.second.version), c: l.second, want: expectComplete})
-		})
+		},
+		// Scenario 6: content every check passes that costs the 7.11
+		// agents dear; only the server's health test can stop it.
+		one(&track{id: "6", label: fmt.Sprintf("costly on 7.11 agents %d", costly.version), c: costly, want: expectHealthHalt}))
 	for _, sc := range scenarios {
 		l.current++
 		rows, err := sc()
@@ -358,7 +361,7 @@ func channelList(chs []uint32) string {
 	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
 
-// first is the channel of scenarios 1-4 (the content files' channel).
+// first is the channel of scenarios 1-4 and 6 (the content files' channel).
 func (l *lab) first() uint32 { return l.cfg.Channels[0] }
 
 func (l *lab) bin(name string) string { return filepath.Join(l.opts.Bin, name) }
@@ -390,7 +393,7 @@ func (l *lab) setup(ctx context.Context) error {
 		}
 	}
 	cc := l.cfg.Content
-	names := append(slices.Clone(cc.Good), cc.Bypassed, cc.CF291, cc.Second)
+	names := append(slices.Clone(cc.Good), cc.Bypassed, cc.CF291, cc.Second, cc.Costly)
 	for _, name := range names {
 		path := l.channelFile(name)
 		f, err := readChannelFile(path)
@@ -398,7 +401,7 @@ func (l *lab) setup(ctx context.Context) error {
 			return fmt.Errorf("content %s: %w (give --testdata DIR)", name, err)
 		}
 		if f.Channel != l.first() {
-			return fmt.Errorf("content %s is channel %d; the lab runs scenarios 1-4 on channel %d (the first of channels)", name, f.Channel, l.first())
+			return fmt.Errorf("content %s is channel %d; the lab runs scenarios 1-4 and 6 on channel %d (the first of channels)", name, f.Channel, l.first())
 		}
 		l.files[name] = content{name: name, channel: f.Channel, version: f.ContentVersion, path: path}
 	}
@@ -422,12 +425,18 @@ func (l *lab) setup(ctx context.Context) error {
 		return err
 	}
 	// Scenario 5's files. cf291 goes out again on the first channel as a
-	// version no scenario used (scenario 4's is denied there since its
-	// rollback); the second channel's first content is a good file made
-	// over for it.
+	// version no scenario before it used (scenario 4's is denied there
+	// since its rollback); the second channel's first content is a good
+	// file made over for it.
 	top := uint32(0)
-	for _, c := range l.files {
-		top = max(top, c.version)
+	for _, name := range append(slices.Clone(cc.Good), cc.Bypassed, cc.CF291, cc.Second) {
+		top = max(top, l.files[name].version)
+	}
+	// Scenario 6 runs last, after every other version of the first
+	// channel was published and two of them denied: its own must be newer
+	// than all of them, scenario 5's included.
+	if v := l.files[cc.Costly].version; v <= top+1 {
+		return fmt.Errorf("content.costly: %s (version %d) is not newer than every version scenarios 1-5 publish on channel %d (up to %d)", cc.Costly, v, l.first(), top+1)
 	}
 	var err error
 	if l.again, err = l.remake(l.files[cc.CF291], l.first(), top+1); err != nil {
@@ -497,7 +506,8 @@ func emptyDir(dir string) error {
 
 // publish is the vendor's pipeline: a new repository, the good content
 // checked against sensor 7.12 (what every host's manifest says), the two
-// bad files the scenarios roll out, and scenario 5's files. Everything is
+// bad files the scenarios roll out, scenario 5's files, and scenario 6's
+// content, checked like the good content (it passes). Everything is
 // published before the server starts: serve reads the repository's signing
 // state once, at start, and signs plans (and snapshot and timestamp) from
 // it, so a publish beside a running server would fork the snapshot and
@@ -544,6 +554,11 @@ func (l *lab) publish(ctx context.Context) error {
 	}
 	l.tl.printf("publisher: published %d on channel %d (%s) and %d on channel %d (%s), validated and preflighted against sensor 7.12, for scenario 5",
 		l.again.version, l.again.channel, l.again, l.second.version, l.second.channel, l.second)
+	costly := l.files[l.cfg.Content.Costly]
+	if err := pub(costly, checked...); err != nil {
+		return err
+	}
+	l.tl.printf("publisher: published %d (%s), validated and preflighted against sensor 7.12, for scenario 6", costly.version, costly)
 	return nil
 }
 

@@ -21,18 +21,26 @@ import (
 	"github.com/ringfence/ringfence/wire"
 )
 
-// labTestConfig is the lab scaled down for go test: 6 hosts, 3 canaries, 2
+// labTestConfig is the lab scaled down for go test: 20 hosts, 3 canaries, 2
 // of them legacy (h01 with the reference preflight, h02 with preflight by
 // its installed agent), one good version, short windows. The hosts' health
 // window (6 s) still outlasts the longest start-to-halt path here (a poll
 // within 2 s, the crash, a 200 ms restart, a 1 s telemetry flush), so no
-// canary marks the bad version good before the halt. The timeout covers
-// scenario 5's good rollout, whose canaries wait for the bad version's
-// trial to end first (about 30 s, 40 s at worst).
+// canary marks the bad version good before the halt.
+//
+// Scenario 6 halts on the health test alone, whose evidence is the 7.11
+// agents judged unhealthy among the treated hosts, each worth at most
+// about a factor (controls + 1): a small fleet needs most of its hosts
+// legacy (90%: all but h03 and h20) and a stage more (75%). With 20 hosts so,
+// a simulation of the judgements (TestHealthEvidence) halts nearly every
+// time (about 1 run in 1,000 reaches 100% first, where no control is left
+// to compare with).
+// The timeout covers scenario 5's good rollout, whose canaries wait for the
+// bad version's trial to end first, through five stages (about 50 s).
 const labTestConfig = `
-hosts = 6
+hosts = 20
 canaries = 3
-legacy_percent = 20
+legacy_percent = 90
 legacy_canaries = 2
 agent_preflight_canaries = 1
 channels = [291, 292]
@@ -51,7 +59,7 @@ eval_interval = "500ms"
 health_window = "6s"
 grace = "30s"
 silence = "30s"
-timeout = "60s"
+timeout = "90s"
 
 [[rollout.stages]]
 name = "canary"
@@ -64,6 +72,16 @@ percent = 20
 bake = "2s"
 
 [[rollout.stages]]
+name = "50%"
+percent = 50
+bake = "2s"
+
+[[rollout.stages]]
+name = "75%"
+percent = 75
+bake = "2s"
+
+[[rollout.stages]]
 name = "100%"
 percent = 100
 
@@ -73,10 +91,11 @@ cf291 = "cf291-shape"
 bypassed = "cf291-field22"
 second = "good-ipc-1001"
 second_version = 2001
+costly = "costly-glob"
 `
 
 // TestLab runs the whole lab, scaled down, against freshly built binaries:
-// real daemons following two channels, the real server, the five scenarios.
+// real daemons following two channels, the real server, the six scenarios.
 // It checks the report: every host ends on good content on both channels,
 // the publisher refuses cf291 against 7.11, the bypassed content is refused
 // by the hosts' own checks and nothing is activated, cf291 crashes the
@@ -85,11 +104,13 @@ second_version = 2001
 // activation, the server halts and rolls back, and no host outside the
 // canary group ever loads it; and with two rollouts at once, the bad one on
 // 291 halts alone while 292's completes, each host taking 292's version
-// only once 291's trial ended. The journals and boot records on disk back
-// the legacy canaries' outcomes.
+// only once 291's trial ended; and content that passes every check and
+// crashes nothing but costs the 7.11 agents dear is halted by the server's
+// health test alone and rolled back. The journals and boot records on disk
+// back the legacy canaries' outcomes.
 func TestLab(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a server and 6 daemons for about 70 s")
+		t.Skip("starts a server and 20 daemons for about 130 s")
 	}
 	if runtime.GOOS != "linux" {
 		t.Skip("the lab stops its children with SIGINT and a parent-death signal: Linux")
@@ -120,7 +141,8 @@ func runLab(t *testing.T, extra ...string) (Report, string) {
 	require.Equal(t, uint32(1001), rep.GoodVersion)
 	require.Equal(t, map[uint32]uint32{291: 1001, 292: 2001}, rep.GoodVersions)
 	require.Equal(t, []string{"h01", "h02", "h03"}, rep.Canaries)
-	require.Equal(t, []string{"h01", "h02"}, rep.LegacyHosts)
+	require.Equal(t, []string{"h01", "h02", "h04", "h05", "h06", "h07", "h08", "h09", "h10", "h11", "h12", "h13", "h14", "h15", "h16", "h17", "h18", "h19"},
+		rep.LegacyHosts)
 	require.Equal(t, []string{"h02"}, rep.AgentPreflightHosts)
 	require.Contains(t, stderr.String(), "h01 (canary, 7.11 agent, reference preflight)")
 	require.Contains(t, stderr.String(), "h02 (canary, 7.11 agent, preflight by the installed agent)")
@@ -130,12 +152,12 @@ func runLab(t *testing.T, extra ...string) (Report, string) {
 		rows[r.ID] = r
 		require.Empty(t, r.Problems, "scenario %s", r.ID)
 	}
-	require.Len(t, rows, 6)
+	require.Len(t, rows, 7)
 
 	good := rows["1"]
 	require.Equal(t, "completed", good.Outcome)
-	require.Equal(t, 6, good.Loaded)
-	require.Equal(t, 6, good.Healthy)
+	require.Equal(t, 20, good.Loaded)
+	require.Equal(t, 20, good.Healthy)
 	require.Zero(t, good.Crashed)
 	require.False(t, good.Halted)
 
@@ -151,7 +173,7 @@ func runLab(t *testing.T, extra ...string) (Report, string) {
 	require.Zero(t, bypassed.Loaded, "nothing was activated")
 	require.Positive(t, bypassed.Rejected)
 	require.Equal(t, bypassed.Rejected, bypassed.RejectedBy["validation"], "the hosts' validators refuse it before preflight runs")
-	require.Equal(t, 6, bypassed.Healthy)
+	require.Equal(t, 20, bypassed.Healthy)
 	require.Contains(t, bypassed.HaltReason, "rejected-validation")
 
 	// Scenario 4: both legacy canaries, whichever reported first (the
@@ -169,7 +191,7 @@ func runLab(t *testing.T, extra ...string) (Report, string) {
 	require.LessOrEqual(t, crash.Loaded, 2, "h02 never loaded it")
 	haltedBy(t, crash.HaltReason, 1004)
 	require.Positive(t, crash.HaltSeconds)
-	require.Equal(t, 6, crash.Healthy)
+	require.Equal(t, 20, crash.Healthy)
 	require.Equal(t, []LegacyCanary{
 		{Host: "h01", Preflight: "reference preflight", Outcome: OutcomeReverted},
 		{Host: "h02", Preflight: "preflight by the installed agent", Outcome: OutcomeRefused},
@@ -194,28 +216,70 @@ func runLab(t *testing.T, extra ...string) (Report, string) {
 	for i, want := range []string{OutcomeReverted, OutcomeRefused} {
 		require.Contains(t, []string{want, OutcomeNotFetched}, bad.LegacyCanaries[i].Outcome, "%+v", bad.LegacyCanaries[i])
 	}
-	require.Equal(t, 6, bad.Healthy, "every host back on 1001")
+	require.Equal(t, 20, bad.Healthy, "every host back on 1001")
 	require.Equal(t, uint32(292), second.Channel)
 	require.Equal(t, uint32(2001), second.Version)
 	require.Equal(t, "completed", second.Outcome)
 	require.False(t, second.Halted, "291's halt does not touch 292")
-	require.Equal(t, 6, second.Loaded)
+	require.Equal(t, 20, second.Loaded)
 	require.Zero(t, second.Crashed, "the legacy canary's crash is 291's")
-	require.Equal(t, 6, second.Healthy)
+	require.Equal(t, 20, second.Healthy)
 	require.LessOrEqual(t, second.Waited, 3, "only canaries had 291's trial to wait for")
+
+	// Scenario 6: the gate halts on the agents' health alone, nothing
+	// else failed, and it rolls back at once.
+	costly := rows["6"]
+	require.Equal(t, uint32(291), costly.Channel)
+	require.Equal(t, uint32(1007), costly.Version)
+	require.Equal(t, "halted, rolled back", costly.Outcome)
+	require.Contains(t, costly.HaltReason, "the agents' health")
+	require.Equal(t, "gate", costly.RollbackBy, "rolled back at once by the gate")
+	require.Zero(t, costly.Crashed, "nothing crashes on it")
+	require.Zero(t, costly.Reverted)
+	require.Zero(t, costly.Rejected, "every check passes it, h02's preflight by its 7.11 agent included")
+	require.GreaterOrEqual(t, costly.Loaded, 3, "every canary at least")
+	require.Positive(t, costly.LoadedLegacy)
+	require.Positive(t, costly.Recalled, "the hosts on 1007 left it on the signed rollback")
+	require.Equal(t, 20, costly.Healthy, "every host back on 1001")
+	hh := costly.Health
+	require.NotNil(t, hh, "the halt's health evidence")
+	require.GreaterOrEqual(t, hh.Statistic, hh.Threshold)
+	require.Less(t, hh.Reported, hh.Threshold, "no host reported a failure")
+	require.Positive(t, hh.Unhealthy)
+	require.LessOrEqual(t, hh.Unhealthy, hh.Judged)
+	require.Positive(t, hh.Controls, "judged against controls")
+	require.NotNil(t, hh.Limits)
+	require.Equal(t, hh.Judged, costly.Judged)
+	require.Equal(t, hh.Unhealthy, costly.Unhealthy)
+	require.Contains(t, stderr.String(), "health test: ")
+	unhealthy := columns[slices.IndexFunc(columns, func(c column) bool { return c.head == "unhealthy" })]
+	require.Equal(t, "-", unhealthy.cell(pub))
+	require.Equal(t, fmt.Sprintf("%d/%d", hh.Unhealthy, hh.Judged), unhealthy.cell(costly), "the table's unhealthy column")
 
 	// The journals back the report: no non-canary daemon ever installed
 	// 1004, 1005 or 1006; every host installed 2001 on channel 292, and a
 	// canary that took 1006 took 2001 only after 1006's trial ended (one
-	// trial at a time).
+	// trial at a time); no host crashed on 1007, reverted it for a reason
+	// of its own or refused it, and h02 installed it (its 7.11 agent's
+	// preflight passed it).
 	legacyOnDisk(t, work)
-	for _, h := range []string{"h01", "h02", "h03", "h04", "h05", "h06"} {
+	cfg, err := ParseConfig([]byte(labTestConfig))
+	require.NoError(t, err)
+	h02took1007 := false
+	for _, spec := range cfg.Fleet() {
+		h := spec.Name
 		evs, err := daemon.ReadJournal(filepath.Join(work, "hosts", h, "root"))
 		require.NoError(t, err)
 		require.NotEmpty(t, evs, h)
 		took, left, took2001 := -1, -1, -1 // the indexes of 1006 installed, 1006 left, 2001 installed
 		for i, ev := range evs {
 			switch {
+			case ev.Version == 1007:
+				require.NotContains(t, []wire.EventKind{wire.EventSensorCrashed, wire.EventRejectedValidation, wire.EventRejectedPreflight}, ev.Kind, "%s: %+v", h, ev)
+				if ev.Kind == wire.EventReverted {
+					require.Equal(t, bootguard.ReasonManual.String(), ev.Reason, "%s left 1007 only on the rollback: %+v", h, ev)
+				}
+				h02took1007 = h02took1007 || h == "h02" && ev.Kind == wire.EventInstalled
 			case ev.Kind == wire.EventInstalled && ev.Channel == 292:
 				require.Equal(t, uint32(2001), ev.Version, h)
 				took2001 = i
@@ -235,6 +299,7 @@ func runLab(t *testing.T, extra ...string) (Report, string) {
 			require.Greater(t, took2001, left, "%s: 2001 went on trial after 1006's trial ended", h)
 		}
 	}
+	require.True(t, h02took1007, "h02's preflight by its installed 7.11 agent passed 1007")
 	// Every process is gone.
 	out, _ := exec.Command("pgrep", "-f", work).CombinedOutput()
 	require.Empty(t, strings.TrimSpace(string(out)), "processes left running")
@@ -264,10 +329,13 @@ func withoutEvidence(lcs []LegacyCanary) []LegacyCanary {
 // legacyOnDisk checks the legacy canaries' outcomes on disk, apart from the
 // lab's report: h01 (the reference preflight) installed 1004, its agent
 // crashed loading it and the boot guard reverted it (load-crash), and its
-// boot record holds a cf291 version BAD by a load crash; h02 (preflight by
-// its installed agent) refused 1004 in preflight (PREFLIGHT_CRASH) and
-// never installed it, put it on trial or crashed, and no slot of its
-// channel 291 holds a cf291 version.
+// boot record holds a cf291 version BAD by a load crash, or 1007 in that
+// slot once scenario 6 staged it there (its journal then says it
+// installed 1007 after that revert; the report has the boot record as it
+// was at the end of scenarios 4 and 5a); h02 (preflight by its installed
+// agent) refused 1004 in preflight (PREFLIGHT_CRASH) and never installed
+// it, put it on trial or crashed, and no slot of its channel 291 holds a
+// cf291 version.
 func legacyOnDisk(t *testing.T, work string) {
 	t.Helper()
 	root := func(h string) string { return filepath.Join(work, "hosts", h, "root") }
@@ -294,9 +362,18 @@ func legacyOnDisk(t *testing.T, work string) {
 	}), "h01's boot guard reverted 1004: %+v", h01)
 	rec, err := bootguard.Read(installer.RecordPathOf(root("h01"), 291))
 	require.NoError(t, err)
-	require.True(t, slices.ContainsFunc(rec.Slots[:], func(e bootguard.Entry) bool {
+	if !slices.ContainsFunc(rec.Slots[:], func(e bootguard.Entry) bool {
 		return slices.Contains(cf291, e.Version) && e.State == bootguard.StateBad && e.Reason == bootguard.ReasonLoadCrash
-	}), "h01's boot record holds a cf291 version BAD (load-crash): %+v", rec)
+	}) {
+		evs, err := daemon.ReadJournal(root("h01"))
+		require.NoError(t, err)
+		reverted := slices.IndexFunc(evs, func(e wire.Event) bool {
+			return e.Kind == wire.EventReverted && e.Reason == bootguard.ReasonLoadCrash.String() && slices.Contains(cf291, e.Version)
+		})
+		took := slices.IndexFunc(evs, func(e wire.Event) bool { return e.Kind == wire.EventInstalled && e.Version == 1007 })
+		require.True(t, reverted >= 0 && took > reverted && slices.ContainsFunc(rec.Slots[:], func(e bootguard.Entry) bool { return e.Version == 1007 }),
+			"h01's boot record holds a cf291 version BAD (load-crash), or 1007 staged over it after the revert: %+v", rec)
+	}
 
 	h02 := kinds("h02", 1004)
 	require.True(t, has(h02, func(e wire.Event) bool {

@@ -24,7 +24,7 @@ import (
 
 const help = `
 ringfence-lab starts a real ringfence-server and a fleet of real ringfenced
-daemons on loopback and replays five scenarios against them, printing one
+daemons on loopback and replays six scenarios against them, printing one
 line per step and a table at the end. Nothing is simulated: the hosts poll
 the server's TUF repository, validate and preflight content themselves,
 install it into A/B slots, run the reference sensor on it, and report signed
@@ -32,22 +32,23 @@ telemetry; the server moves each rollout ring by ring and halts it by itself.
 
 The fleet. Every host's installed capability manifest says sensor 7.12 (21
 IPC inputs): that is what its validator and preflight check content against.
-Most hosts also run a 7.12 agent. A "legacy" share (legacy_percent, 20% by
+Half the hosts run a 7.12 agent. The other half (legacy_percent, 50% by
 default, legacy_canaries of them canaries: 2) runs a 7.11 agent build (20 IPC
 inputs) whose manifest was never updated: a packaging bug, the kind of
 mismatch behind Channel File 291. Every host preflights content with the
 reference preflight against its manifest, except agent_preflight_canaries (1)
 of the legacy canaries, whose agent.preflight_command runs their installed
 agent ('ringfenced agent --capabilities sensor-7.11.json --preflight'). The
-first --canaries hosts report the tag "canary". Every rollout is: the canary group, then 20% of hosts, then 100%,
-with short bakes. Every host follows two channels, 291 and 292 (channels in
-lab.toml), with one daemon and one identity: each channel has its own boot
-record and A/B slots, and a host runs one trial at a time (a channel's new
-version is staged and waits while another channel's trial runs).
+first --canaries hosts report the tag "canary". Every rollout is: the canary
+group, then 20% of hosts, then 60%, then 100%, with short bakes. Every
+host follows two channels, 291 and 292 (channels in lab.toml), with one
+daemon and one identity: each channel has its own boot record and A/B
+slots, and a host runs one trial at a time (a channel's new version is
+staged and waits while another channel's trial runs).
 
-The scenarios (1-4 on channel 291; 292 has no content until 5):
+The scenarios (1-4 and 6 on channel 291; 292 has no content until 5):
   1  good content: good-ipc-1001 from no content, then good-ipc-1002; each
-     passes canary -> 20% -> 100% and every host ends on it, GOOD.
+     passes canary -> 20% -> 60% -> 100% and every host ends on it, GOOD.
   2  cf291-shape (template IPC with 21 fields, matchers on field 21) is
      checked by 'ringfence-server publish --capabilities sensor-7.11.json':
      the publisher refuses it; its message is shown.
@@ -73,6 +74,20 @@ The scenarios (1-4 on channel 291; 292 has no content until 5):
      other legacy canary may not fetch it at all); 292's completes, its canaries taking 2001 once 291's
      trial ended. Every host ends on 291's last good version and on 2001,
      both GOOD; a row per channel.
+  6  costly on 7.11 agents: costly-glob (version 1007: good-ipc-1002 plus
+     three log-only instances with patterns like "*a*?*?!" on the command
+     line) passes every check, the 7.11 agent's own preflight included, and
+     crashes nothing; but the 7.11 build's glob backtracks over long
+     command lines, and the legacy agents burn several times their usual
+     CPU on it. No host crashes, reverts or refuses it, and a host whose
+     health window ends before the halt marks it GOOD. The server's health
+     test, which judges each treated host's health sample once against
+     limits the controls' samples set, finds the legacy hosts unhealthy
+     and halts the rollout (in the 20% or the 60% stage, or in the first
+     seconds of the 100% stage, while its hosts still run 1002 and count
+     as controls), and the gate rolls it back: every host ends on 1002. The timeline prints the
+     health test's counts at the halt, the table how many treated hosts it
+     judged and found unhealthy.
 
 Content is published before the server starts, so that the timeline is
 about the rollouts (a publish while serving works too: both write under the
@@ -81,8 +96,10 @@ that loaded the version (staged, activated, handed to the agent's loader),
 waited (had it staged while another channel's trial ran, as seen between
 their polls), crashed, were reverted by the boot guard, rejected it, left it
 on the signed rollback (recalled), and ended healthy (on the good version,
-GOOD, agent running); "halt" is from the rollout's start decision to its
-halt decision, on the server's clock.
+GOOD, agent running); "unhealthy" is how many of the treated hosts the
+server's health test judged it found unhealthy ("-": it judged none);
+"halt" is from the rollout's start decision to its halt decision, on the
+server's clock.
 
 Output: the timeline on stdout (stderr with --json), then the table, or the
 report as JSON on stdout with --json. The daemons' and the server's logs go to

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // scenario passes and every host ends on good content, as with one server.
 func TestLabReplicasPostgres(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts 3 server replicas, haproxy and 6 daemons for about 80 s")
+		t.Skip("starts 3 server replicas, haproxy and 20 daemons for about 130 s")
 	}
 	if runtime.GOOS != "linux" {
 		t.Skip("the lab stops its children with SIGINT and a parent-death signal: Linux")

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/clock"
 )
 
@@ -25,9 +26,11 @@ type Row struct {
 	// halted and rolled back, refused by the publisher.
 	Outcome string `json:"outcome"`
 	// Loaded hosts had the version staged, activated as a trial and handed
-	// to their agent's loader; LoadedOutsideCanary of them are not canaries.
+	// to their agent's loader; LoadedOutsideCanary of them are not
+	// canaries, LoadedLegacy of them run a 7.11 agent.
 	Loaded              int `json:"loaded"`
 	LoadedOutsideCanary int `json:"loaded_outside_canary"`
+	LoadedLegacy        int `json:"loaded_legacy"`
 	// Waited hosts had the version staged and waited for another channel's
 	// trial to end before it went on trial (one trial at a time per host),
 	// as the lab saw them between their polls.
@@ -47,6 +50,16 @@ type Row struct {
 	// should run, GOOD in the boot record, the agent running.
 	Healthy int `json:"healthy"`
 	Hosts   int `json:"hosts"`
+	// Judged is how many treated hosts the server's health test judged
+	// (each once, with its first health sample a health window after it
+	// installed the version, while there were controls to compare with),
+	// Unhealthy how many of them it found beyond the controls' limits: the
+	// rollout's counts at its end.
+	Judged    int64 `json:"judged"`
+	Unhealthy int64 `json:"unhealthy"`
+	// Health is what the health test saw when it halted the rollout
+	// (scenario 6); nil when it did not halt it.
+	Health *HealthHalt `json:"health_halt,omitempty"`
 	// Halted is set when the server halted the rollout; HaltSeconds is from
 	// the rollout's start decision to the halt decision (the server's
 	// times), CrashToHaltSeconds from the first failure a host logged.
@@ -72,6 +85,29 @@ type Row struct {
 	PublisherOnly bool `json:"publisher_only,omitempty"`
 
 	seq int // the lab's running number of the scenario: its events' key
+}
+
+// HealthHalt is the server's health test at the halt it decided: the halt
+// decision's evidence, and the rollout's statistics and limits then.
+type HealthHalt struct {
+	Stage string `json:"stage"` // the stage it halted in
+	// Judged treated hosts since the start, Unhealthy of them beyond the
+	// limits; P0 bounds a healthy host's chance of being found so, from
+	// Controls with a health sample, ControlsBeyond of them beyond the
+	// limits: (ControlsBeyond+1)/(Controls+1).
+	Judged         int64   `json:"judged"`
+	Unhealthy      int64   `json:"unhealthy"`
+	P0             float64 `json:"p0"`
+	Controls       int64   `json:"controls"`
+	ControlsBeyond int64   `json:"controls_beyond"`
+	// Statistic is the health test's (log10 of its likelihood ratio), which
+	// reached Threshold; Reported and Silence are the other two tests'.
+	Statistic float64 `json:"statistic"`
+	Threshold float64 `json:"threshold"`
+	Reported  float64 `json:"reported_statistic"`
+	Silence   float64 `json:"silence_statistic"`
+	// Limits are the ones the controls set at the halt.
+	Limits *controller.HealthLimits `json:"limits,omitempty"`
 }
 
 // LegacyCanary is what one legacy canary (a 7.11 agent under a 7.12
@@ -162,6 +198,12 @@ var columns = []column{
 			return "-"
 		}
 		return fmt.Sprintf("%d/%d", r.Healthy, r.Hosts)
+	}},
+	{"unhealthy", false, func(r Row) string {
+		if r.PublisherOnly || r.Judged == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%d/%d", r.Unhealthy, r.Judged)
 	}},
 	{"halt", false, func(r Row) string {
 		if !r.Halted {

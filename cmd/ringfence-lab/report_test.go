@@ -9,12 +9,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/controller"
 	"github.com/ringfence/ringfence/internal/clock"
 )
 
 func sampleRows() []Row {
 	return []Row{
 		{ID: "1a", Scenario: "good 1001 (first content)", Channel: 291, Version: 1001, Outcome: "completed", Loaded: 50, Healthy: 50, Hosts: 50},
+		{ID: "1b", Scenario: "good 1002", Channel: 291, Version: 1002, Outcome: "completed", Loaded: 50, Healthy: 50, Hosts: 50, Judged: 27, Unhealthy: 1},
 		{ID: "2", Scenario: "cf291 at the publisher", Channel: 291, Version: 1004, Outcome: "refused by the publisher", PublisherOnly: true, Healthy: 50, Hosts: 50},
 		{ID: "3", Scenario: "checks bypassed 1005", Channel: 291, Version: 1005, Outcome: "halted, rolled back", Rejected: 2,
 			RejectedBy: map[string]int{"validation": 2}, Healthy: 50, Hosts: 50, Halted: true, HaltSeconds: 0.94},
@@ -24,26 +26,32 @@ func sampleRows() []Row {
 			Reverted: 1, Recalled: 4, Healthy: 50, Hosts: 50, Halted: true, HaltSeconds: 4.5},
 		{ID: "5b", Scenario: "two at once: good 2001 (first content)", Channel: 292, Version: 2001, Outcome: "completed", Loaded: 50, Waited: 5,
 			Healthy: 50, Hosts: 50},
+		{ID: "6", Scenario: "costly on 7.11 agents 1007", Channel: 291, Version: 1007, Outcome: "halted, rolled back", Loaded: 27, LoadedOutsideCanary: 22,
+			LoadedLegacy: 14, Recalled: 27, Healthy: 50, Hosts: 50, Halted: true, HaltSeconds: 41.03, Judged: 25, Unhealthy: 12,
+			Health: &HealthHalt{Stage: "60%", Judged: 25, Unhealthy: 12, P0: 1.0 / 24, Controls: 23, Statistic: 3.61, Threshold: 3.48,
+				Limits: &controller.HealthLimits{CPU: 0.0195, RSS: 26214400, Latency: 60, Events: 76.8, Controls: 23}}},
 	}
 }
 
 func TestTable(t *testing.T) {
-	want := `scenario                                   channel  loaded  waited  crashed  reverted  rejected  recalled  healthy   halt  outcome
-1a good 1001 (first content)                   291      50       0        0         0         0         0    50/50      -  completed
-2 cf291 at the publisher                       291       -       -        -         -         -         -        -      -  refused by the publisher
-3 checks bypassed 1005                         291       0       0        0         0         2         0    50/50   0.9s  halted, rolled back
-4 cf291 on 7.11 agents 1004                    291       5       0        1         1         0         4    49/50  12.2s  halted, rolled back
-5a two at once: cf291 again 1006               291       5       0        1         1         0         4    50/50   4.5s  halted, rolled back
-5b two at once: good 2001 (first content)      292      50       5        0         0         0         0    50/50      -  completed
+	want := `scenario                                   channel  loaded  waited  crashed  reverted  rejected  recalled  healthy  unhealthy   halt  outcome
+1a good 1001 (first content)                   291      50       0        0         0         0         0    50/50          -      -  completed
+1b good 1002                                   291      50       0        0         0         0         0    50/50       1/27      -  completed
+2 cf291 at the publisher                       291       -       -        -         -         -         -        -          -      -  refused by the publisher
+3 checks bypassed 1005                         291       0       0        0         0         2         0    50/50          -   0.9s  halted, rolled back
+4 cf291 on 7.11 agents 1004                    291       5       0        1         1         0         4    49/50          -  12.2s  halted, rolled back
+5a two at once: cf291 again 1006               291       5       0        1         1         0         4    50/50          -   4.5s  halted, rolled back
+5b two at once: good 2001 (first content)      292      50       5        0         0         0         0    50/50          -      -  completed
+6 costly on 7.11 agents 1007                   291      27       0        0         0         0        27    50/50      12/25  41.0s  halted, rolled back
 `
 	require.Equal(t, want, Table(sampleRows()))
-	require.Equal(t, "scenario  channel  loaded  waited  crashed  reverted  rejected  recalled  healthy  halt  outcome\n", Table(nil), "a header alone")
+	require.Equal(t, "scenario  channel  loaded  waited  crashed  reverted  rejected  recalled  healthy  unhealthy  halt  outcome\n", Table(nil), "a header alone")
 }
 
 func TestReportText(t *testing.T) {
 	rows := sampleRows()
-	rows[3].Notes = []string{"halted 12.2s after the start"}
-	rows[3].Problems = []string{"49 of 50 hosts ended on version 1002 (GOOD)"}
+	rows[4].Notes = []string{"halted 12.2s after the start"}
+	rows[4].Problems = []string{"49 of 50 hosts ended on version 1002 (GOOD)"}
 	r := Report{OK: false, Hosts: 50, GoodVersion: 1002, Scenarios: rows,
 		Failures:                []string{"scenario 4: 49 of 50 hosts ended on version 1002 (GOOD)"},
 		HostsWithoutGoodContent: []string{"h02: channel 291 version 1004 (GOOD); channel 292 version 2001 (GOOD); agent running"}}
@@ -73,14 +81,20 @@ func TestReportJSON(t *testing.T) {
 	for _, k := range []string{"ok", "hosts", "canaries", "legacy_hosts", "channels", "good_version", "good_versions", "seconds", "scenarios", "hosts_without_good_content"} {
 		require.Contains(t, m, k)
 	}
-	row := m["scenarios"].([]any)[2].(map[string]any)
-	for _, k := range []string{"id", "scenario", "channel", "version", "outcome", "loaded", "loaded_outside_canary", "waited", "crashed", "reverted",
-		"rejected", "rejected_by", "recalled", "healthy", "hosts", "halted", "halt_seconds"} {
+	row := m["scenarios"].([]any)[3].(map[string]any)
+	for _, k := range []string{"id", "scenario", "channel", "version", "outcome", "loaded", "loaded_outside_canary", "loaded_legacy", "waited", "crashed", "reverted",
+		"rejected", "rejected_by", "recalled", "healthy", "hosts", "judged", "unhealthy", "halted", "halt_seconds"} {
 		require.Contains(t, row, k)
+	}
+	require.NotContains(t, row, "health_halt", "only a halt on the health test has one")
+	health := m["scenarios"].([]any)[7].(map[string]any)["health_halt"].(map[string]any)
+	for _, k := range []string{"stage", "judged", "unhealthy", "p0", "controls", "controls_beyond", "statistic", "threshold", "reported_statistic", "silence_statistic", "limits"} {
+		require.Contains(t, health, k)
 	}
 	var back Report
 	require.NoError(t, json.Unmarshal(b.Bytes(), &back))
-	require.Equal(t, r.Scenarios[2].RejectedBy, back.Scenarios[2].RejectedBy)
+	require.Equal(t, r.Scenarios[3].RejectedBy, back.Scenarios[3].RejectedBy)
+	require.Equal(t, r.Scenarios[7].Health, back.Scenarios[7].Health)
 	require.Equal(t, r.GoodVersions, back.GoodVersions)
 	require.Equal(t, map[string]any{"291": 1002.0, "292": 2001.0}, m["good_versions"], "by channel")
 }

@@ -160,7 +160,26 @@ const (
 	// it before activation; the server halts and rolls back, and no host
 	// outside the canary group ever loads it.
 	expectCrash
+	// expectHealthHalt: content that passes every check and crashes
+	// nothing, but costs the 7.11 agents several times their usual CPU
+	// (scenario 6): no host crashes, reverts or refuses it, and the
+	// server's gate halts it on its health test alone, in whatever stage
+	// the evidence is enough, and rolls it back at once.
+	expectHealthHalt
 )
+
+// healthHaltReason is what a halt's reason says when the gate's health
+// test reached its threshold (controller.Rollout.Step words it); the lab
+// also checks the rollout's health statistic (haltedOnHealth).
+const healthHaltReason = "the agents' health"
+
+// haltedOnHealth reports whether d is the gate's halt on its health test,
+// v the rollout's view since: the reason names the agents' health, and
+// the health test's own statistic reached the threshold.
+func haltedOnHealth(d *controller.Decision, v server.View) bool {
+	return d != nil && d.Kind == controller.KindHalt && d.Actor == "gate" &&
+		strings.Contains(d.Reason, healthHaltReason) && v.Gate.Health >= v.Gate.Threshold
+}
 
 // track is one channel's rollout in a scenario: what it rolls out, what it
 // should end in, and what the lab saw of it.
@@ -348,6 +367,9 @@ func (l *lab) decisions(t *track, prefix string) []timedLine {
 		switch d.Kind {
 		case controller.KindHalt:
 			t.halt = &d
+			if strings.Contains(d.Reason, healthHaltReason) {
+				lines = append(lines, timedLine{d.Time, "  " + prefix + l.healthLine(t, d)})
+			}
 		case controller.KindRollback:
 			t.back = &d
 		case controller.KindAdvance, controller.KindComplete:
@@ -369,6 +391,42 @@ func (l *lab) decisions(t *track, prefix string) []timedLine {
 		}
 	}
 	return lines
+}
+
+// healthLine says what the health test saw when it halted the track's
+// rollout: the halt decision's counts, the limits the controls set then
+// (the view's), and how many of the hosts on the version run a 7.11 agent,
+// by their journals.
+func (l *lab) healthLine(t *track, d controller.Decision) string {
+	ev := d.Evidence
+	on, legacy := l.loadedSoFar(t)
+	s := fmt.Sprintf("health test: %d of %d treated hosts judged unhealthy (%d hosts had loaded %d, %d of them 7.11 agents); %d of %d controls beyond the limits, so a healthy host is at most %.2g%% likely to be; statistic %.2f reached %.2f",
+		ev.TreatedUnhealthy, ev.TreatedJudged, on, t.c.version, legacy, ev.ControlUnhealthy, ev.ControlSampled, 100*ev.HealthP0, ev.Statistic, ev.Threshold)
+	if lim := t.view.Gate.HealthLimits; lim != nil {
+		s += "; the controls' limits: " + limitsText(lim)
+	}
+	return s
+}
+
+// limitsText says the health test's limits: "CPU 0.020 cores, memory 25.0
+// MB, latency p99 60 µs, events 76.8/s at least (from 22 controls)".
+func limitsText(lim *controller.HealthLimits) string {
+	return fmt.Sprintf("CPU %.3f cores, memory %.1f MB, latency p99 %.0f µs, events %.1f/s at least (from %d controls)",
+		lim.CPU, lim.RSS/1e6, lim.Latency, lim.Events, lim.Controls)
+}
+
+// loadedSoFar counts the hosts whose journal says they loaded the track's
+// version in this scenario so far, and the 7.11 agents among them.
+func (l *lab) loadedSoFar(t *track) (all, legacy int) {
+	for _, h := range l.hosts {
+		if slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
+			return ev.scenario == l.current && ev.Kind == evInstalled && ev.Channel == t.c.channel && ev.Version == t.c.version
+		}) {
+			all++
+			legacy += b2i(h.Legacy)
+		}
+	}
+	return all, legacy
 }
 
 // waits notes the hosts that have the track's version staged and waiting
@@ -714,6 +772,9 @@ func (l *lab) summarise(t *track) {
 		if loaded && !h.Canary {
 			row.LoadedOutsideCanary++
 		}
+		if loaded && h.Legacy {
+			row.LoadedLegacy++
+		}
 		row.Crashed += b2i(crashed)
 		row.Reverted += b2i(reverted)
 		row.Recalled += b2i(recalled)
@@ -727,6 +788,7 @@ func (l *lab) summarise(t *track) {
 	}
 	row.Waited = len(t.waited)
 	row.Healthy, _ = l.onGood(ch, t.end)
+	row.Judged, row.Unhealthy = view.Gate.TreatedJudged, view.Gate.TreatedUnhealthy
 	row.Outcome = view.State.String()
 	if t.back != nil {
 		row.RollbackBy = t.back.Actor
@@ -740,6 +802,9 @@ func (l *lab) summarise(t *track) {
 		}
 		if view.State == controller.StateRolledBack {
 			row.Outcome = "halted, rolled back"
+		}
+		if strings.Contains(t.halt.Reason, healthHaltReason) {
+			row.Health = l.healthHalt(t)
 		}
 	}
 	canaries := 0
@@ -761,6 +826,10 @@ func (l *lab) summarise(t *track) {
 		problem(row.Loaded == len(l.hosts), "%d of %d hosts loaded %d", row.Loaded, len(l.hosts), v)
 		problem(row.Crashed == 0, "%d hosts crashed on good content", row.Crashed)
 		row.Notes = append(row.Notes, fmt.Sprintf("every stage baked and reported healthy: %d hosts on %d (GOOD)%s", row.Healthy, v, waited))
+		return
+	}
+	if want == expectHealthHalt {
+		l.healthOutcome(t, canaries, problem)
 		return
 	}
 	problem(t.halt != nil && view.State == controller.StateRolledBack, "the server did not halt and roll back (state %s)", view.State)
@@ -788,6 +857,78 @@ func (l *lab) summarise(t *track) {
 	}
 	if t.back != nil && t.halt != nil && t.back.Actor != t.halt.Actor {
 		row.Notes = append(row.Notes, fmt.Sprintf("rolled back by %s %.1fs after the halt, %s", t.back.Actor, t.back.Time.Sub(t.halt.Time).Seconds(), l.names(t.back.Reason)))
+	}
+}
+
+// healthHalt is the health test at the track's halt: the halt decision's
+// evidence, and the limits the controls set then (the view's: the rollout
+// is no longer evaluated after the halt).
+func (l *lab) healthHalt(t *track) *HealthHalt {
+	d, v := t.halt, t.view
+	ev := d.Evidence
+	h := &HealthHalt{Stage: fmt.Sprint(d.Stage), Judged: ev.TreatedJudged, Unhealthy: ev.TreatedUnhealthy, P0: ev.HealthP0,
+		Controls: ev.ControlSampled, ControlsBeyond: ev.ControlUnhealthy, Statistic: v.Gate.Health, Threshold: ev.Threshold,
+		Reported: v.Gate.Reported, Silence: v.Gate.Silence, Limits: v.Gate.HealthLimits}
+	if d.Stage >= 0 && d.Stage < len(v.Stages) {
+		h.Stage = v.Stages[d.Stage].Name
+	}
+	return h
+}
+
+// healthOutcome checks a track that expects the health test's halt
+// (scenario 6) and writes its notes: the gate halted on the agents' health
+// alone and rolled back at once; no host crashed on the version, reverted
+// it or refused it in its own checks; each legacy canary installed it
+// (its checks passed, preflight by its installed agent included). That
+// every host ends on the version it started from is checked with every
+// track.
+func (l *lab) healthOutcome(t *track, canaries int, problem func(bool, string, ...any)) {
+	row, view, v := &t.row, t.view, t.c.version
+	halt := "no halt"
+	if t.halt != nil {
+		halt = fmt.Sprintf("halted by %s: %s", t.halt.Actor, t.halt.Reason)
+	}
+	problem(haltedOnHealth(t.halt, view), "the server did not halt on %s (health statistic %.2f, threshold %.2f; state %s; %s)",
+		healthHaltReason, view.Gate.Health, view.Gate.Threshold, view.State, halt)
+	problem(view.State == controller.StateRolledBack && t.back != nil && t.back.Actor == "gate",
+		"the gate did not roll back with its halt (state %s)", view.State)
+	problem(row.Crashed == 0 && row.Reverted == 0 && row.Rejected == 0,
+		"%d hosts crashed, %d reverted and %d refused %d, which passes every check and crashes nothing", row.Crashed, row.Reverted, row.Rejected, v)
+	problem(row.Loaded > 0, "no host loaded %d", v)
+	marked := 0
+	for _, h := range l.hosts {
+		marked += b2i(slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
+			return ev.scenario == row.seq && ev.Kind == evHealthy && ev.Channel == t.c.channel && ev.Version == v
+		}))
+	}
+	row.Notes = append(row.Notes, fmt.Sprintf("%d hosts loaded %d (%d of the %d canaries, %d others), %d of them 7.11 agents; none crashed, reverted or refused it, and %d marked it GOOD at the end of their health window: nothing a host checks saw a problem",
+		row.Loaded, v, row.Loaded-row.LoadedOutsideCanary, canaries, row.LoadedOutsideCanary, row.LoadedLegacy, marked))
+	for _, h := range l.legacyCanaries() {
+		rec, err := h.record(t.c.channel)
+		_, evidence := legacyOutcome(h.events, row.seq, t.c.channel, v, t.slotted[h.Name], rec)
+		if err != nil {
+			evidence = fmt.Sprintf("boot record of channel %d: %v", t.c.channel, err)
+		}
+		installed := slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
+			return ev.scenario == row.seq && ev.Kind == evInstalled && ev.Channel == t.c.channel && ev.Version == v
+		})
+		problem(installed, "%s (%s) never installed %d: %s", h.Name, h.preflight(), v, evidence)
+		row.Notes = append(row.Notes, fmt.Sprintf("%s (7.11 agent, %s): %s", h.Name, h.preflight(), evidence))
+	}
+	if hh := row.Health; hh != nil {
+		row.Notes = append(row.Notes, fmt.Sprintf("halted in stage %s %.1fs after the start by the health test alone: %d of %d treated hosts judged unhealthy, %d of %d controls beyond the limits (a healthy host at most %.2g%% likely to be); its statistic %.2f reached %.2f, while the other two tests' stood at %.2f (failures reported) and %.2f (silence)",
+			hh.Stage, row.HaltSeconds, hh.Unhealthy, hh.Judged, hh.ControlsBeyond, hh.Controls, 100*hh.P0, hh.Statistic, hh.Threshold, hh.Reported, hh.Silence))
+		if hh.Limits != nil {
+			row.Notes = append(row.Notes, "the controls' limits at the halt: "+limitsText(hh.Limits))
+		}
+	}
+	if t.back != nil {
+		by := t.back.Actor
+		if by == "gate" {
+			by = "the gate"
+		}
+		row.Notes = append(row.Notes, fmt.Sprintf("rolled back by %s with the halt, %d denied: every host back on %d, the %d that had loaded %d by leaving it on the signed rollback",
+			by, v, t.end, row.Recalled, v))
 	}
 }
 
