@@ -46,7 +46,17 @@ const haltedRollout = `{"hosts": 70, "pending_hosts": 3,
   "compat": {"sensors": ["7.12"], "excluded": {"7.11": "FIELD_NOT_SUPPLIED"}},
   "sensors": {"unknown": 2, "7.12": 50, "7.11": 12},
   "excludes": ["7.11", "unknown"],
-  "gate": {"statistic": 3.4, "threshold": 3.0, "alpha": 0.001, "treated": 5, "control": 45, "treated_failures": 3, "control_failures": 0, "excluded": 14},
+  "gate": {"statistic": 3.4, "threshold": 3.0, "alpha": 0.001, "treated": 5, "control": 45, "treated_failures": 3, "control_failures": 0, "excluded": 14,
+    "treated_silent": 1, "control_silent": 0, "reported_statistic": 3.4, "silence_statistic": 0.3, "health_statistic": 1.25,
+    "treated_judged": 4, "treated_unhealthy": 2, "health_p0": 0.0588, "control_sampled": 33, "control_unhealthy": 1,
+    "expected_failures": 0.42, "promoted": false, "promote": {"margin": 2, "beta": 0.05},
+    "health_limits": {"cpu": 0.0204, "rss": 23600000, "latency_us": 50.4, "events_per_s": 153.6, "controls": 33}},
+  "slo": [
+    {"name": "error-rate", "query": "sum(rate(http_errors_total[5m]))", "max": 0.01, "grace": "5m0s",
+     "last": {"value": 0.0023, "last_data": "2026-12-01T10:04:00Z", "at": "2026-12-01T10:04:00Z"}},
+    {"name": "detections", "query": "sum(rate(detections_total[5m]))", "min": 100,
+     "last": {"at": "2026-12-01T10:04:00Z", "no_data": true}}
+  ],
   "history": [
     {"time": "2026-12-01T09:51:00Z", "statistic": 0.0, "threshold": 3.0, "stage": 0},
     {"time": "2026-12-01T09:54:00Z", "statistic": 0.3, "threshold": 3.0, "stage": 0},
@@ -63,7 +73,8 @@ const haltedRollout = `{"hosts": 70, "pending_hosts": 3,
      "evidence": {"statistic": 0.1, "threshold": 3.0, "treated": 5, "control": 45, "treated_failures": 0, "control_failures": 0}},
     {"seq": 3, "time": "2026-12-01T10:04:00Z", "kind": "halt", "stage": 1, "actor": "gate",
      "reason": "crash-on-load revert in the canary group (host h-1)",
-     "evidence": {"statistic": 3.4, "threshold": 3.0, "treated": 5, "control": 45, "treated_failures": 3, "control_failures": 0}}
+     "evidence": {"statistic": 3.4, "threshold": 3.0, "treated": 5, "control": 45, "treated_failures": 3, "control_failures": 0,
+       "treated_judged": 4, "treated_unhealthy": 2, "health_p0": 0.0588}}
   ]
 }]}`
 
@@ -231,6 +242,39 @@ func TestBrowserHaltedRollout(t *testing.T) {
 		fleet, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("fleet")))
 		require.NoError(t, err)
 		require.Contains(t, fleet, "sensors 7.9: 1, 7.11: 12, 7.12: 55, unknown: 2")
+	})
+
+	t.Run("tests", func(t *testing.T) {
+		// The gate's three tests: the one over the threshold marked, the
+		// health test's judgements and the limits the controls set, where
+		// promotion stands; the SLO checks with their last values.
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`(() => {
+			const p = document.querySelector('[data-channel="291"] .gate-panel');
+			const rows = [...p.querySelectorAll('tr.test')];
+			return {
+				tests: rows.map((r) => r.dataset.test + (r.classList.contains('bad') ? ' (over)' : '') + ': ' + r.querySelector('td.num').textContent),
+				health: p.querySelector('tr[data-test="health"]').textContent,
+				failures: p.querySelector('tr[data-test="failures"]').textContent,
+				limits: p.querySelector('.limits').textContent,
+				promotion: p.querySelector('.promotion').textContent,
+				slo: [...document.querySelectorAll('[data-channel="291"] .slo-panel tr.slo-check')].map((r) => [...r.children].map((c) => c.textContent)),
+			};
+		})()`))
+		require.NoError(t, err)
+		require.Equal(t, []any{"failures (over): 3.40", "silence: 0.30", "health: 1.25"}, got["tests"])
+		require.Contains(t, got["failures"], "2 treated, 0 control hosts reported one", "failures less the silent ones")
+		require.Contains(t, got["health"], "2 of 4 treated hosts judged unhealthy; a healthy one is at most 5.9% likely to be (1 of 33 controls beyond the limits)")
+		require.Equal(t, "health limits: CPU 0.020 cores, memory 23.6 MB, latency p99 50 µs, at least 153.6 events/s (from 33 controls)", got["limits"])
+		require.Contains(t, got["promotion"], "not yet")
+		require.Contains(t, got["promotion"], "no worse than 2x (beta 0.05)")
+		require.Contains(t, got["promotion"], "expected failures so far 0.4")
+		require.Equal(t, []any{
+			[]any{"error-rate", "sum(rate(http_errors_total[5m]))", "≤ 0.01 (grace 5m0s)", "0.0023", "within bounds"},
+			[]any{"detections", "sum(rate(detections_total[5m]))", "≥ 100", "–", "no data"},
+		}, got["slo"])
+		banner, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("halt-banner-291")))
+		require.NoError(t, err)
+		require.Contains(t, banner, "2/4 unhealthy (p0 5.9%)", "the halt's evidence names the health judgements")
 	})
 
 	t.Run("stages", func(t *testing.T) {

@@ -82,6 +82,8 @@
   function stat(v) { return fixed(v, 2); }
   function count(v) { return finite(v) ? String(Math.round(v)) : '–'; }
   function pct(v) { return finite(v) ? `${Number(v.toFixed(3))}%` : '–'; }
+  // share formats a probability (0.059) as a percentage ("5.9%").
+  function share(v) { return finite(v) ? `${Number((100 * v).toFixed(1))}%` : '–'; }
   function rate(fail, total) {
     return finite(fail) && finite(total) && total > 0 ? `${(100 * fail / total).toFixed(1)}%` : '–';
   }
@@ -168,6 +170,9 @@
     }
     if (finite(ev.control) || finite(ev.control_failures)) {
       parts.push({ k: 'control', v: `${count(ev.control_failures)}/${count(ev.control)} failed (${rate(ev.control_failures, ev.control)})` });
+    }
+    if (finite(ev.treated_judged) && ev.treated_judged > 0) {
+      parts.push({ k: 'health', v: `${count(ev.treated_unhealthy)}/${count(ev.treated_judged)} unhealthy (p0 ${share(ev.health_p0)})` });
     }
     return parts;
   }
@@ -407,11 +412,70 @@
             el('td', { class: 'num' }, count(g.treated_failures)), el('td', { class: 'num' }, rate(g.treated_failures, g.treated))),
           el('tr', null, el('th', { title: 'hosts on the old version' }, 'control'), el('td', { class: 'num' }, count(g.control)),
             el('td', { class: 'num' }, count(g.control_failures)), el('td', { class: 'num' }, rate(g.control_failures, g.control))))),
+      testsTable(g),
       gateChart(r, g, decisions),
       el('div', { class: 'legend' },
         el('span', { class: 'sw sw-stat' }), 'statistic ',
         el('span', { class: 'sw sw-threshold' }), 'threshold ',
         el('span', { class: 'sw sw-halt' }), 'halt'));
+  }
+
+  // testsTable shows the gate's three tests, each halting on its own at the
+  // threshold (the alpha split between them): failures hosts reported,
+  // silence, and health, with what the health test judged and the limits
+  // the controls set; then where promotion stands (docs/gate.md).
+  function testsTable(g) {
+    const row = (name, title, v, detail) => {
+      const over = finite(v) && finite(g.threshold) && v >= g.threshold;
+      return el('tr', { class: 'test' + (over ? ' bad' : ''), 'data-test': name },
+        el('th', { title }, name), el('td', { class: 'num' }, stat(v)), el('td', null, detail));
+    };
+    const silentT = finite(g.treated_silent) ? g.treated_silent : 0, silentC = finite(g.control_silent) ? g.control_silent : 0;
+    const judged = finite(g.treated_judged) ? g.treated_judged : 0;
+    const health = judged > 0
+      ? `${count(g.treated_unhealthy)} of ${count(judged)} treated hosts judged unhealthy; a healthy one is at most ${share(g.health_p0)} likely to be (${count(g.control_unhealthy || 0)} of ${count(g.control_sampled || 0)} controls beyond the limits)`
+      : 'no treated host judged yet (each is judged once, a health window after it installed, while controls run the old version)';
+    const l = obj(g.health_limits);
+    const limits = finite(l.controls)
+      ? `health limits: CPU ${fixed(l.cpu, 3)} cores, memory ${fixed(l.rss / 1e6, 1)} MB, latency p99 ${fixed(l.latency_us, 0)} µs, at least ${fixed(l.events_per_s, 1)} events/s (from ${count(l.controls)} controls)`
+      : null;
+    const p = obj(g.promote);
+    const promotion = p.off ? 'off: every stage bakes its full time'
+      : g.promoted ? `passed: shown no worse than ${str(p.margin) || '?'}x (beta ${str(p.beta) || '?'}); a stage ends before its bake once its hosts are there`
+        : `not yet: to end a stage before its bake, each test must show the version no worse than ${str(p.margin) || '?'}x (beta ${str(p.beta) || '?'})`;
+    return el('div', { class: 'tests' },
+      el('table', { class: 'counts tests-table' },
+        el('thead', null, el('tr', null, el('th', null, 'test'), el('th', { class: 'num' }, 'statistic'), el('th', null, 'evidence'))),
+        el('tbody', null,
+          row('failures', 'reverts, crashes and rejections hosts reported', g.reported_statistic,
+            `${count(g.treated_failures - silentT)} treated, ${count(g.control_failures - silentC)} control hosts reported one`),
+          row('silence', 'hosts not heard from in time', g.silence_statistic, `${count(silentT)} treated, ${count(silentC)} control hosts silent`),
+          row('health', "the agents' CPU, memory, latency and events against the controls'", g.health_statistic, health))),
+      limits ? el('p', { class: 'limits muted' }, limits) : null,
+      el('p', { class: 'promotion' + (g.promoted ? ' passed' : '') },
+        el('span', { class: 'k' }, 'promotion'), ' ', promotion,
+        finite(g.expected_failures) ? ` · expected failures so far ${fixed(g.expected_failures, 1)}` : null));
+  }
+
+  // sloTable shows the rollout's SLO checks and what their last evaluation
+  // found; a breach, or no data past the grace, halts the rollout.
+  function sloTable(r) {
+    return el('table', { class: 'slo' },
+      el('thead', null, el('tr', null, el('th', null, 'check'), el('th', null, 'query'), el('th', null, 'bound'),
+        el('th', { class: 'num' }, 'last value'), el('th', null, 'state'))),
+      el('tbody', null, arr(r.slo).map((c) => {
+        c = obj(c);
+        const last = obj(c.last);
+        const bound = [finite(c.min) ? `≥ ${c.min}` : null, finite(c.max) ? `≤ ${c.max}` : null].filter(Boolean).join(' and ') || '–';
+        const state = str(c.unwatched) || (last.breach ? `BREACH: ${str(last.breach)}`
+          : last.error ? `no data: ${str(last.error)}` : last.no_data ? 'no data' : last.at ? 'within bounds' : 'not evaluated yet');
+        return el('tr', { class: 'slo-check' + (last.breach ? ' bad' : ''), 'data-check': str(c.name) },
+          el('th', null, str(c.name) || '–'),
+          el('td', null, el('code', null, str(c.query))),
+          el('td', null, bound, c.grace ? ` (grace ${str(c.grace)})` : null),
+          el('td', { class: 'num' }, finite(last.value) ? String(Number(last.value.toPrecision(4))) : '–'),
+          el('td', { class: 'slo-state' }, state));
+      })));
   }
 
   // niceStep returns a round step (1, 2 or 5 times a power of ten) near raw.
@@ -589,6 +653,7 @@
         el('div', { class: 'side' },
           section('Hosts per version', 'hosts-panel', versionsTable(r)),
           section('Hosts per sensor', 'sensors-panel', compatLine(r), sensorsTable(r)))),
+      arr(r.slo).length ? section('SLO checks', 'slo-panel', sloTable(r)) : null,
       section('Decision log', 'log-panel', decisionLog(r, decisions)));
   }
 
