@@ -305,7 +305,7 @@ func (q StartRequest) Spec() (controller.Spec, error) {
 		spec.Promote = *q.Promote
 	}
 	for i, c := range q.SLO {
-		check, err := c.check(i + 1)
+		check, err := c.check(i+1, q.Channel, q.Version)
 		if err != nil {
 			return spec, err
 		}

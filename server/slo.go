@@ -36,13 +36,15 @@ type SLORequest struct {
 	Grace string   `json:"grace,omitempty"`
 }
 
-// check turns the request into a slo.Check (i counts from 1, for errors).
-func (q SLORequest) check(i int) (slo.Check, error) {
+// check turns the request into a slo.Check of the rollout of version on
+// channel, its query's placeholders expanded (i counts from 1, for
+// errors).
+func (q SLORequest) check(i int, channel, version uint32) (slo.Check, error) {
 	g, err := duration(fmt.Sprintf("SLO check %d (%.64s): grace", i, q.Name), q.Grace, true)
 	if err != nil {
 		return slo.Check{}, err
 	}
-	return slo.Check{Name: q.Name, Query: q.Query, Max: q.Max, Min: q.Min, Grace: g}, nil
+	return slo.Check{Name: q.Name, Query: q.Query, Max: q.Max, Min: q.Min, Grace: g}.Expand(channel, version)
 }
 
 // SLOView is one of a rollout's SLO checks as shown: the check, and what

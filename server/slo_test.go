@@ -129,6 +129,28 @@ func TestSLOStartRefused(t *testing.T) {
 		require.ErrorContains(t, err, "check that Prometheus at "+down.URL+" is up")
 	})
 
+	t.Run("placeholders", func(t *testing.T) {
+		// The query Prometheus is sent, and the one the rollout keeps,
+		// name the rollout's own channel and version.
+		l := newLab(t, server.Options{Prometheus: p.URL})
+		templated := server.SLORequest{Name: "errors", Query: `sum(errors_total{channel="{{channel}}",version="{{version}}"})`, Max: bound(1)}
+		expanded := `sum(errors_total{channel="291",version="1002"})`
+		p.put(expanded, `{"status":"error","errorType":"bad_data","error":"the expanded query reached Prometheus"}`)
+		_, err := l.startSLO(t, false, templated)
+		require.Equal(t, http.StatusBadRequest, code(t, err))
+		require.ErrorContains(t, err, "the expanded query reached Prometheus")
+		p.set(expanded, 0)
+		v, err := l.startSLO(t, false, templated)
+		require.NoError(t, err)
+		require.Len(t, v.SLO, 1)
+		require.Equal(t, expanded, v.SLO[0].Query)
+
+		typo := server.SLORequest{Name: "typo", Query: `sum(errors_total{version="{{ver}}"})`, Max: bound(1)}
+		_, err = newLab(t, server.Options{Prometheus: p.URL}).startSLO(t, false, typo)
+		require.Equal(t, http.StatusBadRequest, code(t, err))
+		require.ErrorContains(t, err, `check "typo": unknown placeholder at "{{ver}}\"})"; a query may use {{version}} and {{channel}}`)
+	})
+
 	_, err = server.New(server.Options{Repo: l.repo, Keys: l.keys, State: t.TempDir(), Prometheus: "prometheus:9090"})
 	require.ErrorContains(t, err, "server: --prometheus: slo: Prometheus URL \"prometheus:9090\": want the server's base URL")
 }

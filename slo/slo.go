@@ -15,6 +15,8 @@ package slo
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -71,6 +73,27 @@ func (c Check) Validate() error {
 		return bad("grace %v is negative", c.Grace)
 	}
 	return nil
+}
+
+// The placeholders a query may carry: Expand replaces each with the
+// rollout's own value, so that one checks file serves every rollout.
+const (
+	VersionPlaceholder = "{{version}}" // the version the rollout sends out
+	ChannelPlaceholder = "{{channel}}" // the rollout's channel
+)
+
+// Expand returns c with its query's placeholders replaced by the rollout's
+// channel and new version, as decimal numbers. Any "{{" left after that is
+// an unknown placeholder (PromQL has no use for it): an error that names
+// the known ones, rather than a query that would never match.
+func (c Check) Expand(channel, version uint32) (Check, error) {
+	r := strings.NewReplacer(VersionPlaceholder, strconv.FormatUint(uint64(version), 10),
+		ChannelPlaceholder, strconv.FormatUint(uint64(channel), 10))
+	c.Query = r.Replace(c.Query)
+	if i := strings.Index(c.Query, "{{"); i >= 0 {
+		return c, fmt.Errorf("%w: check %.64q: unknown placeholder at %.24q; a query may use %s and %s", ErrInvalid, c.Name, c.Query[i:], VersionPlaceholder, ChannelPlaceholder)
+	}
+	return c, nil
 }
 
 // Validate checks a spec's checks: each one, at most MaxChecks, and no

@@ -73,3 +73,29 @@ func TestValidateList(t *testing.T) {
 	require.ErrorContains(t, err, `check "c0" is named twice`)
 	require.True(t, errors.Is(err, slo.ErrInvalid))
 }
+
+// TestExpand: the placeholders become the rollout's channel and version,
+// wherever and however often they appear; a query without any is left as
+// it is; an unknown one is refused with the known ones named.
+func TestExpand(t *testing.T) {
+	c := slo.Check{Name: "errors", Max: f(1),
+		Query: `sum(rate(errors_total{version="{{version}}",channel="{{channel}}"}[5m])) / sum(rate(requests_total{version="{{version}}"}[5m]))`}
+	got, err := c.Expand(291, 1002)
+	require.NoError(t, err)
+	require.Equal(t, `sum(rate(errors_total{version="1002",channel="291"}[5m])) / sum(rate(requests_total{version="1002"}[5m]))`, got.Query)
+	require.Equal(t, c.Name, got.Name)
+	require.Equal(t, c.Max, got.Max)
+	require.Contains(t, c.Query, "{{version}}", "the check itself is unchanged")
+
+	plain := slo.Check{Name: "up", Query: `sum(up{job="agents"})`, Min: f(1)}
+	got, err = plain.Expand(291, 1002)
+	require.NoError(t, err)
+	require.Equal(t, plain, got)
+
+	for _, q := range []string{`sum(x{version="{{ version }}"})`, `sum(x{v="{{from_version}}"})`, `sum(x{v="{{version}"})`} {
+		_, err = slo.Check{Name: "typo", Query: q, Max: f(1)}.Expand(291, 1002)
+		require.ErrorIs(t, err, slo.ErrInvalid, q)
+		require.ErrorContains(t, err, `check "typo": unknown placeholder at "{{`, q)
+		require.ErrorContains(t, err, "a query may use {{version}} and {{channel}}", q)
+	}
+}

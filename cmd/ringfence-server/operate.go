@@ -47,11 +47,12 @@ that return one number, with a max, a min or both, and a grace, which the
 server (started with --prometheus) runs at each evaluation:
 
   [{"name": "error-rate", "max": 0.02, "grace": "5m",
-    "query": "sum(rate(http_errors_total[5m])) / sum(rate(http_requests_total[5m]))"}]
+    "query": "sum(rate(http_errors_total{version=\"{{version}}\"}[5m])) / sum(rate(http_requests_total{version=\"{{version}}\"}[5m]))"}]
 
-A value beyond a bound, or no data for longer than the grace, halts the
-rollout and rolls it back (unless --manual-rollback), as the gate does
-(docs/slo.md).
+{{version}} and {{channel}} in a query become the rollout's version and
+channel, so one file serves every rollout. A value beyond a bound, or no
+data for longer than the grace, halts the rollout and rolls it back (unless
+--manual-rollback), as the gate does (docs/slo.md).
 
 The server signs the plan for the first stage at once; the gate moves it on.`
 
