@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringfence/ringfence/internal/testfiles"
 	"github.com/ringfence/ringfence/sensor"
 	"github.com/ringfence/ringfence/validator"
 )
@@ -17,20 +17,14 @@ import (
 // multiplied by in an agent's CPU.
 const agentEventRate = 200
 
+// labChannelFile returns the shared testdata's channel file NAME, raw and
+// parsed.
 func labChannelFile(t testing.TB, name string) ([]byte, *validator.ChannelFile) {
 	t.Helper()
-	data, err := validator.ReadFile(filepath.Join("..", "..", "testdata", "channels", name+".rfch"))
-	require.NoError(t, err)
+	data := testfiles.Channel(t, name)
 	f, err := validator.Parse(data)
 	require.NoError(t, err)
 	return data, f
-}
-
-func labCapabilities(t testing.TB, sensorVersion string) *validator.Capabilities {
-	t.Helper()
-	c, err := validator.LoadCapabilities(filepath.Join("..", "..", "testdata", "capabilities", "sensor-"+sensorVersion+".json"))
-	require.NoError(t, err)
-	return c
 }
 
 // TestCostlyContentPassesEveryCheck: scenario 6's content passes what
@@ -46,7 +40,7 @@ func TestCostlyContentPassesEveryCheck(t *testing.T) {
 	require.Equal(t, uint32(291), f.Channel)
 	require.Equal(t, uint32(1007), f.ContentVersion, "after scenario 5's 1006")
 	for _, v := range []string{"7.11", "7.12"} {
-		caps := labCapabilities(t, v)
+		caps := testfiles.Capabilities(t, v)
 		_, problems := validator.Validate(data, caps, validator.Options{})
 		require.Empty(t, problems, "sensor %s", v)
 		rep, err := sensor.RunPreflight(data, caps, sensor.DefaultPreflightSeed, sensor.DefaultRandomEvents)
@@ -71,7 +65,7 @@ func TestCostlyContentPassesEveryCheck(t *testing.T) {
 // harness h02's preflight runs: synthesized events, then 5,000 random
 // ones), which must end well within the hosts' 30 s preflight timeout.
 func BenchmarkCostlyContent(b *testing.B) {
-	caps := map[string]*validator.Capabilities{"7.11": labCapabilities(b, "7.11"), "7.12": labCapabilities(b, "7.12")}
+	caps := map[string]*validator.Capabilities{"7.11": testfiles.Capabilities(b, "7.11"), "7.12": testfiles.Capabilities(b, "7.12")}
 	for _, name := range []string{"good-ipc-1002", DefaultConfig().Content.Costly} {
 		data, f := labChannelFile(b, name)
 		next := sensor.RandomEvents(f, 1)

@@ -202,6 +202,14 @@ func (h *host) runsGood(ch, v uint32) bool {
 	return err == nil && st.Agent == daemon.AgentRunning
 }
 
+// did reports whether h's journal, in the scenario numbered seq, has an
+// event of kind for version v of channel ch.
+func (h *host) did(seq int, kind eventKind, ch, v uint32) bool {
+	return slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
+		return ev.scenario == seq && ev.Kind == kind && ev.Channel == ch && ev.Version == v
+	})
+}
+
 // describe says what h runs on each channel and how its agent is:
 // "channel 291 version 1004 (GOOD); channel 292: no content; agent running".
 func (h *host) describe(chs []uint32) string {

@@ -85,9 +85,9 @@ The scenarios (1-4 and 6 on channel 291; 292 has no content until 5):
      limits the controls' samples set, finds the legacy hosts unhealthy
      and halts the rollout (in the 20% or the 60% stage, or in the first
      seconds of the 100% stage, while its hosts still run 1002 and count
-     as controls), and the gate rolls it back: every host ends on 1002. The timeline prints the
-     health test's counts at the halt, the table how many treated hosts it
-     judged and found unhealthy.
+     as controls), and the gate rolls it back: every host ends on 1002.
+     The timeline prints the health test's counts at the halt, the table
+     how many treated hosts it judged and found unhealthy.
 
 Content is published before the server starts, so that the timeline is
 about the rollouts (a publish while serving works too: both write under the

@@ -419,9 +419,7 @@ func limitsText(lim *controller.HealthLimits) string {
 // version in this scenario so far, and the 7.11 agents among them.
 func (l *lab) loadedSoFar(t *track) (all, legacy int) {
 	for _, h := range l.hosts {
-		if slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
-			return ev.scenario == l.current && ev.Kind == evInstalled && ev.Channel == t.c.channel && ev.Version == t.c.version
-		}) {
+		if h.did(l.current, evInstalled, t.c.channel, t.c.version) {
 			all++
 			legacy += b2i(h.Legacy)
 		}
@@ -897,9 +895,7 @@ func (l *lab) healthOutcome(t *track, canaries int, problem func(bool, string, .
 	problem(row.Loaded > 0, "no host loaded %d", v)
 	marked := 0
 	for _, h := range l.hosts {
-		marked += b2i(slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
-			return ev.scenario == row.seq && ev.Kind == evHealthy && ev.Channel == t.c.channel && ev.Version == v
-		}))
+		marked += b2i(h.did(row.seq, evHealthy, t.c.channel, v))
 	}
 	row.Notes = append(row.Notes, fmt.Sprintf("%d hosts loaded %d (%d of the %d canaries, %d others), %d of them 7.11 agents; none crashed, reverted or refused it, and %d marked it GOOD at the end of their health window: nothing a host checks saw a problem",
 		row.Loaded, v, row.Loaded-row.LoadedOutsideCanary, canaries, row.LoadedOutsideCanary, row.LoadedLegacy, marked))
@@ -909,10 +905,7 @@ func (l *lab) healthOutcome(t *track, canaries int, problem func(bool, string, .
 		if err != nil {
 			evidence = fmt.Sprintf("boot record of channel %d: %v", t.c.channel, err)
 		}
-		installed := slices.ContainsFunc(h.events, func(ev scenarioEvent) bool {
-			return ev.scenario == row.seq && ev.Kind == evInstalled && ev.Channel == t.c.channel && ev.Version == v
-		})
-		problem(installed, "%s (%s) never installed %d: %s", h.Name, h.preflight(), v, evidence)
+		problem(h.did(row.seq, evInstalled, t.c.channel, v), "%s (%s) never installed %d: %s", h.Name, h.preflight(), v, evidence)
 		row.Notes = append(row.Notes, fmt.Sprintf("%s (7.11 agent, %s): %s", h.Name, h.preflight(), evidence))
 	}
 	if hh := row.Health; hh != nil {
